@@ -1,0 +1,1 @@
+"""mitmllm: mitmproxy addons for LLM API traffic."""

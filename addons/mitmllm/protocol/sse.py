@@ -1,0 +1,505 @@
+"""Incremental, lossless Server-Sent Events codec (sans-I/O).
+
+Theory of operation
+-------------------
+`Decoder.feed` takes bytes cut at arbitrary boundaries and returns the *blocks* they complete.
+A block is everything up to and including the blank line that ends it (WHATWG: the blank line
+dispatches the event). Each `Event` keeps its exact `raw` bytes, so the concatenation of all
+blocks plus `Decoder.close()`'s trailing bytes is the input, byte for byte. Nothing is normalised
+on the way through; parsing only reads.
+
+Lines end at CRLF, LF or CR, and nothing else (U+2028, U+2029, NEL, VT, FF are ordinary
+characters, SSE-3). A CR at the very end of the buffered input may be the first half of a CRLF,
+so a block whose blank line ends in such a CR waits for the next byte or for `close()` (SSE-4).
+Blocks are found on bytes (a CR or LF byte never occurs inside a multi-byte UTF-8 sequence), so
+a character split across chunks is simply waited for; a block is decoded as UTF-8 once it is
+complete (SSE-1).
+
+The scan resumes where the previous one stopped and the buffer is a bytearray whose prefix is
+deleted in O(1), so a 32 MiB event arriving in 64 KiB pieces costs linear time.
+
+Grammar findings (SSE-1, 2, 3a, 7, 8, 9, 10, 11, 12, 16, 17) are reported here; findings that
+depend on the wire format (SSE-13 exceptions, SSE-14/15 at end of stream, payload rules) belong
+to `mitmllm.protocol.stream`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from dataclasses import field
+
+from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.findings import Severity
+
+BOM = b"\xef\xbb\xbf"
+KNOWN_FIELDS = frozenset({"event", "data", "id", "retry"})
+
+# Two line terminators in a row: the end of a line, then a blank line. Atomic groups keep a CRLF
+# from being read as CR + LF (which would look like a blank line).
+_BLANK_LINE = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
+_EOL = re.compile(rb"\r\n|\r|\n")
+_EOL_STR = re.compile(r"\r\n|\r|\n")
+# Characters that the SSE grammar treats as ordinary but str.splitlines()/httpx iter_lines() do not.
+_LINE_SEPARATOR_HAZARDS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+class Event:
+    """One block of the stream: its exact bytes and what they parse to.
+
+    `data` is None when the block had no data field (it is then not dispatched by the WHATWG
+    algorithm); otherwise it is the data lines joined by LF. `terminated` is False only for the
+    partial block returned by `Decoder.close()`. Treat events as immutable: a rewrite makes a
+    new one with `with_data`.
+    """
+
+    __slots__ = (
+        "index", "offset", "raw", "event", "data", "id", "retry", "comments", "data_lines",
+        "terminated",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        offset: int,
+        raw: bytes,
+        event: str | None = None,
+        data: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comments: tuple[str, ...] = (),
+        data_lines: int = 0,
+        terminated: bool = True,
+    ) -> None:
+        self.index = index
+        self.offset = offset
+        self.raw = raw
+        self.event = event
+        self.data = data
+        self.id = id
+        self.retry = retry
+        self.comments = comments
+        self.data_lines = data_lines
+        self.terminated = terminated
+
+    @property
+    def is_blank(self) -> bool:
+        """A lone blank line (an empty block)."""
+        return not self.has_fields and not self.comments
+
+    @property
+    def has_fields(self) -> bool:
+        return (
+            self.event is not None
+            or self.data is not None
+            or self.id is not None
+            or self.retry is not None
+        )
+
+    @property
+    def is_comment(self) -> bool:
+        """A block made only of comments (a keep-alive)."""
+        return bool(self.comments) and not self.has_fields
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.raw)
+
+    def with_data(self, data: str) -> Event:
+        """The same block with its data replaced, keeping field order, comments, the
+        `data:` spacing and the line terminators of the original."""
+        return parse_block(_replace_data(self.raw, data), self.index, self.offset)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        head = self.raw[:60]
+        return f"Event(#{self.index} @{self.offset} event={self.event!r} raw={head!r}...)"
+
+
+def _replace_data(raw: bytes, data: str) -> bytes:
+    lines = _split_keep_ends(raw)
+    out: list[bytes] = []
+    replaced = False
+    for line, eol in lines:
+        if line.startswith(b"data") and (len(line) == 4 or line[4:5] == b":"):
+            if replaced:
+                continue
+            prefix = b"data: " if line.startswith(b"data: ") or len(line) == 4 else b"data:"
+            new_lines = _EOL_STR.split(data)
+            out.extend(prefix + part.encode("utf-8") + eol for part in new_lines)
+            replaced = True
+        else:
+            out.append(line + eol)
+    if not replaced:  # no data field before: add one before the blank line
+        eol = lines[-1][1] if lines else b"\n"
+        out.insert(len(out) - 1, b"data: " + data.encode("utf-8") + eol)
+    return b"".join(out)
+
+
+def _split_keep_ends(raw: bytes) -> list[tuple[bytes, bytes]]:
+    result = []
+    pos = 0
+    for m in _EOL.finditer(raw):
+        result.append((raw[pos : m.start()], m.group()))
+        pos = m.end()
+    if pos < len(raw):
+        result.append((raw[pos:], b""))
+    return result
+
+
+def encode(
+    data: str | None = None,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+    eol: str = "\n",
+) -> bytes:
+    """Encode one event (or a comment-only block) with a `data: ` line per data line."""
+    parts: list[str] = []
+    if comment is not None:
+        parts.extend(":" + (" " + c if c else "") for c in _EOL_STR.split(comment))
+    if event is not None:
+        _check_single_line("event", event)
+        parts.append(f"event: {event}")
+    if id is not None:
+        _check_single_line("id", id)
+        parts.append(f"id: {id}")
+    if retry is not None:
+        parts.append(f"retry: {int(retry)}")
+    if data is not None:
+        parts.extend(f"data: {line}" for line in _EOL_STR.split(data))
+    if not parts:
+        raise ValueError("an event needs data, a field or a comment")
+    return (eol.join(parts) + eol + eol).encode("utf-8")
+
+
+def _check_single_line(name: str, value: str) -> None:
+    if _EOL_STR.search(value):
+        raise ValueError(f"SSE {name} field cannot contain a line break: {value!r}")
+
+
+def parse_block(
+    raw: bytes,
+    index: int,
+    offset: int,
+    findings: Findings | None = None,
+    *,
+    terminated: bool = True,
+) -> Event:
+    """Parse one complete block (or the trailing partial one) into an `Event`."""
+    body = raw
+    if offset == 0 and raw.startswith(BOM):
+        body = raw[3:]
+        if findings is not None:
+            findings.add(
+                "SSE-2", "stream starts with a byte-order mark", event=index, offset=offset
+            )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        text = body.decode("utf-8", errors="replace")
+        if findings is not None:
+            where = offset + (len(raw) - len(body)) + e.start
+            findings.add(
+                "SSE-1",
+                f"invalid UTF-8 ({e.reason}) at byte {where}",
+                event=index,
+                offset=where,
+            )
+    if terminated and "\r" not in text:
+        fast = _parse_simple(text, raw, index, offset, findings)
+        if fast is not None:
+            return fast
+    lines = text.split("\n") if "\r" not in text else _EOL_STR.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()  # the text ended with a terminator
+    if terminated and lines and lines[-1] == "":
+        lines.pop()  # the blank line that ended the block
+
+    event_name: str | None = None
+    data_lines: list[str] = []
+    event_id: str | None = None
+    retry: int | None = None
+    comments: list[str] = []
+    for line in lines:
+        if line[:1] == ":":
+            comments.append(line[1:].removeprefix(" "))
+            if findings is not None and (event_name is not None or data_lines):
+                findings.add(
+                    "SSE-6",
+                    f"comment {line[:40]!r} inside an event",
+                    event=index,
+                    offset=offset,
+                    severity=Severity.INFO,
+                )
+            continue
+        name, colon, value = line.partition(":")
+        if value[:1] == " ":
+            value = value[1:]
+        elif name == "data" and colon and value and findings is not None:
+            findings.add("SSE-17", "'data:' without a following space", event=index, offset=offset)
+        if name == "data":
+            data_lines.append(value)
+        elif name == "event":
+            if event_name is not None and findings is not None:
+                findings.add(
+                    "SSE-10",
+                    f"event field repeated ({event_name!r}, then {value!r})",
+                    event=index,
+                    offset=offset,
+                )
+            event_name = value
+        elif name == "id":
+            if "\0" in value:
+                if findings is not None:
+                    findings.add(
+                        "SSE-11", "id field contains NUL and is ignored", event=index, offset=offset
+                    )
+            else:
+                event_id = value
+        elif name == "retry":
+            if value.isascii() and value.isdigit():
+                retry = int(value)
+            elif findings is not None:
+                findings.add(
+                    "SSE-12", f"retry value {value[:20]!r} is not digits", event=index, offset=offset
+                )
+        elif findings is not None:
+            _unknown_field(findings, name, line, index, offset)
+
+    data: str | None = None
+    if data_lines:
+        data = data_lines[0] if len(data_lines) == 1 else "\n".join(data_lines)
+        if findings is not None:
+            if len(data_lines) > 1:
+                findings.add(
+                    "SSE-9",
+                    f"{len(data_lines)} data lines in one event",
+                    event=index,
+                    offset=offset,
+                )
+            if data[:1] == ":":
+                findings.add(
+                    "SSE-8",
+                    f"data value {data[:30]!r} is a comment re-wrapped as data",
+                    event=index,
+                    offset=offset,
+                )
+            m = None if data.isascii() else _LINE_SEPARATOR_HAZARDS.search(data)
+            if m:
+                findings.add(
+                    "SSE-3a",
+                    f"raw U+{ord(m.group()):04X} inside data",
+                    event=index,
+                    offset=offset,
+                )
+    return Event(
+        index=index,
+        offset=offset,
+        raw=raw,
+        event=event_name,
+        data=data,
+        id=event_id,
+        retry=retry,
+        comments=tuple(comments),
+        data_lines=len(data_lines),
+        terminated=terminated,
+    )
+
+
+def _parse_simple(
+    text: str, raw: bytes, index: int, offset: int, findings: Findings | None
+) -> Event | None:
+    """The shapes almost every LLM event has: ``data: X`` or ``event: N`` + ``data: X``,
+    LF-terminated. Returns None for anything else (the general parser then runs); the result is
+    identical to the general parser's."""
+    body = text[:-2]  # without the line end and the blank line
+    nl = body.find("\n")
+    if nl == -1:
+        if not body.startswith("data: "):
+            return None
+        event = None
+        data = body[6:]
+    elif body.startswith("event: ") and body.startswith("data: ", nl + 1):
+        if body.find("\n", nl + 1) != -1:
+            return None
+        event = body[7:nl]
+        data = body[nl + 7 :]
+    else:
+        return None
+    if findings is not None and (
+        data[:1] == ":" or (not data.isascii() and _LINE_SEPARATOR_HAZARDS.search(data))
+    ):
+        return None  # let the general parser word the finding
+    return Event(index, offset, raw, event, data, None, None, (), 1, True)
+
+
+def _unknown_field(findings: Findings, name: str, line: str, index: int, offset: int) -> None:
+    if name.lower() in KNOWN_FIELDS:
+        findings.add(
+            "SSE-7",
+            f"field {name!r} is not {name.lower()!r} (names are case-sensitive); its value is lost",
+            event=index,
+            offset=offset,
+        )
+    elif name.lstrip()[:1] in ("{", "["):
+        findings.add(
+            "SSE-8",
+            f"line {line[:40]!r} looks like JSON but has no 'data:' prefix",
+            event=index,
+            offset=offset,
+        )
+    elif name.startswith("\ufeff"):
+        findings.add(
+            "SSE-2",
+            "byte-order mark inside the stream hides a field",
+            event=index,
+            offset=offset,
+            severity=Severity.ERROR,
+        )
+    elif not name.strip():
+        findings.add("SSE-16", "whitespace-only line is not a blank line", event=index, offset=offset)
+    else:
+        findings.add(
+            "SSE-8",
+            f"unknown field {name[:30]!r} ignored",
+            event=index,
+            offset=offset,
+            severity=Severity.INFO,
+        )
+
+
+@dataclass(slots=True)
+class Decoder:
+    """Bytes in, `Event`s out. See the module docstring."""
+
+    findings: Findings = field(default_factory=Findings)
+    _buf: bytearray = field(default_factory=bytearray)
+    _base: int = 0  # stream offset of _buf[0]
+    _scan: int = 0  # where the next blank-line search starts (index into _buf)
+    _index: int = 0
+    _closed: bool = False
+    _saw_cr: bool = False  # once a CR shows up, blocks are found with the general regex
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the first byte not yet returned in an event."""
+        return self._base
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back: received but not yet part of a complete block."""
+        return len(self._buf)
+
+    @property
+    def events_seen(self) -> int:
+        return self._index
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self._closed:
+            raise RuntimeError("feed() after close()")
+        if not data:
+            return []
+        self._buf += data
+        if not self._saw_cr and b"\r" in data:
+            self._saw_cr = True
+        if self._saw_cr:
+            return self._drain(final=False)
+        return self._drain_lf()
+
+    def close(self) -> tuple[list[Event], Event | None]:
+        """End of stream: the blocks a trailing CR completes, and the unterminated rest.
+
+        The partial block (if any) is returned parsed, with `terminated=False`; its `raw` bytes
+        are the stream's trailing bytes.
+        """
+        if self._closed:
+            return [], None
+        events = self._drain(final=True)
+        self._closed = True
+        if not self._buf:
+            return events, None
+        raw = bytes(self._buf)
+        partial = parse_block(raw, self._index, self._base, self.findings, terminated=False)
+        self._base += len(raw)
+        self._buf.clear()
+        return events, partial
+
+    def _drain_lf(self) -> list[Event]:
+        """`_drain` for LF-only input: block ends are found with bytes.find."""
+        buf = self._buf
+        n = len(buf)
+        start = 0
+        events: list[Event] = []
+        scan = self._scan
+        findings = self.findings
+        while start < n:
+            if buf[start] == 0x0A:
+                end = start + 1
+            else:
+                i = buf.find(b"\n\n", max(scan, start))
+                if i == -1:
+                    scan = max(start, n - 1)
+                    break
+                end = i + 2
+            events.append(
+                parse_block(bytes(buf[start:end]), self._index, self._base + start, findings)
+            )
+            self._index += 1
+            start = scan = end
+        if start:
+            del buf[:start]
+            self._base += start
+            scan -= start
+        self._scan = max(scan, 0)
+        return events
+
+    def _drain(self, final: bool) -> list[Event]:
+        buf = self._buf
+        n = len(buf)
+        start = 0
+        events: list[Event] = []
+        scan = self._scan
+        while start < n:
+            # A block that is nothing but a blank line.
+            m = _EOL.match(buf, start)
+            if m:
+                end = m.end()
+                if end == n and buf[end - 1] == 0x0D and not final:
+                    break
+            else:
+                m = _BLANK_LINE.search(buf, max(scan, start))
+                if m is None:
+                    scan = max(start, n - 1)
+                    break
+                end = m.end()
+                if end == n and buf[end - 1] == 0x0D and not final:
+                    scan = m.start()
+                    break
+            raw = bytes(buf[start:end])
+            events.append(parse_block(raw, self._index, self._base + start, self.findings))
+            self._index += 1
+            start = end
+            scan = end
+        if start:
+            del buf[:start]
+            self._base += start
+            scan -= start
+        self._scan = max(scan, 0)
+        return events
+
+
+def decode_all(data: bytes, findings: Findings | None = None) -> tuple[list[Event], Event | None]:
+    """Decode a whole body at once (for stored flows and fixtures)."""
+    dec = Decoder(findings if findings is not None else Findings())
+    events = dec.feed(data)
+    more, partial = dec.close()
+    return events + more, partial

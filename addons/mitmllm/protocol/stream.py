@@ -1,0 +1,268 @@
+"""Validation of one LLM response, above the SSE codec and below the dialects (sans-I/O).
+
+`StreamChecker` runs the layers of the rule catalogue in order for each block the decoder
+returns: SSE grammar (in the decoder), dispatch rules (SSE-11, SSE-13), payload parsing (PAY-1,
+PAY-4, the sentinel), splice detection (SSE-18), then the dialect's state machine; at the end it
+reports truncation (SSE-14) and empty streams (SSE-15) before the dialect's own end checks.
+
+It is split in steps (`decode`, `parse`, `check`) so that a pipeline can rewrite a payload
+between parsing and checking; `feed` chains them for validate-only use.
+
+`check_head` and `check_body` cover the HTTP layer and non-streaming JSON responses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from mitmllm.protocol.dialect import INVALID
+from mitmllm.protocol.dialect import NO_DATA
+from mitmllm.protocol.dialect import SENTINEL
+from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.dialect import StreamValidator
+from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.sse import KNOWN_FIELDS
+from mitmllm.protocol.sse import Decoder
+from mitmllm.protocol.sse import Event
+
+
+def parse_json(data: str | bytes) -> tuple[Any, str | None]:
+    """(value, None) or (INVALID, reason). Lone surrogates parse with a PAY-4 reason."""
+    try:
+        return orjson.loads(data), None
+    except orjson.JSONDecodeError:
+        pass
+    try:  # orjson rejects lone surrogates and huge integers that json accepts
+        value = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        return INVALID, str(e).split(":")[0]
+    return value, "lone UTF-16 surrogate escape"
+
+
+class StreamChecker:
+    """Validates one event stream. See the module docstring."""
+
+    def __init__(
+        self,
+        dialect: Dialect | None,
+        findings: Findings | None = None,
+        *,
+        request: Any = None,
+    ) -> None:
+        self.dialect = dialect
+        self.findings = findings if findings is not None else Findings()
+        self.decoder = Decoder(self.findings)
+        self.validator: StreamValidator | None = dialect.validator(request) if dialect else None
+        self._sentinel = dialect.sentinel if dialect else None
+        self.events = 0  # blocks seen
+        self.data_events = 0  # dispatched events with a JSON payload
+        self.sentinels = 0
+        self._id_seen = False
+        self._invalid_prev = False  # the previous block's data failed to parse
+        self.trailing = b""
+        self.closed = False
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def decode(self, chunk: bytes) -> list[Event]:
+        return self.decoder.feed(chunk)
+
+    def parse(self, ev: Event) -> Any:
+        """The event's payload: parsed JSON, or NO_DATA / SENTINEL / INVALID."""
+        data = ev.data
+        if data is None:
+            return NO_DATA
+        if self._sentinel is not None and data == self._sentinel:
+            return SENTINEL
+        value, problem = parse_json(data)
+        if problem is not None:
+            f = self.findings
+            if value is INVALID:
+                if data.strip() == "[DONE]" and self._sentinel:
+                    f.add(
+                        "PAY-1", f"sentinel variant {data[:20]!r} is not exactly "
+                        f"{self._sentinel!r}", event=ev.index, offset=ev.offset,
+                    )
+                else:
+                    f.add(
+                        "PAY-1", f"data is not JSON ({problem}): {data[:60]!r}",
+                        event=ev.index, offset=ev.offset,
+                    )
+            else:
+                f.add("PAY-4", problem, event=ev.index, offset=ev.offset)
+        return value
+
+    def check(self, ev: Event, payload: Any) -> None:
+        """Generic dispatch rules, then the dialect's state machine."""
+        self.events += 1
+        f = self.findings
+        if self._invalid_prev and _first_line_is_unknown(ev):
+            f.add(
+                "SSE-18",
+                "previous event's data was cut and continues here as an unknown field "
+                "(a keep-alive was spliced inside a line)",
+                event=ev.index,
+                offset=ev.offset,
+            )
+        self._invalid_prev = payload is INVALID
+        if ev.id is not None and not self._id_seen:
+            self._id_seen = True
+            f.add("SSE-11", f"id field {ev.id[:20]!r} in an LLM stream", event=ev.index,
+                  offset=ev.offset)
+        if payload is NO_DATA:
+            if ev.has_fields:
+                sev = self.dialect.dataless_severity(ev) if self.dialect else Severity.ERROR
+                if sev is not None:
+                    what = f"event {ev.event!r}" if ev.event is not None else "block"
+                    f.add("SSE-13", f"{what} has no data field", event=ev.index,
+                          offset=ev.offset, severity=sev)
+            elif self._id_seen:
+                f.add(
+                    "SSE-11",
+                    "blank or comment-only block after an id field: the Python SDKs dispatch "
+                    "it as an empty event",
+                    event=ev.index,
+                    offset=ev.offset,
+                    severity=Severity.ERROR,
+                )
+        elif payload is SENTINEL:
+            self.sentinels += 1
+        elif payload is not INVALID:
+            self.data_events += 1
+        if self.validator is not None:
+            self.validator.on_event(ev, payload, f)
+
+    def close(self) -> list[tuple[Event, Any]]:
+        """End of stream: remaining events (parsed and checked), then end-of-stream rules."""
+        if self.closed:
+            return []
+        self.closed = True
+        events, partial = self.decoder.close()
+        out = []
+        for ev in events:
+            payload = self.parse(ev)
+            self.check(ev, payload)
+            out.append((ev, payload))
+        f = self.findings
+        if partial is not None:
+            self.trailing = partial.raw
+            what = f"event {partial.event!r}" if partial.event else "partial event"
+            f.add(
+                "SSE-14",
+                f"stream ends inside an event: {what} ({len(partial.raw)} bytes) has no "
+                "terminating blank line",
+                event=partial.index,
+                offset=partial.offset,
+            )
+        if self.data_events == 0:
+            if self.sentinels:
+                what = "only the [DONE] sentinel"
+            elif self.events:
+                what = f"{self.events} block(s) but no data event (comments or blanks only)"
+            else:
+                what = "no bytes" if not self.decoder.offset else "no complete event"
+            f.add("SSE-15", f"empty stream: {what}", event=0, offset=0)
+        if self.validator is not None:
+            self.validator.on_close(f, end_offset=self.decoder.offset, events=self.events)
+        return out
+
+    # --- validate-only -------------------------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> list[tuple[Event, Any]]:
+        out = []
+        for ev in self.decoder.feed(chunk):
+            payload = self.parse(ev)
+            self.check(ev, payload)
+            out.append((ev, payload))
+        return out
+
+
+def _first_line_is_unknown(ev: Event) -> bool:
+    """Does the block start with a line that is neither a known field nor a comment?"""
+    raw = ev.raw
+    if raw[:1] in (b":", b"\r", b"\n", b""):
+        return False
+    end = len(raw)
+    for sep in (b"\r", b"\n"):
+        i = raw.find(sep)
+        if i != -1:
+            end = min(end, i)
+    name = raw[:end].split(b":", 1)[0].decode("utf-8", "replace")
+    return name not in KNOWN_FIELDS
+
+
+def check_stream(
+    dialect: Dialect | None, body: bytes, *, request: Any = None, findings: Findings | None = None
+) -> tuple[Findings, list[tuple[Event, Any]], StreamChecker]:
+    """Validate a whole body at once."""
+    checker = StreamChecker(dialect, findings, request=request)
+    pairs = checker.feed(body)
+    pairs += checker.close()
+    return checker.findings, pairs, checker
+
+
+# --- HTTP layer and non-streaming bodies ------------------------------------------------------
+
+EVENT_STREAM = "text/event-stream"
+
+
+def is_event_stream(content_type: str | None) -> bool:
+    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == EVENT_STREAM
+
+
+def check_head(
+    findings: Findings,
+    *,
+    status: int,
+    headers: Mapping[str, str],
+    wants_stream: bool,
+) -> None:
+    """HTTP-1, HTTP-2, HTTP-4: what the status line and headers already tell."""
+    ctype = headers.get("content-type", "")
+    if status >= 400 or (wants_stream and status != 200):
+        findings.add("HTTP-1", f"HTTP {status} {'for a stream request' if wants_stream else ''}"
+                     .strip())
+    if wants_stream and status == 200 and not is_event_stream(ctype):
+        findings.add("HTTP-2", f"stream requested but Content-Type is {ctype or 'missing'!r}")
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if is_event_stream(ctype) and encoding not in ("", "identity"):
+        findings.add("HTTP-4", f"event stream has Content-Encoding {encoding!r}")
+
+
+def check_body(
+    dialect: Dialect | None,
+    findings: Findings,
+    *,
+    status: int,
+    body: bytes,
+    content_type: str | None,
+    request: Any = None,
+) -> Any:
+    """A non-streaming response body: JSON, wrapped errors (HTTP-5), dialect checks.
+
+    Returns the parsed body (or INVALID / NO_DATA when there is nothing to parse).
+    """
+    if not body:
+        return NO_DATA
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype and "json" not in ctype:
+        return NO_DATA
+    payload, problem = parse_json(body)
+    if payload is INVALID:
+        if ctype:
+            findings.add("PAY-1", f"JSON response body does not parse ({problem})")
+        return payload
+    if dialect is None:
+        return payload
+    err = dialect.error_of(payload)
+    if err is not None and 200 <= status < 300:
+        findings.add("HTTP-5", f"HTTP {status} body is an error: {err[:120]}")
+    if is_json(payload):
+        dialect.check_json_response(status, payload, findings, request)
+    return payload
