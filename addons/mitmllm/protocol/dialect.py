@@ -148,6 +148,7 @@ class Dialect(ABC):
         self, status: int, payload: Any, findings: Findings, request: Any = None
     ) -> None:
         """Checks for a non-streaming JSON response body (already parsed)."""
+        return None
 
     def error_of(self, payload: Any) -> str | None:
         """If this JSON payload (an event's or a whole body's) is an error object, its message."""

@@ -146,9 +146,7 @@ class Findings:
         return ", ".join(parts)
 
     def _severity_of(self, rule_id: str) -> Severity:
-        return max(
-            (f.severity for f in self.items if f.rule == rule_id), key=lambda s: s.rank
-        )
+        return max((f.severity for f in self.items if f.rule == rule_id), key=lambda s: s.rank)
 
     def to_list(self) -> list[dict[str, Any]]:
         return [f.to_dict() for f in self.items]

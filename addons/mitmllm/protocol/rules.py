@@ -44,6 +44,7 @@ FAMILIES = {
     "RLY": "mitmllm relay",
 }
 
+# fmt: off
 _TABLE: list[Rule] = [
     # --- HTTP ---------------------------------------------------------------------------------
     Rule("HTTP-1", E, "a stream response has status 200",
@@ -160,7 +161,7 @@ _TABLE: list[Rule] = [
          "openai-node throws 'missing role for choice N'"),
     Rule("OAI-8", E, "choices appear in index order 0, 1, 2, ...",
          "openai-python raises IndexError; openai-node rejects the index"),
-    Rule("OAI-9", E, "a tool call's first fragment has id, type and name; later ones only arguments",
+    Rule("OAI-9", E, "a tool call's first fragment has id, type, name; later ones only arguments",
          "openai-python concatenates repeats ('read_fileread_file')"),
     Rule("OAI-10", E, "tool-call indices per choice are contiguous from 0, in order",
          "openai-python misaligns calls and raises IndexError; openai-node throws"),
@@ -196,7 +197,7 @@ _TABLE: list[Rule] = [
     Rule("RSP-9", E, "nothing for an item after its output_item.done; nothing after the terminal",
          "SDK accumulators reject the event"),
     Rule("RSP-10", E, "exactly one terminal response.completed|incomplete|failed, complete, last",
-         "openai-python: \"Didn't receive a response.completed event\"; TypeError on missing output"),
+         "openai-python: \"Didn't receive a response.completed event\"; TypeError on no output"),
     Rule("RSP-11", E, "the stream does not end before its terminal event",
          "Codex: 'stream closed before response.completed'"),
     Rule("RSP-12", E, "no error event (the stream failed)",
@@ -244,6 +245,7 @@ _TABLE: list[Rule] = [
     Rule("RLY-3", E, "the upstream failed after the response had started",
          "the stream ends with the format's terminal error event"),
 ]
+# fmt: on
 
 RULES: dict[str, Rule] = {r.id: r for r in _TABLE}
 

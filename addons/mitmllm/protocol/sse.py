@@ -54,7 +54,15 @@ class Event:
     """
 
     __slots__ = (
-        "index", "offset", "raw", "event", "data", "id", "retry", "comments", "data_lines",
+        "index",
+        "offset",
+        "raw",
+        "event",
+        "data",
+        "id",
+        "retry",
+        "comments",
+        "data_lines",
         "terminated",
     )
 
@@ -270,7 +278,10 @@ def parse_block(
                 retry = int(value)
             elif findings is not None:
                 findings.add(
-                    "SSE-12", f"retry value {value[:20]!r} is not digits", event=index, offset=offset
+                    "SSE-12",
+                    f"retry value {value[:20]!r} is not digits",
+                    event=index,
+                    offset=offset,
                 )
         elif findings is not None:
             _unknown_field(findings, name, line, index, offset)
@@ -366,7 +377,9 @@ def _unknown_field(findings: Findings, name: str, line: str, index: int, offset:
             severity=Severity.ERROR,
         )
     elif not name.strip():
-        findings.add("SSE-16", "whitespace-only line is not a blank line", event=index, offset=offset)
+        findings.add(
+            "SSE-16", "whitespace-only line is not a blank line", event=index, offset=offset
+        )
     else:
         findings.add(
             "SSE-8",

@@ -54,12 +54,16 @@ class StreamChecker:
         findings: Findings | None = None,
         *,
         request: Any = None,
+        autodetect: bool = False,
     ) -> None:
         self.dialect = dialect
         self.findings = findings if findings is not None else Findings()
         self.decoder = Decoder(self.findings)
         self.validator: StreamValidator | None = dialect.validator(request) if dialect else None
-        self._sentinel = dialect.sentinel if dialect else None
+        # Without a dialect, [DONE] is still the one non-JSON data value streams commonly use.
+        self._sentinel = dialect.sentinel if dialect else "[DONE]"
+        self._request = request
+        self._autodetect = autodetect and dialect is None
         self.events = 0  # blocks seen
         self.data_events = 0  # dispatched events with a JSON payload
         self.sentinels = 0
@@ -86,13 +90,17 @@ class StreamChecker:
             if value is INVALID:
                 if data.strip() == "[DONE]" and self._sentinel:
                     f.add(
-                        "PAY-1", f"sentinel variant {data[:20]!r} is not exactly "
-                        f"{self._sentinel!r}", event=ev.index, offset=ev.offset,
+                        "PAY-1",
+                        f"sentinel variant {data[:20]!r} is not exactly {self._sentinel!r}",
+                        event=ev.index,
+                        offset=ev.offset,
                     )
                 else:
                     f.add(
-                        "PAY-1", f"data is not JSON ({problem}): {data[:60]!r}",
-                        event=ev.index, offset=ev.offset,
+                        "PAY-1",
+                        f"data is not JSON ({problem}): {data[:60]!r}",
+                        event=ev.index,
+                        offset=ev.offset,
                     )
             else:
                 f.add("PAY-4", problem, event=ev.index, offset=ev.offset)
@@ -113,15 +121,24 @@ class StreamChecker:
         self._invalid_prev = payload is INVALID
         if ev.id is not None and not self._id_seen:
             self._id_seen = True
-            f.add("SSE-11", f"id field {ev.id[:20]!r} in an LLM stream", event=ev.index,
-                  offset=ev.offset)
+            f.add(
+                "SSE-11",
+                f"id field {ev.id[:20]!r} in an LLM stream",
+                event=ev.index,
+                offset=ev.offset,
+            )
         if payload is NO_DATA:
             if ev.has_fields:
                 sev = self.dialect.dataless_severity(ev) if self.dialect else Severity.ERROR
                 if sev is not None:
                     what = f"event {ev.event!r}" if ev.event is not None else "block"
-                    f.add("SSE-13", f"{what} has no data field", event=ev.index,
-                          offset=ev.offset, severity=sev)
+                    f.add(
+                        "SSE-13",
+                        f"{what} has no data field",
+                        event=ev.index,
+                        offset=ev.offset,
+                        severity=sev,
+                    )
             elif self._id_seen:
                 f.add(
                     "SSE-11",
@@ -135,8 +152,20 @@ class StreamChecker:
             self.sentinels += 1
         elif payload is not INVALID:
             self.data_events += 1
+        if self._autodetect and is_json(payload):
+            self._detect(ev, payload)
         if self.validator is not None:
             self.validator.on_event(ev, payload, f)
+
+    def _detect(self, ev: Event, payload: Any) -> None:
+        from mitmllm.protocol.detect import from_payload
+
+        self._autodetect = False
+        dialect = from_payload(payload, ev.event)
+        if dialect is not None:
+            self.dialect = dialect
+            self.validator = dialect.validator(self._request)
+            self._sentinel = dialect.sentinel
 
     def close(self) -> list[tuple[Event, Any]]:
         """End of stream: remaining events (parsed and checked), then end-of-stream rules."""
@@ -226,8 +255,9 @@ def check_head(
     """HTTP-1, HTTP-2, HTTP-4: what the status line and headers already tell."""
     ctype = headers.get("content-type", "")
     if status >= 400 or (wants_stream and status != 200):
-        findings.add("HTTP-1", f"HTTP {status} {'for a stream request' if wants_stream else ''}"
-                     .strip())
+        findings.add(
+            "HTTP-1", f"HTTP {status} {'for a stream request' if wants_stream else ''}".strip()
+        )
     if wants_stream and status == 200 and not is_event_stream(ctype):
         findings.add("HTTP-2", f"stream requested but Content-Type is {ctype or 'missing'!r}")
     encoding = headers.get("content-encoding", "").strip().lower()

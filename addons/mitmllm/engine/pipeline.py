@@ -1,0 +1,127 @@
+"""The stream pipeline: bytes in, whole events out, validated and optionally rewritten.
+
+    chunk -> decode (SSE codec) -> parse (JSON) -> rewrite -> check (validators) -> emit
+
+It is synchronous and does no I/O, so the mitmproxy tap (called from inside the proxy core) and the
+relay (async) share it. Three promises:
+
+* Lossless: an event no rewriter changes is emitted byte-identical; with no rewrite the output is
+  the input, whatever the chunking.
+* Event-aligned: only whole events are emitted; a partial event is held until its blank line
+  arrives, and emitted as is at `close()`.
+* Never raises: an internal error switches the pipeline to pass-through for the rest of the
+  stream, emits everything it held unchanged, and reports TAP-1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.sse import Event
+from mitmllm.protocol.stream import StreamChecker
+
+logger = logging.getLogger(__name__)
+
+#: Mutates a parsed payload in place; returns True if it changed anything.
+Rewrite = Callable[[Any], bool]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        checker: StreamChecker,
+        rewrites: Sequence[Rewrite] = (),
+        *,
+        on_event: Callable[[Event, Any], None] | None = None,
+    ) -> None:
+        self.checker = checker
+        self.rewrites = tuple(rewrites)
+        self.on_event = on_event
+        self.failed = False
+        self.closed = False
+        self.events = 0
+        self.rewritten = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    @property
+    def findings(self) -> Findings:
+        return self.checker.findings
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
+        self.bytes_in += len(chunk)
+        if self.failed:
+            return self._out(chunk)
+        try:
+            events = self.checker.decode(chunk)
+        except Exception as e:  # a codec bug must not eat the stream
+            return self._out(self._fail(e, []))
+        return self._out(self._process(events))
+
+    def close(self) -> bytes:
+        """End of stream: the remaining events, then the unterminated tail as is."""
+        if self.closed:
+            return b""
+        self.closed = True
+        if self.failed:
+            return b""
+        try:
+            pairs = self.checker.close()
+        except Exception as e:
+            return self._out(self._fail(e, []))
+        out = []
+        for ev, payload in pairs:  # already checked by the checker; rewrite is too late to matter
+            self.events += 1
+            if self.on_event is not None:
+                self.on_event(ev, payload)
+            out.append(ev.raw)
+        out.append(self.checker.trailing)
+        return self._out(b"".join(out))
+
+    def _process(self, events: list[Event]) -> bytes:
+        checker = self.checker
+        out: list[bytes] = []
+        for i, ev in enumerate(events):
+            try:
+                payload = checker.parse(ev)
+                if self.rewrites and is_json(payload):
+                    changed = False
+                    for rewrite in self.rewrites:
+                        changed |= rewrite(payload)
+                    if changed:
+                        ev = ev.with_data(orjson.dumps(payload).decode("utf-8"))
+                        self.rewritten += 1
+                checker.check(ev, payload)
+                self.events += 1
+                if self.on_event is not None:
+                    self.on_event(ev, payload)
+            except Exception as e:
+                return b"".join(out) + self._fail(e, events[i:])
+            out.append(ev.raw)
+        return b"".join(out)
+
+    def _fail(self, error: Exception, unprocessed: list[Event]) -> bytes:
+        """Switch to pass-through; return every byte held so far, unchanged."""
+        logger.exception("mitmllm pipeline failed; passing the rest of the stream through")
+        self.failed = True
+        self.checker.findings.add("TAP-1", f"internal error {type(error).__name__}: {error}"[:200])
+        held = b"".join(ev.raw for ev in unprocessed)
+        decoder = self.checker.decoder
+        try:
+            held += bytes(decoder._buf)
+            decoder._buf.clear()
+        except Exception:  # pragma: no cover - the buffer is a bytearray
+            pass
+        return held
+
+    def _out(self, data: bytes) -> bytes:
+        self.bytes_out += len(data)
+        return data

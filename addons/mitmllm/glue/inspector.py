@@ -1,0 +1,266 @@
+"""The inspector: recognise LLM flows, validate their streams and bodies, flag bad flows.
+
+For every LLM call it asks the upstream for an uncompressed body, taps event streams as they pass
+(whole events only, never buffering SSE), checks non-streaming bodies, and when the flow ends
+writes the findings to `flow.metadata["mitmllm"]`, a one-line `flow.comment` and `flow.marked`,
+stores the client-facing bytes so mitmweb shows them, and logs one summary line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from fnmatch import fnmatch
+from typing import Any
+
+from mitmproxy import ctx
+from mitmproxy import exceptions
+from mitmproxy import http
+
+from mitmllm.engine.pipeline import Pipeline
+from mitmllm.glue import flowstate
+from mitmllm.glue.flowstate import METADATA_KEY
+from mitmllm.glue.flowstate import LLMFlow
+from mitmllm.glue.tap import Tap
+from mitmllm.protocol import detect
+from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.stream import StreamChecker
+from mitmllm.protocol.stream import check_body
+from mitmllm.protocol.stream import check_head
+from mitmllm.protocol.stream import is_event_stream
+from mitmllm.protocol.stream import parse_json
+
+logger = logging.getLogger("mitmllm")
+
+
+def parse_request(flow: http.HTTPFlow) -> Any:
+    """The request body as parsed JSON, or None."""
+    try:
+        raw = flow.request.get_content(strict=False)
+    except Exception:
+        return None
+    if not raw:
+        return None
+    value, problem = parse_json(raw)
+    return None if problem and not isinstance(value, dict) else value
+
+
+def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | None:
+    """Attach LLM flow state to `flow` if it is an LLM API call."""
+    req = flow.request
+    if only_hosts and not any(fnmatch(req.pretty_host, h) for h in only_hosts):
+        return None
+    body = parse_request(flow)
+    dialect = detect.from_request(req.method, req.path, body)
+    if dialect is None and not detect.looks_like_llm_request(req.method, body):
+        return None
+    query = dict(req.query.items())
+    wants = (
+        dialect.wants_stream(req.path.split("?", 1)[0], query, body)
+        if dialect
+        else bool(isinstance(body, dict) and body.get("stream"))
+    )
+    model = dialect.request_model(req.path.split("?", 1)[0], body) if dialect else None
+    if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
+        model = body["model"]
+    return flowstate.attach(flow, LLMFlow(dialect, body, wants, model))
+
+
+class Inspector:
+    def load(self, loader: Any) -> None:
+        loader.add_option(
+            "mitmllm_inspect",
+            bool,
+            True,
+            "Validate LLM API flows (SSE framing and wire-format rules) and flag bad ones.",
+        )
+        loader.add_option(
+            "mitmllm_hosts",
+            Sequence[str],
+            [],
+            """Only treat flows to these hosts as LLM calls (glob patterns, e.g. api.anthropic.com,
+            *.openai.azure.com). Empty: any host, recognised by path and body.""",
+        )
+        loader.add_option(
+            "mitmllm_marker_error",
+            str,
+            ":x:",
+            "flow.marked for flows with an error finding (an emoji shortcode).",
+        )
+        loader.add_option(
+            "mitmllm_marker_warning",
+            str,
+            ":warning:",
+            "flow.marked for flows whose worst finding is a warning (empty: do not mark).",
+        )
+        loader.add_option("mitmllm_summary", bool, True, "Log one summary line per LLM flow.")
+
+    def configure(self, updated: set[str]) -> None:
+        for name in ("mitmllm_marker_error", "mitmllm_marker_warning"):
+            if name in updated:
+                value = getattr(ctx.options, name)
+                if value and not (value.startswith(":") and value.endswith(":") and len(value) > 2):
+                    raise exceptions.OptionsError(
+                        f"{name}={value!r}: use an emoji shortcode such as ':warning:' "
+                        "(mitmweb shows it in the flow list), or '' to disable"
+                    )
+        if "mitmllm_hosts" in updated:
+            for h in ctx.options.mitmllm_hosts:
+                if not h or any(c in h for c in "/ "):
+                    raise exceptions.OptionsError(
+                        f"mitmllm_hosts: {h!r} is not a host name or glob (no scheme, path or "
+                        "spaces), e.g. api.openai.com or *.openai.azure.com"
+                    )
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if not ctx.options.mitmllm_inspect or flow.response is not None or flowstate.get(flow):
+            return
+        state = recognise(flow, ctx.options.mitmllm_hosts)
+        if state is None:
+            return
+        # The tap reads raw wire bytes: ask for them uncompressed.
+        flow.request.headers["accept-encoding"] = "identity"
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state = flowstate.get(flow)
+        if state is None or flow.response is None or state.tap is not None:
+            return
+        resp = flow.response
+        check_head(
+            state.findings,
+            status=resp.status_code,
+            headers=resp.headers,
+            wants_stream=state.wants_stream,
+        )
+        if not is_event_stream(resp.headers.get("content-type")):
+            return  # buffered; checked in `response`
+        encoding = resp.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            state.findings.add(
+                "TAP-2", f"event stream is {encoding}-encoded; passed through unvalidated"
+            )
+            resp.stream = True
+            return
+        checker = StreamChecker(
+            state.dialect, state.findings, request=state.request, autodetect=True
+        )
+        pipeline = Pipeline(checker, state.rewrites)
+        state.tap = Tap(pipeline, flow.request.timestamp_start)
+        resp.stream = state.tap
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    # --- the end of a flow ---------------------------------------------------------------------
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        state = flowstate.get(flow)
+        if state is None or state.finalized:
+            return
+        state.finalized = True
+        tap = state.tap
+        resp = flow.response
+        if tap is not None and resp is not None:
+            if resp.raw_content is None:
+                # After streaming the body is gone; store what the client got (record only, the
+                # wire is done). Also after an abort: mitmweb then shows what did arrive.
+                resp.raw_content = bytes(tap.sent)
+            if not tap.finished:
+                state.info["aborted"] = flow.error.msg if flow.error else "stream did not finish"
+        elif resp is not None and not resp.stream:
+            check_body(
+                state.dialect,
+                state.findings,
+                status=resp.status_code,
+                body=resp.raw_content or b"",
+                content_type=resp.headers.get("content-type"),
+                request=state.request,
+            )
+        write_metadata(flow, state)
+        flag(flow, state)
+        if ctx.options.mitmllm_summary:
+            line = summary_line(flow, state)
+            level = logging.WARNING if state.findings.worst == Severity.ERROR else logging.INFO
+            logger.log(level, line)
+
+
+def write_metadata(flow: http.HTTPFlow, state: LLMFlow) -> None:
+    resp = flow.response
+    tap = state.tap
+    meta: dict[str, Any] = {
+        "format": state.format,
+        "model": state.model,
+        "stream": state.wants_stream,
+    }
+    if resp is not None:
+        meta["status"] = resp.status_code
+    if tap is not None:
+        pipeline = tap.pipeline
+        checker = pipeline.checker
+        meta["events"] = checker.events
+        if checker.dialect is not None and state.dialect is None:
+            meta["format"] = checker.dialect.name
+        v = checker.validator
+        if v is not None:
+            if v.model and v.model != state.model:
+                meta["served_model"] = v.model
+            if v.finish:
+                meta["finish"] = v.finish
+            if v.error:
+                meta["error"] = v.error
+            meta["complete"] = v.complete
+        if tap.first_event_ms is not None:
+            meta["ttfe_ms"] = round(tap.first_event_ms, 1)
+        meta["chunks"] = len(tap.chunks)
+        meta["bytes"] = tap.received
+        if pipeline.rewritten:
+            meta["events_rewritten"] = pipeline.rewritten
+    if flow.request.timestamp_start and resp is not None and resp.timestamp_end:
+        meta["duration_ms"] = round((resp.timestamp_end - flow.request.timestamp_start) * 1000, 1)
+    meta.update(state.info)
+    meta["findings"] = state.findings.to_list()
+    if state.findings.suppressed:
+        meta["suppressed"] = dict(state.findings.suppressed)
+    meta["summary"] = state.findings.summary()
+    flow.metadata[METADATA_KEY] = meta
+
+
+def flag(flow: http.HTTPFlow, state: LLMFlow) -> None:
+    worst = state.findings.worst
+    if worst is None:
+        return
+    if worst == Severity.ERROR:
+        marker = ctx.options.mitmllm_marker_error
+    elif worst == Severity.WARNING:
+        marker = ctx.options.mitmllm_marker_warning
+    else:
+        marker = ""
+    if marker and not flow.marked:
+        flow.marked = marker
+    first = next((f for f in state.findings if f.severity == worst), next(iter(state.findings)))
+    text = f"{state.findings.summary()} | {first.rule}: {first.message}"
+    flow.comment = text if len(text) <= 240 else text[:239] + "…"
+
+
+def summary_line(flow: http.HTTPFlow, state: LLMFlow) -> str:
+    meta = flow.metadata.get(METADATA_KEY, {})
+    parts = [
+        meta.get("format") or "llm?",
+        state.model or "-",
+        str(meta.get("status", "---")),
+        "stream" if state.wants_stream else "json",
+    ]
+    if "events" in meta:
+        parts.append(f"{meta['events']} events")
+    if "ttfe_ms" in meta:
+        parts.append(f"ttfe {meta['ttfe_ms']:.0f}ms")
+    if "duration_ms" in meta:
+        parts.append(f"{meta['duration_ms'] / 1000:.2f}s")
+    if meta.get("aborted"):
+        parts.append("ABORTED")
+    return f"mitmllm {flow.request.pretty_host}: " + " ".join(parts) + f" | {meta['summary']}"

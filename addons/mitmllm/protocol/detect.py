@@ -1,0 +1,68 @@
+"""Which wire format is this? From the request (path, body), or from the first stream event.
+
+Paths are matched by suffix so gateways that mount an API under a prefix
+(`/api/openai/v1/chat/completions`) are recognised; the body decides the rest (a POST that does
+not carry a JSON object is never an LLM call).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from mitmllm.protocol.dialect import Dialect
+
+
+@cache
+def dialects() -> tuple[Dialect, ...]:
+    """Every dialect, most specific path first."""
+    from mitmllm.protocol import anthropic
+    from mitmllm.protocol import gemini
+    from mitmllm.protocol import openai_chat
+    from mitmllm.protocol import openai_responses
+
+    return (
+        openai_responses.DIALECT,
+        openai_chat.DIALECT,
+        anthropic.DIALECT,
+        gemini.DIALECT,
+    )
+
+
+def by_name(name: str | None) -> Dialect | None:
+    for d in dialects():
+        if d.name == name:
+            return d
+    return None
+
+
+def names() -> list[str]:
+    return [d.name for d in dialects()]
+
+
+def from_request(method: str, path: str, body: Any) -> Dialect | None:
+    """The dialect of a request; `path` without its query, `body` parsed JSON or None."""
+    path = path.split("?", 1)[0]
+    for d in dialects():
+        if d.match_request(method, path, body):
+            return d
+    return None
+
+
+def from_payload(payload: Any, event_name: str | None) -> Dialect | None:
+    """The dialect of a stream, from its first JSON event."""
+    for d in dialects():
+        if d.match_payload(payload, event_name):
+            return d
+    return None
+
+
+def looks_like_llm_request(method: str, body: Any) -> bool:
+    """A POST whose JSON body has the shape of some LLM API call (used for unknown paths)."""
+    if method != "POST" or not isinstance(body, dict):
+        return False
+    return (
+        "model" in body
+        and any(k in body for k in ("messages", "input", "prompt"))
+        or ("contents" in body)
+    )

@@ -1,0 +1,268 @@
+"""The SSE codec: WHATWG parsing, losslessness and chunking invariance, grammar findings."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.sse import Decoder
+from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import decode_all
+from mitmllm.protocol.sse import encode
+from mitmllm.protocol.sse import parse_block
+from tests import streamcheck
+
+
+def reference_dispatch(body: bytes) -> list[tuple[str | None, str]]:
+    """The WHATWG 'interpret an event stream' algorithm, written plainly, for comparison."""
+    text = body.decode("utf-8", errors="replace")
+    text = text.removeprefix("\ufeff")
+    lines = re.split(r"\r\n|\r|\n", text)
+    complete = lines[:-1]  # the last piece has no terminator: not a line yet (discarded at EOF)
+    out = []
+    event, data = None, []
+    for line in complete:
+        if line == "":
+            if data:
+                out.append((event, "\n".join(data)))
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, colon, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    return out
+
+
+def dispatched(events: list[Event]) -> list[tuple[str | None, str]]:
+    return [(e.event, e.data) for e in events if e.data is not None]
+
+
+# --- generated streams -------------------------------------------------------------------------
+
+_text = st.text(
+    alphabet=st.sampled_from(list("ab {}\":,[]é€😀") + ["\u2028", "\u0085", "\x0b"]),
+    max_size=12,
+)
+_line = st.one_of(
+    _text.map(lambda t: "data: " + t),
+    _text.map(lambda t: "data:" + t),
+    st.just("data"),
+    _text.map(lambda t: "event: " + t),
+    st.just("id: 7"),
+    st.just("retry: 10"),
+    st.just("retry: x"),
+    _text.map(lambda t: ": " + t),
+    st.just("Data: x"),
+    st.just('{"error":1}'),
+    st.just("  "),
+    st.just(""),
+    st.just(""),
+)
+_eol = st.sampled_from(["\n", "\n", "\r\n", "\r"])
+
+
+@st.composite
+def sse_bodies(draw: st.DrawFn) -> bytes:
+    lines = draw(st.lists(st.tuples(_line, _eol), max_size=25))
+    body = "".join(line + eol for line, eol in lines).encode("utf-8")
+    if draw(st.booleans()):
+        body = b"\xef\xbb\xbf" + body
+    if draw(st.integers(0, 9)) == 0:  # sometimes: invalid UTF-8
+        i = draw(st.integers(0, len(body)))
+        body = body[:i] + draw(st.sampled_from([b"\xff", b"\xe2\x82", b"\xc3"])) + body[i:]
+    if draw(st.booleans()):
+        body += draw(_text).encode("utf-8")  # a trailing partial line
+    return body
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_chunking_gives_same_events_findings_and_bytes(data: st.DataObject) -> None:
+    body = data.draw(sse_bodies())
+    chunks = data.draw(streamcheck.chunkings(body))
+    streamcheck.assert_chunking_invariant(None, body, chunks)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sse_bodies())
+def test_dispatch_matches_whatwg_reference(body: bytes) -> None:
+    events, partial = decode_all(body)
+    assert b"".join(e.raw for e in events) + (partial.raw if partial else b"") == body
+    assert dispatched(events) == reference_dispatch(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sse_bodies())
+def test_one_byte_chunks(body: bytes) -> None:
+    dec = Decoder()
+    events: list[Event] = []
+    for i in range(len(body)):
+        events += dec.feed(body[i : i + 1])
+    more, partial = dec.close()
+    whole, whole_partial = decode_all(body)
+    assert [e.raw for e in events + more] == [e.raw for e in whole]
+    assert (partial.raw if partial else None) == (whole_partial.raw if whole_partial else None)
+
+
+# --- framing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"data: a\n\ndata: b\n\n",
+        b"data: a\r\n\r\ndata: b\r\n\r\n",
+        b"data: a\r\rdata: b\r\r",
+        b"data: a\r\n\ndata: b\n\r\n",
+    ],
+    ids=["LF", "CRLF", "CR", "mixed"],
+)
+def test_SSE_4_all_line_terminators(body: bytes) -> None:
+    events, partial = decode_all(body)
+    assert [e.data for e in events] == ["a", "b"] and partial is None
+
+
+def test_SSE_4_cr_at_chunk_end_waits_for_next_byte() -> None:
+    dec = Decoder()
+    assert dec.feed(b"data: a\r\n\r") == []  # the CR may be the start of CRLF
+    (ev,) = dec.feed(b"\ndata: b")
+    assert ev.raw == b"data: a\r\n\r\n"
+    dec2 = Decoder()
+    assert dec2.feed(b"data: a\r\r") == []
+    events, partial = dec2.close()  # at EOF a lone CR is a terminator
+    assert [e.raw for e in events] == [b"data: a\r\r"] and partial is None
+
+
+def test_SSE_3_unicode_separators_are_not_line_breaks() -> None:
+    body = 'data: {"t":"a\u2028b\u2029c\u0085d"}\n\n'.encode()
+    f = Findings()
+    (ev,), _ = decode_all(body, f)
+    assert ev.data == '{"t":"a\u2028b\u2029c\u0085d"}'
+    assert f.rules() == ["SSE-3a"]
+
+
+def test_multibyte_split_across_chunks() -> None:
+    body = "data: {\"t\":\"日本語😀\"}\n\n".encode()
+    for cut in range(1, len(body)):
+        dec = Decoder()
+        events = dec.feed(body[:cut]) + dec.feed(body[cut:])
+        assert [e.data for e in events] == ['{"t":"日本語😀"}']
+        assert not dec.findings
+
+
+def test_comments_blanks_and_partial_are_kept_as_blocks() -> None:
+    body = b": hb\n\n\ndata: x\n\nevent: half"
+    events, partial = decode_all(body)
+    assert [e.raw for e in events] == [b": hb\n\n", b"\n", b"data: x\n\n"]
+    assert events[0].is_comment and events[1].is_blank
+    assert partial is not None and partial.raw == b"event: half" and not partial.terminated
+    assert partial.event == "half"
+
+
+def test_multiline_data_and_fields() -> None:
+    (ev,), _ = decode_all(b"event: e\nid: 5\nretry: 100\ndata: a\ndata:\ndata: c\n\n")
+    assert (ev.event, ev.id, ev.retry, ev.data) == ("e", "5", 100, "a\n\nc")
+
+
+# --- grammar findings --------------------------------------------------------------------------
+
+CASES = [
+    # (rule, failing body, passing body)
+    ("SSE-1", b'data: {"t":"\xff"}\n\n', b'data: {"t":"\xc3\xa9"}\n\n'),
+    ("SSE-2", b"\xef\xbb\xbfdata: 1\n\n", b"data: 1\n\n"),
+    ("SSE-3a", 'data: "a\u2028b"\n\n'.encode(), b'data: "a\\u2028b"\n\n'),
+    ("SSE-7", b"Data: 1\n\n", b"data: 1\n\n"),
+    ("SSE-8", b'{"error":"x"}\n\n', b'data: {"error":"x"}\n\n'),
+    ("SSE-9", b"data: 1\ndata: 2\n\n", b"data: 12\n\n"),
+    ("SSE-10", b"event: a\nevent: b\ndata: 1\n\n", b"event: b\ndata: 1\n\n"),
+    ("SSE-12", b"retry: 1s\ndata: 1\n\n", b"retry: 1000\ndata: 1\n\n"),
+    ("SSE-16", b"data: 1\n \n\n", b"data: 1\n\n"),
+    ("SSE-17", b"data:1\n\n", b"data: 1\n\n"),
+]
+
+
+@pytest.mark.parametrize("rule,bad,good", CASES, ids=[c[0] for c in CASES])
+def test_grammar_rule(rule: str, bad: bytes, good: bytes) -> None:
+    assert rule in streamcheck.rules(None, bad)
+    assert rule not in streamcheck.rules(None, good)
+
+
+def test_SSE_8_comment_rewrapped_as_data_is_an_error() -> None:
+    f = streamcheck.findings(None, b"data: : OPENROUTER PROCESSING\n\n")
+    assert any(x.rule == "SSE-8" and x.severity == "error" for x in f)
+
+
+def test_SSE_2_bom_inside_the_stream_is_an_error() -> None:
+    f = streamcheck.findings(None, b"data: 1\n\n\xef\xbb\xbfdata: 2\n\n")
+    assert [(x.rule, x.severity) for x in f] == [("SSE-2", "error")]
+
+
+def test_SSE_1_reports_the_byte_offset() -> None:
+    f = streamcheck.findings(None, b"data: 1\n\ndata: \xff\n\n")
+    (finding,) = [x for x in f if x.rule == "SSE-1"]
+    assert finding.offset == 15 and finding.event == 1
+
+
+def test_findings_are_capped_per_rule() -> None:
+    f = streamcheck.findings(None, b"data:1\n\n" * 50)
+    assert f.count("SSE-17") == 50 and len([x for x in f if x.rule == "SSE-17"]) == 10
+    assert f.suppressed["SSE-17"] == 40
+
+
+# --- encoder -----------------------------------------------------------------------------------
+
+
+def test_encode_roundtrip() -> None:
+    raw = encode('{"a":1}\nsecond', event="message_delta", id="9")
+    (ev,), partial = decode_all(raw)
+    assert (ev.event, ev.id, ev.data, ev.raw) == ("message_delta", "9", '{"a":1}\nsecond', raw)
+    assert partial is None
+    assert encode(comment="keep-alive") == b": keep-alive\n\n"
+    assert encode("x", eol="\r\n") == b"data: x\r\n\r\n"
+    with pytest.raises(ValueError):
+        encode("x", event="a\nb")
+    with pytest.raises(ValueError):
+        encode()
+
+
+def test_with_data_keeps_style_of_the_original() -> None:
+    ev = parse_block(b": c\r\nevent: e\r\ndata:{\"a\":1}\r\nid: 3\r\n\r\n", 4, 100)
+    new = ev.with_data('{"a":2}')
+    assert new.raw == b': c\r\nevent: e\r\ndata:{"a":2}\r\nid: 3\r\n\r\n'
+    assert (new.index, new.offset, new.data, new.event) == (4, 100, '{"a":2}', "e")
+    multi = parse_block(b"data: 1\ndata: 2\n\n", 0, 0).with_data("x")
+    assert multi.raw == b"data: x\n\n"
+
+
+# --- size --------------------------------------------------------------------------------------
+
+
+def _feed_time(size: int) -> float:
+    body = b"data: " + b"x" * size + b"\n\n"
+    dec = Decoder()
+    t = time.perf_counter()
+    n = 0
+    for i in range(0, len(body), 65536):
+        n += len(dec.feed(body[i : i + 65536]))
+    assert n == 1
+    return time.perf_counter() - t
+
+
+def test_32_mib_event_costs_linear_time() -> None:
+    small = min(_feed_time(4 << 20) for _ in range(2))
+    big = min(_feed_time(32 << 20) for _ in range(2))
+    # 8x the bytes; quadratic copying would cost ~64x. Allow generous noise.
+    assert big < small * 20, (small, big)
