@@ -61,8 +61,9 @@ def chunkings(draw: st.DrawFn, body: bytes) -> list[bytes]:
     return split(body, cuts)
 
 
-def assert_chunking_invariant(dialect: Dialect | None, body: bytes, chunks: list[bytes],
-                              request: Any = None) -> None:
+def assert_chunking_invariant(
+    dialect: Dialect | None, body: bytes, chunks: list[bytes], request: Any = None
+) -> None:
     """Same events, findings and bytes whether `body` arrives whole or as `chunks`."""
     whole = run(dialect, [body], request)
     parts = run(dialect, chunks, request)

@@ -53,7 +53,7 @@ def dispatched(events: list[Event]) -> list[tuple[str | None, str]]:
 # --- generated streams -------------------------------------------------------------------------
 
 _text = st.text(
-    alphabet=st.sampled_from(list("ab {}\":,[]é€😀") + ["\u2028", "\u0085", "\x0b"]),
+    alphabet=st.sampled_from(list('ab {}":,[]é€😀') + ["\u2028", "\u0085", "\x0b"]),
     max_size=12,
 )
 _line = st.one_of(
@@ -155,7 +155,7 @@ def test_SSE_3_unicode_separators_are_not_line_breaks() -> None:
 
 
 def test_multibyte_split_across_chunks() -> None:
-    body = "data: {\"t\":\"日本語😀\"}\n\n".encode()
+    body = 'data: {"t":"日本語😀"}\n\n'.encode()
     for cut in range(1, len(body)):
         dec = Decoder()
         events = dec.feed(body[:cut]) + dec.feed(body[cut:])
@@ -239,7 +239,7 @@ def test_encode_roundtrip() -> None:
 
 
 def test_with_data_keeps_style_of_the_original() -> None:
-    ev = parse_block(b": c\r\nevent: e\r\ndata:{\"a\":1}\r\nid: 3\r\n\r\n", 4, 100)
+    ev = parse_block(b': c\r\nevent: e\r\ndata:{"a":1}\r\nid: 3\r\n\r\n', 4, 100)
     new = ev.with_data('{"a":2}')
     assert new.raw == b': c\r\nevent: e\r\ndata:{"a":2}\r\nid: 3\r\n\r\n'
     assert (new.index, new.offset, new.data, new.event) == (4, 100, '{"a":2}', "e")

@@ -1,0 +1,307 @@
+"""The inspector addon and its tap: mitmproxy's streaming rules, flagging, metadata, modes."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator
+
+import anthropic
+import httpx2 as httpx
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from mitmproxy import http
+from mitmproxy.test import taddons
+from mitmproxy.test import tflow
+from mitmproxy.test import tutils
+
+from mitmllm.glue import flowstate
+from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.tap import Tap
+from tests.proxyharness import running_proxy
+
+HEALTHY = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+    b'"role":"assistant","model":"claude-test","content":[],"stop_reason":null,'
+    b'"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+    b'event: ping\ndata: {"type": "ping"}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Hello \xe4\xb8\x96\xe7\x95\x8c"}}\n\n'
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0 }\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+    b'"stop_sequence":null},"usage":{"output_tokens":3}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+# tool_use at index 1 with no block 0 (ANT-7), a real breakage.
+INDEX_1 = HEALTHY.replace(b'"index":0', b'"index":1')
+
+
+def _flow(body: dict | None = None) -> http.HTTPFlow:
+    f = tflow.tflow(
+        req=tutils.treq(
+            method=b"POST",
+            path=b"/v1/messages",
+            content=httpx.Request(
+                "POST",
+                "http://x",
+                json=body
+                or {
+                    "model": "claude-test",
+                    "max_tokens": 10,
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            ).read(),
+        ),
+    )
+    return f
+
+
+def _sse_response() -> http.Response:
+    return tutils.tresp(content=None, headers=http.Headers(content_type="text/event-stream"))
+
+
+def _stream(f: http.HTTPFlow, chunks: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for c in [*chunks, b""]:
+        result = f.response.stream(c)
+        assert isinstance(result, list), "a stream callable must always return a list"
+        out += result
+    return out
+
+
+def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> None:
+    addon = Inspector()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        addon.request(f)
+        assert f.request.headers["accept-encoding"] == "identity"
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        assert isinstance(f.response.stream, Tap)
+        chunks = [HEALTHY[i : i + 7] for i in range(0, len(HEALTHY), 7)]
+        out = _stream(f, chunks)
+        assert b"".join(out) == HEALTHY
+        assert all(piece.endswith(b"\n\n") for piece in out), "only whole events are emitted"
+        addon.response(f)
+        meta = f.metadata["mitmllm"]
+        assert meta["format"] == "anthropic" and meta["events"] == 7 and meta["findings"] == []
+        assert f.response.raw_content == HEALTHY
+        assert not f.marked and not f.comment
+
+
+def test_broken_stream_is_flagged_with_rule_ids() -> None:
+    addon = Inspector()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        addon.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        out = _stream(f, [INDEX_1])
+        assert b"".join(out) == INDEX_1  # flagged, never changed
+        addon.response(f)
+        assert "ANT-7" in f.metadata["mitmllm"]["summary"]
+        assert f.marked == ":x:"
+        assert f.comment.startswith("ANT-7")
+
+
+def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    addon = Inspector()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        addon.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        checker = f.response.stream.pipeline.checker
+        calls = {"n": 0}
+        original = checker.check
+
+        def exploding(ev, payload):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("boom")
+            original(ev, payload)
+
+        monkeypatch.setattr(checker, "check", exploding)
+        chunks = [HEALTHY[i : i + 50] for i in range(0, len(HEALTHY), 50)]
+        out = _stream(f, chunks)
+        assert b"".join(out) == HEALTHY, "no byte lost on an internal error"
+        addon.response(f)
+        assert f.metadata["mitmllm"]["findings"][0]["rule"] == "TAP-1"
+
+
+def test_non_llm_flows_are_untouched() -> None:
+    addon = Inspector()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        f = tflow.tflow(resp=tutils.tresp(headers=http.Headers(content_type="text/event-stream")))
+        f.request.headers["accept-encoding"] = "gzip"
+        addon.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        addon.response(f)
+        assert flowstate.get(f) is None
+        assert f.response.stream is False
+        assert f.request.headers["accept-encoding"] == "gzip"
+        assert "mitmllm" not in f.metadata
+
+
+def test_wrapped_error_in_buffered_json_body() -> None:
+    addon = Inspector()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon)
+        f = _flow({"model": "m", "max_tokens": 5, "messages": []})  # not a stream request
+        addon.request(f)
+        f.response = tutils.tresp(
+            content=b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+            headers=http.Headers(content_type="application/json"),
+        )
+        addon.responseheaders(f)
+        addon.response(f)
+        assert "HTTP-5" in f.metadata["mitmllm"]["summary"]
+
+
+def test_options_are_validated() -> None:
+    addon = Inspector()
+    with taddons.context(addon) as tctx:
+        with pytest.raises(Exception, match="emoji shortcode"):
+            tctx.configure(addon, mitmllm_marker_error="red")
+        with pytest.raises(Exception, match="not a host name"):
+            tctx.configure(addon, mitmllm_hosts=["https://api.openai.com/v1"])
+        tctx.configure(addon, mitmllm_hosts=["*.openai.azure.com"], mitmllm_marker_warning="")
+
+
+# --- through a real proxy ----------------------------------------------------------------------
+
+
+async def _upstream(bodies: dict[str, bytes], tls: ssl.SSLContext | None = None):  # type: ignore[no-untyped-def]
+    seen: list[dict[str, str]] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        body = bodies[request.path]
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(0, len(body), 40):
+            await resp.write(body[i : i + 40])
+            await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, port, seen
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
+    runner, port, seen = await _upstream({"/v1/messages": HEALTHY, "/bad/v1/messages": INDEX_1})
+    yield port, seen
+    await runner.cleanup()
+
+
+async def test_reverse_mode_sdk_reads_byte_identical_stream(
+    upstream: tuple[int, list[dict[str, str]]],
+) -> None:
+    port, seen = upstream
+    async with running_proxy([Inspector()], mode=f"reverse:http://127.0.0.1:{port}") as proxy:
+        client = anthropic.AsyncAnthropic(api_key="test", base_url=proxy.url, max_retries=0)
+        async with client.messages.stream(
+            model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            message = await stream.get_final_message()
+        assert message.content[0].text == "Hello 世界"
+        (flow,) = await proxy.log.wait(1)
+        assert flow.response.raw_content == HEALTHY
+        meta = flow.metadata["mitmllm"]
+        assert meta["format"] == "anthropic" and meta["findings"] == [] and meta["complete"]
+        assert meta["ttfe_ms"] >= 0 and meta["chunks"] >= 1
+        assert seen[0]["Accept-Encoding"] == "identity"
+
+        bad = anthropic.AsyncAnthropic(api_key="t", base_url=proxy.url + "/bad", max_retries=0)
+        with pytest.raises(IndexError):  # what anthropic-python does on ANT-7
+            async with bad.messages.stream(
+                model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+            ) as stream:
+                await stream.get_final_message()
+        flows = await proxy.log.wait(2)
+        assert flows[1].marked == ":x:" and "ANT-7" in flows[1].comment
+
+
+def _self_signed() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+async def test_explicit_https_proxy_with_mitmproxy_ca(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cert, key = _self_signed()
+    (tmp_path / "up.pem").write_bytes(cert + key)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "up.pem")
+    runner, port, _ = await _upstream({"/v1/messages": HEALTHY}, tls)
+    try:
+        async with running_proxy(
+            [Inspector()], mode="regular", confdir=str(tmp_path), ssl_insecure=True
+        ) as proxy:
+            ca = tmp_path / "mitmproxy-ca-cert.pem"
+            http_client = httpx.AsyncClient(proxy=proxy.url, verify=str(ca))
+            client = anthropic.AsyncAnthropic(
+                api_key="test",
+                base_url=f"https://127.0.0.1:{port}",
+                http_client=http_client,
+                max_retries=0,
+            )
+            async with client.messages.stream(
+                model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            ) as stream:
+                message = await stream.get_final_message()
+            assert message.content[0].text == "Hello 世界"
+            (flow,) = await proxy.log.wait(1)
+            assert flow.request.scheme == "https"
+            assert flow.metadata["mitmllm"]["findings"] == []
+            assert flow.response.raw_content == HEALTHY
+            await http_client.aclose()
+    finally:
+        await runner.cleanup()
