@@ -44,6 +44,40 @@ _EOL_STR = re.compile(r"\r\n|\r|\n")
 _LINE_SEPARATOR_HAZARDS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
+Note = tuple[str, str, int, Severity | None]
+
+
+class Notes:
+    """Collects a block's grammar findings with the `Findings.add` signature.
+
+    The decoder attaches them to their event instead of reporting them at once, so that a
+    consumer reports them in event order however the input was chunked.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Note] = []
+
+    def add(
+        self,
+        rule_id: str,
+        detail: str,
+        *,
+        event: int | None = None,
+        offset: int | None = None,
+        severity: Severity | None = None,
+    ) -> None:
+        self.items.append((rule_id, detail, offset or 0, severity))
+
+
+def report_notes(ev: Event, findings: Findings) -> None:
+    """Report `ev`'s grammar findings (once)."""
+    for rule_id, detail, offset, severity in ev.notes:
+        findings.add(rule_id, detail, event=ev.index, offset=offset, severity=severity)
+    ev.notes = ()
+
+
 class Event:
     """One block of the stream: its exact bytes and what they parse to.
 
@@ -64,6 +98,7 @@ class Event:
         "comments",
         "data_lines",
         "terminated",
+        "notes",
     )
 
     def __init__(
@@ -89,6 +124,8 @@ class Event:
         self.comments = comments
         self.data_lines = data_lines
         self.terminated = terminated
+        # Grammar findings of this block, (rule, detail, offset, severity), not yet reported.
+        self.notes: tuple[Note, ...] = ()
 
     @property
     def is_blank(self) -> bool:
@@ -121,7 +158,7 @@ class Event:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__ if k != "notes")
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -198,7 +235,7 @@ def parse_block(
     raw: bytes,
     index: int,
     offset: int,
-    findings: Findings | None = None,
+    findings: Findings | Notes | None = None,
     *,
     terminated: bool = True,
 ) -> Event:
@@ -327,7 +364,7 @@ def parse_block(
 
 
 def _parse_simple(
-    text: str, raw: bytes, index: int, offset: int, findings: Findings | None
+    text: str, raw: bytes, index: int, offset: int, findings: Findings | Notes | None
 ) -> Event | None:
     """The shapes almost every LLM event has: ``data: X`` or ``event: N`` + ``data: X``,
     LF-terminated. Returns None for anything else (the general parser then runs); the result is
@@ -353,7 +390,9 @@ def _parse_simple(
     return Event(index, offset, raw, event, data, None, None, (), 1, True)
 
 
-def _unknown_field(findings: Findings, name: str, line: str, index: int, offset: int) -> None:
+def _unknown_field(
+    findings: Findings | Notes, name: str, line: str, index: int, offset: int
+) -> None:
     if name.lower() in KNOWN_FIELDS:
         findings.add(
             "SSE-7",
@@ -394,7 +433,10 @@ def _unknown_field(findings: Findings, name: str, line: str, index: int, offset:
 class Decoder:
     """Bytes in, `Event`s out. See the module docstring."""
 
-    findings: Findings = field(default_factory=Findings)
+    #: Where grammar findings go as blocks are parsed; None: attach them to the events as
+    #: `notes` for the consumer to report in order (see `report_notes`).
+    findings: Findings | None = None
+    _notes: Notes = field(default_factory=Notes)
     _buf: bytearray = field(default_factory=bytearray)
     _base: int = 0  # stream offset of _buf[0]
     _scan: int = 0  # where the next blank-line search starts (index into _buf)
@@ -441,10 +483,20 @@ class Decoder:
         if not self._buf:
             return events, None
         raw = bytes(self._buf)
-        partial = parse_block(raw, self._index, self._base, self.findings, terminated=False)
+        partial = self._note(
+            parse_block(raw, self._index, self._base, self._notes, terminated=False)
+        )
         self._base += len(raw)
         self._buf.clear()
         return events, partial
+
+    def _note(self, ev: Event) -> Event:
+        if self._notes.items:
+            ev.notes = tuple(self._notes.items)
+            self._notes.items.clear()
+            if self.findings is not None:
+                report_notes(ev, self.findings)
+        return ev
 
     def _drain_lf(self) -> list[Event]:
         """`_drain` for LF-only input: block ends are found with bytes.find."""
@@ -453,7 +505,7 @@ class Decoder:
         start = 0
         events: list[Event] = []
         scan = self._scan
-        findings = self.findings
+        notes = self._notes
         while start < n:
             if buf[start] == 0x0A:
                 end = start + 1
@@ -463,9 +515,8 @@ class Decoder:
                     scan = max(start, n - 1)
                     break
                 end = i + 2
-            events.append(
-                parse_block(bytes(buf[start:end]), self._index, self._base + start, findings)
-            )
+            ev = parse_block(bytes(buf[start:end]), self._index, self._base + start, notes)
+            events.append(self._note(ev) if notes.items else ev)
             self._index += 1
             start = scan = end
         if start:
@@ -498,7 +549,8 @@ class Decoder:
                     scan = m.start()
                     break
             raw = bytes(buf[start:end])
-            events.append(parse_block(raw, self._index, self._base + start, self.findings))
+            ev = parse_block(raw, self._index, self._base + start, self._notes)
+            events.append(self._note(ev) if self._notes.items else ev)
             self._index += 1
             start = end
             scan = end
@@ -512,7 +564,7 @@ class Decoder:
 
 def decode_all(data: bytes, findings: Findings | None = None) -> tuple[list[Event], Event | None]:
     """Decode a whole body at once (for stored flows and fixtures)."""
-    dec = Decoder(findings if findings is not None else Findings())
+    dec = Decoder(findings)
     events = dec.feed(data)
     more, partial = dec.close()
     return events + more, partial

@@ -30,6 +30,7 @@ from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.sse import KNOWN_FIELDS
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import report_notes
 
 
 def parse_json(data: str | bytes) -> tuple[Any, str | None]:
@@ -58,7 +59,7 @@ class StreamChecker:
     ) -> None:
         self.dialect = dialect
         self.findings = findings if findings is not None else Findings()
-        self.decoder = Decoder(self.findings)
+        self.decoder = Decoder()  # grammar findings ride on the events; reported in `parse`
         self.validator: StreamValidator | None = dialect.validator(request) if dialect else None
         # Without a dialect, [DONE] is still the one non-JSON data value streams commonly use.
         self._sentinel = dialect.sentinel if dialect else "[DONE]"
@@ -79,6 +80,8 @@ class StreamChecker:
 
     def parse(self, ev: Event) -> Any:
         """The event's payload: parsed JSON, or NO_DATA / SENTINEL / INVALID."""
+        if ev.notes:
+            report_notes(ev, self.findings)
         data = ev.data
         if data is None:
             return NO_DATA
@@ -180,6 +183,7 @@ class StreamChecker:
             out.append((ev, payload))
         f = self.findings
         if partial is not None:
+            report_notes(partial, f)
             self.trailing = partial.raw
             what = f"event {partial.event!r}" if partial.event else "partial event"
             f.add(
