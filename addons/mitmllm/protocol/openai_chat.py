@@ -1,0 +1,923 @@
+"""OpenAI Chat Completions: ``POST …/chat/completions`` and its event stream (rules OAI-*).
+
+The same wire format is spoken by OpenAI and by every OpenAI-compatible host (OpenRouter, vLLM,
+Azure deployments ``/openai/deployments/{d}/chat/completions``, gateways under any prefix).
+
+Wire format
+-----------
+The stream is data-only SSE (no ``event:`` names, OAI-1/OAI-2). Every event is one chunk, and
+the stream ends with the sentinel ``data: [DONE]`` (OAI-3)::
+
+    stream = chunk* usage-chunk? "[DONE]"
+    chunk  = {"id", "object": "chat.completion.chunk", "created", "model",
+              "choices": [{"index", "delta": {role?, content?, refusal?, tool_calls?},
+                           "logprobs", "finish_reason"}],
+              "usage": null}
+    usage-chunk = the same envelope with "choices": [] and a usage object   (include_usage only)
+
+A failed stream carries ``{"error": {"message", "type", "param", "code"}}`` instead of a chunk
+(OAI-16); OpenAI then still sends ``[DONE]``.
+
+State machine
+-------------
+Stream: STREAMING → DONE on ``[DONE]``; FAILED on an error chunk (terminal: the SDKs raise, so
+nothing after it is read and a missing ``[DONE]`` is not truncation). Per choice, keyed by
+``index`` and introduced in order 0, 1, 2 … (OAI-8): NEW → OPEN (first delta, role assistant,
+OAI-7) → FINISHED (non-null ``finish_reason``, OAI-13; nothing but Azure annotations after it).
+Per tool call of a choice, keyed by its fragment ``index`` and introduced in order (OAI-10): the
+first fragment carries id, type and name; later ones only argument text (OAI-9), which must
+concatenate to a JSON object by the choice's finish (OAI-12).
+
+The envelope (id, created, model) is pinned on the first chunk and must not change (OAI-5).
+Azure's content-filter annotation chunks (``object: ""``, no ``delta``) are tolerated with a
+warning and otherwise ignored.
+
+Rewrites: the ``model`` of every chunk and of a whole completion (restamp), tool names in the
+first tool-call fragment and in a completion's ``message.tool_calls`` (rename_tools).
+Synthesised: a data-only error event with no ``[DONE]`` after it, the same object as an HTTP error
+body, and an SSE comment as keep-alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import TypeGuard
+
+import orjson
+
+from mitmllm.protocol import sse
+from mitmllm.protocol.dialect import INVALID
+from mitmllm.protocol.dialect import NO_DATA
+from mitmllm.protocol.dialect import SENTINEL
+from mitmllm.protocol.dialect import Assembled
+from mitmllm.protocol.dialect import Block
+from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.dialect import StreamValidator
+from mitmllm.protocol.dialect import ToolInfo
+from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.sse import Event
+from mitmllm.protocol.stream import parse_json
+
+PATH_SUFFIX = "/chat/completions"
+CHUNK_OBJECT = "chat.completion.chunk"
+COMPLETION_OBJECT = "chat.completion"
+SENTINEL_DATA = "[DONE]"
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+#: delta fields that carry model output (text-like ones are strings, concatenated by clients)
+TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
+#: Azure content-filter annotations on a choice that has no delta
+FILTER_FIELDS = ("content_filter_results", "content_filter_offsets")
+#: tool call types and the key holding their name and argument text
+TOOL_BODIES = {"function": ("function", "arguments"), "custom": ("custom", "input")}
+
+W = Severity.WARNING
+_UNSET: Any = object()
+
+
+# --- shapes -------------------------------------------------------------------------------------
+
+
+def carries_output(delta: Mapping[str, Any]) -> bool:
+    """Does this delta add model output (not just a role or an empty string)?"""
+    for key in TEXT_FIELDS:
+        if delta.get(key):
+            return True
+    if delta.get("tool_calls") or delta.get("function_call"):
+        return True
+    audio = delta.get("audio")
+    # the final audio update carries only expires_at, after the finish
+    return isinstance(audio, dict) and bool(audio.get("data") or audio.get("transcript"))
+
+
+def is_annotation(payload: Mapping[str, Any]) -> bool:
+    """An Azure content-filter annotation chunk: empty `object`, and prompt filter results or
+    choices that carry filter results instead of a delta."""
+    if payload.get("object"):
+        return False
+    if "prompt_filter_results" in payload:
+        return True
+    choices = payload.get("choices")
+    return (
+        isinstance(choices, list)
+        and bool(choices)
+        and all(_is_annotated_choice(c) for c in choices)
+    )
+
+
+def _is_annotated_choice(choice: Any) -> bool:
+    return (
+        isinstance(choice, dict)
+        and "delta" not in choice
+        and any(k in choice for k in FILTER_FIELDS)
+    )
+
+
+def error_message(payload: Any) -> str | None:
+    """The message of an error object (``{"error": {...}}``, or vLLM's top-level
+    ``{"object": "error", "message": ...}``), or None."""
+    if not isinstance(payload, dict):
+        return None
+    err = payload.get("error")
+    if err:  # the SDKs treat any truthy top-level error as a failure
+        if isinstance(err, dict):
+            msg = err.get("message")
+            if isinstance(msg, str) and msg:
+                return msg
+            return str(err.get("code") or err.get("type") or "unknown error")
+        return err if isinstance(err, str) else str(err)
+    if payload.get("object") == "error":
+        msg = payload.get("message")
+        return msg if isinstance(msg, str) and msg else "unknown error"
+    return None
+
+
+def error_object(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _one_of(value: Any, known: Collection[str]) -> TypeGuard[str]:
+    """Membership for a value off the wire, which may be unhashable (a list, an object)."""
+    return isinstance(value, str) and value in known
+
+
+def _is_index(value: Any) -> bool:
+    return type(value) is int and value >= 0  # bool is an int subclass; not an index
+
+
+def _clip(text: str, n: int = 24) -> str:
+    return '"' + text[:n].replace("\n", "\\n") + ('…"' if len(text) > n else '"')
+
+
+# --- validator state ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _ToolCall:
+    """One tool call of a choice, accumulated from its fragments."""
+
+    index: int
+    event: int  # where its first fragment was
+    offset: int
+    kind: str = "function"
+    id: str | None = None
+    name: str | None = None
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Choice:
+    index: int
+    finish: str | None = None
+    tools: dict[int, _ToolCall] = field(default_factory=dict)
+    next_tool: int = 0  # the index the next new tool call must have (OAI-10)
+    current_tool: int = -1  # the last tool call started (OAI-11)
+    warned: set[str] = field(default_factory=set)  # once-per-choice warnings
+
+
+class ChatStreamValidator(StreamValidator):
+    """The Chat Completions stream state machine (see the module docstring).
+
+    `on_event` keeps the event and the findings it is working on in `_ev` / `_f`, so that each
+    rule reads as one `_report` line.
+    """
+
+    def __init__(self, *, include_usage: bool | None = None, n: int | None = None) -> None:
+        self.include_usage = include_usage  # None: request unknown, so usage is not required
+        self.n = n  # choices asked for; None: unknown
+        self.usage: dict[str, Any] | None = None
+        self.done = False  # [DONE] seen (also after a failure)
+        self._choices: dict[int, _Choice] = {}
+        self._id: Any = _UNSET  # the envelope pinned by the first chunk (OAI-5)
+        self._created: Any = _UNSET
+        self._model: Any = _UNSET
+        self._usage_event: int | None = None  # a usage chunk must be the last chunk (OAI-15)
+        self._once: set[str] = set()  # conditions reported once per stream
+        self._ev = Event(0, 0, b"")  # the event being checked
+        self._f = Findings()
+
+    def _report(self, rule_id: str, detail: str, severity: Severity | None = None) -> None:
+        ev = self._ev
+        self._f.add(rule_id, detail, event=ev.index, offset=ev.offset, severity=severity)
+
+    def _report_once(
+        self, key: str, rule_id: str, detail: str, severity: Severity | None = None
+    ) -> None:
+        """For conditions that tend to repeat on every event: only the first is reported."""
+        if key not in self._once:
+            self._once.add(key)
+            self._report(rule_id, detail, severity)
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
+        if payload is NO_DATA and not ev.has_fields:
+            return  # comments (keep-alives) and blank lines are not dispatched
+        self._ev, self._f = ev, findings
+        if self.done:
+            self._report_once("after-done", "OAI-4", "event after data: [DONE]")
+        elif self.error is not None and payload is not SENTINEL:
+            return  # the SDKs raised on the error chunk; nothing after it is read
+        elif payload is NO_DATA:
+            what = f"event {ev.event!r}" if ev.event is not None else "a block"
+            self._report("OAI-1", f"{what} without data")
+        else:
+            if ev.event is not None:
+                self._event_name(ev.event)
+            if payload is SENTINEL:
+                self._on_done()
+            elif payload is INVALID:
+                self._invalid(ev.data or "")
+            elif type(payload) is not dict:
+                self._report("OAI-5", f"chunk is {_type_name(payload)}, not an object")
+            elif payload.get("error") or payload.get("object") == "error":
+                self._failed(payload)
+            else:
+                self._chunk(payload)
+
+    def _event_name(self, name: str) -> None:
+        """OAI-2: chat streams are data-only."""
+        if name.startswith("thread."):
+            detail = f"event name {name!r} switches the SDKs to Assistants handling"
+            self._report("OAI-2", detail, Severity.ERROR)
+        else:
+            self._report_once("event-name", "OAI-2", f"event name {name!r} in a chat stream")
+
+    def _invalid(self, data: str) -> None:
+        if not data:
+            self._report("OAI-1", "data field is empty")
+        elif data.startswith(SENTINEL_DATA):
+            # openai-python stops on startswith("[DONE]"); openai-node needs it exact
+            detail = f"sentinel variant {data[:20]!r}: openai-node JSON-parses it and fails"
+            self._report("OAI-3", detail, W)
+            self._on_done()
+        else:
+            self._report("OAI-17", f"data {data[:40]!r} is neither JSON nor [DONE]")
+
+    def _failed(self, payload: dict[str, Any]) -> None:
+        """OAI-16: the stream failed. Terminal: nothing after it is checked."""
+        self.error = error_message(payload) or "unknown error"
+        shape = "" if payload.get("error") else " (top-level object 'error': SDKs do not raise)"
+        self._report("OAI-16", f"error chunk{shape}: {self.error[:120]}")
+
+    def _on_done(self) -> None:
+        """[DONE]: every choice finished (OAI-13), usage arrived if asked for (OAI-15)."""
+        self.done = True
+        if self.error is not None:
+            return  # a failed stream is not complete, whatever follows
+        self.complete = True
+        expected = range(self.n if self.n is not None else 1)
+        for i in sorted(set(expected) | self._choices.keys()):
+            st = self._choices.get(i)
+            if st is None:
+                self._report("OAI-13", f"choice {i} never appeared before [DONE]")
+            elif st.finish is None:
+                self._report("OAI-13", f"choice {i} has no finish_reason before [DONE]")
+        if self.include_usage and self.usage is None:
+            detail = "stream_options.include_usage was requested but no usage chunk came"
+            self._report("OAI-15", detail)
+
+    # --- chunks ---------------------------------------------------------------------------------
+
+    def _chunk(self, p: dict[str, Any]) -> None:
+        obj = p.get("object")
+        if obj != CHUNK_OBJECT:
+            if is_annotation(p):
+                detail = f"Azure content-filter annotation chunk (object {obj!r}, no delta)"
+                self._report_once("annotation", "OAI-5", detail, W)
+                return
+            self._report("OAI-5", f"object is {obj!r}, not {CHUNK_OBJECT!r}")
+        self._envelope(p.get("id"), p.get("created"), p.get("model"))
+        if self._usage_event is not None:
+            detail = f"the usage chunk (event {self._usage_event}) is followed by another chunk"
+            self._report("OAI-15", detail)
+            self._usage_event = None
+        choices = p.get("choices")
+        usage = p.get("usage")
+        if type(choices) is list:
+            for c in choices:
+                self._choice(c)
+        elif choices is None and usage is not None:  # vLLM
+            self._report("OAI-15", "usage chunk has choices null or omitted, not []", W)
+        else:
+            self._report("OAI-6", f"choices is {_type_name(choices)}, not an array")
+        if usage is not None:
+            self._usage(usage, choices)
+
+    def _envelope(self, cid: Any, created: Any, model: Any) -> None:
+        """OAI-5: id and created identical across chunks, model a constant string."""
+        if self._id is _UNSET:
+            self._id, self._created, self._model = cid, created, model
+            if not (isinstance(cid, str) and cid):
+                self._report("OAI-5", f"chunk id is {cid!r}, not a non-empty string")
+            if type(created) is not int:
+                self._report("OAI-5", f"created is {created!r}, not an integer")
+            if isinstance(model, str):
+                self.model = model
+            else:
+                self._report("OAI-5", f"model is {model!r}, not a string")
+            return
+        if cid != self._id:
+            self._report("OAI-5", f"chunk id changed from {self._id!r} to {cid!r}")
+        if created != self._created:
+            self._report("OAI-5", f"created changed from {self._created!r} to {created!r}")
+        if model != self._model:
+            detail = f"model changed from {self._model!r} to {model!r}"
+            self._report_once("model", "OAI-5", detail, W)
+
+    def _usage(self, usage: Any, choices: Any) -> None:
+        """OAI-15: one usage object, on the last chunk, which has choices []."""
+        if not isinstance(usage, dict) or any(type(usage.get(k)) is not int for k in USAGE_COUNTS):
+            self._report(
+                "OAI-15", f"usage {str(usage)[:60]} lacks integer {'/'.join(USAGE_COUNTS)}"
+            )
+        if choices:  # Gemini's OpenAI compatibility layer
+            self._report("OAI-15", "usage rides on a chunk with choices, not on its own chunk", W)
+        self.usage = usage if isinstance(usage, dict) else {"usage": usage}
+        self._usage_event = self._ev.index
+
+    def _choice(self, c: Any) -> None:
+        if type(c) is not dict:
+            self._report("OAI-6", f"choice is {_type_name(c)}, not an object")
+            return
+        delta = c.get("delta")
+        if delta is None and any(k in c for k in FILTER_FIELDS):
+            detail = "Azure content-filter annotation on a choice without a delta"
+            self._report_once("annotation", "OAI-5", detail, W)
+            return
+        idx = c.get("index")
+        if type(idx) is not int or idx < 0:
+            self._report("OAI-6", f"choice index {idx!r} is not an integer >= 0")
+            return
+        st = self._choices.get(idx)
+        first = st is None
+        if st is None:
+            if self.n is not None and idx >= self.n:
+                self._report("OAI-6", f"choice index {idx} outside [0, {self.n}) (request n)")
+            if idx != len(self._choices):
+                self._report("OAI-8", f"choice {idx} appears before choice {len(self._choices)}")
+            st = self._choices[idx] = _Choice(idx)
+        if type(delta) is not dict:
+            self._report("OAI-6", f"choice {idx} delta is {_type_name(delta)}, not an object")
+            delta = {}
+        logprobs = c.get("logprobs")
+        if logprobs is not None and type(logprobs) is not dict:
+            self._report("OAI-6", f"choice {idx} logprobs is {_type_name(logprobs)}")
+        finish = c.get("finish_reason")
+        if st.finish is not None:
+            self._after_finish(st, delta, finish)
+            return
+        if first and delta.get("role") != "assistant":
+            self._report("OAI-7", f"choice {idx} starts without role 'assistant'")
+        if st.tools and delta.get("content") and "OAI-14" not in st.warned:
+            st.warned.add("OAI-14")
+            self._report("OAI-14", f"choice {idx} streams content after its tool calls began")
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            if type(tool_calls) is list:
+                for frag in tool_calls:
+                    self._fragment(st, frag)
+            else:
+                self._report("OAI-9", f"choice {idx} tool_calls is {_type_name(tool_calls)}")
+        if finish is not None:
+            self._finish(st, finish)
+
+    def _after_finish(self, st: _Choice, delta: dict[str, Any], finish: Any) -> None:
+        """OAI-13: one finish per choice, on its last chunk."""
+        if finish is not None:
+            detail = f"choice {st.index} finishes again ({st.finish!r}, then {finish!r})"
+            self._report("OAI-13", detail, W if finish == st.finish else None)
+        elif carries_output(delta):
+            self._report("OAI-13", f"choice {st.index} streams output after its finish_reason")
+
+    # --- tool calls -----------------------------------------------------------------------------
+
+    def _fragment(self, st: _Choice, frag: Any) -> None:
+        """OAI-9/10/11: one `delta.tool_calls[]` fragment."""
+        if type(frag) is not dict:
+            self._report("OAI-9", f"tool call fragment is {_type_name(frag)}")
+            return
+        ti = frag.get("index")
+        if type(ti) is not int or ti < 0:
+            self._report("OAI-9", f"tool call fragment index {ti!r} is not an integer >= 0")
+            return
+        tc = st.tools.get(ti)
+        if tc is None:
+            self._first_fragment(st, ti, frag)
+            return
+        if ti != st.current_tool and "OAI-11" not in st.warned:
+            st.warned.add("OAI-11")
+            self._report("OAI-11", f"fragment for tool call #{ti} after #{st.current_tool} began")
+        fid = frag.get("id")
+        if fid:
+            if tc.id is None:
+                tc.id = str(fid)
+                self._report("OAI-9", f"tool call #{ti} gets its id in a later fragment", W)
+            elif fid == tc.id:
+                self._report("OAI-9", f"tool call #{ti} repeats its id {fid!r} (-> {fid}{fid})")
+            else:  # another call reusing the index: its name and arguments are not this one's
+                self._report("OAI-10", f"tool call #{ti} changes identity: {tc.id!r}, {fid!r}")
+                return
+        body_key, args_key = TOOL_BODIES[tc.kind]
+        body = frag.get(body_key)
+        if not isinstance(body, dict):
+            return
+        name = body.get("name")
+        if name:
+            if tc.name is None:
+                tc.name = str(name)
+                self._report("OAI-9", f"tool call #{ti} gets its name in a later fragment", W)
+            else:
+                self._report("OAI-9", f"tool call #{ti} sends its name again ({name!r})")
+        self._append_args(tc, body.get(args_key))
+
+    def _first_fragment(self, st: _Choice, ti: int, frag: dict[str, Any]) -> None:
+        """The fragment that starts a call: in index order, with id, type and name."""
+        if ti != st.next_tool:
+            self._report("OAI-10", f"choice {st.index} starts tool call #{ti}, not #{st.next_tool}")
+        st.next_tool = max(st.next_tool, ti + 1)
+        st.current_tool = ti
+        tc = st.tools[ti] = _ToolCall(ti, self._ev.index, self._ev.offset)
+        kind = frag.get("type")
+        if _one_of(kind, TOOL_BODIES):
+            tc.kind = kind
+        else:
+            self._report("OAI-9", f"tool call #{ti} starts with type {kind!r}, not 'function'")
+        fid = frag.get("id")
+        tc.id = fid if isinstance(fid, str) and fid else None  # missing: reported at finish
+        body_key, args_key = TOOL_BODIES[tc.kind]
+        body = frag.get(body_key)
+        if body is None:
+            return
+        if not isinstance(body, dict):
+            self._report("OAI-9", f"tool call #{ti} {body_key} is {_type_name(body)}")
+            return
+        name = body.get("name")
+        tc.name = name if isinstance(name, str) and name else None
+        self._append_args(tc, body.get(args_key))
+
+    def _append_args(self, tc: _ToolCall, args: Any) -> None:
+        if isinstance(args, str):
+            tc.args.append(args)
+        elif args is not None:
+            self._report("OAI-9", f"tool call #{tc.index} arguments are {_type_name(args)}")
+
+    def _finish(self, st: _Choice, finish: Any) -> None:
+        """OAI-13 and, for the choice's tool calls, OAI-9 (identity) and OAI-12 (arguments)."""
+        if not _one_of(finish, FINISH_REASONS):
+            self._report("OAI-13", f"choice {st.index} finish_reason {finish!r} is not a known one")
+        st.finish = finish if isinstance(finish, str) else str(finish)
+        if self.finish is None or st.index == 0:
+            self.finish = st.finish
+        if not st.tools:
+            if finish == "tool_calls":
+                self._report("OAI-13", f"choice {st.index} finishes 'tool_calls' without any", W)
+            return
+        if finish == "stop":  # some compatible servers
+            self._report("OAI-13", f"choice {st.index} streamed tool calls but finishes 'stop'", W)
+        for tc in st.tools.values():
+            self._tool_done(tc, finish)
+
+    def _tool_done(self, tc: _ToolCall, finish: Any) -> None:
+        missing = " or ".join(k for k, v in (("id", tc.id), ("name", tc.name)) if v is None)
+        if missing:  # reported where the call started
+            self._f.add(
+                "OAI-9",
+                f"tool call #{tc.index} never got a {missing}",
+                event=tc.event,
+                offset=tc.offset,
+            )
+        if tc.kind != "function":
+            return  # custom tools take free text
+        text = "".join(tc.args)
+        label = f"tool call #{tc.index} {tc.name or ''}".rstrip()
+        if not text:
+            self._report("OAI-12", f"{label} has empty arguments ('' instead of '{{}}')", W)
+            return
+        value, _ = parse_json(text)
+        if type(value) is not dict:
+            what = "do not parse as JSON" if value is INVALID else "are not a JSON object"
+            detail = f"{label} arguments {what}: {text[:60]!r}"
+            self._report("OAI-12", detail, W if finish == "length" else None)
+
+    # --- end ------------------------------------------------------------------------------------
+
+    def on_close(self, findings: Findings, *, end_offset: int, events: int) -> None:
+        """OAI-3: a stream that ends without [DONE] (and did not fail) was truncated."""
+        if self.done or self.error is not None:
+            return
+        unfinished = [str(i) for i, st in sorted(self._choices.items()) if st.finish is None]
+        if not self._choices:
+            what = "no chunk arrived"
+        elif unfinished:
+            what = f"choice {', '.join(unfinished)} had no finish_reason yet"
+        else:
+            what = f"after finish_reason {self.finish!r}"
+        findings.add(
+            "OAI-3", f"stream ended without data: [DONE] ({what})", event=events, offset=end_offset
+        )
+
+
+def _type_name(value: Any) -> str:
+    return "missing or null" if value is None else f"a JSON {type(value).__name__}"
+
+
+# --- the dialect --------------------------------------------------------------------------------
+
+
+class OpenAIChat(Dialect):
+    """OpenAI Chat Completions and every OpenAI-compatible host."""
+
+    name = "openai-chat"
+    title = "OpenAI Chat Completions"
+    sentinel = SENTINEL_DATA
+
+    # --- recognising requests -------------------------------------------------------------------
+
+    def match_request(self, method: str, path: str, body: Any) -> bool:
+        return method.upper() == "POST" and path.rstrip("/").endswith(PATH_SUFFIX)
+
+    def wants_stream(self, path: str, query: Mapping[str, str], body: Any) -> bool:
+        return isinstance(body, dict) and body.get("stream") is True
+
+    def match_payload(self, payload: Any, event_name: str | None) -> bool:
+        if not isinstance(payload, dict):
+            return False
+        if payload.get("object") == CHUNK_OBJECT:
+            return True
+        if event_name is not None:
+            return False
+        if is_annotation(payload):
+            return True
+        # compatible servers that omit `object`: choices with a delta
+        choices = payload.get("choices")
+        return (
+            isinstance(choices, list)
+            and bool(choices)
+            and isinstance(choices[0], dict)
+            and "delta" in choices[0]
+        )
+
+    # --- validation -----------------------------------------------------------------------------
+
+    def validator(self, request: Any = None) -> ChatStreamValidator:
+        if not isinstance(request, dict):
+            return ChatStreamValidator()
+        options = request.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        n = request.get("n", 1)
+        if n is None:
+            n = 1
+        return ChatStreamValidator(
+            include_usage=include_usage, n=n if _is_index(n) and n >= 1 else None
+        )
+
+    def dataless_severity(self, ev: Event) -> Severity | None:
+        # Both SDK decoders dispatch any block with a field and JSON-parse its empty data.
+        return Severity.ERROR
+
+    def check_json_response(
+        self, status: int, payload: Any, findings: Findings, request: Any = None
+    ) -> None:
+        """A whole ``chat.completion``: envelope, choices, finish reasons, tool calls."""
+        if not 200 <= status < 300 or not isinstance(payload, dict):
+            return
+        if error_message(payload) is not None:
+            return  # reported as HTTP-5 by the generic layer
+        obj = payload.get("object")
+        if obj != COMPLETION_OBJECT:
+            findings.add("OAI-5", f"response object is {obj!r}, not {COMPLETION_OBJECT!r}")
+        choices = payload.get("choices")
+        if type(choices) is not list:
+            findings.add("OAI-6", f"response choices is {_type_name(choices)}, not an array")
+            return
+        for pos, c in enumerate(choices):
+            msg = c.get("message") if isinstance(c, dict) else None
+            if not isinstance(msg, dict):
+                findings.add("OAI-6", f"response choice {pos} has no message object")
+                continue
+            finish = c.get("finish_reason")
+            if not _one_of(finish, FINISH_REASONS):
+                findings.add("OAI-13", f"response choice {pos} finish_reason {finish!r}")
+            tool_calls = msg.get("tool_calls")
+            if not tool_calls:
+                if finish == "tool_calls":
+                    findings.add(
+                        "OAI-13",
+                        f"response choice {pos} finishes with 'tool_calls' but has none",
+                        severity=W,
+                    )
+                continue
+            if finish == "stop":
+                findings.add(
+                    "OAI-13",
+                    f"response choice {pos} has tool calls but finishes with 'stop'",
+                    severity=W,
+                )
+            if type(tool_calls) is not list:
+                findings.add("OAI-9", f"response choice {pos} tool_calls is not an array")
+                continue
+            for j, tc in enumerate(tool_calls):
+                _check_tool_call(findings, pos, j, tc, finish)
+
+    def error_of(self, payload: Any) -> str | None:
+        return error_message(payload)
+
+    # --- rewriting ------------------------------------------------------------------------------
+
+    def request_tools(self, body: Any) -> list[ToolInfo]:
+        if not isinstance(body, dict):
+            return []
+        out: list[ToolInfo] = []
+        tools = body.get("tools")
+        for tool in tools if isinstance(tools, list) else ():
+            if not isinstance(tool, dict):
+                continue
+            kind = tool.get("type") or "function"
+            spec = tool.get(kind) if isinstance(kind, str) else None
+            if kind == "function" and isinstance(spec, dict) and isinstance(spec.get("name"), str):
+                out.append(ToolInfo(spec["name"], spec.get("parameters"), "function"))
+            elif kind == "custom" and isinstance(spec, dict) and isinstance(spec.get("name"), str):
+                out.append(ToolInfo(spec["name"], spec.get("format"), "custom"))
+            elif kind not in ("function", "custom"):
+                name = tool.get("name")
+                out.append(ToolInfo(name if isinstance(name, str) else str(kind), None, str(kind)))
+        functions = body.get("functions")  # the legacy form
+        for fn in functions if isinstance(functions, list) else ():
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                out.append(ToolInfo(fn["name"], fn.get("parameters"), "function"))
+        return out
+
+    def restamp(self, payload: Any, model: str) -> bool:
+        """Every chunk's and a whole completion's `model`. Azure annotation chunks carry
+        ``model: ""`` and are left as they are."""
+        if not isinstance(payload, dict):
+            return False
+        current = payload.get("model")
+        if not isinstance(current, str) or not current or current == model:
+            return False
+        payload["model"] = model
+        return True
+
+    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> bool:
+        """Tool names in ``choices[].delta`` (stream) or ``choices[].message`` (completion):
+        ``tool_calls[].function.name`` (or ``.custom.name``) and legacy ``function_call.name``."""
+        if not names or not isinstance(payload, dict):
+            return False
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            return False
+        changed = False
+        for c in choices:
+            if not isinstance(c, dict):
+                continue
+            msg = c.get("delta")
+            if not isinstance(msg, dict):
+                msg = c.get("message")
+                if not isinstance(msg, dict):
+                    continue
+            tool_calls = msg.get("tool_calls")
+            for tc in tool_calls if isinstance(tool_calls, list) else ():
+                if isinstance(tc, dict):
+                    changed |= _rename(tc.get("function"), names)
+                    changed |= _rename(tc.get("custom"), names)
+            changed |= _rename(msg.get("function_call"), names)
+        return changed
+
+    # --- commit gate and synthesis ----------------------------------------------------------------
+
+    def is_content(self, ev: Event, payload: Any) -> bool:
+        """Output, a finish or usage commits; role-only chunks, annotations, comments, the
+        sentinel and error chunks do not."""
+        if not isinstance(payload, dict) or error_message(payload) is not None:
+            return False
+        if payload.get("usage") is not None:
+            return True
+        choices = payload.get("choices")
+        for c in choices if isinstance(choices, list) else ():
+            if not isinstance(c, dict):
+                continue
+            if c.get("finish_reason") is not None:
+                return True
+            delta = c.get("delta")
+            if isinstance(delta, dict) and carries_output(delta):
+                return True
+        return False
+
+    def error_event(self, message: str, kind: str = "api_error") -> bytes:
+        # No [DONE] after it: a clean-looking end must never follow a failure.
+        return sse.encode(orjson.dumps(error_object(message, kind)).decode())
+
+    def error_body(self, status: int, message: str, kind: str = "api_error") -> bytes:
+        return orjson.dumps(error_object(message, kind))
+
+    def keepalive(self) -> bytes | None:
+        # A comment is never dispatched by the SDK decoders (unless an id: was seen, SSE-11).
+        return b": keep-alive\n\n"
+
+    # --- for humans -----------------------------------------------------------------------------
+
+    def assemble(self, payloads: Iterable[tuple[Event, Any]]) -> Assembled:
+        """The completion a client accumulates: per choice its reasoning, text, refusal and
+        tool calls (arguments parsed), the finish reason of choice 0, usage and any error."""
+        out = Assembled()
+        blocks: dict[tuple[int, str, Any], Block] = {}
+        parts: dict[tuple[int, str, Any], list[str]] = {}
+
+        def block(key: tuple[int, str, Any], kind: str) -> list[str]:
+            if key not in blocks:
+                blocks[key] = Block(kind, choice=key[0])
+                parts[key] = []
+            return parts[key]
+
+        for _, p in payloads:
+            if not isinstance(p, dict):
+                continue
+            err = error_message(p)
+            if err is not None:
+                out.error = err
+                continue
+            if out.id is None and isinstance(p.get("id"), str) and p["id"]:
+                out.id = p["id"]
+            if out.model is None and isinstance(p.get("model"), str) and p["model"]:
+                out.model = p["model"]
+            if isinstance(p.get("usage"), dict):
+                out.usage = p["usage"]
+            choices = p.get("choices")
+            for c in choices if isinstance(choices, list) else ():
+                if not isinstance(c, dict):
+                    continue
+                i = c["index"] if _is_index(c.get("index")) else 0
+                msg = c.get("delta")
+                if not isinstance(msg, dict):
+                    msg = c.get("message")
+                if isinstance(msg, dict):
+                    _assemble_message(i, msg, block, blocks)
+                finish = c.get("finish_reason")
+                if finish is not None and (out.stop_reason is None or i == 0):
+                    out.stop_reason = str(finish)
+        for key, b in blocks.items():
+            b.text = "".join(parts[key])
+            if b.kind == "tool_call" and b.text:
+                value, _ = parse_json(b.text)
+                b.input = None if value is INVALID else value
+        out.blocks = sorted(blocks.values(), key=lambda b: b.choice)
+        return out
+
+    def summarize(self, ev: Event, payload: Any) -> str:
+        if payload is NO_DATA:
+            if ev.is_comment:
+                return ": " + ev.comments[0][:40]
+            return "blank" if ev.is_blank else "no data"
+        if payload is SENTINEL:
+            return "[DONE]"
+        if payload is INVALID:
+            return f"invalid data {_clip(ev.data or '')}"
+        if not isinstance(payload, dict):
+            return "not an object"
+        err = error_message(payload)
+        if err is not None:
+            return f"error {_clip(err, 60)}"
+        if is_annotation(payload):
+            return "content filter annotation"
+        out: list[str] = []
+        choices = payload.get("choices")
+        many = isinstance(choices, list) and (
+            len(choices) > 1 or any(isinstance(c, dict) and c.get("index") for c in choices)
+        )
+        for c in choices if isinstance(choices, list) else ():
+            if isinstance(c, dict):
+                prefix = f"[{c.get('index')}] " if many else ""
+                out.extend(prefix + s for s in _summarize_choice(c))
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            out.append(
+                f"usage {usage.get('prompt_tokens')}+{usage.get('completion_tokens')}"
+                f"={usage.get('total_tokens')}"
+            )
+        return ", ".join(out) or "empty chunk"
+
+
+def _check_tool_call(findings: Findings, pos: int, j: int, tc: Any, finish: Any) -> None:
+    """One ``message.tool_calls[j]`` of a whole completion."""
+    label = f"response choice {pos} tool call {j}"
+    if not isinstance(tc, dict):
+        findings.add("OAI-9", f"{label} is {_type_name(tc)}")
+        return
+    kind = tc.get("type")
+    if _one_of(kind, TOOL_BODIES):
+        body_key, args_key = TOOL_BODIES[kind]
+    else:
+        findings.add("OAI-9", f"{label} has type {kind!r}, not 'function'")
+        return
+    body = tc.get(body_key)
+    if not (isinstance(tc.get("id"), str) and tc["id"]):
+        findings.add("OAI-9", f"{label} has no id")
+    if not isinstance(body, dict) or not (isinstance(body.get("name"), str) and body["name"]):
+        findings.add("OAI-9", f"{label} has no {body_key}.name")
+        return
+    if kind != "function":
+        return
+    args = body.get(args_key)
+    if args == "" or args is None:
+        findings.add("OAI-12", f"{label} has empty arguments", severity=W)
+        return
+    value, _ = parse_json(args) if isinstance(args, str) else (INVALID, None)
+    if type(value) is not dict:
+        findings.add(
+            "OAI-12",
+            f"{label} arguments are not a JSON object: {str(args)[:60]!r}",
+            severity=W if finish == "length" else None,
+        )
+
+
+def _rename(obj: Any, names: Mapping[str, str]) -> bool:
+    if not isinstance(obj, dict):
+        return False
+    name = obj.get("name")
+    if isinstance(name, str) and name in names and names[name] != name:
+        obj["name"] = names[name]
+        return True
+    return False
+
+
+def _assemble_message(i: int, msg: dict[str, Any], block: Any, blocks: dict[Any, Block]) -> None:
+    for field_name, kind in (
+        ("reasoning_content", "thinking"),
+        ("reasoning", "thinking"),
+        ("content", "text"),
+        ("refusal", "refusal"),
+    ):
+        text = msg.get(field_name)
+        if isinstance(text, str) and text:
+            block((i, kind, None), kind).append(text)
+    tool_calls = msg.get("tool_calls")
+    for pos, tc in enumerate(tool_calls if isinstance(tool_calls, list) else ()):
+        if not isinstance(tc, dict):
+            continue
+        ti = tc["index"] if _is_index(tc.get("index")) else pos  # completions have no index
+        key = (i, "tool_call", ti)
+        args = block(key, "tool_call")
+        b = blocks[key]
+        tc_type = tc.get("type")
+        body_key, args_key = TOOL_BODIES[tc_type if _one_of(tc_type, TOOL_BODIES) else "function"]
+        body = tc.get(body_key)
+        if isinstance(tc.get("id"), str) and tc["id"] and b.id is None:
+            b.id = tc["id"]
+        if isinstance(body, dict):
+            if isinstance(body.get("name"), str) and body["name"] and b.name is None:
+                b.name = body["name"]
+            if isinstance(body.get(args_key), str):
+                args.append(body[args_key])
+    fc = msg.get("function_call")
+    if isinstance(fc, dict):
+        key = (i, "tool_call", "function_call")
+        args = block(key, "tool_call")
+        if isinstance(fc.get("name"), str) and blocks[key].name is None:
+            blocks[key].name = fc["name"]
+        if isinstance(fc.get("arguments"), str):
+            args.append(fc["arguments"])
+
+
+def _summarize_choice(c: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    delta = c.get("delta")
+    if isinstance(delta, dict):
+        if delta.get("role"):
+            out.append(f"role {delta['role']}")
+        for key, label in (
+            ("reasoning_content", "reasoning"),
+            ("reasoning", "reasoning"),
+            ("content", "content"),
+            ("refusal", "refusal"),
+        ):
+            text = delta.get(key)
+            if isinstance(text, str) and text:
+                out.append(f"{label} {_clip(text)}")
+        tool_calls = delta.get("tool_calls")
+        for tc in tool_calls if isinstance(tool_calls, list) else ():
+            if not isinstance(tc, dict):
+                continue
+            body = tc.get("function") or tc.get("custom")
+            body = body if isinstance(body, dict) else {}
+            name = body.get("name")
+            args = body.get("arguments", body.get("input"))
+            if name:
+                out.append(f"tool_call {name} #{tc.get('index')}")
+            elif isinstance(args, str):
+                out.append(f"tool_args #{tc.get('index')} {_clip(args)}")
+    elif any(k in c for k in FILTER_FIELDS):
+        out.append("content filter annotation")
+    finish = c.get("finish_reason")
+    if finish is not None:
+        out.append(f"finish {finish}")
+    return out
+
+
+DIALECT = OpenAIChat()
