@@ -171,7 +171,12 @@ class Inspector:
                 # wire is done). Also after an abort: mitmweb then shows what did arrive.
                 resp.raw_content = bytes(tap.sent)
             if not tap.finished:
+                # The connection died mid-stream: run the end-of-stream checks (truncation) on
+                # what arrived. What the tap still held never reached the client.
                 state.info["aborted"] = flow.error.msg if flow.error else "stream did not finish"
+                held = tap.pipeline.close()
+                if held:
+                    state.info["undelivered_bytes"] = len(held)
         elif resp is not None and not resp.stream:
             check_body(
                 state.dialect,
