@@ -1,11 +1,24 @@
-"""The mitmllm addon chain, in the order the hooks must run."""
+"""The mitmllm addon chain, in the order the hooks must run.
+
+ConfigLoader  options and the configuration file
+Recognizer    request: is this an LLM call? (state for everyone after it)
+Rewriter      request: model rules, parameters, tool schemas; response: restamp JSON bodies
+Failover      request: route through the relay; responseheaders: show the serving upstream
+Inspector     responseheaders: tap the stream; response/error: findings, marks, summary
+Recorder      response/error: write fixtures (after the inspector, so findings are in)
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from mitmllm.glue.configaddon import ConfigLoader
+from mitmllm.glue.failover import Failover
 from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.inspector import Recognizer
+from mitmllm.glue.rewriter import Rewriter
 
 
 def all_addons() -> list[Any]:
-    return [Inspector()]
+    config = ConfigLoader()
+    return [config, Recognizer(), Rewriter(config), Failover(config), Inspector()]

@@ -36,6 +36,10 @@ class LLMFlow:
     info: dict[str, Any] = field(default_factory=dict)
     # Response rewrites (restamp, tool names) for the tap to apply, set by the rewriter.
     rewrites: list[Any] = field(default_factory=list)
+    # The model sent upstream, when mitmllm changed it.
+    served_model: str | None = None
+    # The fail-over plan (mitmllm.engine.relay.Plan) of a routed flow.
+    plan: Any = None
     finalized: bool = False
 
     @property

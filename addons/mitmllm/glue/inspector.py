@@ -66,6 +66,17 @@ def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | 
     return flowstate.attach(flow, LLMFlow(dialect, body, wants, model))
 
 
+class Recognizer:
+    """Recognises LLM flows first, so that the rewriter and fail-over see them in `request`.
+
+    The inspector itself must run last (it flags what the others did), so recognition is its own
+    small addon at the front of the chain. Its options are the inspector's.
+    """
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        Inspector.recognise(flow)
+
+
 class Inspector:
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -93,10 +104,16 @@ class Inspector:
             ":warning:",
             "flow.marked for flows whose worst finding is a warning (empty: do not mark).",
         )
+        loader.add_option(
+            "mitmllm_marker_failover",
+            str,
+            ":arrows_counterclockwise:",
+            "flow.marked for flows a fallback upstream served without errors.",
+        )
         loader.add_option("mitmllm_summary", bool, True, "Log one summary line per LLM flow.")
 
     def configure(self, updated: set[str]) -> None:
-        for name in ("mitmllm_marker_error", "mitmllm_marker_warning"):
+        for name in ("mitmllm_marker_error", "mitmllm_marker_warning", "mitmllm_marker_failover"):
             if name in updated:
                 value = getattr(ctx.options, name)
                 if value and not (value.startswith(":") and value.endswith(":") and len(value) > 2):
@@ -115,6 +132,10 @@ class Inspector:
     # --- hooks ---------------------------------------------------------------------------------
 
     def request(self, flow: http.HTTPFlow) -> None:
+        self.recognise(flow)
+
+    @staticmethod
+    def recognise(flow: http.HTTPFlow) -> None:
         if not ctx.options.mitmllm_inspect or flow.response is not None or flowstate.get(flow):
             return
         state = recognise(flow, ctx.options.mitmllm_hosts)
@@ -241,6 +262,8 @@ def flag(flow: http.HTTPFlow, state: LLMFlow) -> None:
         return
     if worst == Severity.ERROR:
         marker = ctx.options.mitmllm_marker_error
+    elif state.info.get("fell_back"):
+        marker = ctx.options.mitmllm_marker_failover
     elif worst == Severity.WARNING:
         marker = ctx.options.mitmllm_marker_warning
     else:
@@ -266,6 +289,12 @@ def summary_line(flow: http.HTTPFlow, state: LLMFlow) -> str:
         parts.append(f"ttfe {meta['ttfe_ms']:.0f}ms")
     if "duration_ms" in meta:
         parts.append(f"{meta['duration_ms'] / 1000:.2f}s")
+    if meta.get("upstream"):
+        attempts = meta.get("attempts") or []
+        via = f" after {len(attempts) - 1} failed" if len(attempts) > 1 else ""
+        parts.append(f"via {meta['upstream']}{via}")
+    elif meta.get("relay") == "failed_before_commit":
+        parts.append(f"all {len(meta.get('attempts') or [])} upstreams failed")
     if meta.get("aborted"):
         parts.append("ABORTED")
     return f"mitmllm {flow.request.pretty_host}: " + " ".join(parts) + f" | {meta['summary']}"

@@ -1,0 +1,839 @@
+"""The relay: fail-over with a commit gate, for flows mitmproxy cannot retry itself.
+
+mitmproxy cannot retry a flow once its request was sent, and cannot stream a body an addon makes
+(design.md). So routed flows are pointed at this loopback HTTP server, which runs in mitmproxy's
+own event loop and tries the upstreams of the route's chain in turn; mitmproxy streams the relay's
+answer to the client like any upstream's, so the tap, validation and recording still apply.
+
+Per attempt::
+
+    connect ─► headers ─► lifecycle frames (held) ─► first content event = COMMIT ─► stream
+       │          │              │                         │
+       └──────────┴──────────────┴── failure before commit: next upstream, client sees nothing
+                                                           └─ failure after: terminal error event
+
+* Commit gate: response headers and lifecycle frames (message_start, pings, empty block starts,
+  response.created, role-only chunks) are held until the first content event. Every failure
+  before it (connect error, 5xx/529/408/429, an error in a 200, an in-band error event, an empty
+  stream, a stall) moves on to the next upstream and is invisible to the client, so the client
+  never sees two message_starts. When the whole chain fails before commit the client gets a real
+  HTTP error status in its format's error body (with retry-after where known).
+* After commit a failure (stall, cut, timeout) ends the stream with the format's own terminal
+  error event and never with a success terminator.
+* Timeouts are separate: connect, first content event, idle between parsed events (comments and
+  pings do not count), and total per attempt. Keep-alives are written on event boundaries while
+  the upstream is quiet, once headers are out (at commit, or at once with early commit).
+* Client cancellation (mitmproxy closes the connection) stops the chain and closes the upstream
+  at once, and is never counted as an upstream failure.
+* Credentials: each upstream authenticates with its own secret (from an environment variable).
+  The client's credentials go only to the host the client addressed, unless the route says
+  otherwise. The relay answers only requests that carry a one-time token issued by the addon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from mitmllm.engine.pipeline import Pipeline
+from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.stream import StreamChecker
+from mitmllm.protocol.stream import is_event_stream
+from mitmllm.protocol.stream import parse_json
+
+logger = logging.getLogger("mitmllm.relay")
+
+TOKEN_HEADER = "x-mitmllm-relay-token"
+UPSTREAM_HEADER = "x-mitmllm-upstream"
+SERVED_MODEL_HEADER = "x-mitmllm-served-model"
+
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
+CREDENTIAL_QUERY = frozenset({"key", "api_key", "api-key"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+        "accept-encoding", "content-encoding", TOKEN_HEADER,
+    }
+)  # fmt: skip
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+
+
+# --- what the addon hands to the relay ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    first_event: float = 60.0  # request sent -> first content event (commit)
+    idle: float = 120.0  # between parsed events after commit
+    total: float = 900.0  # one attempt, end to end
+    keepalive: float = 15.0  # write a keep-alive after this much client-side silence
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    base_url: str
+    dialect: Dialect
+    auth: str = "none"  # x-api-key | bearer | x-goog-api-key | api-key | none
+    api_key_env: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    verify_tls: bool = True
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.base_url).hostname or "").lower()
+
+
+@dataclass(frozen=True)
+class Hop:
+    upstream: Upstream
+    models: tuple[tuple[str, str], ...] = ()  # (glob, model), first match wins
+    flavour: str = "none"  # tool-schema flavour for this upstream
+
+    def map_model(self, model: str | None) -> str | None:
+        if model is None:
+            return None
+        for pattern, target in self.models:
+            if fnmatchcase(model, pattern):
+                return target
+        return model
+
+
+@dataclass
+class Attempt:
+    upstream: str
+    url: str
+    outcome: str = "pending"  # ok | http_<status> | connect_error | connect_timeout | ...
+    status: int | None = None
+    error: str | None = None
+    ttfe_ms: float | None = None
+    duration_ms: float | None = None
+    retry_after: float | None = None
+    committed: bool = False
+    findings: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome not in ("ok", "pending", "client_error", "cancelled")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+#: Prepares the upstream request for one hop: (path, json body) -> (path, body bytes, info).
+Prepare = Callable[[Hop, str, Any], tuple[str, bytes | None, dict[str, Any]]]
+
+
+@dataclass
+class Plan:
+    """One routed request: the chain to try, and (filled by the relay) what happened."""
+
+    route: str
+    hops: list[Hop]
+    dialect: Dialect
+    wants_stream: bool
+    client_host: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    forward_client_credentials: bool = False
+    early_commit: bool = False
+    prepare: Prepare | None = None
+    sticky_key: str | None = None
+    # results
+    attempts: list[Attempt] = field(default_factory=list)
+    served: Hop | None = None
+    served_model: str | None = None
+    served_info: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "pending"  # ok | failed_before_commit | failed_after_commit | cancelled
+    headers_sent: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Fail(Exception):
+    """An attempt failed; `outcome` says how. Raised before commit only."""
+
+    def __init__(
+        self,
+        outcome: str,
+        error: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.outcome = outcome
+        self.error = error
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+        self.headers = headers
+
+
+# --- the relay ---------------------------------------------------------------------------------
+
+
+class Relay:
+    """A loopback HTTP server running routed requests through their upstream chains."""
+
+    def __init__(
+        self,
+        *,
+        breakers: Any = None,
+        sticky: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.breakers = breakers
+        self.sticky = sticky
+        self.clock = clock
+        self.env = env if env is not None else os.environ
+        self._plans: dict[str, Plan] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._web: web.Server | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._insecure_session: aiohttp.ClientSession | None = None
+        self.port = 0
+        self.active = 0
+
+    # --- lifecycle ---
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._web = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._web, host, port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            if self._web is not None:
+                await self._web.shutdown(1.0)
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        for s in (self._session, self._insecure_session):
+            if s is not None:
+                await s.close()
+        self._session = self._insecure_session = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def issue(self, plan: Plan) -> str:
+        """Register a plan; the returned one-time token must come with the request."""
+        token = secrets.token_urlsafe(18)
+        self._plans[token] = plan
+        return token
+
+    def revoke(self, token: str) -> None:
+        self._plans.pop(token, None)
+
+    def _client(self, verify: bool) -> aiohttp.ClientSession:
+        if verify:
+            if self._session is None or self._session.closed:
+                self._session = _session(ssl.create_default_context())
+            return self._session
+        if self._insecure_session is None or self._insecure_session.closed:
+            self._insecure_session = _session(False)
+        return self._insecure_session
+
+    # --- one routed request ---
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        token = request.headers.get(TOKEN_HEADER, "")
+        plan = self._plans.pop(token, None)
+        if plan is None:
+            return web.json_response(
+                {"error": {"type": "forbidden", "message": "mitmllm relay: unknown or used token"}},
+                status=403,
+            )
+        self.active += 1
+        try:
+            body = await request.read()
+            return await _Exchange(self, plan, request, body).run()
+        except asyncio.CancelledError:
+            plan.outcome = "cancelled"
+            raise
+        finally:
+            self.active -= 1
+
+
+def _session(ssl_ctx: Any) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, ssl=ssl_ctx, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+
+
+class _Exchange:
+    """One client request through its chain. Holds the client response once it exists."""
+
+    def __init__(self, relay: Relay, plan: Plan, request: web.BaseRequest, body: bytes) -> None:
+        self.relay = relay
+        self.plan = plan
+        self.request = request
+        self.body = body
+        self.response: web.StreamResponse | None = None  # headers sent once set
+        self.last_write = 0.0
+
+    async def run(self) -> web.StreamResponse:
+        plan = self.plan
+        clock = self.relay.clock
+        body_json, _ = parse_json(self.body) if self.body else (None, None)
+        hops = self._order()
+        if plan.early_commit and plan.wants_stream:
+            await self._send_headers(200, {"content-type": "text/event-stream"}, None)
+        last_fail: _Fail | None = None
+        for i, hop in enumerate(hops):
+            attempt = Attempt(hop.upstream.name, hop.upstream.base_url)
+            plan.attempts.append(attempt)
+            t0 = clock()
+            try:
+                await self._attempt(hop, attempt, body_json, t0)
+            except _Fail as fail:
+                attempt.outcome, attempt.error = fail.outcome, fail.error
+                attempt.status, attempt.retry_after = fail.status, fail.retry_after
+                attempt.duration_ms = round((clock() - t0) * 1000, 1)
+                self._record(hop, attempt)
+                last_fail = fail
+                logger.info(
+                    "relay %s: %s failed (%s: %s)%s",
+                    plan.route,
+                    hop.upstream.name,
+                    fail.outcome,
+                    fail.error,
+                    "; trying the next upstream" if i + 1 < len(hops) else "",
+                )
+                continue
+            except asyncio.CancelledError:
+                attempt.outcome = "cancelled"
+                attempt.duration_ms = round((clock() - t0) * 1000, 1)
+                raise
+            attempt.duration_ms = round((clock() - t0) * 1000, 1)
+            self._record(hop, attempt)
+            if attempt.committed and plan.sticky_key and self.relay.sticky is not None:
+                self._stick(hop, i)
+            assert self.response is not None
+            return self.response
+        return await self._give_up(last_fail)
+
+    def _order(self) -> list[Hop]:
+        plan = self.plan
+        hops = list(plan.hops)
+        sticky = self.relay.sticky
+        if plan.sticky_key and sticky is not None:
+            name = sticky.get(plan.route, plan.sticky_key)
+            for h in hops:
+                if h.upstream.name == name:
+                    hops.remove(h)
+                    hops.insert(0, h)
+                    break
+        breakers = self.relay.breakers
+        if breakers is not None:
+            # The k-th occurrence of a name is the k-th hop with that name (a chain may list
+            # one upstream twice, with different models).
+            names = breakers.order([h.upstream.name for h in hops])
+            pending: dict[str, list[Hop]] = {}
+            for h in hops:
+                pending.setdefault(h.upstream.name, []).append(h)
+            hops = [pending[n].pop(0) for n in names]
+        return hops
+
+    def _stick(self, hop: Hop, index: int) -> None:
+        plan = self.plan
+        sticky = self.relay.sticky
+        if hop is plan.hops[0]:
+            sticky.forget(plan.route, plan.sticky_key)
+        else:
+            sticky.set(plan.route, plan.sticky_key, hop.upstream.name)
+
+    def _record(self, hop: Hop, attempt: Attempt) -> None:
+        breakers = self.relay.breakers
+        if breakers is None or attempt.outcome in ("cancelled",):
+            return
+        with contextlib.suppress(Exception):
+            breakers.record_attempt(hop.upstream.name, attempt)
+
+    # --- one attempt ---
+
+    async def _attempt(self, hop: Hop, attempt: Attempt, body_json: Any, t0: float) -> None:
+        plan = self.plan
+        upstream = hop.upstream
+        path = self.request.raw_path
+        body: bytes | None = self.body
+        info: dict[str, Any] = {}
+        if plan.prepare is not None and body_json is not None and is_json(body_json):
+            path, new_body, info = plan.prepare(hop, path, _copy_json(body_json))
+            if new_body is not None:
+                body = new_body
+        url = upstream.base_url.rstrip("/") + path
+        attempt.url = redact_url(url)
+        headers = self._upstream_headers(upstream)
+        if headers is None:
+            raise _Fail(
+                "no_credential",
+                f"environment variable {upstream.api_key_env} is not set for upstream "
+                f"{upstream.name!r}",
+            )
+        url = _strip_credential_query(url) if not self._may_forward(upstream) else url
+        timeouts = plan.timeouts
+        session = self.relay._client(upstream.verify_tls)
+        clock = self.relay.clock
+        deadline_first = t0 + timeouts.first_event
+        deadline_total = t0 + timeouts.total
+        try:
+            async with asyncio.timeout(timeouts.connect + timeouts.first_event):
+                up = await session.request(
+                    self.request.method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+                    ),
+                )
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+            kind = "connect_timeout" if clock() - t0 < timeouts.connect + 0.05 else "header_timeout"
+            raise _Fail(kind, f"no response within {clock() - t0:.1f}s ({type(e).__name__})") from e
+        except aiohttp.ClientError as e:
+            raise _Fail("connect_error", f"{type(e).__name__}: {e}"[:300]) from e
+        try:
+            await self._consume(up, hop, attempt, info, t0, deadline_first, deadline_total)
+        finally:
+            up.close()  # closes the connection if the body was not read to the end
+
+    def _may_forward(self, upstream: Upstream) -> bool:
+        return self.plan.forward_client_credentials or upstream.host == self.plan.client_host
+
+    def _upstream_headers(self, upstream: Upstream) -> dict[str, str] | None:
+        forward = self._may_forward(upstream)
+        out: dict[str, str] = {}
+        for k, v in self.request.headers.items():
+            lk = k.lower()
+            if lk in HOP_BY_HOP or lk.startswith("x-mitmllm-"):
+                continue
+            if (lk in CREDENTIAL_HEADERS or lk == "cookie") and not forward:
+                continue
+            out[k] = v
+        out["accept-encoding"] = "identity"
+        for k, v in upstream.headers.items():
+            out[k] = v
+        if upstream.api_key_env:
+            secret = self.relay.env.get(upstream.api_key_env)
+            if not secret:
+                return None
+            for k in list(out):
+                if k.lower() in CREDENTIAL_HEADERS:
+                    del out[k]
+            if upstream.auth == "bearer":
+                out["authorization"] = f"Bearer {secret}"
+            elif upstream.auth in ("x-api-key", "x-goog-api-key", "api-key"):
+                out[upstream.auth] = secret
+        return out
+
+    async def _consume(
+        self,
+        up: aiohttp.ClientResponse,
+        hop: Hop,
+        attempt: Attempt,
+        info: dict[str, Any],
+        t0: float,
+        deadline_first: float,
+        deadline_total: float,
+    ) -> None:
+        plan = self.plan
+        dialect = hop.upstream.dialect
+        status = up.status
+        attempt.status = status
+        ctype = up.headers.get("content-type", "")
+        if status in RETRYABLE_STATUS or status >= 500:
+            raw = await _read_some(up, 64 * 1024, 5.0)
+            retry_after = _retry_after(up.headers.get("retry-after"))
+            raise _Fail(
+                f"http_{status}",
+                _error_text(dialect, raw) or f"HTTP {status}",
+                status,
+                retry_after,
+                raw,
+                up.headers,
+            )
+        if 200 <= status < 300 and is_event_stream(ctype):
+            await self._stream(up, hop, attempt, info, t0, deadline_first, deadline_total)
+            return
+        # A whole body: JSON answer, other 4xx (the client's fault: passed on, not retried).
+        remaining = max(0.1, deadline_total - self.relay.clock())
+        try:
+            async with asyncio.timeout(remaining):
+                raw = await up.read()
+        except TimeoutError as e:
+            raise _Fail("total_timeout", "body not complete within the attempt's time") from e
+        except aiohttp.ClientError as e:
+            raise _Fail("read_error", f"{type(e).__name__}: {e}"[:300]) from e
+        if 200 <= status < 300:
+            payload, _ = parse_json(raw)
+            err = dialect.error_of(payload) if is_json(payload) else None
+            if err is not None:
+                raise _Fail("error_in_200", err[:300], status)
+            if plan.wants_stream and not raw.strip():
+                raise _Fail("empty", "empty body for a stream request", status)
+            attempt.outcome = "ok"
+        else:
+            attempt.outcome = "client_error"
+        attempt.ttfe_ms = round((self.relay.clock() - t0) * 1000, 1)
+        self._serve(hop, info)
+        if self.response is not None:  # early commit: headers already out
+            await self._write(
+                raw
+                if is_event_stream(ctype)
+                else dialect.error_event(
+                    _error_text(dialect, raw) or f"upstream answered HTTP {status}"
+                )
+            )
+            await self.response.write_eof()
+            return
+        attempt.committed = True
+        resp = await self._send_headers(status, up.headers, hop)
+        await resp.write(raw)
+        await resp.write_eof()
+
+    async def _stream(
+        self,
+        up: aiohttp.ClientResponse,
+        hop: Hop,
+        attempt: Attempt,
+        info: dict[str, Any],
+        t0: float,
+        deadline_first: float,
+        deadline_total: float,
+    ) -> None:
+        plan = self.plan
+        dialect = hop.upstream.dialect
+        clock = self.relay.clock
+        timeouts = plan.timeouts
+        checker = StreamChecker(dialect)
+        state = _GateState(dialect)
+        pipeline = Pipeline(checker, on_event=state.on_event)
+        held: list[bytes] = []
+        committed = False
+        last_event = clock()
+        content = up.content
+        while True:
+            now = clock()
+            if committed:
+                deadline = min(last_event + timeouts.idle, deadline_total)
+            else:
+                deadline = min(deadline_first, deadline_total)
+            wait = deadline - now
+            keepalive_due = None
+            if self.response is not None and dialect.keepalive() is not None:
+                keepalive_due = self.last_write + timeouts.keepalive - now
+            if wait <= 0:
+                return await self._stall(hop, attempt, committed, clock() - t0, last_event)
+            try:
+                async with asyncio.timeout(
+                    min(wait, keepalive_due) if keepalive_due is not None else wait
+                ):
+                    chunk = await content.readany()
+            except TimeoutError:
+                if clock() >= deadline - 1e-3:
+                    return await self._stall(hop, attempt, committed, clock() - t0, last_event)
+                await self._write(dialect.keepalive() or b"")
+                continue
+            except aiohttp.ClientError as e:
+                if not committed:
+                    raise _Fail("read_error", f"{type(e).__name__}: {e}"[:300], up.status) from e
+                return await self._end_with_error(
+                    dialect, attempt, f"upstream connection failed mid-stream: {type(e).__name__}"
+                )
+            if not chunk:
+                break
+            out = pipeline.feed(chunk)
+            if state.events_since:
+                last_event = clock()
+                state.events_since = 0
+            if not committed:
+                if state.error is not None and not state.content:
+                    raise _Fail("inband_error", state.error[:300], up.status)
+                held.append(out)
+                if state.content:
+                    committed = True
+                    attempt.committed = True
+                    attempt.ttfe_ms = round((clock() - t0) * 1000, 1)
+                    self._serve(hop, info)
+                    if self.response is None:
+                        await self._send_headers(up.status, up.headers, hop)
+                    await self._write(b"".join(held))
+                    held.clear()
+            elif out:
+                await self._write(out)
+        # upstream end of stream
+        tail = pipeline.close()
+        if not committed:
+            if state.error is not None:
+                raise _Fail("inband_error", state.error[:300], up.status)
+            if state.content:  # the first content arrived in the final flush
+                committed = True
+                attempt.committed = True
+                attempt.ttfe_ms = round((clock() - t0) * 1000, 1)
+                self._serve(hop, info)
+                if self.response is None:
+                    await self._send_headers(up.status, up.headers, hop)
+                held.append(tail if not checker.trailing else tail[: -len(checker.trailing)])
+                await self._write(b"".join(held))
+            else:
+                raise _Fail("empty", _empty_reason(checker), up.status)
+        else:
+            complete_tail = tail[: -len(checker.trailing)] if checker.trailing else tail
+            if complete_tail:
+                await self._write(complete_tail)
+        attempt.findings = checker.findings.summary()
+        v = checker.validator
+        if v is not None and not v.complete and v.error is None:
+            dropped = (
+                f" ({len(checker.trailing)} bytes of a partial event dropped)"
+                if (checker.trailing)
+                else ""
+            )
+            return await self._end_with_error(
+                dialect,
+                attempt,
+                f"upstream {hop.upstream.name} ended the stream before its end{dropped}",
+            )
+        attempt.outcome = "ok" if v is None or v.error is None else "inband_error_after_commit"
+        plan.outcome = "ok" if attempt.outcome == "ok" else "failed_after_commit"
+        assert self.response is not None
+        await self.response.write_eof()
+
+    async def _stall(
+        self, hop: Hop, attempt: Attempt, committed: bool, elapsed: float, last_event: float
+    ) -> None:
+        timeouts = self.plan.timeouts
+        if not committed:
+            if elapsed >= timeouts.total:
+                raise _Fail("total_timeout", f"attempt exceeded {timeouts.total:g}s")
+            raise _Fail("first_event_timeout", f"no content event within {timeouts.first_event:g}s")
+        idle = self.relay.clock() - last_event
+        what = (
+            f"exceeded the attempt limit of {timeouts.total:g}s"
+            if elapsed >= timeouts.total
+            else f"sent no event for {idle:.1f}s (idle limit {timeouts.idle:g}s)"
+        )
+        attempt.outcome = "stall_after_commit"
+        await self._end_with_error(
+            hop.upstream.dialect,
+            attempt,
+            f"upstream {hop.upstream.name} {what}",
+            kind="timeout_error",
+        )
+
+    async def _end_with_error(
+        self, dialect: Dialect, attempt: Attempt, message: str, kind: str = "api_error"
+    ) -> None:
+        if attempt.outcome in ("pending", "ok"):
+            attempt.outcome = "failed_after_commit"
+        attempt.error = message
+        self.plan.outcome = "failed_after_commit"
+        logger.warning(
+            "relay %s: %s; ending the stream with an error event", self.plan.route, message
+        )
+        await self._write(dialect.error_event(message, kind))
+        assert self.response is not None
+        with contextlib.suppress(ConnectionError):
+            await self.response.write_eof()
+
+    # --- the client side ---
+
+    def _serve(self, hop: Hop, info: dict[str, Any]) -> None:
+        plan = self.plan
+        plan.served = hop
+        plan.served_info = info
+        plan.served_model = info.get("model")
+        if plan.outcome == "pending":
+            plan.outcome = "ok"
+
+    async def _send_headers(
+        self, status: int, headers: Mapping[str, str], hop: Hop | None
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(status=status)
+        for k, v in headers.items():
+            lk = k.lower()
+            if lk in HOP_BY_HOP or lk in ("content-length", "date", "server"):
+                continue
+            resp.headers.add(k, v)
+        if hop is not None:
+            resp.headers[UPSTREAM_HEADER] = hop.upstream.name
+            model = self.plan.served_model
+            if model:
+                resp.headers[SERVED_MODEL_HEADER] = model
+        resp.headers["x-mitmllm-attempts"] = str(len(self.plan.attempts))
+        await resp.prepare(self.request)  # type: ignore[arg-type]
+        self.response = resp
+        self.last_write = self.relay.clock()
+        self.plan.headers_sent.set()
+        return resp
+
+    async def _write(self, data: bytes) -> None:
+        if not data or self.response is None:
+            return
+        await self.response.write(data)
+        self.last_write = self.relay.clock()
+
+    async def _give_up(self, fail: _Fail | None) -> web.StreamResponse:
+        plan = self.plan
+        plan.outcome = "failed_before_commit"
+        dialect = plan.dialect
+        summary = "; ".join(f"{a.upstream}: {a.outcome}" for a in plan.attempts) or "no upstream"
+        message = f"mitmllm: every upstream failed ({summary})"
+        if self.response is not None:  # early commit: headers went out already
+            await self._write(dialect.error_event(message, _kind_for(fail)))
+            await self.response.write_eof()
+            return self.response
+        status = _status_for(fail)
+        resp = web.Response(
+            status=status,
+            body=dialect.error_body(status, message, _kind_for(fail)),
+            content_type="application/json",
+        )
+        retry_after = [a.retry_after for a in plan.attempts if a.retry_after]
+        if retry_after:
+            resp.headers["retry-after"] = str(max(1, round(min(retry_after))))
+        resp.headers["x-mitmllm-attempts"] = str(len(plan.attempts))
+        self.response = resp
+        plan.headers_sent.set()
+        return resp
+
+
+class _GateState:
+    """What the commit gate needs to know about the events seen so far."""
+
+    __slots__ = ("dialect", "content", "error", "events_since")
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.content = False
+        self.error: str | None = None
+        self.events_since = 0
+
+    def on_event(self, ev: Any, payload: Any) -> None:
+        if not is_json(payload):
+            if ev.data is not None:
+                self.events_since += 1
+            return
+        if ev.event != "ping" and not (isinstance(payload, dict) and payload.get("type") == "ping"):
+            self.events_since += 1
+        if self.error is None and not self.content:
+            err = self.dialect.error_of(payload)
+            if err is not None:
+                self.error = err
+                return
+        if not self.content and self.dialect.is_content(ev, payload):
+            self.content = True
+
+
+def _copy_json(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value))
+
+
+def _empty_reason(checker: StreamChecker) -> str:
+    if checker.sentinels:
+        return "stream carried only the [DONE] sentinel"
+    if checker.events:
+        return f"stream ended after {checker.events} block(s) without content"
+    return "stream ended without any event"
+
+
+async def _read_some(up: aiohttp.ClientResponse, limit: int, timeout: float) -> bytes:
+    try:
+        async with asyncio.timeout(timeout):
+            return await up.content.read(limit)
+    except (TimeoutError, aiohttp.ClientError):
+        return b""
+
+
+def _error_text(dialect: Dialect, raw: bytes) -> str | None:
+    if not raw:
+        return None
+    payload, _ = parse_json(raw)
+    if is_json(payload):
+        err = dialect.error_of(payload)
+        if err:
+            return err
+    return raw[:200].decode("utf-8", "replace")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _status_for(fail: _Fail | None) -> int:
+    if fail is None:
+        return 502
+    if fail.status is not None and fail.status >= 400:
+        return fail.status
+    if fail.outcome.endswith("timeout"):
+        return 504
+    return 502
+
+
+def _kind_for(fail: _Fail | None) -> str:
+    if fail is None:
+        return "api_error"
+    if fail.status == 429:
+        return "rate_limit_error"
+    if fail.status in (503, 529):
+        return "overloaded_error"
+    if fail.outcome.endswith("timeout"):
+        return "timeout_error"
+    return "api_error"
+
+
+def _strip_credential_query(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [p for p in parts.query.split("&") if p.split("=", 1)[0].lower() not in CREDENTIAL_QUERY]
+    return parts._replace(query="&".join(kept)).geturl()
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [
+        (p if p.split("=", 1)[0].lower() not in CREDENTIAL_QUERY else p.split("=", 1)[0] + "=***")
+        for p in parts.query.split("&")
+    ]
+    return parts._replace(query="&".join(kept)).geturl()

@@ -1,0 +1,298 @@
+"""The fail-over addon: routes matching flows through the relay and reports what happened.
+
+A flow that matches a configured route is pointed at the relay (loopback, same event loop) in
+the `request` hook, with a one-time token; the relay tries the route's upstreams in turn. When
+response headers arrive the flow is shown with the upstream that served it (not the relay's
+loopback address), and the client gets its own model and tool names back. When the flow ends, its
+attempts go to `flow.metadata`, and the relay's outcome to findings (RLY-1 served by a fallback,
+RLY-2 every upstream failed, RLY-3 failed after the response started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from fnmatch import fnmatch
+from fnmatch import fnmatchcase
+from typing import Any
+
+from mitmproxy import command
+from mitmproxy import http
+
+from mitmllm.engine import relay as relaymod
+from mitmllm.engine.breaker import Breakers
+from mitmllm.engine.config import Config
+from mitmllm.engine.config import Route
+from mitmllm.engine.relay import TOKEN_HEADER
+from mitmllm.engine.relay import Hop
+from mitmllm.engine.relay import Plan
+from mitmllm.engine.relay import Relay
+from mitmllm.engine.rewrite import response_rewrites
+from mitmllm.engine.rewrite import rewrite_request
+from mitmllm.engine.sticky import StickySessions
+from mitmllm.engine.sticky import session_key
+from mitmllm.glue import flowstate
+from mitmllm.glue.configaddon import ConfigLoader
+from mitmllm.glue.flowstate import LLMFlow
+from mitmllm.protocol import detect
+from mitmllm.protocol.dialect import Dialect
+
+logger = logging.getLogger("mitmllm.failover")
+
+
+def match_route(config: Config, host: str, path: str, model: str | None, fmt: str) -> Route | None:
+    """The first route whose match holds for this request."""
+    for route in config.routes:
+        m = route.match
+        if m.host and not fnmatch(host.lower(), m.host.lower()):
+            continue
+        if m.path and not fnmatchcase(path, m.path):
+            continue
+        if m.model and (model is None or not any(fnmatchcase(model, g) for g in m.model)):
+            continue
+        if config.route_format(route) != fmt:
+            continue
+        return route
+    return None
+
+
+class _StickyByRoute:
+    """Sticky sessions with each route's own TTL."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, StickySessions] = {}
+
+    def configure(self, config: Config) -> None:
+        old, self.routes = self.routes, {}
+        for r in config.routes:
+            if r.sticky is not None:
+                keep = old.get(r.name)
+                if keep is not None and keep.ttl == r.sticky.ttl:
+                    self.routes[r.name] = keep
+                else:
+                    self.routes[r.name] = StickySessions(r.sticky.ttl)
+
+    def get(self, route: str, key: str | None) -> str | None:
+        s = self.routes.get(route)
+        return s.get(route, key) if s else None
+
+    def set(self, route: str, key: str | None, upstream: str) -> None:
+        s = self.routes.get(route)
+        if s:
+            s.set(route, key, upstream)
+
+    def forget(self, route: str, key: str | None) -> None:
+        s = self.routes.get(route)
+        if s:
+            s.forget(route, key)
+
+
+def _prepare(dialect: Dialect) -> relaymod.Prepare:
+    """Per-hop request rewriting: the hop's model mapping and tool flavour."""
+
+    def prepare(hop: Hop, raw_path: str, body: Any) -> tuple[str, bytes | None, dict[str, Any]]:
+        path, sep, query = raw_path.partition("?")
+        model = hop.map_model(dialect.request_model(path, body))
+        rw = rewrite_request(dialect, path, body, model=model, flavour=hop.flavour)
+        info = rw.to_dict()
+        info["model"] = rw.model_to or rw.model_from
+        return rw.path + sep + query, rw.body_bytes() if rw.body_changed else None, info
+
+    return prepare
+
+
+class Failover:
+    def __init__(self, config: ConfigLoader) -> None:
+        self.loader = config
+        self.breakers = Breakers()
+        self.sticky = _StickyByRoute()
+        self.relay = Relay(breakers=self.breakers, sticky=self.sticky)
+        self._started: asyncio.Task[None] | None = None
+        config.subscribe(self._configure)
+
+    def _configure(self, config: Config) -> None:
+        b = config.breaker
+        self.breakers.configure(
+            [u.name for u in config.upstreams],
+            failures=b.failures,
+            open_for=b.open_for,
+            max_open_for=b.max_open_for,
+        )
+        self.sticky.configure(config)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def running(self) -> None:
+        # Sync on purpose (an async `running` stops script hot-reload); the relay starts here.
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_task(self.relay.start())
+
+    async def _relay_ready(self) -> bool:
+        if self._started is None:
+            self.running()
+        assert self._started is not None
+        try:
+            await asyncio.shield(self._started)
+        except Exception:
+            logger.exception("mitmllm: the fail-over relay could not start; routes are off")
+            return False
+        return self.relay.running
+
+    def done(self) -> None:
+        # Sync on purpose (mitmproxy calls `done` synchronously when a script is unloaded).
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.create_task(self.relay.stop())
+        self._started = None
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        state = flowstate.get(flow)
+        config = self.loader.config
+        if state is None or state.dialect is None or flow.response is not None or not config.routes:
+            return
+        req = flow.request
+        path = req.path.split("?", 1)[0]
+        route = match_route(config, req.pretty_host, path, state.model, state.dialect.name)
+        if route is None or not await self._relay_ready():
+            return
+        plan = self._plan(config, route, state, flow)
+        token = self.relay.issue(plan)
+        state.plan = plan
+        state.info["route"] = route.name
+        state.info["client_url"] = relaymod.redact_url(req.pretty_url)
+        req.headers[TOKEN_HEADER] = token
+        req.scheme, req.host, req.port = "http", "127.0.0.1", self.relay.port
+
+    def _plan(self, config: Config, route: Route, state: LLMFlow, flow: http.HTTPFlow) -> Plan:
+        hops = []
+        for h in route.chain:
+            up = config.upstream(h.upstream)
+            dialect = detect.by_name(up.format)
+            assert dialect is not None  # the configuration only admits known formats
+            hops.append(
+                Hop(
+                    relaymod.Upstream(
+                        name=up.name,
+                        base_url=up.base_url,
+                        dialect=dialect,
+                        auth=up.auth,
+                        api_key_env=up.api_key_env,
+                        headers=dict(up.headers),
+                        verify_tls=up.verify_tls,
+                    ),
+                    models=tuple(h.models.items()),
+                    flavour=h.tools or up.tools,
+                )
+            )
+        t = config.timeouts(route)
+        key = None
+        if route.sticky is not None:
+            key = session_key(route.sticky.key, flow.request.headers, state.request)
+        assert state.dialect is not None
+        return Plan(
+            route=route.name,
+            hops=hops,
+            dialect=state.dialect,
+            wants_stream=state.wants_stream,
+            client_host=flow.request.pretty_host.lower(),
+            timeouts=relaymod.Timeouts(
+                connect=t.connect,
+                first_event=t.first_event,
+                idle=t.idle,
+                total=t.total,
+                keepalive=t.keepalive,
+            ),
+            forward_client_credentials=route.forward_client_credentials,
+            early_commit=route.early_commit,
+            prepare=_prepare(state.dialect),
+            sticky_key=key,
+        )
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        state = flowstate.get(flow)
+        if state is None or state.plan is None:
+            return
+        plan: Plan = state.plan
+        self._show_upstream(flow, state)
+        if plan.served is None or state.dialect is None:
+            return
+        served_model = plan.served_model
+        if served_model:
+            state.served_model = served_model
+        names = plan.served_info.get("names") or {}
+        client_model = state.model if served_model and served_model != state.model else None
+        state.rewrites.extend(
+            response_rewrites(state.dialect, client_model=client_model, names=names)
+        )
+
+    def _show_upstream(self, flow: http.HTTPFlow, state: LLMFlow) -> None:
+        """Show the flow with the upstream that served it, not the relay; drop the token."""
+        plan: Plan = state.plan
+        flow.request.headers.pop(TOKEN_HEADER, None)
+        url = plan.attempts[-1].url if plan.served is not None and plan.attempts else None
+        url = url or state.info.get("client_url")
+        if url:
+            with contextlib.suppress(ValueError):
+                flow.request.url = url
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        state = flowstate.get(flow)
+        if state is None or state.plan is None or "attempts" in state.info:
+            return
+        plan: Plan = state.plan
+        if TOKEN_HEADER in flow.request.headers:  # the flow never got response headers
+            self.relay.revoke(flow.request.headers[TOKEN_HEADER])
+            self._show_upstream(flow, state)
+        state.info["attempts"] = [a.to_dict() for a in plan.attempts]
+        state.info["relay"] = plan.outcome
+        f = state.findings
+        if plan.served is not None:
+            state.info["upstream"] = plan.served.upstream.name
+            index = next((i for i, h in enumerate(plan.hops) if h is plan.served), 0)
+            if index > 0 or len(plan.attempts) > 1:
+                state.info["fell_back"] = True
+                failed = ", ".join(f"{a.upstream} ({a.outcome})" for a in plan.attempts if a.failed)
+                f.add("RLY-1", f"served by {plan.served.upstream.name} after {failed or 'a skip'}")
+        if plan.outcome == "failed_before_commit":
+            f.add(
+                "RLY-2",
+                "; ".join(
+                    f"{a.upstream}: {a.outcome} {a.error or ''}".strip() for a in plan.attempts
+                )
+                or "no upstream available",
+            )
+        elif plan.outcome == "failed_after_commit":
+            last = plan.attempts[-1] if plan.attempts else None
+            f.add("RLY-3", (last.error if last else None) or "the upstream failed mid-stream")
+        for t in self.breakers.drain():
+            logger.warning("mitmllm breaker: %s", t)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    @command.command("mitmllm.upstreams")
+    def upstreams(self) -> str:
+        """Every upstream's circuit breaker: state, failures, open window, last error."""
+        rows = self.breakers.snapshot()
+        if not rows:
+            return "no upstreams configured (see mitmllm_config)"
+        lines = []
+        for r in rows:
+            until = r.get("open_until")
+            window = f" open for {until:.0f}s more" if until else ""
+            err = f" last error: {r['last_error']}" if r.get("last_error") else ""
+            lines.append(
+                f"{r['name']}: {r['state']} failures={r.get('failures', 0)} "
+                f"trips={r.get('trips', 0)}{window}{err}"
+            )
+        return "\n".join(lines)
