@@ -16,9 +16,17 @@ from mitmllm.glue.configaddon import ConfigLoader
 from mitmllm.glue.failover import Failover
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
+from mitmllm.glue.recorder import Recorder
 from mitmllm.glue.rewriter import Rewriter
 
 
 def all_addons() -> list[Any]:
     config = ConfigLoader()
-    return [config, Recognizer(), Rewriter(config), Failover(config), Inspector()]
+    return [
+        config,
+        Recognizer(),
+        Rewriter(config),
+        Failover(config),
+        Inspector(),
+        Recorder(config),
+    ]

@@ -14,6 +14,7 @@ Secrets are redacted before anything is written (see `mitmllm.engine.fixtures`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import weakref
@@ -31,7 +32,9 @@ from mitmproxy import flowfilter
 from mitmproxy import http
 
 from mitmllm.engine import fixtures
+from mitmllm.engine.config import Config
 from mitmllm.glue import flowstate
+from mitmllm.glue.configaddon import ConfigLoader
 from mitmllm.glue.flowstate import METADATA_KEY
 
 logger = logging.getLogger("mitmllm")
@@ -83,9 +86,17 @@ def is_flagged(f: http.HTTPFlow) -> bool:
 
 
 class Recorder:
-    def __init__(self) -> None:
+    """Options win over the configuration file's `capture` section when they are set."""
+
+    def __init__(self, config: ConfigLoader | None = None) -> None:
         self.filter: flowfilter.TFilter | None = None
         self.redact: tuple[str, ...] = ()
+        self.mode = "off"
+        self.dir = "captures"
+        self._option_redact: tuple[str, ...] = ()
+        self._config: Config | None = None
+        if config is not None:
+            config.subscribe(self._take_config)
         self._copies: weakref.WeakKeyDictionary[http.HTTPFlow, StreamCopy] = (
             weakref.WeakKeyDictionary()
         )
@@ -149,13 +160,35 @@ class Recorder:
                     f"mitmllm_redact: {bad[0]!r} is not a header, query parameter or field name "
                     "(e.g. x-my-token)"
                 )
-            self.redact = tuple(names)
+            self._option_redact = tuple(names)
+        self._settle()
+
+    def _take_config(self, config: Config) -> None:
+        self._config = config
+        # Before the options are loaded there is nothing to settle; configure() does it then.
+        with contextlib.suppress(AttributeError, KeyError):
+            self._settle()
+
+    def _settle(self) -> None:
+        """Effective capture settings: the options, else the configuration file's section."""
+        mode = ctx.options.mitmllm_capture
+        self.mode, self.dir = mode, ctx.options.mitmllm_capture_dir
+        redact = list(self._option_redact)
+        cap = self._config.capture if self._config is not None else None
+        if cap is not None:
+            redact += [h.lower() for h in cap.redact_headers]
+            redact += [q.lower() for q in cap.redact_query]
+            if mode == "off" and cap.mode != "off":
+                self.mode, self.dir = cap.mode, cap.dir
+                if cap.mode == "filter" and cap.filter:
+                    self.filter = flowfilter.parse(cap.filter)
+        self.redact = tuple(dict.fromkeys(redact))
 
     # --- hooks ---------------------------------------------------------------------------------
 
     def responseheaders(self, f: http.HTTPFlow) -> None:
         resp = f.response
-        if ctx.options.mitmllm_capture == "off" or resp is None or not resp.stream:
+        if self.mode == "off" or resp is None or not resp.stream:
             return
         if not seen_by_mitmllm(f) or isinstance(resp.stream, StreamCopy):
             return
@@ -170,7 +203,7 @@ class Recorder:
         self._finished(f)
 
     def _finished(self, f: http.HTTPFlow) -> None:
-        mode = ctx.options.mitmllm_capture
+        mode = self.mode
         if mode == "off" or not seen_by_mitmllm(f) or fixtures.CAPTURED_KEY in f.metadata:
             self._copies.pop(f, None)
             return
@@ -205,12 +238,12 @@ class Recorder:
         """Write `f` as a fixture; never raises (a flow must not fail because it was recorded)."""
         try:
             fixture = self.fixture(f)
-            path = fixtures.write_new(ctx.options.mitmllm_capture_dir, fixture)
+            path = fixtures.write_new(self.dir, fixture)
         except Exception as e:
             logger.error(
                 "mitmllm: could not record flow %s into %s: %s: %s",
                 f.id,
-                ctx.options.mitmllm_capture_dir,
+                self.dir,
                 type(e).__name__,
                 e,
             )
