@@ -12,23 +12,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from mitmllm.protocol.rules import RULES
+from mitmllm.protocol.rules import Severity
+
+__all__ = ["Finding", "Findings", "Severity"]
+
 MAX_PER_RULE = 10
-
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-
-_RANK = {Severity.ERROR: 2, Severity.WARNING: 1, Severity.INFO: 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +141,3 @@ class Findings:
 
     def to_list(self) -> list[dict[str, Any]]:
         return [f.to_dict() for f in self.items]
-
-
-# At the bottom: rules.py needs Severity from this module.
-from mitmllm.protocol.rules import RULES  # noqa: E402

@@ -12,8 +12,21 @@ than something it can observe on the wire.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-from mitmllm.protocol.findings import Severity
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Severity.ERROR: 2, Severity.WARNING: 1, Severity.INFO: 0}
+
 
 E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO  # noqa: E741
 
