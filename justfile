@@ -12,17 +12,29 @@ default:
 demo *ARGS:
     python -m mitmllm.demo --out {{out}} {{ARGS}}
 
+columns := "--set web_columns=icon --set web_columns=path --set web_columns=method --set web_columns=status --set web_columns=size --set web_columns=time --set web_columns=comment"
+
 # Open mitmweb with mitmllm and the demo's flows (run `just demo` first).
 web *ARGS:
-    mitmweb -s {{addon}} --rfile {{out}}/flows.mitm --set web_columns=marked,icon,path,method,status,size,time,comment {{ARGS}}
+    mitmweb -s {{addon}} --rfile {{out}}/flows.mitm {{columns}} {{ARGS}}
 
 # Run mitmdump with mitmllm in front of your clients (pass mitmproxy options, e.g. --mode reverse:https://api.anthropic.com).
 proxy *ARGS:
     mitmdump -s {{addon}} {{ARGS}}
 
-# Run the whole test suite.
+# Run the whole test suite (installs Debian's chromium for the browser test when it can).
 test *ARGS:
+    .ci/install-browser || echo "chromium could not be installed: the browser test will be skipped"
     pytest {{ARGS}}
+
+# Run the headless-Chromium test of mitmweb with mitmllm.
+test-browser:
+    .ci/install-browser
+    pytest tests/test_browser.py
+
+# Replay every fixture in captures/ and rewrite its expectations, printing what changed.
+fixtures-update:
+    python -m mitmllm.fixtures_cli update captures/
 
 # Lint, format check and type check.
 lint:
