@@ -15,13 +15,17 @@ import orjson
 from mitmproxy import http
 
 from mitmllm.engine.config import Config
+from mitmllm.engine.rewrite import RequestRewrite
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.rewrite import rule_rewrite
 from mitmllm.glue import flowstate
 from mitmllm.glue.configaddon import ConfigLoader
+from mitmllm.glue.flowstate import LLMFlow
 from mitmllm.protocol import models
 from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.schemas import lint
 from mitmllm.protocol.stream import parse_json
 
@@ -42,13 +46,20 @@ class Rewriter:
         state = flowstate.get(flow)
         if state is None or state.dialect is None or flow.response is not None:
             return
-        dialect = state.dialect
-        path = flow.request.path.split("?", 1)[0]
         body = state.request
-        _lint(dialect.name, body, state.findings, flavoured=False)
+        rw = self._rewrite(flow, state)
+        fixed = rw.body if rw is not None and rw.tools else None
+        _lint(state.dialect.name, body, state.findings, fixed=fixed)
+
+    def _rewrite(self, flow: http.HTTPFlow, state: LLMFlow) -> RequestRewrite | None:
+        """Apply the first matching model rule to the request; what was done, if anything."""
+        dialect = state.dialect
+        assert dialect is not None
         rules = self.config.model_rules
         if not rules:
-            return
+            return None
+        path = flow.request.path.split("?", 1)[0]
+        body = state.request
         if state.model is None or (dialect.name != "gemini" and not isinstance(body, dict)):
             state.findings.add(
                 "REQ-3",
@@ -56,18 +67,15 @@ class Rewriter:
                 if not isinstance(body, dict)
                 else "no string model in the body",
             )
-            return
-        facts = models.facts(
-            dialect.name, path, dict(flow.request.query.items()), body, state.model
-        )
-        rule = models.select(rules, facts)
+            return None
+        query = dict(flow.request.query.items())
+        rule = models.select(rules, models.facts(dialect.name, path, query, body, state.model))
         if rule is None:
-            return
+            return None
         work = orjson.loads(orjson.dumps(body)) if isinstance(body, dict) else body
         rw = rule_rewrite(dialect, path, work, rule)
         if rw.path_changed:
-            query = flow.request.path[len(path) :]
-            flow.request.path = rw.path + query
+            flow.request.path = rw.path + flow.request.path[len(path) :]
         if rw.body_changed:
             flow.request.content = rw.body_bytes()
             state.request = rw.body
@@ -83,6 +91,7 @@ class Rewriter:
                 rw.model_to,
                 rw.rule,
             )
+        return rw
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = flowstate.get(flow)
@@ -118,12 +127,26 @@ class Rewriter:
             state.info["body_rewritten"] = True
 
 
-def _lint(fmt: str, body: Any, findings: Findings, *, flavoured: bool) -> None:
+def _lint(fmt: str, body: Any, findings: Findings, *, fixed: Any = None) -> None:
+    """Request lints (REQ-*) on the body as the client sent it.
+
+    With `fixed` (the body after tool sanitizing), a problem the sanitizer removed is kept as
+    info: the client's request had it, the upstream never saw it. REQ-2 ('custom' tools) only
+    matters when a flavour targets an upstream that rejects them.
+    """
     found = Findings()
     lint(fmt, body, found)
+    remaining: set[tuple[str, str]] = set()
+    if fixed is not None:
+        after = Findings()
+        lint(fmt, fixed, after)
+        remaining = {(f.rule, f.message) for f in after}
     for f in found:
-        # A 'custom' tool is fine for the official APIs; it matters when a flavour targets an
-        # upstream that rejects it.
-        if f.rule == "REQ-2" and not flavoured:
-            continue
-        findings.extend([f])
+        if fixed is None:
+            if f.rule != "REQ-2":
+                findings.extend([f])
+        elif (f.rule, f.message) in remaining:
+            findings.extend([f])
+        else:
+            note = f"{f.message} (sanitized for the upstream)"
+            findings.extend([Finding(f.rule, Severity.INFO, note)])
