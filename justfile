@@ -46,6 +46,10 @@ lint:
 bench *ARGS:
     python -m mitmllm.bench {{ARGS}}
 
+# Regenerate the README sections that come from the code (rules, configuration, options).
+docs:
+    python -m mitmllm.docs
+
 # Print the JSON Schema of the configuration file.
 schema:
     python -m mitmllm.engine.config schema
