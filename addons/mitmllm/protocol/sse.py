@@ -369,18 +369,18 @@ def _parse_simple(
     """The shapes almost every LLM event has: ``data: X`` or ``event: N`` + ``data: X``,
     LF-terminated. Returns None for anything else (the general parser then runs); the result is
     identical to the general parser's."""
-    body = text[:-2]  # without the line end and the blank line
-    nl = body.find("\n")
+    end = len(text) - 2  # without the line end and the blank line (indices: no copies)
+    nl = text.find("\n", 0, end)
     if nl == -1:
-        if not body.startswith("data: "):
+        if not text.startswith("data: "):
             return None
         event = None
-        data = body[6:]
-    elif body.startswith("event: ") and body.startswith("data: ", nl + 1):
-        if body.find("\n", nl + 1) != -1:
+        data = text[6:end]
+    elif text.startswith("event: ") and text.startswith("data: ", nl + 1):
+        if text.find("\n", nl + 1, end) != -1:
             return None
-        event = body[7:nl]
-        data = body[nl + 7 :]
+        event = text[7:nl]
+        data = text[nl + 7 : end]
     else:
         return None
     if findings is not None and (
@@ -515,7 +515,7 @@ class Decoder:
                     scan = max(start, n - 1)
                     break
                 end = i + 2
-            ev = parse_block(bytes(buf[start:end]), self._index, self._base + start, notes)
+            ev = parse_block(bytes(memoryview(buf)[start:end]), self._index, self._base + start, notes)
             events.append(self._note(ev) if notes.items else ev)
             self._index += 1
             start = scan = end
@@ -548,7 +548,7 @@ class Decoder:
                 if end == n and buf[end - 1] == 0x0D and not final:
                     scan = m.start()
                     break
-            raw = bytes(buf[start:end])
+            raw = bytes(memoryview(buf)[start:end])
             ev = parse_block(raw, self._index, self._base + start, self._notes)
             events.append(self._note(ev) if self._notes.items else ev)
             self._index += 1
