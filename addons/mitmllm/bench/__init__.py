@@ -1,0 +1,19 @@
+"""mitmllm's figures: ``python -m mitmllm.bench`` (``just bench``).
+
+Sections, each printing its figures next to their targets:
+
+* ``codec``: SSE codec + validators (and the rewrite pipeline) in process, one core, MB/s and
+  events/s on the mock upstream's `long` stream in every wire format;
+* ``big``: one 8, 16 and 32 MiB event: time and peak memory grow linearly;
+* ``proxy``: mitmdump + mitmllm against plain streaming mitmdump, events/s and added time to
+  first byte, measured in the same run;
+* ``relay``: tap-only and relay against plain mitmdump (when the addon chain has the relay);
+* ``concurrency``: many streams at a realistic token rate (not measured yet).
+
+A benchmark prints figures; it never fails because a machine is slow. A figure that misses its
+target is marked MISS and followed by the hot spots of a profile.
+"""
+
+from __future__ import annotations
+
+SECTIONS: tuple[str, ...] = ("codec", "big", "proxy", "relay", "concurrency")

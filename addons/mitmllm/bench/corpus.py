@@ -1,0 +1,218 @@
+"""What the benchmark feeds: the same bytes for every configuration it compares.
+
+* Codec corpora: the mock upstream's `long` stream in each wire format, built by its scenario
+  builder (`plan_request` with ``x-mock-events``) and sized to a byte budget. The mock writes one
+  event per step, so the steps are the one-event-per-chunk feed; `Corpus.chunks` re-cuts them.
+* Big events: the mock's `big-event` stream (Anthropic) with one text delta of N bytes, cut in
+  64 KiB pieces as a socket would deliver it.
+* The proxy stream: a healthy Anthropic stream whose text deltas are 150-200 bytes each, as
+  Claude sends them; the benchmark's upstream writes it one event (or a few) per HTTP chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mitmllm.mock.scenarios import ANTHROPIC
+from mitmllm.mock.scenarios import GEMINI
+from mitmllm.mock.scenarios import HEADER_BIG_BYTES
+from mitmllm.mock.scenarios import HEADER_CHUNK_SIZE
+from mitmllm.mock.scenarios import HEADER_EVENTS
+from mitmllm.mock.scenarios import HEADER_SCENARIO
+from mitmllm.mock.scenarios import OPENAI_CHAT
+from mitmllm.mock.scenarios import OPENAI_RESPONSES
+from mitmllm.mock.scenarios import plan_request
+from mitmllm.protocol import sse
+
+KiB = 1024
+MiB = 1024 * 1024
+
+#: The model the pipeline benchmark restamps every response to.
+RESTAMP_MODEL = "bench-restamped-model"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One streaming request in a wire format, as a client sends it."""
+
+    path: str
+    query: Mapping[str, str]
+    body: Mapping[str, Any]
+
+    def encoded(self) -> bytes:
+        return orjson.dumps(self.body)
+
+
+_PROMPT = "Write a long story about a proxy that reads every event."
+
+CALLS: dict[str, Call] = {
+    ANTHROPIC: Call(
+        "/v1/messages",
+        {},
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 8192,
+            "stream": True,
+            "messages": [{"role": "user", "content": _PROMPT}],
+        },
+    ),
+    OPENAI_CHAT: Call(
+        "/v1/chat/completions",
+        {},
+        {
+            "model": "gpt-4.1",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": _PROMPT}],
+        },
+    ),
+    OPENAI_RESPONSES: Call(
+        "/v1/responses",
+        {},
+        {"model": "gpt-5", "stream": True, "input": _PROMPT},
+    ),
+    GEMINI: Call(
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        {"alt": "sse"},
+        {"contents": [{"role": "user", "parts": [{"text": _PROMPT}]}]},
+    ),
+}
+
+FORMATS: tuple[str, ...] = tuple(CALLS)
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    """One format's stream, one element of `events` per event as the upstream writes it."""
+
+    fmt: str
+    request: Mapping[str, Any]
+    events: tuple[bytes, ...]
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.events)
+
+    @property
+    def size(self) -> int:
+        return sum(len(e) for e in self.events)
+
+    def chunks(self, size: int | None) -> list[bytes]:
+        """The stream as a socket would deliver it: one event per chunk (`size` None), or
+        `size`-byte pieces cut across event boundaries."""
+        if size is None:
+            return list(self.events)
+        body = self.body
+        return [body[i : i + size] for i in range(0, len(body), size)]
+
+
+def long_stream(fmt: str, events: int) -> Corpus:
+    """The mock's `long` scenario in `fmt` with `events` text deltas."""
+    call = CALLS[fmt]
+    headers = {HEADER_SCENARIO: "long", HEADER_EVENTS: str(events)}
+    plan = plan_request("POST", call.path, call.query, headers, call.encoded())
+    if plan.status != 200 or not plan.stream:
+        raise RuntimeError(f"mock upstream answered {plan.status} for a long {fmt} stream")
+    return Corpus(fmt, call.body, tuple(s.data for s in plan.steps if s.data))
+
+
+def codec_corpus(fmt: str, budget: int) -> Corpus:
+    """The `long` stream in `fmt`, with as many text deltas as fit in about `budget` bytes."""
+    small, large = long_stream(fmt, 64).size, long_stream(fmt, 128).size
+    per_event = max(1, (large - small) // 64)
+    fixed = small - 64 * per_event
+    return long_stream(fmt, max(1, (budget - fixed) // per_event))
+
+
+def big_event_chunks(size: int, piece: int = 64 * KiB) -> list[bytes]:
+    """An Anthropic stream holding one text delta of `size` bytes, in `piece`-byte chunks."""
+    call = CALLS[ANTHROPIC]
+    headers = {
+        HEADER_SCENARIO: "big-event",
+        HEADER_BIG_BYTES: str(size),
+        HEADER_CHUNK_SIZE: str(piece),
+    }
+    plan = plan_request("POST", call.path, call.query, headers, call.encoded())
+    if plan.status != 200:
+        raise RuntimeError(f"mock upstream answered {plan.status} for a big-event stream")
+    return [s.data for s in plan.steps if s.data]
+
+
+# --- the proxy stream ------------------------------------------------------------------------
+
+PROXY_MODEL = "claude-sonnet-4-5"
+_PROSE = (
+    "The proxy reads every event on its way to the client and checks it against the rules of "
+    "its wire format, then passes it on byte for byte, so a client never notices it is there. "
+)
+
+
+def proxy_request(events: int, per_chunk: int) -> tuple[str, dict[str, str], bytes]:
+    """(path, headers, body) of the request the client sends for a proxy stream."""
+    call = CALLS[ANTHROPIC]
+    headers = {
+        "content-type": "application/json",
+        "anthropic-version": "2023-06-01",
+        "x-bench-events": str(events),
+        "x-bench-per-chunk": str(per_chunk),
+    }
+    return call.path, headers, call.encoded()
+
+
+def proxy_events(total: int) -> list[bytes]:
+    """A healthy Anthropic stream of `total` events (at least 7): lifecycle events around
+    text deltas of 150-200 bytes each."""
+    deltas = max(1, total - 6)
+
+    def event(payload: dict[str, Any]) -> bytes:
+        return sse.encode(orjson.dumps(payload).decode(), event=payload["type"])
+
+    message: dict[str, Any] = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": PROXY_MODEL,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 24, "output_tokens": 1},
+    }
+    out = [
+        event({"type": "message_start", "message": message}),
+        event(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }
+        ),
+        event({"type": "ping"}),
+    ]
+    for i in range(deltas):
+        start = (i * 37) % len(_PROSE)
+        text = (_PROSE * 2)[start : start + 40 + (i * 13) % 45]
+        delta = {"type": "text_delta", "text": text}
+        out.append(event({"type": "content_block_delta", "index": 0, "delta": delta}))
+    out += [
+        event({"type": "content_block_stop", "index": 0}),
+        event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": deltas},
+            }
+        ),
+        event({"type": "message_stop"}),
+    ]
+    return out
+
+
+def group(events: list[bytes], per_chunk: int) -> list[bytes]:
+    """`per_chunk` events joined into each chunk."""
+    if per_chunk <= 1:
+        return list(events)
+    return [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]

@@ -1,0 +1,152 @@
+"""The proxy benchmark's upstream: an SSE server that writes one event per HTTP chunk, as fast
+as the socket takes them.
+
+It runs in its own process (``python -m mitmllm.bench.upstream``) so that the proxy under test
+has a core of its own, and it must outrun mitmproxy, so it is as thin as HTTP/1.1 allows: the
+chunked framing of each answer is built once and cached, and a response is a loop of
+``transport.write`` calls held back only by the socket's flow control. (The mock upstream, built
+on aiohttp with a task per step, is the realistic server; this one is the fast one.) The
+benchmark measures it without a proxy too, to show it is not the bottleneck.
+
+Any POST is answered with `mitmllm.bench.corpus.proxy_events`, shaped by two request headers:
+``x-bench-events`` (events in the stream) and ``x-bench-per-chunk`` (events per HTTP chunk).
+The response echoes the request's accept-encoding in ``x-bench-accept-encoding``: mitmllm asks
+upstreams for ``identity`` on the flows it recognises, which is how the benchmark knows the addon
+really tapped its stream. Connections are kept alive; the port is printed as the first line of
+stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from functools import cache
+
+from mitmllm.bench.corpus import group
+from mitmllm.bench.corpus import proxy_events
+
+HEADER_EVENTS = "x-bench-events"
+HEADER_PER_CHUNK = "x-bench-per-chunk"
+HEADER_ACCEPT_ENCODING = "x-bench-accept-encoding"
+DEFAULT_EVENTS = 100
+END = b"0\r\n\r\n"
+
+
+@cache
+def framed(events: int, per_chunk: int) -> tuple[bytes, ...]:
+    """The stream's HTTP chunks, each already framed for chunked transfer encoding."""
+    return tuple(
+        b"%x\r\n%b\r\n" % (len(c), c) for c in group(proxy_events(events), max(1, per_chunk))
+    )
+
+
+def response_head(accept_encoding: str) -> bytes:
+    return (
+        "HTTP/1.1 200 OK\r\n"
+        "content-type: text/event-stream; charset=utf-8\r\n"
+        "cache-control: no-cache\r\n"
+        "transfer-encoding: chunked\r\n"
+        f"{HEADER_ACCEPT_ENCODING}: {accept_encoding}\r\n"
+        "\r\n"
+    ).encode("latin-1")
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: requests one after the other, each answered with a stream."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.busy = False
+        self.closed = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.busy:
+            self.next_request()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.writable.set()
+
+    def next_request(self) -> None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end == -1:
+            return
+        lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length") or 0)
+        if len(self.buffer) < end + 4 + length:
+            return  # the body is still on its way
+        del self.buffer[: end + 4 + length]
+        self.busy = True
+        self.task = asyncio.get_running_loop().create_task(self.respond(headers))
+
+    async def respond(self, headers: dict[str, str]) -> None:
+        transport = self.transport
+        assert transport is not None
+        chunks = framed(
+            int(headers.get(HEADER_EVENTS) or DEFAULT_EVENTS),
+            int(headers.get(HEADER_PER_CHUNK) or 1),
+        )
+        writable = self.writable
+        transport.write(response_head(headers.get("accept-encoding", "")))
+        for chunk in chunks:
+            if not writable.is_set():
+                await writable.wait()
+                if self.closed:
+                    return
+            transport.write(chunk)
+        transport.write(END)
+        self.busy = False
+        if self.buffer:
+            self.next_request()
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Connection, host, port)
+    bound = server.sockets[0].getsockname()[1]
+    print(bound, flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+            loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m mitmllm.bench.upstream",
+        description="A fast SSE upstream for the proxy benchmark; prints its port.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.host, args.port))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
