@@ -259,11 +259,17 @@ def parse_block(
                 event=index,
                 offset=where,
             )
-    if terminated and "\r" not in text:
-        fast = _parse_simple(text, raw, index, offset, findings)
+    if "\r" not in text:
+        eol = "\n"
+    elif text.count("\r") == text.count("\n") == text.count("\r\n"):
+        eol = "\r\n"  # CRLF only (Gemini): a plain split is exact
+    else:
+        eol = ""
+    if terminated and eol:
+        fast = _parse_simple(text, eol, raw, index, offset, findings)
         if fast is not None:
             return fast
-    lines = text.split("\n") if "\r" not in text else _EOL_STR.split(text)
+    lines = text.split(eol) if eol else _EOL_STR.split(text)
     if lines and lines[-1] == "":
         lines.pop()  # the text ended with a terminator
     if terminated and lines and lines[-1] == "":
@@ -364,23 +370,24 @@ def parse_block(
 
 
 def _parse_simple(
-    text: str, raw: bytes, index: int, offset: int, findings: Findings | Notes | None
+    text: str, eol: str, raw: bytes, index: int, offset: int, findings: Findings | Notes | None
 ) -> Event | None:
-    """The shapes almost every LLM event has: ``data: X`` or ``event: N`` + ``data: X``,
-    LF-terminated. Returns None for anything else (the general parser then runs); the result is
-    identical to the general parser's."""
-    end = len(text) - 2  # without the line end and the blank line (indices: no copies)
-    nl = text.find("\n", 0, end)
+    """The shapes almost every LLM event has: ``data: X`` or ``event: N`` + ``data: X``, with
+    one kind of line end `eol` (LF, or CRLF only). Returns None for anything else (the general
+    parser then runs); the result is identical to the general parser's."""
+    w = len(eol)
+    end = len(text) - 2 * w  # without the line end and the blank line (indices: no copies)
+    nl = text.find(eol, 0, end)
     if nl == -1:
         if not text.startswith("data: "):
             return None
         event = None
         data = text[6:end]
-    elif text.startswith("event: ") and text.startswith("data: ", nl + 1):
-        if text.find("\n", nl + 1, end) != -1:
+    elif text.startswith("event: ") and text.startswith("data: ", nl + w):
+        if text.find(eol, nl + w, end) != -1:
             return None
         event = text[7:nl]
-        data = text[nl + 7 : end]
+        data = text[nl + w + 6 : end]
     else:
         return None
     if findings is not None and (
@@ -463,12 +470,32 @@ class Decoder:
             raise RuntimeError("feed() after close()")
         if not data:
             return []
-        self._buf += data
         if not self._saw_cr and b"\r" in data:
             self._saw_cr = True
+        n = len(data)
         if self._saw_cr:
+            if (
+                not self._buf
+                and n > 4
+                and data.find(b"\r\n\r\n") == n - 4
+                and data[:2] != b"\r\n"
+                and data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+            ):
+                return self._one(data)  # one whole CRLF event per chunk (Gemini)
+            self._buf += data
             return self._drain(final=False)
+        if not self._buf and n > 2 and data[0] != 0x0A and data.find(b"\n\n") == n - 2:
+            return self._one(data)  # the common case of one whole event per chunk
+        self._buf += data
         return self._drain_lf()
+
+    def _one(self, data: bytes) -> list[Event]:
+        """`data` is exactly one complete block: parse it without buffering or copying."""
+        notes = self._notes
+        ev = parse_block(data, self._index, self._base, notes)
+        self._index += 1
+        self._base += len(data)
+        return [self._note(ev) if notes.items else ev]
 
     def close(self) -> tuple[list[Event], Event | None]:
         """End of stream: the blocks a trailing CR completes, and the unterminated rest.
