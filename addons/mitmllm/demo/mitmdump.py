@@ -1,0 +1,173 @@
+"""mitmdump with the mitmllm addons, as a child process run the way a user runs it.
+
+`Mitmdump.start` launches ``mitmdump -s mitmllm_addon.py --mode reverse:UPSTREAM ...`` on
+127.0.0.1 and a free port (the kernel picks it; mitmdump logs which), with everything it prints
+going to a log file, and returns once it listens. `Mitmdump.stop` interrupts it as Ctrl-C would,
+so that it finishes writing the flow file, and kills it only if it does not exit in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import IO
+
+#: The entry script users pass to ``mitmdump -s``; it sits next to the mitmllm package.
+ADDON_SCRIPT = Path(__file__).resolve().parents[2] / "mitmllm_addon.py"
+#: Seconds mitmdump may take to start listening (it takes about one).
+START_TIMEOUT = 30.0
+#: mitmdump listens before its last start-up check, which exits if an addon logged an error
+#: (a script that fails to load, a bad option): it counts as started once it stays up this long.
+SETTLE = 0.3
+#: Seconds mitmdump may take to exit after an interrupt before it is killed.
+STOP_TIMEOUT = 10.0
+
+_RUN_MITMDUMP = "import sys; from mitmproxy.tools.main import mitmdump; sys.exit(mitmdump())"
+_LISTENING = re.compile(r"listening at (?:127\.0\.0\.1|\[?::1\]?|localhost):(\d+)")
+
+
+class MitmdumpError(Exception):
+    """mitmdump could not be started or did not listen; the message says why."""
+
+
+def command(upstream_url: str, config: Path, flows: Path) -> list[str]:
+    """mitmdump's arguments (without the executable)."""
+    return [
+        "-s",
+        str(ADDON_SCRIPT),
+        "--mode",
+        f"reverse:{upstream_url}",
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        "0",
+        "--set",
+        "connection_strategy=lazy",
+        "--set",
+        f"mitmllm_config={config}",
+        "-w",
+        str(flows),
+    ]
+
+
+def executable() -> list[str]:
+    """The mitmdump of this interpreter's environment, whatever the PATH says."""
+    script = Path(sys.executable).with_name("mitmdump")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", _RUN_MITMDUMP]
+
+
+def relative(path: str | Path) -> str:
+    """`path` relative to the working directory when it lies below it, as a user types it."""
+    as_path, cwd = Path(path), Path.cwd()
+    if as_path.is_absolute() and as_path.is_relative_to(cwd):
+        return str(as_path.relative_to(cwd))
+    return str(path)  # as given: Path() would fold the "//" of a URL
+
+
+def shown(args: list[str]) -> str:
+    """The command line as a user would type it."""
+    out = ["mitmdump"]
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        out.append(f"{key}={relative(value)}" if eq else relative(arg))
+    return shlex.join(out)
+
+
+class Mitmdump:
+    """One mitmdump child process with `args`, its output in the file `log`."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = args
+        self.log_path = log
+        self.port = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Launch mitmdump and wait until it listens; MitmdumpError if it does not."""
+        await self.launch()
+        await self.listening()
+
+    async def launch(self) -> None:
+        """Start the process (it then takes a second or two to listen)."""
+        self._log = self.log_path.open("wb")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the log shows the listen line at once
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *executable(),
+                *self.args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
+        except OSError as e:
+            raise MitmdumpError(f"cannot run mitmdump: {e}") from e
+
+    async def listening(self) -> None:
+        """Wait until the launched mitmdump listens and stays up; MitmdumpError if it exits or
+        takes too long."""
+        proc = self._proc
+        if proc is None:
+            raise MitmdumpError("mitmdump was not launched")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        settled = None
+        while loop.time() < deadline:
+            if proc.returncode is not None:
+                when = "after listening" if self.port else "before listening"
+                raise MitmdumpError(
+                    f"mitmdump exited with status {proc.returncode} {when}:\n{self.tail()}"
+                )
+            if settled is None:
+                found = _LISTENING.search(self.log_path.read_text(errors="replace"))
+                if found:
+                    self.port = int(found.group(1))
+                    settled = loop.time() + SETTLE
+            elif loop.time() >= settled:
+                return
+            await asyncio.sleep(0.05)
+        raise MitmdumpError(f"mitmdump did not listen within {START_TIMEOUT:g}s:\n{self.tail()}")
+
+    async def stop(self) -> int | None:
+        """Interrupt mitmdump (it then completes the flow file) and wait; its exit status."""
+        proc = self._proc
+        try:
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                try:
+                    await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return proc.returncode if proc is not None else None
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of mitmdump's log, indented."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "  (no log)"
+        return "\n".join("  " + line for line in text.splitlines()[-lines:]) or "  (empty log)"
