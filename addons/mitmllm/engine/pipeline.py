@@ -48,8 +48,6 @@ class Pipeline:
         self.closed = False
         self.events = 0
         self.rewritten = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
 
     @property
     def findings(self) -> Findings:
@@ -57,14 +55,13 @@ class Pipeline:
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
-        self.bytes_in += len(chunk)
         if self.failed:
-            return self._out(chunk)
+            return chunk
         try:
-            events = self.checker.decode(chunk)
+            events = self.checker.decoder.feed(chunk)
         except Exception as e:  # a codec bug must not eat the stream
-            return self._out(self._fail(e, []))
-        return self._out(self._process(events))
+            return self._fail(e, [])
+        return self._process(events) if events else b""
 
     def close(self) -> bytes:
         """End of stream: the remaining events, then the unterminated tail as is."""
@@ -76,7 +73,7 @@ class Pipeline:
         try:
             pairs = self.checker.close()
         except Exception as e:
-            return self._out(self._fail(e, []))
+            return self._fail(e, [])
         out = []
         for ev, payload in pairs:  # already checked by the checker; rewrite is too late to matter
             self.events += 1
@@ -84,29 +81,32 @@ class Pipeline:
                 self.on_event(ev, payload)
             out.append(ev.raw)
         out.append(self.checker.trailing)
-        return self._out(b"".join(out))
+        return b"".join(out)
 
     def _process(self, events: list[Event]) -> bytes:
         checker = self.checker
+        rewrites = self.rewrites
+        on_event = self.on_event
         out: list[bytes] = []
         for i, ev in enumerate(events):
             try:
                 payload = checker.parse(ev)
-                if self.rewrites and is_json(payload):
+                if rewrites and is_json(payload):
                     changed = False
-                    for rewrite in self.rewrites:
+                    for rewrite in rewrites:
                         changed |= rewrite(payload)
                     if changed:
                         ev = ev.with_data(orjson.dumps(payload).decode("utf-8"))
                         self.rewritten += 1
                 checker.check(ev, payload)
-                self.events += 1
-                if self.on_event is not None:
-                    self.on_event(ev, payload)
+                if on_event is not None:
+                    on_event(ev, payload)
             except Exception as e:
+                self.events += i
                 return b"".join(out) + self._fail(e, events[i:])
             out.append(ev.raw)
-        return b"".join(out)
+        self.events += len(events)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def _fail(self, error: Exception, unprocessed: list[Event]) -> bytes:
         """Switch to pass-through; return every byte held so far, unchanged."""
@@ -121,7 +121,3 @@ class Pipeline:
         except Exception:  # pragma: no cover - the buffer is a bytearray
             pass
         return held
-
-    def _out(self, data: bytes) -> bytes:
-        self.bytes_out += len(data)
-        return data

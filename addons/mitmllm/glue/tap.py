@@ -4,8 +4,8 @@ mitmproxy's rules for a `flow.response.stream` callable (see the mitmproxy notes
 once per upstream chunk and once more with b"" at end of stream; it must always return a list (a
 bare b"" mid-stream ends an HTTP/1.1 chunked body) and must never raise (an exception drops the
 chunk). The tap keeps both rules whatever happens in the pipeline it drives, records what the
-client was sent (for mitmweb and saved flows), and the arrival time of each upstream chunk (for
-fixtures).
+client was sent (for mitmweb and saved flows), and when each upstream chunk arrived (for
+fixtures). It runs once per chunk inside the proxy core, so it does as little as it can there.
 """
 
 from __future__ import annotations
@@ -25,26 +25,40 @@ class Tap:
         self.t0 = t0  # request start, same clock as mitmproxy's timestamps
         self.clock = clock
         self.sent = bytearray()  # what the client was sent
-        self.chunks: list[tuple[int, float]] = []  # (upstream offset, ms since t0) per chunk
+        self._arrivals: list[tuple[int, float]] = []  # (upstream offset, clock()) per chunk
         self.received = 0
         self.finished = False  # saw end of stream
-        self.first_event_ms: float | None = None
-        self.last_event_ms: float | None = None
+        self._first_out: float | None = None
+        self._last_out: float | None = None
+
+    @property
+    def chunks(self) -> list[tuple[int, float]]:
+        """(upstream offset, ms since the request started) of every upstream chunk."""
+        t0 = self.t0
+        return [(offset, round((t - t0) * 1000, 3)) for offset, t in self._arrivals]
+
+    @property
+    def first_event_ms(self) -> float | None:
+        return None if self._first_out is None else (self._first_out - self.t0) * 1000
+
+    @property
+    def last_event_ms(self) -> float | None:
+        return None if self._last_out is None else (self._last_out - self.t0) * 1000
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         try:
+            now = self.clock()
             if chunk:
-                now = (self.clock() - self.t0) * 1000
-                self.chunks.append((self.received, round(now, 3)))
+                self._arrivals.append((self.received, now))
                 self.received += len(chunk)
                 out = self.pipeline.feed(chunk)
             else:
                 self.finished = True
                 out = self.pipeline.close()
             if out:
-                if self.first_event_ms is None:
-                    self.first_event_ms = (self.clock() - self.t0) * 1000
-                self.last_event_ms = (self.clock() - self.t0) * 1000
+                if self._first_out is None:
+                    self._first_out = now
+                self._last_out = now
                 self.sent += out
                 return [out]
             return []

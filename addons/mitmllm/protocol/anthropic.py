@@ -358,8 +358,10 @@ class MessageStreamValidator(StreamValidator):
             self._tool_uses += 1
 
     def _block_delta(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
-        self._require_start("content_block_delta", ev, findings)
-        self._late_block_event("content_block_delta", ev, findings)
+        if not self._started:
+            self._require_start("content_block_delta", ev, findings)
+        if self._deltas:
+            self._late_block_event("content_block_delta", ev, findings)
         index = payload.get("index")
         block = self._blocks.get(index) if _is_int(index) else None
         if block is None:

@@ -85,8 +85,12 @@ class StreamChecker:
         data = ev.data
         if data is None:
             return NO_DATA
-        if self._sentinel is not None and data == self._sentinel:
+        if data == self._sentinel:
             return SENTINEL
+        try:
+            return orjson.loads(data)  # the hot path; parse_json words the failures
+        except orjson.JSONDecodeError:
+            pass
         value, problem = parse_json(data)
         if problem is not None:
             f = self.findings
