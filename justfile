@@ -46,6 +46,11 @@ lint:
 bench *ARGS:
     python -m mitmllm.bench {{ARGS}}
 
+# Run the benchmarks and record the figures in the README.
+bench-readme:
+    python -m mitmllm.bench --json {{out}}/bench.json
+    python -m mitmllm.docs --bench {{out}}/bench.json
+
 # Regenerate the README sections that come from the code (rules, configuration, options).
 docs:
     python -m mitmllm.docs

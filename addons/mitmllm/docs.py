@@ -155,6 +155,30 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def bench_markdown(results: dict[str, Any]) -> str:
+    """The bench's JSON (`python -m mitmllm.bench --json FILE`) as the README's figures table."""
+    from mitmllm.bench.report import fmt_number
+
+    m = results.get("machine", {})
+    out = [
+        f"Latest `uv run just bench` on {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{m.get('python', '?')}, mitmproxy {m.get('mitmproxy', '?')} "
+        f"({results.get('date', 'date not recorded')}):",
+        "",
+        "| section | figure | value | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for f in results.get("figures", []):
+        value = f.get("value")
+        shown = "n/a" if value is None else f"{fmt_number(value)} {f.get('unit', '')}".strip()
+        met = {True: "yes", False: "**no**", None: ""}[f.get("met")]
+        out.append(
+            f"| {f['section']} | {_cell(f['name'])} | {shown} | {_cell(f.get('target') or '')} "
+            f"| {met} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 SECTIONS = {"rules": rules_markdown, "config": config_markdown, "options": options_markdown}
 
 
@@ -175,9 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument(
+        "--bench", type=Path, metavar="JSON", help="also put this bench result in the figures"
+    )
     args = parser.parse_args(argv)
     current = args.readme.read_text(encoding="utf-8")
     fresh = render(current)
+    if args.bench is not None:
+        import json
+
+        table = bench_markdown(json.loads(args.bench.read_text(encoding="utf-8")))
+        pattern = re.compile(r"(<!-- BEGIN bench -->\n)(.*?)(<!-- END bench -->)", re.DOTALL)
+        fresh = pattern.sub(lambda m: m.group(1) + table + m.group(3), fresh)
     if args.check:
         if fresh != current:
             print(f"{args.readme} is out of date: run `uv run just docs`", file=sys.stderr)

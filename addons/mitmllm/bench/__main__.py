@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     report.summary()
     report.print(f"\n  run took {time.perf_counter() - t0:.0f} s")
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
         report.print(f"  figures written to {args.json}")
     return 1 if interrupted or report.failures else 0

@@ -10,6 +10,7 @@ formats a cProfile run, printed where a figure misses.
 from __future__ import annotations
 
 import cProfile
+import datetime
 import math
 import os
 import platform
@@ -186,6 +187,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "date": datetime.date.today().isoformat(),
             "machine": self.machine,
             "settings": self.settings,
             "figures": [f.to_dict() for f in self.figures],

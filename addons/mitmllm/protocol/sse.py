@@ -542,7 +542,9 @@ class Decoder:
                     scan = max(start, n - 1)
                     break
                 end = i + 2
-            ev = parse_block(bytes(memoryview(buf)[start:end]), self._index, self._base + start, notes)
+            ev = parse_block(
+                bytes(memoryview(buf)[start:end]), self._index, self._base + start, notes
+            )
             events.append(self._note(ev) if notes.items else ev)
             self._index += 1
             start = scan = end
