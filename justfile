@@ -32,6 +32,10 @@ test-browser:
     .ci/install-browser
     pytest tests/test_browser.py
 
+# Re-record the seed corpus in captures/ from the mock upstream (see captures/README.md).
+captures-seed *ARGS:
+    python -m tests.seed_captures {{ARGS}}
+
 # Replay every fixture in captures/ and rewrite its expectations, printing what changed.
 fixtures-update:
     python -m mitmllm.fixtures_cli update captures/

@@ -729,8 +729,9 @@ def replay_fixture(fixture: Fixture) -> Result:
     """Run the fixture's upstream response through the pipeline at its recorded chunking.
 
     Mirrors the inspector: the head is checked, an event stream goes through
-    `Pipeline(StreamChecker(...))` piece by piece (closed only if the stream was not cut), and any
-    other body through `check_body`. A flow that is not an LLM call is not validated.
+    `Pipeline(StreamChecker(...))` piece by piece and is closed (for a cut stream the closing only
+    runs the end-of-stream checks; its held bytes never reached the client), and any other body
+    through `check_body`. A flow that is not an LLM call is not validated.
     """
     findings = Findings()
     resp = fixture.response
@@ -760,8 +761,9 @@ def replay_fixture(fixture: Fixture) -> Result:
     checker = StreamChecker(req.dialect, findings, request=req.body, autodetect=req.autodetect)
     pipeline = Pipeline(checker)
     out = [pipeline.feed(piece) for piece, _ in resp.pieces()]
-    if fixture.error is None:  # a cut stream never reached its end: the tap was not closed
-        out.append(pipeline.close())
+    tail = pipeline.close()  # a cut stream is checked for truncation like the live inspector
+    if fixture.error is None:  # ... but what the tap still held never reached the client
+        out.append(tail)
     return Result(
         findings,
         b"".join(out),

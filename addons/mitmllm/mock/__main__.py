@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import sys
 
-from mitmllm.mock.scenarios import SCENARIOS
 from mitmllm.mock.scenarios import describe
+from mitmllm.mock.scenarios import find_scenario
 from mitmllm.mock.upstream import MockUpstream
 
 
@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default=None, help="sent back in the x-mock-upstream header")
     parser.add_argument("--list", action="store_true", help="print the scenarios and exit")
     args = parser.parse_args(argv)
-    if args.scenario is not None and args.scenario not in SCENARIOS:
+    if args.scenario is not None and find_scenario(args.scenario) is None:
         parser.error(f"unknown scenario {args.scenario!r}; see --list")
     return args
 

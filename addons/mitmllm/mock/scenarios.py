@@ -29,7 +29,8 @@ Anthropic, 503 for OpenAI and Gemini).
 
 `SCENARIOS` is the documented table; `expected_rules` says which rule IDs a validator should
 report for a scenario's stream (errors and warnings of a plain streaming request; info findings
-are not listed).
+are not listed). The rule catalogue (`mitmllm.mock.catalogue`) adds one broken stream per error
+rule, served under the scenario name ``rule-<ID>``; `find_scenario` looks up both.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ HEADER_UPSTREAM = "x-mock-upstream"
 
 PATH_PREFIX = "/mock/"
 MODEL_SUFFIX = "~"
+#: Scenario names of the rule catalogue's broken streams (`mitmllm.mock.catalogue`).
+CATALOGUE_PREFIX = "rule-"
 DEFAULT_SCENARIO = "healthy"
 
 #: Plans are deterministic: a fixed creation time instead of the clock.
@@ -799,6 +802,7 @@ class ErrorKind(StrEnum):
     SERVER = "server"
     INVALID_REQUEST = "invalid_request"
     NOT_FOUND = "not_found"
+    TIMEOUT = "timeout"
 
 
 # kind -> (status, Anthropic error type, OpenAI type, OpenAI code, Gemini status, message)
@@ -842,6 +846,14 @@ _ERRORS: dict[ErrorKind, tuple[int, str, str, str | None, str, str]] = {
         "not_found",
         "NOT_FOUND",
         "Not found (mock upstream)",
+    ),
+    ErrorKind.TIMEOUT: (
+        408,
+        "timeout_error",
+        "timeout",
+        None,
+        "DEADLINE_EXCEEDED",
+        "Request timed out (mock upstream)",
     ),
 }
 
@@ -951,6 +963,11 @@ _BODIES: dict[str, Callable[[Context, Reply], dict[str, Any]]] = {
     ),
     GEMINI: _gemini_body,
 }
+
+
+def events(ctx: Context, reply: Reply, **kw: Any) -> Iterator[Ev]:
+    """The reply as the format's events, before encoding (a healthy stream)."""
+    return _EVENTS[ctx.fmt](ctx, reply, **kw)
 
 
 def frames(ctx: Context, reply: Reply, *, eol: str | None = None, **kw: Any) -> Iterator[Frame]:
@@ -1230,6 +1247,7 @@ class Scenario:
     error: ErrorKind | None = None  # an HTTP error scenario: every request gets this error
     error_status: int | None = None  # ... with this status instead of the kind's own
     stream_only: bool = False  # a JSON (non-streaming) request gets the healthy body
+    headers: tuple[tuple[str, str], ...] = ()  # extra response headers of a stream
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -1439,6 +1457,13 @@ _TABLE: tuple[Scenario, ...] = (
         error=ErrorKind.SERVER,
     ),
     Scenario(
+        "request-timeout",
+        "HTTP 408 with the format's timeout error",
+        "the SDK's status error for 408, retried by default",
+        _every("HTTP-1"),
+        error=ErrorKind.TIMEOUT,
+    ),
+    Scenario(
         "bad-request",
         "HTTP 400 with the format's invalid-request error",
         "the SDK's BadRequestError (not retried)",
@@ -1489,10 +1514,24 @@ _TABLE: tuple[Scenario, ...] = (
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in _TABLE}
 
 
+def find_scenario(name: str) -> Scenario | None:
+    """A scenario of the table, or a broken stream of the rule catalogue (``rule-ANT-9``)."""
+    found = SCENARIOS.get(name)
+    if found is None and name.startswith(CATALOGUE_PREFIX):
+        # Imported here: the catalogue is built from this module's renderers.
+        from mitmllm.mock.catalogue import CATALOGUE
+
+        found = CATALOGUE.get(name)
+    return found
+
+
 def expected_rules(scenario: str, fmt: str) -> set[str]:
     """Rule IDs a validator should report (errors and warnings) for `scenario`'s stream in
     `fmt`, for a plain streaming request. KeyError if the scenario does not apply to `fmt`."""
-    return set(SCENARIOS[scenario].expected[fmt])
+    found = find_scenario(scenario)
+    if found is None:
+        raise KeyError(scenario)
+    return set(found.expected[fmt])
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -1574,9 +1613,12 @@ def plan_request(
         or default_scenario
         or DEFAULT_SCENARIO
     )
-    scenario = SCENARIOS.get(name)
+    scenario = find_scenario(name)
     if scenario is None:
-        message = f"unknown mock scenario {name!r}; valid scenarios: {', '.join(SCENARIOS)}"
+        message = (
+            f"unknown mock scenario {name!r}; valid scenarios: {', '.join(SCENARIOS)}, "
+            f"or {CATALOGUE_PREFIX}<rule ID> for a broken stream of the rule catalogue"
+        )
         return error_plan(fmt, ErrorKind.INVALID_REQUEST, message, model=model, ident=ident)
     if fmt not in scenario.expected:
         message = (
@@ -1631,6 +1673,7 @@ def build_plan(scenario: Scenario, ctx: Context) -> Plan:
         ("cache-control", "no-cache"),
         *_id_headers(ctx.fmt, ctx.ident),
         (HEADER_SCENARIO, scenario.name),
+        *scenario.headers,
     ]
     return Plan(200, headers, steps, None, ctx.fmt, scenario.name, ctx.model, True)
 
@@ -1645,11 +1688,15 @@ def _json_answer(ctx: Context, name: str, steps: Iterable[Step], length: int) ->
 
 
 def describe() -> str:
-    """The scenario table as text: name, formats, description, what a client receives."""
+    """The scenario table, then the rule catalogue, as text: name, formats, description, what a
+    client receives."""
+    from mitmllm.mock.catalogue import CATALOGUE
+
+    rows = [*_TABLE, *CATALOGUE.values()]
     short = {ANTHROPIC: "ant", OPENAI_CHAT: "chat", OPENAI_RESPONSES: "resp", GEMINI: "gem"}
-    width = max(len(s.name) for s in _TABLE)
+    width = max(len(s.name) for s in rows)
     lines = []
-    for s in _TABLE:
+    for s in rows:
         formats = ",".join(short[f] for f in s.formats)
         if len(s.formats) == len(FORMATS):
             formats = "all"

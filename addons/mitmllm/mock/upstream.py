@@ -25,6 +25,7 @@ from mitmllm.mock.scenarios import HEADER_UPSTREAM
 from mitmllm.mock.scenarios import SCENARIOS
 from mitmllm.mock.scenarios import Action
 from mitmllm.mock.scenarios import Plan
+from mitmllm.mock.scenarios import find_scenario
 from mitmllm.mock.scenarios import plan_request
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class MockUpstream:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if default_scenario is not None and default_scenario not in SCENARIOS:
+        if default_scenario is not None and find_scenario(default_scenario) is None:
             raise ValueError(
                 f"unknown mock scenario {default_scenario!r}; valid: {', '.join(SCENARIOS)}"
             )
