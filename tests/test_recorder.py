@@ -161,7 +161,7 @@ def test_a_cut_stream_is_recorded_with_its_error_and_terminal_state(addons, tmp_
     assert fx.expect.terminal == "aborted"
     assert fx.response is not None and fx.response.content == b"".join(CHUNKS[:2])
     assert fx.response.client_content == sent  # the held-back partial event never reached it
-    assert fixtures.fixture_name(fx).startswith("http--m-1--aborted--")
+    assert fixtures.fixture_name(fx).startswith("http--m-1--SSE-14--")
     assert fixtures.check_fixture(fx.source, update=False) == ""  # type: ignore[arg-type]
 
 

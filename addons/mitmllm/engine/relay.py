@@ -21,8 +21,10 @@ Per attempt::
 * After commit a failure (stall, cut, timeout) ends the stream with the format's own terminal
   error event and never with a success terminator.
 * Timeouts are separate: connect, first content event, idle between parsed events (comments and
-  pings do not count), and total per attempt. Keep-alives are written on event boundaries while
-  the upstream is quiet, once headers are out (at commit, or at once with early commit).
+  pings do not count), and total per attempt. A timer that fires while bytes are already waiting
+  is no stall (the event loop was busy, not the upstream). Keep-alives are written on event
+  boundaries while the upstream is quiet, once headers are out (at commit, or at once with
+  early commit, also while an upstream has not answered yet).
 * Client cancellation (mitmproxy closes the connection) stops the chain and closes the upstream
   at once, and is never counted as an upstream failure.
 * Credentials: each upstream authenticates with its own secret (from an environment variable).
@@ -39,6 +41,7 @@ import os
 import secrets
 import ssl
 import time
+from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +54,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.dialect import is_json
@@ -314,7 +318,9 @@ class _Exchange:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
                 attempt.outcome, attempt.error = fail.outcome, fail.error
-                attempt.status, attempt.retry_after = fail.status, fail.retry_after
+                attempt.retry_after = fail.retry_after
+                if fail.status is not None:  # a stall after a 200 keeps the 200 on record
+                    attempt.status = fail.status
                 attempt.duration_ms = round((clock() - t0) * 1000, 1)
                 self._record(hop, attempt)
                 last_fail = fail
@@ -334,7 +340,10 @@ class _Exchange:
             attempt.duration_ms = round((clock() - t0) * 1000, 1)
             self._record(hop, attempt)
             if attempt.committed and plan.sticky_key and self.relay.sticky is not None:
-                self._stick(hop, i)
+                if attempt.outcome == "ok":
+                    self._stick(hop, i)
+                else:  # it broke mid-stream: the next turn starts from the chain's order again
+                    self.relay.sticky.forget(plan.route, plan.sticky_key)
             assert self.response is not None
             return self.response
         return await self._give_up(last_fail)
@@ -405,25 +414,55 @@ class _Exchange:
         deadline_total = t0 + timeouts.total
         try:
             async with asyncio.timeout(timeouts.connect + timeouts.first_event):
-                up = await session.request(
-                    self.request.method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+                up = await self._keeping_alive(
+                    session.request(
+                        self.request.method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(
+                            total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+                        ),
                     ),
+                    upstream.dialect,
                 )
+        except aiohttp.ConnectionTimeoutError as e:
+            # Told apart by the exception, not the clock: the attempt's start is not the
+            # connect's start (the first attempt also builds the TLS context).
+            raise _Fail("connect_timeout", f"no connection within {timeouts.connect:g}s") from e
         except (TimeoutError, aiohttp.ServerTimeoutError) as e:
-            kind = "connect_timeout" if clock() - t0 < timeouts.connect + 0.05 else "header_timeout"
-            raise _Fail(kind, f"no response within {clock() - t0:.1f}s ({type(e).__name__})") from e
+            raise _Fail(
+                "header_timeout", f"no response within {clock() - t0:.1f}s ({type(e).__name__})"
+            ) from e
         except aiohttp.ClientError as e:
             raise _Fail("connect_error", f"{type(e).__name__}: {e}"[:300]) from e
         try:
             await self._consume(up, hop, attempt, info, t0, deadline_first, deadline_total)
         finally:
             up.close()  # closes the connection if the body was not read to the end
+
+    async def _keeping_alive(
+        self, pending: Awaitable[aiohttp.ClientResponse], dialect: Dialect
+    ) -> aiohttp.ClientResponse:
+        """Wait for an upstream's response head; a client that already has headers (early
+        commit) gets keep-alives meanwhile, as it does while a stream is quiet."""
+        keepalive = dialect.keepalive()
+        if self.response is None or keepalive is None:
+            return await pending
+        task = asyncio.ensure_future(pending)
+        try:
+            while not task.done():
+                due = self.last_write + self.plan.timeouts.keepalive - self.relay.clock()
+                await asyncio.wait({task}, timeout=max(due, 0.0))
+                if not task.done():
+                    await self._write(keepalive)
+        except BaseException:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                (await task).close()  # a response that arrived just too late
+            raise
+        return task.result()
 
     def _may_forward(self, upstream: Upstream) -> bool:
         return self.plan.forward_client_credentials or upstream.host == self.plan.client_host
@@ -471,7 +510,7 @@ class _Exchange:
         ctype = up.headers.get("content-type", "")
         if status in RETRYABLE_STATUS or status >= 500:
             raw = await _read_some(up, 64 * 1024, 5.0)
-            retry_after = _retry_after(up.headers.get("retry-after"))
+            retry_after = parse_retry_after(up.headers)  # retry-after-ms (OpenAI) or retry-after
             raise _Fail(
                 f"http_{status}",
                 _error_text(dialect, raw) or f"HTTP {status}",
@@ -550,24 +589,21 @@ class _Exchange:
             keepalive_due = None
             if self.response is not None and dialect.keepalive() is not None:
                 keepalive_due = self.last_write + timeouts.keepalive - now
-            if wait <= 0:
-                return await self._stall(hop, attempt, committed, clock() - t0, last_event)
             try:
-                async with asyncio.timeout(
-                    min(wait, keepalive_due) if keepalive_due is not None else wait
-                ):
-                    chunk = await content.readany()
-            except TimeoutError:
-                if clock() >= deadline - 1e-3:
-                    return await self._stall(hop, attempt, committed, clock() - t0, last_event)
-                await self._write(dialect.keepalive() or b"")
-                continue
+                chunk = await _read(
+                    content, min(wait, keepalive_due) if keepalive_due is not None else wait
+                )
             except aiohttp.ClientError as e:
                 if not committed:
                     raise _Fail("read_error", f"{type(e).__name__}: {e}"[:300], up.status) from e
                 return await self._end_with_error(
                     dialect, attempt, f"upstream connection failed mid-stream: {type(e).__name__}"
                 )
+            if chunk is None:
+                if clock() >= deadline - 1e-3:
+                    return await self._stall(hop, attempt, committed, clock() - t0, last_event)
+                await self._write(dialect.keepalive() or b"")
+                continue
             if not chunk:
                 break
             out = pipeline.feed(chunk)
@@ -765,6 +801,20 @@ def _empty_reason(checker: StreamChecker) -> str:
     return "stream ended without any event"
 
 
+async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:
+    """The next chunk within `wait` seconds (b"" at the end of the body), or None if none came."""
+    if wait > 0:
+        try:
+            async with asyncio.timeout(wait):
+                return await content.readany()
+        except TimeoutError:
+            pass
+    # Bytes that arrived while the event loop was busy elsewhere are not a stall.
+    if content.at_eof():
+        return b""
+    return content.read_nowait() or None
+
+
 async def _read_some(up: aiohttp.ClientResponse, limit: int, timeout: float) -> bytes:
     try:
         async with asyncio.timeout(timeout):
@@ -782,20 +832,6 @@ def _error_text(dialect: Dialect, raw: bytes) -> str | None:
         if err:
             return err
     return raw[:200].decode("utf-8", "replace")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _status_for(fail: _Fail | None) -> int:

@@ -24,6 +24,7 @@ from mitmllm.engine import relay as relaymod
 from mitmllm.engine.breaker import Breakers
 from mitmllm.engine.config import Config
 from mitmllm.engine.config import Route
+from mitmllm.engine.pipeline import Rewrite
 from mitmllm.engine.relay import TOKEN_HEADER
 from mitmllm.engine.relay import Hop
 from mitmllm.engine.relay import Plan
@@ -73,18 +74,19 @@ class _StickyByRoute:
                 else:
                     self.routes[r.name] = StickySessions(r.sticky.ttl)
 
+    # `is not None`, not truth: an empty StickySessions has len() 0 and is falsy.
     def get(self, route: str, key: str | None) -> str | None:
         s = self.routes.get(route)
-        return s.get(route, key) if s else None
+        return s.get(route, key) if s is not None else None
 
     def set(self, route: str, key: str | None, upstream: str) -> None:
         s = self.routes.get(route)
-        if s:
+        if s is not None:
             s.set(route, key, upstream)
 
     def forget(self, route: str, key: str | None) -> None:
         s = self.routes.get(route)
-        if s:
+        if s is not None:
             s.forget(route, key)
 
 
@@ -219,16 +221,42 @@ class Failover:
             return
         plan: Plan = state.plan
         self._show_upstream(flow, state)
-        if plan.served is None or state.dialect is None:
+        if state.dialect is None:
             return
+        if plan.served is None:
+            if plan.early_commit:  # headers went out before any upstream answered
+                state.rewrites.append(self._deferred_rewrites(state))
+            return
+        state.rewrites.extend(self._response_rewrites(state))
+
+    def _response_rewrites(self, state: LLMFlow) -> list[Rewrite]:
+        """Show the client its own model and tool names, whatever the serving hop was sent."""
+        plan: Plan = state.plan
+        assert state.dialect is not None
         served_model = plan.served_model
         if served_model:
             state.served_model = served_model
         names = plan.served_info.get("names") or {}
         client_model = state.model if served_model and served_model != state.model else None
-        state.rewrites.extend(
-            response_rewrites(state.dialect, client_model=client_model, names=names)
-        )
+        return response_rewrites(state.dialect, client_model=client_model, names=names)
+
+    def _deferred_rewrites(self, state: LLMFlow) -> Rewrite:
+        """The response rewrites of whichever hop serves, known only once one commits (the relay
+        decides before it sends the first content event; keep-alives come earlier)."""
+        built: list[Rewrite] | None = None
+
+        def rewrite(payload: Any) -> bool:
+            nonlocal built
+            if built is None:
+                if state.plan.served is None:
+                    return False
+                built = self._response_rewrites(state)
+            changed = False
+            for r in built:
+                changed |= r(payload)
+            return changed
+
+        return rewrite
 
     def _show_upstream(self, flow: http.HTTPFlow, state: LLMFlow) -> None:
         """Show the flow with the upstream that served it, not the relay; drop the token."""
@@ -254,8 +282,16 @@ class Failover:
         if TOKEN_HEADER in flow.request.headers:  # the flow never got response headers
             self.relay.revoke(flow.request.headers[TOKEN_HEADER])
             self._show_upstream(flow, state)
-        state.info["attempts"] = [a.to_dict() for a in plan.attempts]
-        state.info["relay"] = plan.outcome
+        elif plan.early_commit and plan.served is not None:  # served after headers went out
+            self._show_upstream(flow, state)
+        attempts = [a.to_dict() for a in plan.attempts]
+        outcome = plan.outcome
+        if flow.error is not None and attempts and attempts[-1]["outcome"] == "pending":
+            # The client went away mid-attempt; the relay sees the cancellation a moment later.
+            attempts[-1]["outcome"] = outcome = "cancelled"
+            attempts[-1]["error"] = flow.error.msg
+        state.info["attempts"] = attempts
+        state.info["relay"] = outcome
         f = state.findings
         if plan.served is not None:
             state.info["upstream"] = plan.served.upstream.name

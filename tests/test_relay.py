@@ -1,0 +1,251 @@
+"""The relay on its own: its one-time tokens, and the timers of one attempt.
+
+These drive `Relay` directly over loopback HTTP, without mitmproxy (the fail-over tests run the
+same relay behind a real proxy): a plan is issued, the request carries its token, and the
+upstreams are the mock or scripted byte sequences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from collections.abc import Sequence
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+
+from mitmllm.engine.relay import TOKEN_HEADER
+from mitmllm.engine.relay import Hop
+from mitmllm.engine.relay import Plan
+from mitmllm.engine.relay import Relay
+from mitmllm.engine.relay import Timeouts
+from mitmllm.engine.relay import Upstream
+from mitmllm.engine.relay import redact_url
+from mitmllm.mock.scenarios import ANTHROPIC
+from mitmllm.mock.scenarios import GEMINI
+from mitmllm.mock.scenarios import OPENAI_CHAT
+from mitmllm.mock.upstream import MockUpstream
+from mitmllm.protocol.sse import encode
+from tests.relayharness import Raw
+from tests.relayharness import ScriptedUpstream
+from tests.relayharness import dialect
+from tests.relayharness import event_list
+from tests.relayharness import healthy_stream
+from tests.relayharness import lifecycle_head
+from tests.relayharness import request_body
+from tests.relayharness import request_path
+
+
+@pytest_asyncio.fixture
+async def relay() -> AsyncIterator[Relay]:
+    r = Relay(env={})
+    await r.start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+def plan(fmt: str, urls: Sequence[str], **timeouts: float) -> Plan:
+    d = dialect(fmt)
+    hops = [Hop(Upstream(f"up{i}", url, d)) for i, url in enumerate(urls)]
+    return Plan(
+        route="test",
+        hops=hops,
+        dialect=d,
+        wants_stream=True,
+        client_host="127.0.0.1",
+        timeouts=Timeouts(**timeouts),
+    )
+
+
+async def send(relay: Relay, fmt: str, token: str | None) -> Raw:
+    headers = {TOKEN_HEADER: token} if token is not None else {}
+    url = f"http://127.0.0.1:{relay.port}{request_path(fmt)}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=request_body(fmt), headers=headers) as resp:
+            body = await resp.read()
+    return Raw(fmt, resp.status, resp.headers, body)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, "", "made-up-token"], ids=["none", "empty", "unknown"])
+async def test_relay_refuses_requests_without_a_valid_token(
+    relay: Relay, token: str | None
+) -> None:
+    async with MockUpstream() as up:
+        relay.issue(plan(ANTHROPIC, [up.url]))  # a token exists, but not this one
+        raw = await send(relay, ANTHROPIC, token)
+    assert raw.status == 403
+    assert "token" in raw.json()["error"]["message"]
+    assert up.received == []
+
+
+async def test_token_is_one_time_and_never_forwarded(relay: Relay) -> None:
+    async with MockUpstream() as up:
+        token = relay.issue(plan(ANTHROPIC, [up.url]))
+        first = await send(relay, ANTHROPIC, token)
+        again = await send(relay, ANTHROPIC, token)
+    assert first.status == 200 and first.validator().complete
+    assert again.status == 403
+    (seen,) = up.received
+    assert TOKEN_HEADER not in seen.headers and token not in repr(seen)
+
+
+async def test_revoked_token_is_refused(relay: Relay) -> None:
+    async with MockUpstream() as up:
+        token = relay.issue(plan(ANTHROPIC, [up.url]))
+        relay.revoke(token)
+        assert (await send(relay, ANTHROPIC, token)).status == 403
+    assert up.received == []
+
+
+# --- timers measured on parsed events -----------------------------------------------------------
+
+
+def anthropic_started() -> bytes:
+    """message_start, a text block start and one text delta: committed."""
+    delta = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "Hi"},
+    }
+    return lifecycle_head(ANTHROPIC) + encode(
+        orjson.dumps(delta).decode(), event="content_block_delta"
+    )
+
+
+async def test_pings_do_not_keep_a_dead_stream_alive(relay: Relay) -> None:
+    # After commit the upstream sends only pings, every 50 ms, for 2 s: the idle timer (300 ms)
+    # counts parsed events, so the stream is ended anyway.
+    ping = encode('{"type": "ping"}', event="ping")
+    steps = [(0.0, anthropic_started())] + [(0.05, ping)] * 40
+    async with ScriptedUpstream(steps=steps) as up:
+        p = plan(ANTHROPIC, [up.url], idle=0.2, first_event=1.0)
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    events = event_list(raw.body)
+    last = orjson.loads(events[-1].data or "")
+    assert (
+        last["error"]["type"] == "timeout_error" and "idle limit 0.2s" in last["error"]["message"]
+    )
+    assert 3 <= sum(ev.event == "ping" for ev in events) < 20, "cut long before the pings end"
+    assert b"message_stop" not in raw.body
+    (attempt,) = p.attempts
+    assert attempt.outcome == "stall_after_commit" and p.outcome == "failed_after_commit"
+    assert up.cancelled == 1, "the upstream connection was closed"
+
+
+async def test_comments_do_not_keep_a_dead_stream_alive(relay: Relay) -> None:
+    started = lifecycle_head(OPENAI_CHAT) + encode(
+        orjson.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}],
+            }
+        ).decode()
+    )
+    steps = [(0.0, started)] + [(0.05, b": still thinking\n\n")] * 40
+    async with ScriptedUpstream(steps=steps) as up:
+        p = plan(OPENAI_CHAT, [up.url], idle=0.2, first_event=1.0)
+        raw = await send(relay, OPENAI_CHAT, relay.issue(p))
+    error = raw.validator().error
+    assert error and "idle limit" in error
+    assert b"[DONE]" not in raw.body
+    assert up.cancelled == 1
+
+
+async def test_comments_before_content_do_not_beat_the_first_event_timeout(relay: Relay) -> None:
+    steps = [(0.05, b": OPENROUTER PROCESSING\n\n")] * 40
+    async with ScriptedUpstream(steps=steps) as slow, MockUpstream() as healthy:
+        p = plan(OPENAI_CHAT, [slow.url, healthy.url], first_event=0.2)
+        raw = await send(relay, OPENAI_CHAT, relay.issue(p))
+    assert raw.status == 200 and raw.validator().complete
+    assert b"OPENROUTER" not in raw.body, "the failed attempt's bytes stay held"
+    assert [a.outcome for a in p.attempts] == ["first_event_timeout", "ok"]
+    assert p.attempts[0].status == 200
+
+
+async def test_total_limit_ends_a_slow_attempt(relay: Relay) -> None:
+    # Events 50 ms apart never trip the idle timer; the attempt's total limit still ends it.
+    async with MockUpstream(default_scenario="long") as up:
+        p = plan(GEMINI, [up.url], idle=1.0, total=0.4)
+        token = relay.issue(p)
+        url = f"http://127.0.0.1:{relay.port}{request_path(GEMINI)}"
+        headers = {TOKEN_HEADER: token, "x-mock-events": "40", "x-mock-delay-ms": "50"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=request_body(GEMINI), headers=headers) as resp:
+                body = await resp.read()
+    last = orjson.loads(event_list(body)[-1].data or "")
+    assert last["error"]["status"] == "DEADLINE_EXCEEDED"
+    assert "attempt limit of 0.4s" in last["error"]["message"]
+    assert p.attempts[0].outcome == "stall_after_commit"
+
+
+def test_credentials_in_the_query_are_redacted_for_display() -> None:
+    url = "https://generativelanguage.googleapis.com/v1beta/models/g:x?alt=sse&key=AIzaSECRET"
+    assert redact_url(url).endswith("?alt=sse&key=***")
+    assert redact_url("http://h/v1/messages") == "http://h/v1/messages"
+
+
+class ThreadedUpstream:
+    """An upstream on its own thread, so it keeps sending while the relay's event loop is busy:
+    one chunked 200 response of `chunks`, each after `gap` seconds."""
+
+    def __init__(self, chunks: Sequence[bytes], gap: float) -> None:
+        self.chunks = chunks
+        self.gap = gap
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(1)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> ThreadedUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+        self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            for chunk in self.chunks:
+                time.sleep(self.gap)
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.sendall(b"0\r\n\r\n")
+
+
+async def test_events_that_arrive_while_the_loop_is_busy_are_not_a_stall(relay: Relay) -> None:
+    # The upstream sends an event every 50 ms; the relay's loop is blocked for 400 ms, twice
+    # the idle limit. Events arrived meanwhile: the stream goes on.
+    body = healthy_stream(ANTHROPIC)
+    events = [ev.raw for ev in event_list(body)]
+    with ThreadedUpstream(events, gap=0.05) as up:
+        p = plan(ANTHROPIC, [up.url], idle=0.2, first_event=1.0)
+        token = relay.issue(p)
+        asyncio.get_running_loop().call_later(0.25, time.sleep, 0.4)
+        raw = await send(relay, ANTHROPIC, token)
+    assert raw.body == body
+    assert p.attempts[0].outcome == "ok"
