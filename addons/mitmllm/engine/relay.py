@@ -301,6 +301,7 @@ class _Exchange:
         self.body = body
         self.response: web.StreamResponse | None = None  # headers sent once set
         self.last_write = 0.0
+        self.checker: StreamChecker | None = None  # the current attempt's stream checker
 
     async def run(self) -> web.StreamResponse:
         plan = self.plan
@@ -317,6 +318,9 @@ class _Exchange:
             try:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
+                if self.checker is not None:  # what was wrong with the failed stream, too
+                    attempt.findings = self.checker.findings.summary()
+                    self.checker = None
                 attempt.outcome, attempt.error = fail.outcome, fail.error
                 attempt.retry_after = fail.retry_after
                 if fail.status is not None:  # a stall after a 200 keeps the 200 on record
@@ -572,7 +576,7 @@ class _Exchange:
         dialect = hop.upstream.dialect
         clock = self.relay.clock
         timeouts = plan.timeouts
-        checker = StreamChecker(dialect)
+        checker = self.checker = StreamChecker(dialect)
         state = _GateState(dialect)
         pipeline = Pipeline(checker, on_event=state.on_event)
         held: list[bytes] = []
