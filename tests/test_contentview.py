@@ -81,3 +81,27 @@ def test_views_render_broken_input_without_raising() -> None:
     for body in (b"", b"\xff\xfe", b"data: {not json\n\n", b"event: x\n\nda", b": only\n\n"):
         assert render_stream(body, detect.by_name("anthropic"))
         assert render_stream(body, None)
+
+
+def test_request_view_shows_rewrites_before_and_after() -> None:
+    from mitmllm.glue.contentview import render_request
+
+    meta = {
+        "rewrite": {
+            "rule": "alias",
+            "model": "claude-sonnet-4-5",
+            "changes": [
+                {
+                    "action": "replace-schema",
+                    "path": "/tools/0/function/parameters",
+                    "before": {},
+                    "after": {"type": "object", "properties": {}},
+                    "reason": "empty schema",
+                },
+            ],
+        }
+    }
+    body = {"model": "claude-alias", "stream": True, "messages": []}
+    text = render_request(body, detect.by_name("anthropic"), "/v1/messages", meta)
+    assert "rewritten to: claude-sonnet-4-5 (rule alias)" in text
+    assert "before: {}" in text and 'after:  {"type": "object", "properties": {}}' in text

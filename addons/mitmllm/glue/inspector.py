@@ -248,6 +248,8 @@ def write_metadata(flow: http.HTTPFlow, state: LLMFlow) -> None:
             meta["events_rewritten"] = pipeline.rewritten
     if flow.request.timestamp_start and resp is not None and resp.timestamp_end:
         meta["duration_ms"] = round((resp.timestamp_end - flow.request.timestamp_start) * 1000, 1)
+    if state.served_model and state.served_model != state.model:
+        meta["served_model"] = state.served_model  # what the upstream was asked for
     meta.update(state.info)
     meta["findings"] = state.findings.to_list()
     if state.findings.suppressed:
