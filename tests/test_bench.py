@@ -1,25 +1,52 @@
-"""The benchmark: it feeds the healthy streams it claims to, frames them as it says, and
-``python -m mitmllm.bench --quick`` runs every section end to end. No figure is asserted."""
+"""The benchmark: it feeds the healthy streams it claims to, frames and paces them as it says,
+measures latency, memory and garbage collections as it says, and ``python -m mitmllm.bench
+--quick`` runs every section end to end. No figure is asserted, only how figures are made."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
+import os
+import time
+from itertools import pairwise
+from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from mitmllm.bench import SECTIONS
+from mitmllm.bench import concurrency
 from mitmllm.bench.__main__ import main
 from mitmllm.bench.__main__ import parse_args
 from mitmllm.bench.corpus import FORMATS
+from mitmllm.bench.corpus import LIFECYCLE_EVENTS
+from mitmllm.bench.corpus import STAMP
+from mitmllm.bench.corpus import STAMP_DIGITS
 from mitmllm.bench.corpus import KiB
 from mitmllm.bench.corpus import MiB
 from mitmllm.bench.corpus import big_event_chunks
 from mitmllm.bench.corpus import codec_corpus
 from mitmllm.bench.corpus import group
 from mitmllm.bench.corpus import proxy_events
+from mitmllm.bench.latency import PacedRun
+from mitmllm.bench.latency import PacedStream
+from mitmllm.bench.latency import paced_run
+from mitmllm.bench.proxy import ADDON
+from mitmllm.bench.proxy import DIRECT
+from mitmllm.bench.proxy import GC_SCRIPT
+from mitmllm.bench.proxy import PLAIN
+from mitmllm.bench.proxy import RELAY
 from mitmllm.bench.proxy import ROWS
-from mitmllm.bench.proxy import concurrency
+from mitmllm.bench.proxy import Measured
+from mitmllm.bench.proxy import Process
+from mitmllm.bench.proxy import Setup
+from mitmllm.bench.proxy import http_client
+from mitmllm.bench.proxy import relay_figures
+from mitmllm.bench.proxy import relay_ready
 from mitmllm.bench.proxy import relay_unavailable
 from mitmllm.bench.report import MISS
 from mitmllm.bench.report import Report
@@ -28,7 +55,10 @@ from mitmllm.bench.report import at_most
 from mitmllm.bench.report import hot_spots
 from mitmllm.bench.report import percentile
 from mitmllm.bench.report import profile
+from mitmllm.bench.upstream import Connection
 from mitmllm.bench.upstream import framed
+from mitmllm.bench.upstream import paced
+from mitmllm.bench.upstream import stamp
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
@@ -84,7 +114,8 @@ def test_upstream_writes_per_chunk_events_in_each_http_chunk(per_chunk: int) -> 
 
 
 def test_report_marks_a_missed_target_and_counts_only_targets() -> None:
-    report = Report(out=io.StringIO())
+    printed = io.StringIO()
+    report = Report(out=printed)
     fast = report.add("codec", "fast enough", 41.0, "MB/s", at_least(40))
     slow = report.add("codec", "too slow", 12.0, "MB/s", at_least(40))
     late = report.add("proxy", "added TTFB", 0.7, "ms", at_most(0.5))
@@ -92,7 +123,7 @@ def test_report_marks_a_missed_target_and_counts_only_targets() -> None:
     gone = report.add("relay", "not measured", None, note="not available yet")
     assert (fast.met, slow.met, late.met, info.met, gone.met) == (True, False, False, None, None)
     report.summary()
-    out = report.out.getvalue()  # type: ignore[attr-defined]
+    out = printed.getvalue()
     assert "1 of 3 targets met" in out
     assert f"{MISS}: codec / too slow" in out and f"{MISS}: proxy / added TTFB" in out
     assert "not available yet" in out
@@ -107,25 +138,28 @@ def test_percentile_is_a_measured_value_by_nearest_rank() -> None:
 
 
 def test_hot_spots_name_the_functions_that_took_the_time() -> None:
-    report = Report(out=io.StringIO())
+    printed = io.StringIO()
+    report = Report(out=printed)
 
     def busy() -> int:
         return sum(i * i for i in range(20_000))
 
     hot_spots(report, "busy", profile(busy))
-    out = report.out.getvalue()  # type: ignore[attr-defined]
+    out = printed.getvalue()
     assert "hot spots: busy" in out and "(busy)" in out and "(<genexpr>)" in out
 
 
-def test_hooks_report_rows_without_values_and_say_why() -> None:
-    report = Report(out=io.StringIO())
+def test_rows_of_a_relay_that_cannot_run_have_no_values_and_say_why() -> None:
+    printed = io.StringIO()
+    report = Report(out=printed)
     relay_unavailable(report, "not available yet (no relay)")
-    concurrency(report)
+    sizes = concurrency.ConcurrencySizes(streams=4, events=65, rate=20, ramp=0.0, settle=0.1)
+    concurrency.unavailable(report, RELAY, sizes, "not available yet (no relay)")
     assert report.figures and all(f.value is None and f.met is None for f in report.figures)
     assert {f.section for f in report.figures} == {"relay", "concurrency"}
-    out = report.out.getvalue()  # type: ignore[attr-defined]
+    out = printed.getvalue()
     assert all(f"{label}: relay / plain: not available yet (no relay)" in out for label, _ in ROWS)
-    assert "proxy RSS: not available yet" in out
+    assert "relay: proxy RSS peak: not available yet (no relay)" in out
 
 
 def test_only_rejects_an_unknown_section() -> None:
@@ -146,3 +180,264 @@ def test_quick_run_prints_every_section(tmp_path, capsys) -> None:  # type: igno
     data = orjson.loads(out_json.read_bytes())
     assert data["machine"]["mitmproxy"] and data["machine"]["cores"]
     assert {f["section"] for f in data["figures"]} == set(SECTIONS)
+    # The issue's targets are in the figures, with a verdict wherever the relay ran.
+    figures = {(f["section"], f["name"]): f for f in data["figures"]}
+    targeted = [
+        ("relay", f"{ROWS[0][0]}: relay / plain", ">= 0.700 x"),
+        ("relay", "TTFB p50 added by the relay (relay - plain)", "<= 2.00 ms"),
+        ("concurrency", "relay: added latency p99", "<= 10.0 ms"),
+    ]
+    for section, name, target in targeted:
+        figure = figures[(section, name)]
+        if relay_ready() is None:
+            assert figure["target"] == target and figure["met"] in (True, False), figure
+        else:
+            assert figure["value"] is None and figure["note"], figure
+    assert figures[("concurrency", "plain: proxy RSS peak")]["unit"] == "MiB"
+
+
+# --- per-event latency: stamped, paced streams ------------------------------------------------
+
+
+def test_stamped_stream_is_the_proxy_stream_with_one_stamp_per_delta() -> None:
+    plain, stamped = proxy_events(60), proxy_events(60, stamped=True)
+    assert [len(e) for e in stamped] == [len(e) for e in plain]
+    findings, pairs, _ = check_stream(detect.by_name("anthropic"), b"".join(stamped))
+    assert problems(findings) == []
+    assert [ev.raw.count(STAMP) for ev, _ in pairs] == [0, 0, 0] + [1] * 54 + [0, 0, 0]
+    assert b"".join(stamped).count(STAMP[:1]) == 54  # nothing else can be mistaken for one
+
+
+def test_paced_upstream_writes_the_stamped_stream_with_its_clock_in_the_stamps() -> None:
+    stream = paced(20)
+    before = time.monotonic_ns()
+    frames = [stamp(delta, at) for delta, at in stream.deltas]
+    after = time.monotonic_ns()
+    body = []
+    for part in (stream.head, *frames, stream.tail):
+        while part:
+            size, _, rest = part.partition(b"\r\n")
+            n = int(size, 16)
+            body.append(rest[:n])
+            assert rest[n : n + 2] == b"\r\n"
+            part = rest[n + 2 :]
+    assert body[-1] == b""  # the last chunk ends the response
+    events = body[:-1]
+    clocks = [int(e[e.index(STAMP) + len(STAMP) :][:STAMP_DIGITS]) for e in events if STAMP in e]
+    assert len(clocks) == 20 - LIFECYCLE_EVENTS
+    assert before <= clocks[0] <= clocks[-1] <= after
+    blank = [e[: e.find(STAMP) + len(STAMP)] + b"0" * STAMP_DIGITS + e[e.find(STAMP) + 22 :]
+             if STAMP in e else e for e in events]  # fmt: skip
+    assert blank == proxy_events(20, stamped=True)
+
+
+def stamped_body(deltas: int, first: int = 10**12) -> tuple[bytes, list[int]]:
+    """A stamped stream with the stamps filled in: first, first+1, ..."""
+    events = proxy_events(deltas + LIFECYCLE_EVENTS, stamped=True)
+    clocks: list[int] = []
+    out = []
+    for ev in events:
+        if STAMP in ev:
+            at = ev.index(STAMP) + len(STAMP)
+            clocks.append(first + len(clocks))
+            ev = ev[:at] + b"%020d" % clocks[-1] + ev[at + STAMP_DIGITS :]
+        out.append(ev)
+    return b"".join(out), clocks
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2000), max_size=12))
+def test_paced_client_reads_every_stamp_once_however_the_body_is_cut(cuts: list[int]) -> None:
+    body, clocks = stamped_body(8)
+    bounds = sorted({0, len(body), *(c % len(body) for c in cuts)})
+    stream = PacedStream()
+    for n, (a, b) in enumerate(pairwise(bounds)):
+        stream.feed(body[a:b], 10**13 + n)
+    assert stream.events == 8 + LIFECYCLE_EVENTS and stream.stamps == 8
+    assert stream.first_sent == clocks[0]
+    assert stream.sent == clocks[1:]  # the first delta is the time to first byte's
+    assert stream.received == sorted(stream.received)
+    # Each stamp counts as received when the chunk that completes it arrives.
+    for sent, received in zip(stream.sent, stream.received, strict=True):
+        end = body.index(b"%020d" % sent) + STAMP_DIGITS
+        chunk = next(i for i, (a, b) in enumerate(pairwise(bounds)) if a < end <= b)
+        assert received == 10**13 + chunk
+
+
+def synthetic(sent: list[list[int]], delay: list[list[int]], rate: float) -> PacedRun:
+    streams = []
+    for s, d in zip(sent, delay, strict=True):
+        ps = PacedStream(first_sent=s[0] - round(1e9 / rate))
+        ps.sent, ps.received = list(s), [t + x for t, x in zip(s, d, strict=True)]
+        streams.append(ps)
+    return PacedRun(streams, rate)
+
+
+def test_steady_state_is_while_every_stream_runs_after_settling() -> None:
+    ms = 1_000_000
+    # Two streams at 100/s (10 ms apart): one from 10 ms to 1 s, one from 210 ms to 1.2 s.
+    a = [10 * ms * i for i in range(1, 101)]
+    b = [200 * ms + t for t in a]
+    lat = [[ms] * 100, [ms] * 100]
+    lat[0][0] = lat[1][-1] = 500 * ms  # the opening and closing stragglers
+    run = synthetic([a, b], lat, rate=100)
+    window = run.steady(settle=0.1)
+    assert window is not None
+    assert window.start == 200 * ms + 100 * ms and window.end == 1000 * ms
+    assert run.latency(99, window) == 1.0 and run.latency(100) == 500.0
+    assert run.held(window) == pytest.approx(2 * 100, rel=0.02)  # both streams keep up
+    assert run.steady(settle=0.9) is None  # the streams overlap for less than that
+
+
+def test_held_falls_when_the_proxy_spaces_events_out() -> None:
+    ms = 1_000_000
+    sent = [10 * ms * i for i in range(1, 201)]
+    # A proxy that can pass only every other interval: the backlog grows by 5 ms per event.
+    slow = synthetic([sent], [[5 * ms * i for i in range(200)]], rate=100)
+    window = slow.steady(settle=0.0)
+    assert window is not None
+    assert slow.held(window) == pytest.approx(100 / 1.5, rel=0.05)
+    assert slow.latency(50, window) > 400
+
+
+async def test_paced_run_through_the_upstream_keeps_its_pace_and_every_stamp() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with http_client() as client:
+            run = await paced_run(client, port, streams=3, events=16, rate=200, ramp=0.01)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(s.events, s.stamps) for s in run.streams] == [(16, 10)] * 3
+    assert all(s.served_by is None for s in run.streams)
+    for s in run.streams:
+        # Due times are counted from the first delta: the upstream never writes ahead of them.
+        assert s.sent[-1] - s.first_sent >= 9 * 5_000_000 - 1_000_000
+        assert all(r >= t for t, r in zip(s.sent, s.received, strict=True))
+    assert len(run.latencies_ms()) == 27
+
+
+# --- the proxy's memory, CPU and garbage collections ------------------------------------------
+
+proc_fs = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+
+
+@proc_fs
+async def test_peak_rss_sees_memory_held_for_a_moment() -> None:
+    rss = concurrency.PeakRss(os.getpid())
+    assert rss.before is not None
+    rss.start()
+    blob = b"x" * (64 * MiB)  # written, so resident
+    await asyncio.sleep(0.3)
+    del blob
+    peak = await rss.stop()
+    assert peak is not None and peak - rss.before >= 60 * 1024
+
+
+@proc_fs
+def test_cpu_seconds_count_this_process_working() -> None:
+    before = concurrency.cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:
+        pass
+    after = concurrency.cpu_seconds(os.getpid())
+    assert before is not None and after is not None and after - before >= 0.1
+
+
+def test_gc_script_logs_full_collections_the_proxy_reads_back(tmp_path: Path) -> None:
+    log = tmp_path / "proxy.gc"
+    namespace: dict[str, object] = {}
+    callbacks = list(gc.callbacks)
+    t0 = time.monotonic_ns()
+    try:
+        exec(GC_SCRIPT.format(out=str(log)), namespace)
+        gc.collect(0)  # not a full one: not logged
+        gc.collect()
+    finally:
+        gc.callbacks[:] = callbacks
+    t1 = time.monotonic_ns()
+    proc = Process("relay", None, tmp_path / "relay.log", gc_log=log)  # type: ignore[arg-type]
+    pauses = proc.full_collections(t0, t1)
+    assert pauses and all(0 <= p < (t1 - t0) / 1e6 for p in pauses)
+    assert proc.full_collections(t1 + 1, t1 + 10**9) == []
+
+
+# --- the relay's and the concurrency run's figures ---------------------------------------------
+
+
+def measured(ttfb_ms: dict[str, float], relay_rate: float, latency: dict[str, float]) -> Measured:
+    setups = [Setup(n, None if n == DIRECT else ()) for n in (DIRECT, PLAIN, ADDON, RELAY)]
+    m = Measured(setups)
+    rates = {DIRECT: 300_000.0, PLAIN: 40_000.0, ADDON: 20_000.0, RELAY: relay_rate}
+    for label, _ in ROWS:
+        for name, rate in rates.items():
+            m.rates[(label, name)] = [rate]
+    for name in rates:
+        m.ttfb[name] = [ttfb_ms[name] / 1000] * 5
+        m.latency[name] = [latency[name]] * 50
+    return m
+
+
+@pytest.mark.parametrize(
+    ("relay_rate", "relay_ttfb", "met"),
+    [(30_000.0, 3.0, (True, True)), (20_000.0, 5.0, (False, False))],
+    ids=["met", "missed"],
+)
+def test_relay_keeps_0_7_of_plain_events_and_adds_at_most_2_ms_to_ttfb(
+    relay_rate: float, relay_ttfb: float, met: tuple[bool, bool]
+) -> None:
+    printed = io.StringIO()
+    report = Report(out=printed)
+    ttfb = {DIRECT: 0.3, PLAIN: 2.0, ADDON: 2.1, RELAY: relay_ttfb}
+    latency = {DIRECT: 0.05, PLAIN: 0.15, ADDON: 0.25, RELAY: 0.45}
+    missed = relay_figures(report, measured(ttfb, relay_rate, latency))
+    assert missed == (not met[0], not met[1])
+    figures = {f.name: f for f in report.figures}
+    assert figures[f"{ROWS[0][0]}: relay / plain"].met is met[0]
+    assert figures[f"{ROWS[1][0]}: relay / plain"].target is None  # the target is per chunk
+    assert figures["TTFB p50 added by the relay (relay - plain)"].met is met[1]
+    assert figures["per-event latency p50: direct (baseline)"].value == pytest.approx(0.05)
+    assert figures["per-event latency p50 added: relay"].value == pytest.approx(0.4)
+    assert figures["per-event latency added: relay / plain"].value == pytest.approx(4.0)
+    assert figures["per-event latency added: relay / tap-only"].value == pytest.approx(2.0)
+
+
+def loaded(
+    name: str, delay_ms: float, pid: int | None, gcs: list[float] | None
+) -> concurrency.Loaded:
+    ms = 1_000_000
+    sent = [[50 * ms * i + k * ms for i in range(1, 60)] for k in range(4)]
+    delays = [[round(delay_ms * ms)] * 59 for _ in range(4)]
+    delays[0][-20] = 400 * ms  # one straggler among some 230: the maximum, not the p99
+    run = synthetic(sent, delays, rate=20)
+    endpoint = concurrency.Endpoint(name, 1, pid)
+    if pid is None:
+        return concurrency.Loaded(endpoint, run, full_collections=gcs)
+    return concurrency.Loaded(endpoint, run, 100 * 1024, 150 * 1024, 0.5, gcs)
+
+
+@pytest.mark.parametrize(("relay_ms", "met"), [(8.0, True), (12.0, False)], ids=["met", "missed"])
+def test_concurrency_relay_p99_added_latency_under_10_ms(relay_ms: float, met: bool) -> None:
+    printed = io.StringIO()
+    report = Report(out=printed)
+    sizes = concurrency.ConcurrencySizes(streams=4, events=65, rate=20, ramp=0.0, settle=0.1)
+    runs = [
+        loaded(DIRECT, 1.0, None, None),
+        loaded(PLAIN, 2.0, 11, [5.0]),
+        loaded(RELAY, 1.0 + relay_ms, 12, [30.0, 90.0]),
+    ]
+    missed = concurrency.figures(report, runs, sizes, baseline=DIRECT, targeted=RELAY)
+    figures = {f.name: f for f in report.figures}
+    relay = figures["relay: added latency p99"]
+    assert relay.value == pytest.approx(relay_ms) and relay.met is met
+    assert missed == ([] if met else [relay])
+    assert figures["plain: added latency p99"].target is None
+    assert figures["plain: added latency p50"].value == pytest.approx(1.0)
+    assert figures["relay: proxy RSS peak"].value == pytest.approx(150)
+    assert figures["relay: proxy CPU"].value == pytest.approx(50)
+    assert figures["direct: events/s held of 80"].value == pytest.approx(80, rel=0.05)
+    out = printed.getvalue()
+    assert "2, max 90 ms" in out
+    assert ("2 full garbage collections" in out) is not met

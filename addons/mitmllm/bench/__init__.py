@@ -7,8 +7,10 @@ Sections, each printing its figures next to their targets:
 * ``big``: one 8, 16 and 32 MiB event: time and peak memory grow linearly;
 * ``proxy``: mitmdump + mitmllm against plain streaming mitmdump, events/s and added time to
   first byte, measured in the same run;
-* ``relay``: tap-only and relay against plain mitmdump (when the addon chain has the relay);
-* ``concurrency``: many streams at a realistic token rate (not measured yet).
+* ``relay``: tap-only and relay against plain mitmdump (when the addon chain has the relay):
+  events/s, added time to first byte, and the latency each event gets on its way;
+* ``concurrency``: 200 streams at 20 events/s each through each setup: events/s held, added
+  per-event latency (p50, p99), the proxy's memory, CPU and full garbage collections.
 
 A benchmark prints figures; it never fails because a machine is slow. A figure that misses its
 target is marked MISS and followed by the hot spots of a profile.

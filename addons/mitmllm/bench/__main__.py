@@ -21,6 +21,7 @@ from mitmllm.bench import SECTIONS
 from mitmllm.bench import big
 from mitmllm.bench import codec
 from mitmllm.bench import proxy
+from mitmllm.bench.concurrency import ConcurrencySizes
 from mitmllm.bench.corpus import KiB
 from mitmllm.bench.corpus import MiB
 from mitmllm.bench.report import Report
@@ -33,19 +34,37 @@ class Sizes:
     codec: codec.CodecSizes
     big: big.BigSizes
     proxy: proxy.ProxySizes
+    concurrency: ConcurrencySizes
 
 
 #: The default run: a few minutes on two cores.
 DEFAULT = Sizes(
     codec=codec.CodecSizes(budget=4 * MiB, runs=5),
     big=big.BigSizes(mib=(8, 16, 32), runs=3),
-    proxy=proxy.ProxySizes(events=20_000, reps=3, ttfb_requests=200, warmup_requests=20),
+    proxy=proxy.ProxySizes(
+        events=20_000,
+        reps=3,
+        ttfb_requests=200,
+        warmup_requests=20,
+        latency_events=506,
+        latency_rate=500,
+    ),
+    # The load: 200 conversations at 20 tokens/s, 10 s each, opened over a second.
+    concurrency=ConcurrencySizes(streams=200, events=206, rate=20, ramp=1.0, settle=1.0),
 )
 #: Every section end to end in seconds; its figures say little.
 QUICK = Sizes(
     codec=codec.CodecSizes(budget=64 * KiB, runs=1),
     big=big.BigSizes(mib=(1, 2, 4), runs=1),
-    proxy=proxy.ProxySizes(events=300, reps=1, ttfb_requests=10, warmup_requests=2),
+    proxy=proxy.ProxySizes(
+        events=300,
+        reps=1,
+        ttfb_requests=10,
+        warmup_requests=2,
+        latency_events=56,
+        latency_rate=500,
+    ),
+    concurrency=ConcurrencySizes(streams=40, events=26, rate=20, ramp=0.2, settle=0.2),
 )
 
 
@@ -62,7 +81,8 @@ def parse_sections(text: str) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m mitmllm.bench",
-        description="Print mitmllm's figures: codec throughput, big events, proxy overhead. "
+        description="Print mitmllm's figures: codec throughput, big events, proxy and relay "
+        "overhead, many streams at once. "
         "Figures that miss their target are marked MISS; the run never fails on a slow machine.",
     )
     parser.add_argument(
@@ -101,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     # The relay and concurrency sections share the proxy section's processes.
     proxy_sections = [s for s in args.only if s in proxy.SECTIONS]
     if proxy_sections:
-        steps.append(("proxy", lambda: proxy.run(report, sizes.proxy, proxy_sections)))
+        steps.append(
+            (
+                "proxy",
+                lambda: proxy.run(report, sizes.proxy, sizes.concurrency, proxy_sections),
+            )
+        )
     try:
         for name, step in steps:
             try:

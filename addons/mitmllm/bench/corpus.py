@@ -7,6 +7,8 @@
   64 KiB pieces as a socket would deliver it.
 * The proxy stream: a healthy Anthropic stream whose text deltas are 150-200 bytes each, as
   Claude sends them; the benchmark's upstream writes it one event (or a few) per HTTP chunk.
+  Its stamped variant starts every delta's text with `STAMP` and room for the upstream's clock,
+  which a paced upstream fills in as it writes the event (per-event latency).
 """
 
 from __future__ import annotations
@@ -151,8 +153,20 @@ _PROSE = (
 )
 
 
-def proxy_request(events: int, per_chunk: int) -> tuple[str, dict[str, str], bytes]:
-    """(path, headers, body) of the request the client sends for a proxy stream."""
+#: Events of a proxy stream that are not text deltas: three before them, three after.
+LIFECYCLE_EVENTS = 6
+#: Opens the text of a stamped delta; STAMP_DIGITS decimal digits follow: the upstream's
+#: monotonic clock in nanoseconds when it wrote the event. Nothing else in the stream holds "@".
+STAMP = b"@t"
+STAMP_DIGITS = 20
+
+
+def proxy_request(
+    events: int, per_chunk: int = 1, *, interval_us: int | None = None
+) -> tuple[str, dict[str, str], bytes]:
+    """(path, headers, body) of the request the client sends for a proxy stream; with
+    `interval_us`, a stamped stream whose deltas the upstream writes that many microseconds
+    apart."""
     call = CALLS[ANTHROPIC]
     headers = {
         "content-type": "application/json",
@@ -160,13 +174,17 @@ def proxy_request(events: int, per_chunk: int) -> tuple[str, dict[str, str], byt
         "x-bench-events": str(events),
         "x-bench-per-chunk": str(per_chunk),
     }
+    if interval_us is not None:
+        headers["x-bench-interval-us"] = str(interval_us)
     return call.path, headers, call.encoded()
 
 
-def proxy_events(total: int) -> list[bytes]:
+def proxy_events(total: int, *, stamped: bool = False) -> list[bytes]:
     """A healthy Anthropic stream of `total` events (at least 7): lifecycle events around
-    text deltas of 150-200 bytes each."""
-    deltas = max(1, total - 6)
+    text deltas of 150-200 bytes each. `stamped`: each delta's text starts with `STAMP` and
+    STAMP_DIGITS zeros, in place of prose, so the events keep their sizes."""
+    deltas = max(1, total - LIFECYCLE_EVENTS)
+    room = b"%b%b " % (STAMP, b"0" * STAMP_DIGITS) if stamped else b""
 
     def event(payload: dict[str, Any]) -> bytes:
         return sse.encode(orjson.dumps(payload).decode(), event=payload["type"])
@@ -194,7 +212,7 @@ def proxy_events(total: int) -> list[bytes]:
     ]
     for i in range(deltas):
         start = (i * 37) % len(_PROSE)
-        text = (_PROSE * 2)[start : start + 40 + (i * 13) % 45]
+        text = room.decode() + (_PROSE * 2)[start : start + 40 + (i * 13) % 45 - len(room)]
         delta = {"type": "text_delta", "text": text}
         out.append(event({"type": "content_block_delta", "index": 0, "delta": delta}))
     out += [

@@ -206,6 +206,11 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else math.nan
 
 
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN where b is 0 (two figures too close to compare)."""
+    return a / b if b else math.nan
+
+
 def percentile(xs: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100): a value that was actually measured."""
     if not xs:

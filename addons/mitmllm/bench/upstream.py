@@ -10,6 +10,10 @@ benchmark measures it without a proxy too, to show it is not the bottleneck.
 
 Any POST is answered with `mitmllm.bench.corpus.proxy_events`, shaped by two request headers:
 ``x-bench-events`` (events in the stream) and ``x-bench-per-chunk`` (events per HTTP chunk).
+With ``x-bench-interval-us`` the stream is paced instead, as a model generates tokens: the
+lifecycle events at once, then one text delta per HTTP chunk every that many microseconds, each
+stamped with this process's monotonic clock (nanoseconds, shared by every process of the
+machine) at the moment it is written; the client subtracts it from its own clock on arrival.
 The response echoes the request's accept-encoding in ``x-bench-accept-encoding``: mitmllm asks
 upstreams for ``identity`` on the flows it recognises, which is how the benchmark knows the addon
 really tapped its stream. Connections are kept alive; the port is printed as the first line of
@@ -23,13 +27,18 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from functools import cache
 
+from mitmllm.bench.corpus import STAMP
+from mitmllm.bench.corpus import STAMP_DIGITS
 from mitmllm.bench.corpus import group
 from mitmllm.bench.corpus import proxy_events
 
 HEADER_EVENTS = "x-bench-events"
 HEADER_PER_CHUNK = "x-bench-per-chunk"
+HEADER_INTERVAL = "x-bench-interval-us"
 HEADER_ACCEPT_ENCODING = "x-bench-accept-encoding"
 DEFAULT_EVENTS = 100
 END = b"0\r\n\r\n"
@@ -41,6 +50,36 @@ def framed(events: int, per_chunk: int) -> tuple[bytes, ...]:
     return tuple(
         b"%x\r\n%b\r\n" % (len(c), c) for c in group(proxy_events(events), max(1, per_chunk))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Paced:
+    """A stamped stream in three parts: what is written at once, the deltas, and the end."""
+
+    head: bytes  # the lifecycle events before the first delta, framed one per HTTP chunk
+    #: each delta unframed, with the offset of its stamp's digits
+    deltas: tuple[tuple[bytes, int], ...]
+    tail: bytes  # the events after the last delta, framed, and the last chunk
+
+
+@cache
+def paced(events: int) -> Paced:
+    """The stamped stream of `events` events, in the parts a paced answer writes."""
+    stream = proxy_events(events, stamped=True)
+    stamped = [i for i, ev in enumerate(stream) if STAMP in ev]
+    first, last = stamped[0], stamped[-1]
+    return Paced(
+        head=b"".join(b"%x\r\n%b\r\n" % (len(ev), ev) for ev in stream[:first]),
+        deltas=tuple((ev, ev.index(STAMP) + len(STAMP)) for ev in stream[first : last + 1]),
+        tail=b"".join(b"%x\r\n%b\r\n" % (len(ev), ev) for ev in stream[last + 1 :]) + END,
+    )
+
+
+def stamp(delta: bytes, at: int) -> bytes:
+    """`delta` framed as one HTTP chunk, stamped with the clock now."""
+    now = b"%0*d" % (STAMP_DIGITS, time.monotonic_ns())
+    event = delta[:at] + now + delta[at + STAMP_DIGITS :]
+    return b"%x\r\n%b\r\n" % (len(event), event)
 
 
 def response_head(accept_encoding: str) -> bytes:
@@ -104,6 +143,12 @@ class Connection(asyncio.Protocol):
     async def respond(self, headers: dict[str, str]) -> None:
         transport = self.transport
         assert transport is not None
+        interval = headers.get(HEADER_INTERVAL)
+        if interval:
+            await self.respond_paced(
+                transport, headers, int(headers.get(HEADER_EVENTS) or DEFAULT_EVENTS), int(interval)
+            )
+            return
         chunks = framed(
             int(headers.get(HEADER_EVENTS) or DEFAULT_EVENTS),
             int(headers.get(HEADER_PER_CHUNK) or 1),
@@ -117,6 +162,29 @@ class Connection(asyncio.Protocol):
                     return
             transport.write(chunk)
         transport.write(END)
+        self.done()
+
+    async def respond_paced(
+        self, transport: asyncio.Transport, headers: dict[str, str], events: int, interval_us: int
+    ) -> None:
+        stream = paced(events)
+        transport.write(response_head(headers.get("accept-encoding", "")) + stream.head)
+        start = time.monotonic()
+        for i, (delta, at) in enumerate(stream.deltas):
+            # Due times from the start, not from the previous write: a late write does not
+            # push the rest of the stream back.
+            wait = start + i * interval_us / 1e6 - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not self.writable.is_set():
+                await self.writable.wait()
+            if self.closed:
+                return
+            transport.write(stamp(delta, at))
+        transport.write(stream.tail)
+        self.done()
+
+    def done(self) -> None:
         self.busy = False
         if self.buffer:
             self.next_request()
