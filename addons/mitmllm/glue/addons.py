@@ -18,6 +18,7 @@ from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
 from mitmllm.glue.recorder import Recorder
 from mitmllm.glue.rewriter import Rewriter
+from mitmllm.glue.runtime import Runtime
 
 
 def all_addons() -> list[Any]:
@@ -29,4 +30,5 @@ def all_addons() -> list[Any]:
         Failover(config),
         Inspector(),
         Recorder(config),
+        Runtime(),
     ]

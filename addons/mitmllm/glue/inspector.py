@@ -242,7 +242,7 @@ def write_metadata(flow: http.HTTPFlow, state: LLMFlow) -> None:
             meta["complete"] = v.complete
         if tap.first_event_ms is not None:
             meta["ttfe_ms"] = round(tap.first_event_ms, 1)
-        meta["chunks"] = len(tap.chunks)
+        meta["chunks"] = tap.chunk_count
         meta["bytes"] = tap.received
         if pipeline.rewritten:
             meta["events_rewritten"] = pipeline.rewritten

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections.abc import Callable
 
 from mitmllm.engine.pipeline import Pipeline
@@ -24,18 +25,35 @@ class Tap:
         self.pipeline = pipeline
         self.t0 = t0  # request start, same clock as mitmproxy's timestamps
         self.clock = clock
-        self.sent = bytearray()  # what the client was sent
-        self._arrivals: list[tuple[int, float]] = []  # (upstream offset, clock()) per chunk
+        # What the client was sent, as the pieces the pipeline returned: joined once at the end,
+        # so a long stream does not keep reallocating one growing buffer.
+        self._sent: list[bytes] = []
+        self._offsets = array("q")  # upstream offset of each chunk
+        self._times = array("d")  # clock() when it arrived
         self.received = 0
         self.finished = False  # saw end of stream
         self._first_out: float | None = None
         self._last_out: float | None = None
 
     @property
+    def sent(self) -> bytes:
+        """Everything the client was sent so far."""
+        if len(self._sent) > 1:
+            self._sent[:] = [b"".join(self._sent)]
+        return self._sent[0] if self._sent else b""
+
+    @property
     def chunks(self) -> list[tuple[int, float]]:
         """(upstream offset, ms since the request started) of every upstream chunk."""
         t0 = self.t0
-        return [(offset, round((t - t0) * 1000, 3)) for offset, t in self._arrivals]
+        return [
+            (offset, round((t - t0) * 1000, 3))
+            for offset, t in zip(self._offsets, self._times, strict=True)
+        ]
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self._offsets)
 
     @property
     def first_event_ms(self) -> float | None:
@@ -49,7 +67,8 @@ class Tap:
         try:
             now = self.clock()
             if chunk:
-                self._arrivals.append((self.received, now))
+                self._offsets.append(self.received)
+                self._times.append(now)
                 self.received += len(chunk)
                 out = self.pipeline.feed(chunk)
             else:
@@ -59,13 +78,13 @@ class Tap:
                 if self._first_out is None:
                     self._first_out = now
                 self._last_out = now
-                self.sent += out
+                self._sent.append(out)
                 return [out]
             return []
         except Exception:  # the pipeline never raises; this is the last line of defence
             logger.exception("mitmllm tap failed; passing the chunk through")
             self.pipeline.failed = True
             if chunk:
-                self.sent += chunk
+                self._sent.append(chunk)
                 return [chunk]
             return []
