@@ -269,3 +269,21 @@ def test_32_mib_event_is_scanned_once_in_linear_memory() -> None:
     (ev,) = events
     assert len(ev.data) == size and dec.pending == 0
     assert peak < 5 * size, f"peak {peak / size:.1f}x the event"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_frame_emits_whole_blocks_only_and_loses_nothing(data: st.DataObject) -> None:
+    body = data.draw(sse_bodies())
+    chunks = data.draw(streamcheck.chunkings(body))
+    framer = Decoder()
+    pieces = [framer.frame(c) for c in chunks]
+    tail = framer.close_frame()
+    assert b"".join(pieces) + tail == body
+    whole, partial = decode_all(body)
+    complete = b"".join(e.raw for e in whole)
+    framed = b"".join(pieces)
+    assert complete.startswith(framed)  # never a partial block before the end of the stream
+    for piece in pieces:  # and every piece is a run of whole blocks
+        events, rest = decode_all(piece)
+        assert rest is None and (events or not piece)

@@ -466,36 +466,39 @@ class Decoder:
         return self._index
 
     def feed(self, data: bytes) -> list[Event]:
+        """The blocks `data` completes, parsed."""
         if self._closed:
             raise RuntimeError("feed() after close()")
         if not data:
             return []
-        if not self._saw_cr and b"\r" in data:
-            self._saw_cr = True
-        n = len(data)
-        if self._saw_cr:
-            if (
-                not self._buf
-                and n > 4
-                and data.find(b"\r\n\r\n") == n - 4
-                and data[:2] != b"\r\n"
-                and data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
-            ):
-                return self._one(data)  # one whole CRLF event per chunk (Gemini)
-            self._buf += data
-            return self._drain(final=False)
-        if not self._buf and n > 2 and data[0] != 0x0A and data.find(b"\n\n") == n - 2:
-            return self._one(data)  # the common case of one whole event per chunk
+        if self._is_one_block(data):
+            return [self._parse(data, self._base)]  # the common case: no buffering, no copy
         self._buf += data
-        return self._drain_lf()
+        return self._take(self._block_ends(final=False))
 
-    def _one(self, data: bytes) -> list[Event]:
-        """`data` is exactly one complete block: parse it without buffering or copying."""
-        notes = self._notes
-        ev = parse_block(data, self._index, self._base, notes)
-        self._index += 1
-        self._base += len(data)
-        return [self._note(ev) if notes.items else ev]
+    def frame(self, data: bytes) -> bytes:
+        """Like `feed`, but only frames: the bytes of the blocks `data` completes, unparsed.
+
+        For a consumer that must emit whole events at once and parse them later (or
+        elsewhere): feeding the returned bytes to another decoder gives the same events.
+        """
+        if self._closed:
+            raise RuntimeError("frame() after close()")
+        if not data:
+            return b""
+        if self._is_one_block(data):
+            self._base += len(data)
+            self._index += 1
+            return data
+        self._buf += data
+        ends = self._block_ends(final=False)
+        if not ends:
+            return b""
+        with memoryview(self._buf) as view:
+            out = bytes(view[: ends[-1]])
+        self._consume(ends[-1])
+        self._index += len(ends)
+        return out
 
     def close(self) -> tuple[list[Event], Event | None]:
         """End of stream: the blocks a trailing CR completes, and the unterminated rest.
@@ -505,7 +508,7 @@ class Decoder:
         """
         if self._closed:
             return [], None
-        events = self._drain(final=True)
+        events = self._take(self._block_ends(final=True))
         self._closed = True
         if not self._buf:
             return events, None
@@ -513,9 +516,107 @@ class Decoder:
         partial = self._note(
             parse_block(raw, self._index, self._base, self._notes, terminated=False)
         )
-        self._base += len(raw)
-        self._buf.clear()
+        self._consume(len(raw))
         return events, partial
+
+    def close_frame(self) -> bytes:
+        """End of stream for `frame`: everything still held (complete blocks, then the tail)."""
+        if self._closed:
+            return b""
+        self._closed = True
+        out = bytes(self._buf)
+        self._index += len(self._block_ends(final=True))
+        self._consume(len(out))
+        return out
+
+    # --- framing ---------------------------------------------------------------------------
+
+    def _is_one_block(self, data: bytes) -> bool:
+        """Is `data`, with nothing buffered before it, exactly one complete block?
+
+        Most LLM upstreams write one event per chunk; such a chunk needs no buffer at all.
+        """
+        if self._buf:
+            return False
+        if not self._saw_cr and b"\r" in data:
+            self._saw_cr = True
+        n = len(data)
+        if not self._saw_cr:
+            return n > 2 and data[0] != 0x0A and data.find(b"\n\n") == n - 2
+        return (  # CRLF only, as Gemini sends
+            n > 4
+            and data.find(b"\r\n\r\n") == n - 4
+            and data[:2] != b"\r\n"
+            and data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+        )
+
+    def _block_ends(self, final: bool) -> list[int]:
+        """End offsets (in the buffer) of the complete blocks it holds.
+
+        The scan resumes where the last one stopped, so a huge block arriving in pieces is
+        searched once. A block ending in a CR at the very end of the input waits for the next
+        byte (it may be a CRLF) unless this is the end of the stream.
+        """
+        buf = self._buf
+        n = len(buf)
+        if not self._saw_cr and buf.find(b"\r", self._scan) != -1:
+            self._saw_cr = True
+        lf_only = not self._saw_cr
+        start = 0
+        scan = self._scan
+        ends: list[int] = []
+        while start < n:
+            if lf_only:
+                if buf[start] == 0x0A:  # a block that is nothing but a blank line
+                    end = start + 1
+                else:
+                    i = buf.find(b"\n\n", max(scan, start))
+                    if i == -1:
+                        scan = max(start, n - 1)
+                        break
+                    end = i + 2
+            else:
+                m = _EOL.match(buf, start)
+                if m:  # a block that is nothing but a blank line
+                    end = m.end()
+                    if end == n and buf[end - 1] == 0x0D and not final:
+                        break
+                else:
+                    m = _BLANK_LINE.search(buf, max(scan, start))
+                    if m is None:
+                        scan = max(start, n - 1)
+                        break
+                    end = m.end()
+                    if end == n and buf[end - 1] == 0x0D and not final:
+                        scan = m.start()
+                        break
+            ends.append(end)
+            start = scan = end
+        self._scan = scan
+        return ends
+
+    def _take(self, ends: list[int]) -> list[Event]:
+        """Parse the blocks that end at `ends` and drop them from the buffer."""
+        if not ends:
+            return []
+        events = []
+        start = 0
+        with memoryview(self._buf) as view:
+            for end in ends:
+                events.append(self._parse(bytes(view[start:end]), self._base + start))
+                start = end
+        self._consume(start)
+        return events
+
+    def _parse(self, raw: bytes, offset: int) -> Event:
+        ev = parse_block(raw, self._index, offset, self._notes)
+        self._index += 1
+        return self._note(ev) if self._notes.items else ev
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._base += n
+        self._scan = max(self._scan - n, 0)
 
     def _note(self, ev: Event) -> Event:
         if self._notes.items:
@@ -524,71 +625,6 @@ class Decoder:
             if self.findings is not None:
                 report_notes(ev, self.findings)
         return ev
-
-    def _drain_lf(self) -> list[Event]:
-        """`_drain` for LF-only input: block ends are found with bytes.find."""
-        buf = self._buf
-        n = len(buf)
-        start = 0
-        events: list[Event] = []
-        scan = self._scan
-        notes = self._notes
-        while start < n:
-            if buf[start] == 0x0A:
-                end = start + 1
-            else:
-                i = buf.find(b"\n\n", max(scan, start))
-                if i == -1:
-                    scan = max(start, n - 1)
-                    break
-                end = i + 2
-            ev = parse_block(
-                bytes(memoryview(buf)[start:end]), self._index, self._base + start, notes
-            )
-            events.append(self._note(ev) if notes.items else ev)
-            self._index += 1
-            start = scan = end
-        if start:
-            del buf[:start]
-            self._base += start
-            scan -= start
-        self._scan = max(scan, 0)
-        return events
-
-    def _drain(self, final: bool) -> list[Event]:
-        buf = self._buf
-        n = len(buf)
-        start = 0
-        events: list[Event] = []
-        scan = self._scan
-        while start < n:
-            # A block that is nothing but a blank line.
-            m = _EOL.match(buf, start)
-            if m:
-                end = m.end()
-                if end == n and buf[end - 1] == 0x0D and not final:
-                    break
-            else:
-                m = _BLANK_LINE.search(buf, max(scan, start))
-                if m is None:
-                    scan = max(start, n - 1)
-                    break
-                end = m.end()
-                if end == n and buf[end - 1] == 0x0D and not final:
-                    scan = m.start()
-                    break
-            raw = bytes(memoryview(buf)[start:end])
-            ev = parse_block(raw, self._index, self._base + start, self._notes)
-            events.append(self._note(ev) if self._notes.items else ev)
-            self._index += 1
-            start = end
-            scan = end
-        if start:
-            del buf[:start]
-            self._base += start
-            scan -= start
-        self._scan = max(scan, 0)
-        return events
 
 
 def decode_all(data: bytes, findings: Findings | None = None) -> tuple[list[Event], Event | None]:
