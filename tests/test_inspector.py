@@ -79,7 +79,7 @@ def _stream(f: http.HTTPFlow, chunks: list[bytes]) -> list[bytes]:
     return out
 
 
-def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> None:
+async def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> None:
     addon = Inspector()
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
@@ -93,14 +93,14 @@ def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> None:
         out = _stream(f, chunks)
         assert b"".join(out) == HEALTHY
         assert all(piece.endswith(b"\n\n") for piece in out), "only whole events are emitted"
-        addon.response(f)
+        await addon.response(f)
         meta = f.metadata["mitmllm"]
         assert meta["format"] == "anthropic" and meta["events"] == 7 and meta["findings"] == []
         assert f.response.raw_content == HEALTHY
         assert not f.marked and not f.comment
 
 
-def test_broken_stream_is_flagged_with_rule_ids() -> None:
+async def test_broken_stream_is_flagged_with_rule_ids() -> None:
     addon = Inspector()
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
@@ -110,13 +110,13 @@ def test_broken_stream_is_flagged_with_rule_ids() -> None:
         addon.responseheaders(f)
         out = _stream(f, [INDEX_1])
         assert b"".join(out) == INDEX_1  # flagged, never changed
-        addon.response(f)
+        await addon.response(f)
         assert "ANT-7" in f.metadata["mitmllm"]["summary"]
         assert f.marked == ":x:"
         assert f.comment.startswith("ANT-7")
 
 
-def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
+async def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     addon = Inspector()
@@ -140,11 +140,11 @@ def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
         chunks = [HEALTHY[i : i + 50] for i in range(0, len(HEALTHY), 50)]
         out = _stream(f, chunks)
         assert b"".join(out) == HEALTHY, "no byte lost on an internal error"
-        addon.response(f)
+        await addon.response(f)
         assert f.metadata["mitmllm"]["findings"][0]["rule"] == "TAP-1"
 
 
-def test_non_llm_flows_are_untouched() -> None:
+async def test_non_llm_flows_are_untouched() -> None:
     addon = Inspector()
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
@@ -153,14 +153,14 @@ def test_non_llm_flows_are_untouched() -> None:
         addon.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
-        addon.response(f)
+        await addon.response(f)
         assert flowstate.get(f) is None
         assert f.response.stream is False
         assert f.request.headers["accept-encoding"] == "gzip"
         assert "mitmllm" not in f.metadata
 
 
-def test_wrapped_error_in_buffered_json_body() -> None:
+async def test_wrapped_error_in_buffered_json_body() -> None:
     addon = Inspector()
     with taddons.context(addon) as tctx:
         tctx.configure(addon)
@@ -171,7 +171,7 @@ def test_wrapped_error_in_buffered_json_body() -> None:
             headers=http.Headers(content_type="application/json"),
         )
         addon.responseheaders(f)
-        addon.response(f)
+        await addon.response(f)
         assert "HTTP-5" in f.metadata["mitmllm"]["summary"]
 
 

@@ -62,11 +62,11 @@ def stream(
         sent += out
     if end:
         f.response.timestamp_end = time.time()
-        inspector.response(f)
+        asyncio.run(inspector.response(f))  # the inspector's end hooks are async
         recorder.response(f)
     else:
         f.error = tflow.terr("HTTP/1 protocol error: incomplete chunked read")
-        inspector.error(f)
+        asyncio.run(inspector.error(f))
         recorder.error(f)
     return b"".join(sent)
 

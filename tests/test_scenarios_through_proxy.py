@@ -7,6 +7,7 @@ scenario is flagged with the rule IDs the scenario declares.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,10 +30,22 @@ from tests.test_mock import request_body
 CASES = [(name, fmt) for name, s in SCENARIOS.items() for fmt in s.formats]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def setup() -> AsyncIterator[tuple[MockUpstream, Proxy]]:
+@pytest_asyncio.fixture(
+    scope="module", loop_scope="module", params=[False, True], ids=["in-proxy", "worker"]
+)
+async def setup(request: pytest.FixtureRequest) -> AsyncIterator[tuple[MockUpstream, Proxy]]:
+    """The same proxy with streams validated in the proxy and in the validation worker."""
     async with MockUpstream(name="mock") as upstream:
-        async with running_proxy([Inspector()], mode=f"reverse:{upstream.url}") as proxy:
+        async with running_proxy(
+            [Inspector()], mode=f"reverse:{upstream.url}", mitmllm_worker=request.param
+        ) as proxy:
+            if request.param:
+                inspector = proxy.addons[0]
+                for _ in range(500):  # the worker process starts in the background
+                    if inspector.worker is not None and inspector.worker.alive:
+                        break
+                    await asyncio.sleep(0.01)
+                assert inspector.worker is not None and inspector.worker.alive
             yield upstream, proxy
 
 

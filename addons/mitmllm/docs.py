@@ -189,7 +189,11 @@ def render(text: str) -> str:
         if not pattern.search(text):
             raise ValueError(f"README has no <!-- BEGIN {name} --> ... <!-- END {name} --> section")
         body = make()
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
+
+        def fill(m: re.Match[str], body: str = body) -> str:
+            return m.group(1) + body + m.group(3)
+
+        text = pattern.sub(fill, text)
     return text
 
 

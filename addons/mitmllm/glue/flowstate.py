@@ -19,6 +19,7 @@ from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Findings
 
 if TYPE_CHECKING:
+    from mitmllm.glue.tap import FramingTap
     from mitmllm.glue.tap import Tap
 
 METADATA_KEY = "mitmllm"
@@ -31,7 +32,7 @@ class LLMFlow:
     wants_stream: bool
     model: str | None  # as the client asked for it
     findings: Findings = field(default_factory=Findings)
-    tap: Tap | None = None
+    tap: Tap | FramingTap | None = None
     # Filled by other addons; all JSON-like.
     info: dict[str, Any] = field(default_factory=dict)
     # Response rewrites (restamp, tool names) for the tap to apply, set by the rewriter.

@@ -8,6 +8,7 @@ stores the client-facing bytes so mitmweb shows them, and logs one summary line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from fnmatch import fnmatch
@@ -18,11 +19,16 @@ from mitmproxy import exceptions
 from mitmproxy import http
 
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.validation import StreamResult
+from mitmllm.engine.validation import ValidationWorker
+from mitmllm.engine.validation import WorkerGone
 from mitmllm.glue import flowstate
 from mitmllm.glue.flowstate import METADATA_KEY
 from mitmllm.glue.flowstate import LLMFlow
+from mitmllm.glue.tap import FramingTap
 from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
+from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
@@ -77,7 +83,13 @@ class Recognizer:
         Inspector.recognise(flow)
 
 
+WORKER_TIMEOUT = 10.0  # seconds to wait for a stream's result from the validation worker
+
+
 class Inspector:
+    def __init__(self) -> None:
+        self.worker: ValidationWorker | None = None
+
     def load(self, loader: Any) -> None:
         loader.add_option(
             "mitmllm_inspect",
@@ -111,6 +123,14 @@ class Inspector:
             "flow.marked for flows a fallback upstream served without errors.",
         )
         loader.add_option("mitmllm_summary", bool, True, "Log one summary line per LLM flow.")
+        loader.add_option(
+            "mitmllm_worker",
+            bool,
+            False,
+            """Validate event streams in a separate process: mitmproxy's event loop then only
+            frames events, which keeps the proxy's throughput at high event rates. Streams whose
+            events mitmllm rewrites are still validated in the proxy.""",
+        )
 
     def configure(self, updated: set[str]) -> None:
         for name in ("mitmllm_marker_error", "mitmllm_marker_warning", "mitmllm_marker_failover"):
@@ -121,6 +141,12 @@ class Inspector:
                         f"{name}={value!r}: use an emoji shortcode such as ':warning:' "
                         "(mitmweb shows it in the flow list), or '' to disable"
                     )
+        if "mitmllm_worker" in updated:
+            if ctx.options.mitmllm_worker:
+                self._start_worker()
+            elif self.worker is not None:
+                self.worker.stop()
+                self.worker = None
         if "mitmllm_hosts" in updated:
             for h in ctx.options.mitmllm_hosts:
                 if not h or any(c in h for c in "/ "):
@@ -164,28 +190,66 @@ class Inspector:
             )
             resp.stream = True
             return
-        checker = StreamChecker(
-            state.dialect, state.findings, request=state.request, autodetect=True
-        )
-        pipeline = Pipeline(checker, state.rewrites)
-        state.tap = Tap(pipeline, flow.request.timestamp_start)
-        resp.stream = state.tap
+        t0 = flow.request.timestamp_start
+        if self.worker is not None and self.worker.alive and not state.rewrites:
+            state.tap = FramingTap(self.worker, state.format, state.request, t0)
+        else:
+            checker = StreamChecker(
+                state.dialect, state.findings, request=state.request, autodetect=True
+            )
+            state.tap = Tap(Pipeline(checker, state.rewrites), t0)
+        resp.stream = state.tap  # type: ignore[assignment]  # mitmproxy's stub lists no list
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow)
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._finish(flow)
 
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._finish(flow)
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._finish(flow)
+
+    # --- the validation worker ---------------------------------------------------------------
+
+    def running(self) -> None:
+        if ctx.options.mitmllm_worker:
+            self._start_worker()
+
+    def done(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def _start_worker(self) -> None:
+        if self.worker is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not running yet: `running` starts it
+        self.worker = ValidationWorker()
+        loop.create_task(self.worker.start())
+
+    async def _worker_result(self, tap: FramingTap, state: LLMFlow) -> StreamResult | None:
+        try:
+            result = await asyncio.wait_for(tap.result(), WORKER_TIMEOUT)
+        except (WorkerGone, TimeoutError) as e:
+            state.findings.add("TAP-1", f"stream not validated: {e or 'worker timed out'}")
+            return None
+        state.findings.extend([Finding.from_dict(f) for f in result.findings])
+        for rule_id, n in result.suppressed.items():
+            state.findings.suppressed[rule_id] += n
+        if tap.failed:
+            state.findings.add("TAP-1", "the framing tap failed; the rest was passed through")
+        return result
 
     # --- the end of a flow ---------------------------------------------------------------------
 
-    def _finish(self, flow: http.HTTPFlow) -> None:
+    async def _finish(self, flow: http.HTTPFlow) -> None:
         state = flowstate.get(flow)
         if state is None or state.finalized:
             return
         state.finalized = True
         tap = state.tap
         resp = flow.response
+        result: StreamResult | None = None
         if tap is not None and resp is not None:
             if resp.raw_content is None:
                 # After streaming the body is gone; store what the client got (record only, the
@@ -195,9 +259,14 @@ class Inspector:
                 # The connection died mid-stream: run the end-of-stream checks (truncation) on
                 # what arrived. What the tap still held never reached the client.
                 state.info["aborted"] = flow.error.msg if flow.error else "stream did not finish"
-                held = tap.pipeline.close()
-                if held:
-                    state.info["undelivered_bytes"] = len(held)
+                if isinstance(tap, Tap):
+                    held = tap.pipeline.close()
+                    if held:
+                        state.info["undelivered_bytes"] = len(held)
+            if isinstance(tap, FramingTap):
+                result = await self._worker_result(tap, state)
+            else:
+                result = StreamResult.of(tap.pipeline.checker)
         elif resp is not None and not resp.stream:
             check_body(
                 state.dialect,
@@ -207,7 +276,7 @@ class Inspector:
                 content_type=resp.headers.get("content-type"),
                 request=state.request,
             )
-        write_metadata(flow, state)
+        write_metadata(flow, state, result)
         flag(flow, state)
         if ctx.options.mitmllm_summary:
             line = summary_line(flow, state)
@@ -215,7 +284,7 @@ class Inspector:
             logger.log(level, line)
 
 
-def write_metadata(flow: http.HTTPFlow, state: LLMFlow) -> None:
+def write_metadata(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None = None) -> None:
     resp = flow.response
     tap = state.tap
     meta: dict[str, Any] = {
@@ -225,27 +294,25 @@ def write_metadata(flow: http.HTTPFlow, state: LLMFlow) -> None:
     }
     if resp is not None:
         meta["status"] = resp.status_code
+    if result is not None:
+        meta["events"] = result.events
+        if result.format is not None and state.dialect is None:
+            meta["format"] = result.format
+        if result.format is not None:
+            if result.model and result.model != state.model:
+                meta["served_model"] = result.model
+            if result.finish:
+                meta["finish"] = result.finish
+            if result.error:
+                meta["error"] = result.error
+            meta["complete"] = result.complete
     if tap is not None:
-        pipeline = tap.pipeline
-        checker = pipeline.checker
-        meta["events"] = checker.events
-        if checker.dialect is not None and state.dialect is None:
-            meta["format"] = checker.dialect.name
-        v = checker.validator
-        if v is not None:
-            if v.model and v.model != state.model:
-                meta["served_model"] = v.model
-            if v.finish:
-                meta["finish"] = v.finish
-            if v.error:
-                meta["error"] = v.error
-            meta["complete"] = v.complete
         if tap.first_event_ms is not None:
             meta["ttfe_ms"] = round(tap.first_event_ms, 1)
         meta["chunks"] = tap.chunk_count
         meta["bytes"] = tap.received
-        if pipeline.rewritten:
-            meta["events_rewritten"] = pipeline.rewritten
+        if tap.rewritten:
+            meta["events_rewritten"] = tap.rewritten
     if flow.request.timestamp_start and resp is not None and resp.timestamp_end:
         meta["duration_ms"] = round((resp.timestamp_end - flow.request.timestamp_start) * 1000, 1)
     if state.served_model and state.served_model != state.model:

@@ -264,7 +264,7 @@ class Recorder:
             tap = state.tap
             # The pipeline is lossless: unless it rewrote events, the client got the upstream's
             # bytes (all of them once the stream ended).
-            if tap.finished and not tap.pipeline.rewritten:
+            if tap.finished and not tap.rewritten:
                 upstream, chunks = bytes(tap.sent), list(tap.chunks)
         return fixtures.from_flow(
             f, upstream_body=upstream, chunks=chunks, redact_names=self.redact

@@ -250,7 +250,9 @@ EVENT_STREAM = "text/event-stream"
 
 
 def is_event_stream(content_type: str | None) -> bool:
-    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == EVENT_STREAM
+    if not content_type:
+        return False
+    return content_type.split(";", 1)[0].strip().lower() == EVENT_STREAM
 
 
 def check_head(
