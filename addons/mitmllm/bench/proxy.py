@@ -89,6 +89,7 @@ RELAY_UPSTREAM = "bench"
 DIRECT = "direct"
 PLAIN = "plain"
 ADDON = "addon"
+WORKER = "worker"  # the addon with mitmllm_worker on: the proxy only frames
 RELAY = "relay"
 
 # Runs mitmdump from this interpreter, whatever the PATH says.
@@ -210,6 +211,12 @@ def setups(workdir: Path, upstream_port: int, *, relay: bool) -> list[Setup]:
         Setup(DIRECT, None, description="client to upstream, no proxy"),
         Setup(PLAIN, ("-s", str(plain)), description="mitmdump, stream=True for event streams"),
         Setup(ADDON, ("-s", script), tapped=True, description="mitmdump -s mitmllm_addon.py"),
+        Setup(
+            WORKER,
+            ("-s", script, "--set", "mitmllm_worker=true"),
+            tapped=True,
+            description="the same, validating in the worker process",
+        ),
     ]
     if relay:
         out.append(relay_setup(workdir, upstream_port))
@@ -865,10 +872,13 @@ def proxy_figures(report: Report, m: Measured) -> tuple[bool, bool]:
     table = []
     missed_rate = False
     for i, (label, _per_chunk) in enumerate(ROWS):
-        direct, plain, addon = (_rate(m, label, n) for n in (DIRECT, PLAIN, ADDON))
+        direct, plain, addon, worker = (_rate(m, label, n) for n in (DIRECT, PLAIN, ADDON, WORKER))
         fd = report.add(SECTION, f"{label}: direct", direct, "events/s")
         fp = report.add(SECTION, f"{label}: plain mitmdump", plain, "events/s")
         fa = report.add(SECTION, f"{label}: mitmdump + addon", addon, "events/s")
+        fw = report.add(
+            SECTION, f"{label}: mitmdump + addon, validation worker", worker, "events/s"
+        )
         ratio = report.add(
             SECTION,
             f"{label}: addon / plain",
@@ -876,13 +886,43 @@ def proxy_figures(report: Report, m: Measured) -> tuple[bool, bool]:
             "x",
             at_least(TARGET_EVENTS_RATIO) if i == 0 else None,
         )
+        wratio = report.add(
+            SECTION,
+            f"{label}: addon with validation worker / plain",
+            worker / plain,
+            "x",
+            at_least(TARGET_EVENTS_RATIO) if i == 0 else None,
+        )
         # The upstream and client must outrun the proxy, or the ratios measure them instead.
         headroom = report.add(
             SECTION, f"{label}: direct / plain", direct / plain, "x", at_least(1.0)
         )
-        missed_rate |= ratio.missed
-        table.append([label, mark(fd), mark(fp), mark(fa), mark(ratio), mark(headroom)])
-    report.table(["events/s", "direct", "plain", "addon", "addon/plain", "direct/plain"], table)
+        missed_rate |= ratio.missed and wratio.missed
+        table.append(
+            [
+                label,
+                mark(fd),
+                mark(fp),
+                mark(fa),
+                mark(ratio),
+                mark(fw),
+                mark(wratio),
+                mark(headroom),
+            ]
+        )
+    report.table(
+        [
+            "events/s",
+            "direct",
+            "plain",
+            "addon",
+            "addon/plain",
+            "worker",
+            "worker/plain",
+            "direct/plain",
+        ],
+        table,
+    )
     report.print()
     ttfb_rows = []
     p50: dict[str, float] = {}
