@@ -964,6 +964,7 @@ LATENCY_NAMES = {
     DIRECT: "per-event latency p50: direct (baseline)",
     PLAIN: "per-event latency p50 added: plain",
     ADDON: "per-event latency p50 added: tap-only",
+    WORKER: "per-event latency p50 added: tap-only, validation worker",
     RELAY: "per-event latency p50 added: relay",
 }
 LATENCY_RATIOS = (
