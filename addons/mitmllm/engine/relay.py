@@ -620,13 +620,7 @@ class _Exchange:
                 held.append(out)
                 if state.content:
                     committed = True
-                    attempt.committed = True
-                    attempt.ttfe_ms = round((clock() - t0) * 1000, 1)
-                    self._serve(hop, info)
-                    if self.response is None:
-                        await self._send_headers(up.status, up.headers, hop)
-                    await self._write(b"".join(held))
-                    held.clear()
+                    await self._commit(up, hop, attempt, info, t0, held)
             elif out:
                 await self._write(out)
         # upstream end of stream
@@ -636,13 +630,8 @@ class _Exchange:
                 raise _Fail("inband_error", state.error[:300], up.status)
             if state.content:  # the first content arrived in the final flush
                 committed = True
-                attempt.committed = True
-                attempt.ttfe_ms = round((clock() - t0) * 1000, 1)
-                self._serve(hop, info)
-                if self.response is None:
-                    await self._send_headers(up.status, up.headers, hop)
                 held.append(tail if not checker.trailing else tail[: -len(checker.trailing)])
-                await self._write(b"".join(held))
+                await self._commit(up, hop, attempt, info, t0, held)
             else:
                 raise _Fail("empty", _empty_reason(checker), up.status)
         else:
@@ -666,6 +655,24 @@ class _Exchange:
         plan.outcome = "ok" if attempt.outcome == "ok" else "failed_after_commit"
         assert self.response is not None
         await self.response.write_eof()
+
+    async def _commit(
+        self,
+        up: aiohttp.ClientResponse,
+        hop: Hop,
+        attempt: Attempt,
+        info: dict[str, Any],
+        t0: float,
+        held: list[bytes],
+    ) -> None:
+        """The first content event arrived: this attempt serves the client from now on."""
+        attempt.committed = True
+        attempt.ttfe_ms = round((self.relay.clock() - t0) * 1000, 1)
+        self._serve(hop, info)
+        if self.response is None:
+            await self._send_headers(up.status, up.headers, hop)
+        await self._write(b"".join(held))  # the held lifecycle frames, then the content
+        held.clear()
 
     async def _stall(
         self, hop: Hop, attempt: Attempt, committed: bool, elapsed: float, last_event: float
