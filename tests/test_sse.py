@@ -287,3 +287,10 @@ def test_frame_emits_whole_blocks_only_and_loses_nothing(data: st.DataObject) ->
     for piece in pieces:  # and every piece is a run of whole blocks
         events, rest = decode_all(piece)
         assert rest is None and (events or not piece)
+
+
+def test_offsets_continue_after_a_chunk_that_is_one_whole_block() -> None:
+    dec = Decoder()
+    (first,) = dec.feed(b"data: 1\n\n")
+    (second,) = dec.feed(b"data: 2\n\n")
+    assert (first.offset, second.offset, dec.offset) == (0, 9, 18)

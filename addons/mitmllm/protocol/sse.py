@@ -471,8 +471,10 @@ class Decoder:
             raise RuntimeError("feed() after close()")
         if not data:
             return []
-        if self._is_one_block(data):
-            return [self._parse(data, self._base)]  # the common case: no buffering, no copy
+        if self._is_one_block(data):  # the common case: no buffering, no copy
+            ev = self._parse(data, self._base)
+            self._base += len(data)
+            return [ev]
         self._buf += data
         return self._take(self._block_ends(final=False))
 
