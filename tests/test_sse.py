@@ -294,3 +294,24 @@ def test_offsets_continue_after_a_chunk_that_is_one_whole_block() -> None:
     (first,) = dec.feed(b"data: 1\n\n")
     (second,) = dec.feed(b"data: 2\n\n")
     assert (first.offset, second.offset, dec.offset) == (0, 9, 18)
+
+
+def test_crlf_boundary_straddling_two_chunks_is_found() -> None:
+    # The first chunk ends inside CRLF CRLF; the next completes it and holds a second event.
+    dec = Decoder()
+    assert dec.feed(b"data: a\r\n") == []
+    events = dec.feed(b"\r\ndata: b\r\n\r\n")
+    assert [e.data for e in events] == ["a", "b"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["data: x", "data: yy", ": c", "event: e", ""]), max_size=12),
+    st.data(),
+)
+def test_crlf_streams_at_any_chunking(lines: list[str], data: st.DataObject) -> None:
+    body = "".join(line + "\r\n" for line in lines).encode() + b"\r\n"
+    chunks = data.draw(streamcheck.chunkings(body))
+    streamcheck.assert_chunking_invariant(None, body, chunks)
+    events, _ = decode_all(body)
+    assert dispatched(events) == reference_dispatch(body)

@@ -450,6 +450,7 @@ class Decoder:
     _index: int = 0
     _closed: bool = False
     _saw_cr: bool = False  # once a CR shows up, blocks are found with the general regex
+    _crlf_only: bool = True  # ... or, while every line end has been CRLF, with bytes.find
 
     @property
     def offset(self) -> int:
@@ -578,6 +579,22 @@ class Decoder:
                         break
                     end = i + 2
             else:
+                if self._crlf_only:
+                    # CRLF-only framing (Gemini): a block ending in CRLF CRLF with no lone CR or
+                    # LF before it needs no regex. A boundary may straddle the resume point.
+                    if buf.startswith(b"\r\n", start):  # a blank line alone
+                        end = start + 2
+                        ends.append(end)
+                        start = scan = end
+                        continue
+                    i = buf.find(b"\r\n\r\n", max(scan - 3, start))
+                    if i != -1 and buf[start] != 0x0D:
+                        end = i + 4
+                        crs = buf.count(b"\r", start, end)
+                        if crs == buf.count(b"\n", start, end) == buf.count(b"\r\n", start, end):
+                            ends.append(end)
+                            start = scan = end
+                            continue
                 m = _EOL.match(buf, start)
                 if m:  # a block that is nothing but a blank line
                     end = m.end()
@@ -592,6 +609,8 @@ class Decoder:
                     if end == n and buf[end - 1] == 0x0D and not final:
                         scan = m.start()
                         break
+            if not lf_only:
+                self._crlf_only = False  # the regex found what CRLF framing did not: mixed ends
             ends.append(end)
             start = scan = end
         self._scan = scan
