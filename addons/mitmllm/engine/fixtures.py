@@ -72,7 +72,7 @@ from pydantic import model_validator
 
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.protocol import detect
-from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.detect import Recognised
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.rules import RULES
@@ -677,52 +677,16 @@ class Result:
         )
 
 
-@dataclass(frozen=True)
-class Recognised:
-    """What the inspector would make of a request."""
-
-    llm: bool
-    dialect: Dialect | None
-    body: Any
-    stream: bool
-    model: str | None
-    autodetect: bool
-
-
 def recognise(method: str, url_or_path: str, body: bytes) -> Recognised:
     """Recognise an LLM request the way the inspector does (path, then body shape)."""
     path, query = split_url(url_or_path)
-    parsed: Any = None
-    if body:
-        value, problem = parse_json(body)
-        parsed = None if problem and not isinstance(value, dict) else value
-    available = _dialects_available()
-    dialect = detect.from_request(method, path, parsed) if available else None
-    llm = dialect is not None or detect.looks_like_llm_request(method, parsed)
-    if dialect is not None:
-        stream = dialect.wants_stream(path, query, parsed)
-        model = dialect.request_model(path, parsed)
-    else:
-        stream = bool(isinstance(parsed, dict) and parsed.get("stream"))
-        model = None
-    if model is None and isinstance(parsed, dict) and isinstance(parsed.get("model"), str):
-        model = parsed["model"]
-    return Recognised(llm, dialect, parsed, stream, model, available and dialect is None)
+    return detect.recognise(method, path, query, body)
 
 
 def split_url(url_or_path: str) -> tuple[str, dict[str, str]]:
     """(path, query) of a URL or of a path with a query."""
     parts = urlsplit(url_or_path if "://" in url_or_path else "http://x" + url_or_path)
     return parts.path or "/", dict(parse_qsl(parts.query, keep_blank_values=True))
-
-
-def _dialects_available() -> bool:
-    # The dialect modules may be missing in a partial checkout; validate generically then.
-    try:
-        detect.dialects()
-    except ImportError:
-        return False
-    return True
 
 
 def replay_fixture(fixture: Fixture) -> Result:

@@ -34,21 +34,8 @@ from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
 from mitmllm.protocol.stream import check_head
 from mitmllm.protocol.stream import is_event_stream
-from mitmllm.protocol.stream import parse_json
 
 logger = logging.getLogger("mitmllm")
-
-
-def parse_request(flow: http.HTTPFlow) -> Any:
-    """The request body as parsed JSON, or None."""
-    try:
-        raw = flow.request.get_content(strict=False)
-    except Exception:
-        return None
-    if not raw:
-        return None
-    value, problem = parse_json(raw)
-    return None if problem and not isinstance(value, dict) else value
 
 
 def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | None:
@@ -56,20 +43,15 @@ def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | 
     req = flow.request
     if only_hosts and not any(fnmatch(req.pretty_host, h) for h in only_hosts):
         return None
-    body = parse_request(flow)
-    dialect = detect.from_request(req.method, req.path, body)
-    if dialect is None and not detect.looks_like_llm_request(req.method, body):
+    try:
+        raw = req.get_content(strict=False)
+    except Exception:  # an undecodable body: not something mitmllm can read
+        raw = None
+    seen = detect.recognise(req.method, req.path, dict(req.query.items()), raw)
+    if not seen.llm:
         return None
-    query = dict(req.query.items())
-    wants = (
-        dialect.wants_stream(req.path.split("?", 1)[0], query, body)
-        if dialect
-        else bool(isinstance(body, dict) and body.get("stream"))
-    )
-    model = dialect.request_model(req.path.split("?", 1)[0], body) if dialect else None
-    if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
-        model = body["model"]
-    return flowstate.attach(flow, LLMFlow(dialect, body, wants, model))
+    state = LLMFlow(seen.dialect, seen.body, seen.stream, seen.model)
+    return flowstate.attach(flow, state)
 
 
 class Recognizer:

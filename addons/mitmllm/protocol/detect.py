@@ -7,9 +7,12 @@ not carry a JSON object is never an LLM call).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from mitmllm.protocol.dialect import INVALID
 from mitmllm.protocol.dialect import Dialect
 
 
@@ -66,3 +69,43 @@ def looks_like_llm_request(method: str, body: Any) -> bool:
         and any(k in body for k in ("messages", "input", "prompt"))
         or ("contents" in body)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Recognised:
+    """What a request is, as far as mitmllm is concerned."""
+
+    llm: bool  # an LLM API call (a known dialect, or an LLM-shaped body on another path)
+    dialect: Dialect | None
+    body: Any  # the parsed JSON body, or None
+    stream: bool  # it asks for an event stream
+    model: str | None  # the model it asks for
+
+    @property
+    def autodetect(self) -> bool:
+        """The dialect must be told from the response (an LLM call on an unknown path)."""
+        return self.dialect is None
+
+
+def recognise(
+    method: str, path: str, query: Mapping[str, str], raw_body: bytes | None
+) -> Recognised:
+    """Recognise a request by its path, then by the shape of its body."""
+    from mitmllm.protocol.stream import parse_json
+
+    body: Any = None
+    if raw_body:
+        value, _ = parse_json(raw_body)
+        body = None if value is INVALID else value
+    path = path.split("?", 1)[0]
+    dialect = from_request(method, path, body)
+    if dialect is not None:
+        stream = dialect.wants_stream(path, query, body)
+        model = dialect.request_model(path, body)
+    else:
+        stream = bool(isinstance(body, dict) and body.get("stream"))
+        model = None
+    if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
+        model = body["model"]
+    llm = dialect is not None or looks_like_llm_request(method, body)
+    return Recognised(llm, dialect, body, stream, model)
