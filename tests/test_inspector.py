@@ -229,6 +229,7 @@ async def test_reverse_mode_sdk_reads_byte_identical_stream(
             model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         ) as stream:
             message = await stream.get_final_message()
+        await client.close()
         assert message.content[0].text == "Hello 世界"
         (flow,) = await proxy.log.wait(1)
         assert flow.response.raw_content == HEALTHY
@@ -243,6 +244,7 @@ async def test_reverse_mode_sdk_reads_byte_identical_stream(
                 model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "x"}]
             ) as stream:
                 await stream.get_final_message()
+        await bad.close()
         flows = await proxy.log.wait(2)
         assert flows[1].marked == ":x:" and "ANT-7" in flows[1].comment
 
@@ -286,7 +288,9 @@ async def test_explicit_https_proxy_with_mitmproxy_ca(tmp_path) -> None:  # type
             [Inspector()], mode="regular", confdir=str(tmp_path), ssl_insecure=True
         ) as proxy:
             ca = tmp_path / "mitmproxy-ca-cert.pem"
-            http_client = httpx.AsyncClient(proxy=proxy.url, verify=str(ca))
+            http_client = httpx.AsyncClient(
+                proxy=proxy.url, verify=ssl.create_default_context(cafile=str(ca))
+            )
             client = anthropic.AsyncAnthropic(
                 api_key="test",
                 base_url=f"https://127.0.0.1:{port}",
