@@ -59,6 +59,8 @@ from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 from yaml.constructor import ConstructorError
 
+from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
+from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.models import FORMATS
 from mitmllm.protocol.models import Format
 from mitmllm.protocol.models import ModelRule
@@ -80,10 +82,6 @@ DEFAULT_AUTH: dict[str, AuthScheme] = {
 }
 #: Headers and query parameters that carry credentials: never written into the config file,
 #: always redacted in captures.
-CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"}
-)
-CREDENTIAL_QUERY = frozenset({"key", "api_key", "api-key"})
 # Keys that hold a secret when someone writes one into the file instead of naming a variable.
 _SECRET_KEYS = frozenset(
     {

@@ -72,6 +72,8 @@ from pydantic import model_validator
 
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.protocol import detect
+from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
+from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.detect import Recognised
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
@@ -93,22 +95,10 @@ CAPTURED_KEY = "mitmllm_captured"
 _HOISTED = ("format", "model", "stream", "attempts")
 
 #: Header, query parameter and JSON field names whose values are secrets (compared lower-case).
-SECRET_NAMES = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "x-api-key",
-        "api-key",
-        "x-goog-api-key",
-        "cookie",
-        "set-cookie",
-        "x-mitmllm-relay-token",
-        "key",
-        "api_key",
-        "apikey",
-        "access_token",
-        "client_secret",
-    }
+SECRET_NAMES = (
+    CREDENTIAL_HEADERS
+    | CREDENTIAL_QUERY
+    | {"set-cookie", "x-mitmllm-relay-token", "apikey", "access_token", "client_secret"}
 )
 # A secret value shorter than this is removed where it was found but not hunted elsewhere: short
 # strings occur by chance in bodies, and masking them would corrupt the recording.

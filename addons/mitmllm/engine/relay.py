@@ -56,6 +56,9 @@ from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.protocol.credentials import AUTH_HEADERS
+from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
+from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.stream import StreamChecker
@@ -68,8 +71,6 @@ TOKEN_HEADER = "x-mitmllm-relay-token"
 UPSTREAM_HEADER = "x-mitmllm-upstream"
 SERVED_MODEL_HEADER = "x-mitmllm-served-model"
 
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "x-goog-api-key"})
-CREDENTIAL_QUERY = frozenset({"key", "api_key", "api-key"})
 HOP_BY_HOP = frozenset(
     {
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
@@ -478,7 +479,7 @@ class _Exchange:
             lk = k.lower()
             if lk in HOP_BY_HOP or lk.startswith("x-mitmllm-"):
                 continue
-            if (lk in CREDENTIAL_HEADERS or lk == "cookie") and not forward:
+            if lk in CREDENTIAL_HEADERS and not forward:
                 continue
             out[k] = v
         out["accept-encoding"] = "identity"
@@ -489,7 +490,7 @@ class _Exchange:
             if not secret:
                 return None
             for k in list(out):
-                if k.lower() in CREDENTIAL_HEADERS:
+                if k.lower() in AUTH_HEADERS:
                     del out[k]
             if upstream.auth == "bearer":
                 out["authorization"] = f"Bearer {secret}"
