@@ -168,7 +168,6 @@ class Plan:
     served_model: str | None = None
     served_info: dict[str, Any] = field(default_factory=dict)
     outcome: str = "pending"  # ok | failed_before_commit | failed_after_commit | cancelled
-    headers_sent: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _Fail(Exception):
@@ -740,7 +739,6 @@ class _Exchange:
         await resp.prepare(self.request)  # type: ignore[arg-type]
         self.response = resp
         self.last_write = self.relay.clock()
-        self.plan.headers_sent.set()
         return resp
 
     async def _write(self, data: bytes) -> None:
@@ -770,7 +768,6 @@ class _Exchange:
             resp.headers["retry-after"] = str(max(1, round(min(retry_after))))
         resp.headers["x-mitmllm-attempts"] = str(len(plan.attempts))
         self.response = resp
-        plan.headers_sent.set()
         return resp
 
 

@@ -45,7 +45,6 @@ class StreamRecord:
         self.received = 0
         self.finished = False  # saw end of stream
         self._first_out: float | None = None
-        self._last_out: float | None = None
 
     def _arrived(self, chunk: bytes, now: float) -> None:
         self._offsets.append(self.received)
@@ -55,7 +54,6 @@ class StreamRecord:
     def _emitted(self, out: bytes, now: float) -> list[bytes]:
         if self._first_out is None:
             self._first_out = now
-        self._last_out = now
         self._sent.append(out)
         return [out]
 
@@ -82,10 +80,6 @@ class StreamRecord:
     @property
     def first_event_ms(self) -> float | None:
         return None if self._first_out is None else (self._first_out - self.t0) * 1000
-
-    @property
-    def last_event_ms(self) -> float | None:
-        return None if self._last_out is None else (self._last_out - self.t0) * 1000
 
 
 class Tap(StreamRecord):

@@ -462,10 +462,6 @@ class Decoder:
         """Bytes held back: received but not yet part of a complete block."""
         return len(self._buf)
 
-    @property
-    def events_seen(self) -> int:
-        return self._index
-
     def feed(self, data: bytes) -> list[Event]:
         """The blocks `data` completes, parsed."""
         if self._closed:
