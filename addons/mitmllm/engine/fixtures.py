@@ -77,12 +77,12 @@ from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.detect import Recognised
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.rules import RULES
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
 from mitmllm.protocol.stream import check_head
 from mitmllm.protocol.stream import is_event_stream
-from mitmllm.protocol.stream import parse_json
 
 FORMAT_VERSION = 1
 UPDATE_ENV = "MITMLLM_UPDATE_FIXTURES"

@@ -61,9 +61,9 @@ from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import is_event_stream
-from mitmllm.protocol.stream import parse_json
 
 logger = logging.getLogger("mitmllm.relay")
 

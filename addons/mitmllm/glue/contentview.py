@@ -27,9 +27,9 @@ from mitmllm.protocol.dialect import NO_DATA
 from mitmllm.protocol.dialect import SENTINEL
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Finding
+from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.stream import check_stream
 from mitmllm.protocol.stream import is_event_stream
-from mitmllm.protocol.stream import parse_json
 
 _MARK = {"error": "!!", "warning": "! ", "info": "i "}
 

@@ -26,8 +26,8 @@ from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.schemas import lint
-from mitmllm.protocol.stream import parse_json
 
 logger = logging.getLogger("mitmllm.rewrite")
 

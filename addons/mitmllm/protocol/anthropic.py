@@ -57,9 +57,9 @@ from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
-from mitmllm.protocol.stream import parse_json
 
 # --- the vocabulary -----------------------------------------------------------------------------
 

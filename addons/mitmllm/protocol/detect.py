@@ -14,6 +14,7 @@ from typing import Any
 
 from mitmllm.protocol.dialect import INVALID
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.payload import parse_json
 
 
 @cache
@@ -91,8 +92,6 @@ def recognise(
     method: str, path: str, query: Mapping[str, str], raw_body: bytes | None
 ) -> Recognised:
     """Recognise a request by its path, then by the shape of its body."""
-    from mitmllm.protocol.stream import parse_json
-
     body: Any = None
     if raw_body:
         value, _ = parse_json(raw_body)

@@ -29,29 +29,11 @@ from typing import ClassVar
 
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import INVALID as INVALID
+from mitmllm.protocol.payload import NO_DATA as NO_DATA
+from mitmllm.protocol.payload import SENTINEL as SENTINEL
+from mitmllm.protocol.payload import is_json as is_json
 from mitmllm.protocol.sse import Event
-
-
-class _Marker:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: The payload of an event that has no data field.
-NO_DATA: Any = _Marker("NO_DATA")
-#: The payload of an event whose data is not JSON (PAY-1 was reported).
-INVALID: Any = _Marker("INVALID")
-#: The payload of the dialect's sentinel event (``data: [DONE]``).
-SENTINEL: Any = _Marker("SENTINEL")
-
-
-def is_json(payload: Any) -> bool:
-    return payload is not NO_DATA and payload is not INVALID and payload is not SENTINEL
 
 
 class StreamValidator(ABC):

@@ -13,12 +13,12 @@ between parsing and checking; `feed` chains them for validate-only use.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from mitmllm.protocol.detect import from_payload
 from mitmllm.protocol.dialect import INVALID
 from mitmllm.protocol.dialect import NO_DATA
 from mitmllm.protocol.dialect import SENTINEL
@@ -27,32 +27,12 @@ from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import BIG_JSON
+from mitmllm.protocol.payload import parse_json as parse_json
 from mitmllm.protocol.sse import KNOWN_FIELDS
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import report_notes
-
-#: Above this size, JSON is parsed with the standard library: orjson needs about twelve times a
-#: huge string's size while it builds it, the standard parser about once.
-BIG_JSON = 1 << 20
-
-
-def parse_json(data: str | bytes) -> tuple[Any, str | None]:
-    """(value, None) or (INVALID, reason). Lone surrogates parse with a PAY-4 reason."""
-    if len(data) > BIG_JSON:
-        try:
-            return json.loads(data), None
-        except (ValueError, RecursionError) as e:
-            return INVALID, str(e).split(":")[0]
-    try:
-        return orjson.loads(data), None
-    except orjson.JSONDecodeError:
-        pass
-    try:  # orjson rejects lone surrogates and huge integers that json accepts
-        value = json.loads(data)
-    except (ValueError, RecursionError) as e:
-        return INVALID, str(e).split(":")[0]
-    return value, "lone UTF-16 surrogate escape"
 
 
 class StreamChecker:
@@ -175,8 +155,6 @@ class StreamChecker:
             self.validator.on_event(ev, payload, f)
 
     def _detect(self, ev: Event, payload: Any) -> None:
-        from mitmllm.protocol.detect import from_payload
-
         self._autodetect = False
         dialect = from_payload(payload, ev.event)
         if dialect is not None:

@@ -1,0 +1,57 @@
+"""Event and body payloads: parsed JSON, or one of three markers (a leaf module, sans-I/O).
+
+Every layer that reads a payload (the stream checker, the dialects, detection, the relay, the
+contentview) imports from here, so none of them needs another to parse JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: The payload of an event that has no data field.
+NO_DATA: Any = _Marker("NO_DATA")
+#: The payload of an event whose data is not JSON (PAY-1 was reported).
+INVALID: Any = _Marker("INVALID")
+#: The payload of the dialect's sentinel event (``data: [DONE]``).
+SENTINEL: Any = _Marker("SENTINEL")
+
+
+def is_json(payload: Any) -> bool:
+    return payload is not NO_DATA and payload is not INVALID and payload is not SENTINEL
+
+
+#: Above this size, JSON is parsed with the standard library: orjson needs about twelve times a
+#: huge string's size while it builds it, the standard parser about once.
+BIG_JSON = 1 << 20
+
+
+def parse_json(data: str | bytes) -> tuple[Any, str | None]:
+    """(value, None) or (INVALID, reason). Lone surrogates parse with a PAY-4 reason."""
+    if len(data) > BIG_JSON:
+        try:
+            return json.loads(data), None
+        except (ValueError, RecursionError) as e:
+            return INVALID, str(e).split(":")[0]
+    try:
+        return orjson.loads(data), None
+    except orjson.JSONDecodeError:
+        pass
+    try:  # orjson rejects lone surrogates and huge integers that json accepts
+        value = json.loads(data)
+    except (ValueError, RecursionError) as e:
+        return INVALID, str(e).split(":")[0]
+    return value, "lone UTF-16 surrogate escape"
