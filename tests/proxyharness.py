@@ -19,13 +19,21 @@ from mitmproxy import http
 from mitmproxy import options
 from mitmproxy.tools.dump import DumpMaster
 
+#: A generous bound on start-up (it takes well under a second): it only catches a hang.
+START_TIMEOUT = 60.0
+
 
 class FlowLog:
-    """Collects finished flows (runs after mitmllm's addons)."""
+    """Collects finished flows (runs after mitmllm's addons), and says when the proxy runs."""
 
     def __init__(self) -> None:
         self.flows: list[http.HTTPFlow] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.running_event = asyncio.Event()
+
+    def running(self) -> None:
+        # mitmproxy calls `running` once its servers listen.
+        self.running_event.set()
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._add(flow)
@@ -39,7 +47,7 @@ class FlowLog:
             if len(self.flows) >= n and not fut.done():
                 fut.set_result(None)
 
-    async def wait(self, n: int = 1, timeout: float = 10) -> list[http.HTTPFlow]:
+    async def wait(self, n: int = 1, timeout: float = 60) -> list[http.HTTPFlow]:
         if len(self.flows) < n:
             fut = asyncio.get_running_loop().create_future()
             self._waiters.append((n, fut))
@@ -88,13 +96,14 @@ async def running_proxy(
         **opts,
     )
     task = asyncio.create_task(master.run())
+    started = asyncio.ensure_future(log.running_event.wait())
+    await asyncio.wait({started, task}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    if not started.done():
+        started.cancel()
+        if task.done():
+            task.result()  # the master's own error, if it raised one
+        raise RuntimeError(f"the proxy was not running within {START_TIMEOUT:g}s")
     ps = master.addons.get("proxyserver")
-    for _ in range(500):
-        if ps.is_running and ps.listen_addrs():
-            break
-        await asyncio.sleep(0.01)
-    else:
-        raise RuntimeError("proxy did not start listening")
     try:
         yield Proxy(master, ps.listen_addrs()[0][1], log, list(addons))
     finally:

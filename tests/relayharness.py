@@ -233,8 +233,9 @@ def rules(flow: Any) -> set[str]:
     return {f["rule"] for f in meta(flow)["findings"]}
 
 
-async def until(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Bounded polling for something that happens after the client is done."""
+async def until(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Bounded polling for something that happens after the client is done (the bound only
+    catches a hang)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not check():

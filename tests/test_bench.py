@@ -168,6 +168,9 @@ def test_only_rejects_an_unknown_section() -> None:
         parse_args(["--only", "codec,nope"])
 
 
+# It takes 30-60 s on two idle cores and starts several mitmdump processes; the bound only
+# catches a hang, on a machine whose cores are busy with something else too.
+@pytest.mark.timeout(900)
 def test_quick_run_prints_every_section(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     out_json = tmp_path / "figures.json"
     code = main(["--quick", "--json", str(out_json)])
@@ -385,7 +388,7 @@ def measured(ttfb_ms: dict[str, float], relay_rate: float, latency: dict[str, fl
     [(30_000.0, 3.0, (True, True)), (20_000.0, 5.0, (False, False))],
     ids=["met", "missed"],
 )
-def test_relay_keeps_0_7_of_plain_events_and_adds_at_most_2_ms_to_ttfb(
+def test_relay_figures_judge_the_rate_and_ttfb_targets_from_the_measurements(
     relay_rate: float, relay_ttfb: float, met: tuple[bool, bool]
 ) -> None:
     printed = io.StringIO()
@@ -419,7 +422,9 @@ def loaded(
 
 
 @pytest.mark.parametrize(("relay_ms", "met"), [(8.0, True), (12.0, False)], ids=["met", "missed"])
-def test_concurrency_relay_p99_added_latency_under_10_ms(relay_ms: float, met: bool) -> None:
+def test_concurrency_figures_judge_the_relay_p99_target_from_the_measurements(
+    relay_ms: float, met: bool
+) -> None:
     printed = io.StringIO()
     report = Report(out=printed)
     sizes = concurrency.ConcurrencySizes(streams=4, events=65, rate=20, ramp=0.0, settle=0.1)

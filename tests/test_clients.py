@@ -2,8 +2,8 @@
 
 Each row of the demo is read with the helper an application would use: Anthropic
 `messages.stream(...).get_final_message()`, OpenAI `chat.completions.stream(...)
-.get_final_completion()` and `responses.stream(...).get_final_response()` (Gemini, whose SDK is
-not a dependency, with a plain SSE read). The client must get either a complete, correct message
+.get_final_completion()` and `responses.stream(...).get_final_response()`, Google's `google-genai`
+`aio.models.generate_content_stream(...)`. The client must get either a complete, correct message
 or the documented outcome below, and the flow must carry the findings that explain it.
 """
 
@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anthropic
 import openai
-import orjson
 import pytest
 import pytest_asyncio
+from google import genai
+from google.genai import types as genai_types
 
 from mitmllm.demo.config import demo_config
 from mitmllm.demo.scenarios import LONG_TOOL_NAME
@@ -50,7 +50,8 @@ DOCUMENTED: dict[str, str] = {
     "anthropic double-start": "silent: both attempts merged",
     "responses double-start": "RuntimeError",
     "chat comment-only": "AssertionError",  # the helper finds no chunk at all
-    "gemini comment-only": "silent: empty answer",
+    # google-genai 2.8 reads every non-blank line as JSON, comments included.
+    "gemini comment-only": "UnknownApiResponseError",
     "chat done-only": "AssertionError",
     "chat missing-done": "silent: looks complete",
     "anthropic truncated": "silent: looks complete",
@@ -60,7 +61,9 @@ DOCUMENTED: dict[str, str] = {
     "chat inband-error": "APIError",
     "anthropic no-final-blank": "silent: looks complete",
     "chat no-final-blank": "silent: looks complete",
-    "anthropic drop": "RemoteProtocolError",
+    # anthropic 2.17 wraps the dropped connection in its own error (older versions let httpx's
+    # RemoteProtocolError through).
+    "anthropic drop": "APIConnectionError",
     "anthropic stall-after-commit": "APIStatusError",
     "chat stall-after-commit": "APIError",
     "anthropic bad-request": "BadRequestError",
@@ -115,23 +118,31 @@ async def _read(row: Row, url: str) -> tuple[str, str | None, tuple[str, ...], b
         calls = tuple(t.function.name for t in msg.tool_calls or ())
         return msg.content or "", c.model, calls, c.choices[0].finish_reason is not None
     if row.fmt == GEMINI:
-        endpoint = f"{url}/v1beta/models/{row.request_model}:streamGenerateContent?alt=sse"
-        body = {"contents": [{"role": "user", "parts": [{"text": "Say hello."}]}]}
-        async with aiohttp.ClientSession() as http:
-            async with http.post(endpoint, json=body, headers=headers) as resp:
-                raw = await resp.read()
-        chunks = [orjson.loads(line[6:]) for line in raw.splitlines() if line.startswith(b"data: ")]
-        parts = [
-            p
-            for ch in chunks
-            for cand in ch.get("candidates", [])
-            for p in cand.get("content", {}).get("parts", [])
-        ]
-        finished = any(
-            cand.get("finishReason") for ch in chunks for cand in ch.get("candidates", [])
+        client_g = genai.Client(
+            api_key="demo",
+            http_options=genai_types.HttpOptions(
+                base_url=url,
+                api_version="v1beta",
+                headers=headers,
+                retry_options=genai_types.HttpRetryOptions(attempts=1),
+            ),
         )
-        model = chunks[-1].get("modelVersion") if chunks else None
-        return "".join(p.get("text", "") for p in parts), model, (), finished
+        chunks = [
+            chunk
+            async for chunk in await client_g.aio.models.generate_content_stream(
+                model=row.request_model, contents="Say hello."
+            )
+        ]
+        await client_g.aio.aclose()
+        text = "".join(
+            part.text or ""
+            for chunk in chunks
+            for cand in chunk.candidates or ()
+            for part in (cand.content.parts if cand.content else None) or ()
+        )
+        finished = any(cand.finish_reason for ch in chunks for cand in ch.candidates or ())
+        model = chunks[-1].model_version if chunks else None
+        return text, model, (), finished
     client_r = openai.AsyncOpenAI(api_key="demo", base_url=url + "/v1", max_retries=0)
     async with client_r.responses.stream(
         model=row.request_model, input="Say hello.", extra_headers=headers

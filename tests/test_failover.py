@@ -471,7 +471,7 @@ async def test_long_stream_with_gaps_below_idle_is_never_cut(tmp_path: Path) -> 
             assert reply.error is None and reply.finish in ("end_turn", "stop", "completed", "STOP")
             assert reply.text == words
             (attempt,) = meta(flows[fmt])["attempts"]
-            assert attempt["outcome"] == "ok" and attempt["ttfe_ms"] < 200
+            assert attempt["outcome"] == "ok"
             assert attempt["duration_ms"] > 400, "longer than idle and first event together"
 
 

@@ -6,8 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
+import httpx
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -306,23 +309,31 @@ def test_chunking_invariance(data: st.DataObject) -> None:
     assert_chunking_invariant(DIALECT, body, data.draw(chunkings(body)))
 
 
-# --- how google-genai reads the bytes ---------------------------------------------------------
+# --- what google-genai makes of the bytes -------------------------------------------------------
 
 
-def lines_as_read_by_httpx(body: bytes, chunk: int = 7) -> list[str]:
-    """The lines google-genai sees: it reads the stream with the httpx `iter_lines()`."""
+def read_by_google_genai(body: bytes, chunk: int = 7) -> Exception | None:
+    """Stream `body` (in `chunk`-byte pieces) to the real google-genai client; what it raised."""
     parts = [body[i : i + chunk] for i in range(0, len(body), chunk)]
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(
-            200, headers={"content-type": "text/event-stream"}, content=iter(parts)
-        )
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=parts)
 
-    with (
-        httpx2.Client(transport=httpx2.MockTransport(handler)) as client,
-        client.stream("POST", "https://gemini.test/v1beta/models/m:streamGenerateContent") as r,
-    ):
-        return list(r.iter_lines())
+    client = genai.Client(
+        api_key="test",
+        http_options=genai_types.HttpOptions(
+            base_url="https://gemini.test",
+            api_version="v1beta",
+            httpx_client=httpx.Client(transport=httpx.MockTransport(handler)),
+            retry_options=genai_types.HttpRetryOptions(attempts=1),
+        ),
+    )
+    try:
+        for _ in client.models.generate_content_stream(model="m", contents="hi"):
+            pass
+    except Exception as e:  # noqa: BLE001 - what the client raises is the result
+        return e
+    return None
 
 
 LINE_VIEW_BODIES = [c.bad for c in ERROR_CASES if c.rule == "GEM-2"] + [
@@ -334,13 +345,15 @@ LINE_VIEW_BODIES = [c.bad for c in ERROR_CASES if c.rule == "GEM-2"] + [
 
 
 @pytest.mark.parametrize("body", LINE_VIEW_BODIES)
-def test_GEM_2_and_GEM_3_fire_exactly_when_a_line_does_not_start_with_data_space(
+def test_GEM_2_GEM_3_and_PAY_1_fire_exactly_when_google_genai_rejects_the_stream(
     body: bytes,
 ) -> None:
     # google-genai treats every non-empty line that does not start with 'data: ' as part of a
-    # raw JSON error body and raises UnknownApiResponseError.
-    rejected = any(line and not line.startswith("data: ") for line in lines_as_read_by_httpx(body))
-    assert rejected == bool({"GEM-2", "GEM-3"} & rules(DIALECT, body))
+    # raw JSON error body, and parses the data of every event (a [DONE] sentinel included) as
+    # JSON: either way it raises UnknownApiResponseError.
+    raised = read_by_google_genai(body)
+    assert raised is None or isinstance(raised, genai_errors.UnknownApiResponseError), raised
+    assert (raised is not None) == bool({"GEM-2", "GEM-3", "PAY-1"} & rules(DIALECT, body))
 
 
 # --- recognition ------------------------------------------------------------------------------
@@ -580,17 +593,14 @@ def test_error_event_ends_a_committed_stream_as_failed_not_truncated() -> None:
 
 
 def test_error_event_as_google_genai_reads_it() -> None:
-    # google-genai yields the text after 'data: ' of each line and raises ClientError /
-    # ServerError when the re-serialised chunk starts with '{"error":' (json.dumps).
+    # google-genai raises ClientError / ServerError for a chunk that is an error object, with the
+    # code and message it carries; the event is plain ASCII whatever the message holds.
     raw = DIALECT.error_event("bad\u2028line\nbreak \u00e9", "rate_limit_error")
-    lines = [line for line in lines_as_read_by_httpx(raw, chunk=3) if line]
-    assert len(lines) == 1
-    assert lines[0].startswith("data: ")
-    chunk = json.loads(lines[0][len("data: ") :])
-    assert json.dumps(chunk).startswith('{"error":')
-    assert chunk["error"]["code"] == 429
-    assert chunk["error"]["status"] == "RESOURCE_EXHAUSTED"
-    assert chunk["error"]["message"] == "bad\u2028line\nbreak \u00e9"
+    raised = read_by_google_genai(raw, chunk=3)
+    assert isinstance(raised, genai_errors.ClientError), raised
+    assert raised.code == 429
+    assert raised.status == "RESOURCE_EXHAUSTED"
+    assert raised.message == "bad\u2028line\nbreak \u00e9"
     assert raw.isascii()
 
 

@@ -600,12 +600,12 @@ async def test_chunk_size_modifier_sets_http_chunk_boundaries(
 async def test_delay_modifier_spaces_events(
     upstream: MockUpstream, http: aiohttp.ClientSession
 ) -> None:
-    # The healthy Gemini stream has 7 events: 6 gaps. Sleeps make the totals lower bounds;
-    # single gaps seen by the client also depend on when its reads get scheduled.
+    # The healthy Gemini stream has 7 events: 6 gaps. Sleeps make the totals lower bounds (a
+    # busy machine only makes them longer); single gaps seen by the client also depend on when
+    # its reads get scheduled, so they are not asserted.
     start = time.monotonic()
     _, chunks, _ = await post(http, upstream, GEMINI, {"x-mock-delay-ms": "40"})
-    gaps = sorted(b[0] - a[0] for a, b in itertools.pairwise(chunks))
-    assert len(chunks) == 7 and gaps[len(gaps) // 2] >= 0.03
+    assert len(chunks) == 7, "one write per event"
     assert time.monotonic() - start >= 6 * 0.04
     start = time.monotonic()
     await post(http, upstream, GEMINI, {"x-mock-scenario": "slow"})
@@ -628,7 +628,9 @@ async def test_split_utf8_cuts_characters_between_http_chunks(
 async def test_stall_before_first_sends_headers_then_waits(
     upstream: MockUpstream, http: aiohttp.ClientSession
 ) -> None:
-    headers = {"x-mock-scenario": "stall-before-first", "x-mock-stall-ms": "400"}
+    # Headers take milliseconds and the first event at least the stall: the bound on the headers
+    # is far above what they take, so only headers held back with the event miss it.
+    headers = {"x-mock-scenario": "stall-before-first", "x-mock-stall-ms": "1500"}
     url = upstream.url + PATHS[OPENAI_CHAT]
     start = time.monotonic()
     async with http.post(url, json=request_body(OPENAI_CHAT), headers=headers) as resp:
@@ -636,7 +638,7 @@ async def test_stall_before_first_sends_headers_then_waits(
         await resp.content.readany()
         first_at = time.monotonic() - start
         await resp.read()
-    assert headers_at < 0.3 and first_at >= 0.4
+    assert headers_at < 1.0 and first_at >= 1.5
 
 
 async def test_stall_after_commit_pauses_after_content(
@@ -658,9 +660,9 @@ async def test_client_disconnect_is_counted_without_tracebacks(
     resp = await http.post(url, json=request_body(ANTHROPIC), headers=headers)
     await resp.content.readuntil(b'"text":" from"')
     resp.close()  # the client goes away in the middle of the stall
-    for _ in range(100):
-        if upstream.cancelled:
-            break
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30  # a bound that only catches a hang
+    while not upstream.cancelled and loop.time() < end:
         await asyncio.sleep(0.01)
     assert upstream.cancelled == 1 and upstream.completed == 0
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

@@ -40,12 +40,10 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[tuple[MockUpstr
             [Inspector()], mode=f"reverse:{upstream.url}", mitmllm_worker=request.param
         ) as proxy:
             if request.param:
-                inspector = proxy.addons[0]
-                for _ in range(500):  # the worker process starts in the background
-                    if inspector.worker is not None and inspector.worker.alive:
-                        break
-                    await asyncio.sleep(0.01)
-                assert inspector.worker is not None and inspector.worker.alive
+                worker = proxy.addons[0].worker  # its process starts in the background
+                assert worker is not None
+                await asyncio.wait_for(worker.started.wait(), 60)  # only catches a hang
+                assert worker.alive
             yield upstream, proxy
 
 

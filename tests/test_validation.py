@@ -24,11 +24,11 @@ BODY = {
 
 
 async def _alive(inspector: Inspector) -> ValidationWorker:
-    for _ in range(500):
-        if inspector.worker is not None and inspector.worker.alive:
-            return inspector.worker
-        await asyncio.sleep(0.01)
-    raise AssertionError("the validation worker did not start")
+    worker = inspector.worker
+    assert worker is not None, "the inspector made no validation worker while running"
+    await asyncio.wait_for(worker.started.wait(), 60)  # a bound that only catches a hang
+    assert worker.alive
+    return worker
 
 
 async def test_worker_results_equal_in_proxy_validation_at_any_batching() -> None:

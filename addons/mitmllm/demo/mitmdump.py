@@ -1,9 +1,11 @@
 """mitmdump with the mitmllm addons, as a child process run the way a user runs it.
 
 `Mitmdump.start` launches ``mitmdump -s mitmllm_addon.py --mode reverse:UPSTREAM ...`` on
-127.0.0.1 and a free port (the kernel picks it; mitmdump logs which), with everything it prints
-going to a log file, and returns once it listens. `Mitmdump.stop` interrupts it as Ctrl-C would,
-so that it finishes writing the flow file, and kills it only if it does not exit in time.
+127.0.0.1 and a free port (the kernel picks it), with everything it prints going to a log file,
+and returns once mitmllm says the proxy is ready (mitmdump listens before its last start-up check,
+so listening is not enough), or raises as soon as the process exits. `Mitmdump.stop` interrupts
+it as Ctrl-C would, so that it finishes writing the flow file, and kills it only if it does not
+exit in time.
 """
 
 from __future__ import annotations
@@ -18,18 +20,18 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from mitmllm.glue.runtime import READY
+
 #: The entry script users pass to ``mitmdump -s``; it sits next to the mitmllm package.
 ADDON_SCRIPT = Path(__file__).resolve().parents[2] / "mitmllm_addon.py"
-#: Seconds mitmdump may take to start listening (it takes about one).
+#: Seconds mitmdump may take to say it is ready (it takes about one).
 START_TIMEOUT = 30.0
-#: mitmdump listens before its last start-up check, which exits if an addon logged an error
-#: (a script that fails to load, a bad option): it counts as started once it stays up this long.
-SETTLE = 0.3
 #: Seconds mitmdump may take to exit after an interrupt before it is killed.
 STOP_TIMEOUT = 10.0
 
 _RUN_MITMDUMP = "import sys; from mitmproxy.tools.main import mitmdump; sys.exit(mitmdump())"
-_LISTENING = re.compile(r"listening at (?:127\.0\.0\.1|\[?::1\]?|localhost):(\d+)")
+#: The line mitmllm logs once mitmproxy's start-up checks have passed (glue/runtime.py).
+_READY = re.compile(re.escape(READY) + r": proxy at (?:127\.0\.0\.1|\[?::1\]?|localhost):(\d+)")
 
 
 class MitmdumpError(Exception):
@@ -90,6 +92,8 @@ class Mitmdump:
         self.port = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
+        self._ready: asyncio.Future[None] | None = None  # resolved at the ready line
+        self._pump: asyncio.Task[None] | None = None  # copies the output to the log
 
     @property
     def url(self) -> str:
@@ -105,45 +109,60 @@ class Mitmdump:
         await self.listening()
 
     async def launch(self) -> None:
-        """Start the process (it then takes a second or two to listen)."""
+        """Start the process; `listening` then waits until it is ready."""
         self._log = self.log_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the log shows the listen line at once
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # so the ready line comes out at once
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *executable(),
                 *self.args,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=self._log,
+                stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
             )
         except OSError as e:
             raise MitmdumpError(f"cannot run mitmdump: {e}") from e
+        self._ready = asyncio.get_running_loop().create_future()
+        self._pump = asyncio.create_task(self._copy_output())
 
-    async def listening(self) -> None:
-        """Wait until the launched mitmdump listens and stays up; MitmdumpError if it exits or
-        takes too long."""
-        proc = self._proc
-        if proc is None:
-            raise MitmdumpError("mitmdump was not launched")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT
-        settled = None
-        while loop.time() < deadline:
-            if proc.returncode is not None:
-                when = "after listening" if self.port else "before listening"
-                raise MitmdumpError(
-                    f"mitmdump exited with status {proc.returncode} {when}:\n{self.tail()}"
-                )
-            if settled is None:
-                found = _LISTENING.search(self.log_path.read_text(errors="replace"))
+    async def _copy_output(self) -> None:
+        """Copy everything mitmdump prints to the log, and resolve `_ready` at the ready line.
+
+        Ends when mitmdump closes its output, that is when it exits.
+        """
+        assert self._proc is not None and self._proc.stdout is not None and self._log is not None
+        assert self._ready is not None
+        stdout, log, ready = self._proc.stdout, self._log, self._ready
+        line = b""  # the line being read, until the ready line was seen
+        while chunk := await stdout.read(65536):
+            log.write(chunk)
+            log.flush()
+            if ready.done():
+                continue
+            *complete, line = (line + chunk).split(b"\n")
+            for text in complete:
+                found = _READY.search(text.decode("utf-8", "replace"))
                 if found:
                     self.port = int(found.group(1))
-                    settled = loop.time() + SETTLE
-            elif loop.time() >= settled:
-                return
-            await asyncio.sleep(0.05)
-        raise MitmdumpError(f"mitmdump did not listen within {START_TIMEOUT:g}s:\n{self.tail()}")
+                    ready.set_result(None)
+                    break
+
+    async def listening(self) -> None:
+        """Wait until the launched mitmdump is ready; MitmdumpError as soon as it exits, or if it
+        does not become ready within START_TIMEOUT."""
+        proc = self._proc
+        if proc is None or self._ready is None or self._pump is None:
+            raise MitmdumpError("mitmdump was not launched")
+        done, _ = await asyncio.wait(
+            {self._ready, self._pump}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._ready in done:
+            return
+        if self._pump in done:  # its output ended: it exited
+            status = await proc.wait()
+            raise MitmdumpError(f"mitmdump exited with status {status} at start:\n{self.tail()}")
+        raise MitmdumpError(f"mitmdump was not ready within {START_TIMEOUT:g}s:\n{self.tail()}")
 
     async def stop(self) -> int | None:
         """Interrupt mitmdump (it then completes the flow file) and wait; its exit status."""
@@ -158,6 +177,9 @@ class Mitmdump:
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     await proc.wait()
+            if self._pump is not None:
+                with contextlib.suppress(Exception):
+                    await self._pump  # the rest of the output reaches the log
         finally:
             if self._log is not None:
                 self._log.close()

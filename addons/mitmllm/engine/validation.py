@@ -128,6 +128,7 @@ class ValidationWorker:
         self._pending: dict[int, asyncio.Future[StreamResult]] = {}
         self._ids = itertools.count(1)
         self.alive = False
+        self.started = asyncio.Event()  # set once the process runs and is connected
 
     async def start(self) -> None:
         parent, child = socket.socketpair()
@@ -140,6 +141,7 @@ class ValidationWorker:
         reader, self._writer = await asyncio.open_connection(sock=parent)
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
         self.alive = True
+        self.started.set()
         logger.info("mitmllm: validation worker started (pid %s)", self._process.pid)
 
     def stop(self) -> None:
