@@ -13,10 +13,14 @@ Block indices count the ``content_block_start`` events from 0, one block is open
 each delta's type belongs to its block's type (`BLOCK_DELTAS`). ``message_delta`` carries the
 stop reason and cumulative usage; ``message_stop`` is the success terminator.
 
-States of `MessageStreamValidator` (one per stream)::
+States of `MessageStreamValidator` (one per stream; its `TRANSITIONS` table is the ordering
+rules ANT-4, 5, 16, 18 and 19)::
 
-    START ─message_start─► MESSAGE ⇄ (block open) ─message_delta─► DELTA ─message_stop─► DONE
-      any state ─error─► FAILED
+    START ─message_start─► MESSAGE ─message_delta─► DELTA ─message_stop─► DONE
+      any state ─error─► FAILED          message_start again ─► MESSAGE (ANT-5)
+
+Blocks have their own two states, open and stopped: one block is open at a time (ANT-9),
+deltas go to the open one (ANT-10), and none is open when the message ends (ANT-14).
 
 Rules (ids from the rule registry; sse-rules.md §4):
 
@@ -40,9 +44,9 @@ unknown name are dropped by their dispatch, and dataless or unparsable ones fail
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 from typing import TypeGuard
 
@@ -53,6 +57,7 @@ from mitmllm.protocol.dialect import NO_DATA
 from mitmllm.protocol.dialect import Assembled
 from mitmllm.protocol.dialect import Block
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.dialect import Step
 from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
@@ -174,27 +179,63 @@ class _Block:
         return f"{self.type} block {self.index}"
 
 
-_Handler = Callable[[Event, dict[str, Any], Findings], None]
+class State(StrEnum):
+    """Where a message stream is (blocks keep their own open/stopped state, see `_Block`)."""
+
+    START = "start"  # nothing but pings yet
+    MESSAGE = "message"  # message_start seen (or content came first, ANT-4): blocks stream
+    DELTA = "delta"  # message_delta seen: only more message_deltas and message_stop belong
+    DONE = "done"  # message_stop seen
+    FAILED = "failed"  # an error event: the SDKs raised there and read no further
+
+
+_BLOCK_EVENTS = ("content_block_start", "content_block_delta", "content_block_stop")
+_AFTER_STOP = Step(breaks="ANT-19", detail="{kind} after message_stop", judge=False)
+#: A second message_start starts the message over (ANT-5, worded by its handler).
+_RESTART = Step(State.MESSAGE, "ANT-5")
+_FAIL = Step(State.FAILED)
 
 
 class MessageStreamValidator(StreamValidator):
     """The Anthropic Messages stream grammar (see the module docstring)."""
 
+    TRANSITIONS = {
+        State.START: {
+            "message_start": Step(State.MESSAGE),
+            **dict.fromkeys(
+                _BLOCK_EVENTS, Step(State.MESSAGE, "ANT-4", "{kind} before message_start")
+            ),
+            "message_delta": Step(State.DELTA, "ANT-4", "{kind} before message_start"),
+            "message_stop": Step(State.DONE, "ANT-4", "{kind} before message_start"),
+            "error": _FAIL,
+        },
+        State.MESSAGE: {
+            "message_start": _RESTART,
+            "message_delta": Step(State.DELTA),
+            "message_stop": Step(State.DONE),
+            "error": _FAIL,
+        },
+        State.DELTA: {
+            "message_start": _RESTART,
+            # late block events: worded once by the handlers (ANT-16)
+            **dict.fromkeys(_BLOCK_EVENTS, Step(breaks="ANT-16")),
+            "message_stop": Step(State.DONE),
+            "error": _FAIL,
+        },
+        State.DONE: {
+            "message_start": _RESTART,
+            **dict.fromkeys((*_BLOCK_EVENTS, "message_delta"), _AFTER_STOP),
+            "message_stop": Step(breaks="ANT-18", detail="second message_stop", judge=False),
+            "error": _FAIL,
+        },
+        State.FAILED: {"error": Step(), "*": Step(judge=False)},
+    }
+
     def __init__(self) -> None:
-        self._on: dict[str, _Handler] = {
-            "message_start": self._message_start,
-            "content_block_start": self._block_start,
-            "content_block_delta": self._block_delta,
-            "content_block_stop": self._block_stop,
-            "message_delta": self._message_delta,
-            "message_stop": self._message_stop,
-            "ping": self._ping,
-            "error": self._error,
-        }
+        super().__init__()
+        self.state = State.START
         self._unknown: set[str] = set()  # unknown names/types already reported (ANT-3)
-        self._started = False
         self._start_event: int | None = None
-        self._failed = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -208,169 +249,96 @@ class MessageStreamValidator(StreamValidator):
         self._output_tokens: int | None = None
         self._tool_uses = 0
         self._text_seen = False
-        self._pending_json: list[tuple[str, int, int]] = []  # ANT-12 awaiting the stop reason
+        self._pending_json: list[tuple[str, int | None, int | None]] = []  # ANT-12 awaiting
         self.finish = None
         self.complete = False
 
-    # --- dispatch ------------------------------------------------------------------------------
+    # --- classification ------------------------------------------------------------------------
 
-    def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
+    def classify(self, ev: Event, payload: Any) -> str | None:
         if payload is NO_DATA or payload is INVALID:
-            return  # comments and blanks, or SSE-13 / PAY-1 already reported
+            return None  # comments and blanks, or SSE-13 / PAY-1 already reported
         name = ev.event
         if name is None:
             what = payload.get("type") if type(payload) is dict else None
-            findings.add(
-                "ANT-1",
-                f"data event without an event: name (data.type {what!r})",
-                event=ev.index,
-                offset=ev.offset,
-            )
-            return
+            self.report("ANT-1", f"data event without an event: name (data.type {what!r})")
+            return None
         if type(payload) is not dict:
-            findings.add(
-                "ANT-2",
-                f"event {name!r} carries a JSON {type(payload).__name__}, not an object",
-                event=ev.index,
-                offset=ev.offset,
-            )
-            return
+            what = type(payload).__name__
+            self.report("ANT-2", f"event {name!r} carries a JSON {what}, not an object")
+            return None
         kind = payload.get("type")
         if kind != name:
             if isinstance(kind, str):
-                findings.add(
-                    "ANT-2",
-                    f"event {name!r} carries data.type {kind!r}",
-                    event=ev.index,
-                    offset=ev.offset,
-                )
+                self.report("ANT-2", f"event {name!r} carries data.type {kind!r}")
             else:
-                findings.add(
-                    "ANT-2",
-                    f"event {name!r} has no string data.type",
-                    event=ev.index,
-                    offset=ev.offset,
-                )
+                self.report("ANT-2", f"event {name!r} has no string data.type")
                 kind = name
             if name not in EVENT_TYPES:
-                self._report_unknown(name, ev, findings)
-                return
-        handler = self._on.get(kind)
-        if handler is None:
-            self._report_unknown(kind, ev, findings)
-            return
-        if self._failed and kind != "error":
-            return  # the SDKs raised at the error event and read no further
-        if self.complete and kind not in ("ping", "message_start", "message_stop", "error"):
-            # the SDKs merge it into the finished message; judging it as part of that message
-            # would only repeat this finding in other words
-            findings.add("ANT-19", f"{kind} after message_stop", event=ev.index, offset=ev.offset)
-            return
-        handler(ev, payload, findings)
+                self._report_unknown(name)
+                return None
+        if kind not in self.HANDLERS:
+            self._report_unknown(kind)
+            return None
+        return kind  # type: ignore[no-any-return]
 
-    def _report_unknown(self, kind: str, ev: Event, findings: Findings) -> None:
+    def _report_unknown(self, kind: str) -> None:
         if kind not in self._unknown:
             self._unknown.add(kind)
-            findings.add("ANT-3", f"unknown event type {kind!r}", event=ev.index, offset=ev.offset)
+            self.report("ANT-3", f"unknown event type {kind!r}")
 
-    def _require_start(self, kind: str, ev: Event, findings: Findings) -> None:
-        if not self._started:
-            self._started = True  # report once; judge the rest as if the message had started
-            findings.add("ANT-4", f"{kind} before message_start", event=ev.index, offset=ev.offset)
+    # --- handlers ------------------------------------------------------------------------------
 
-    # --- transitions ---------------------------------------------------------------------------
-
-    def _ping(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
+    def _ping(self, ev: Event, payload: dict[str, Any]) -> None:
         """ANT-21: pings may appear anywhere and mean nothing."""
 
-    def _message_start(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
-        if self._start_event is not None:
+    def _message_start(self, ev: Event, payload: dict[str, Any]) -> None:
+        # A message_start after ANT-4 (content came first) is the first one: no ANT-5.
+        if self.breach is not None and self._start_event is not None:
             first = f" (first at event {self._start_event})"
-            findings.add("ANT-5", f"second message_start{first}", event=ev.index, offset=ev.offset)
+            self.report("ANT-5", f"second message_start{first}")
             self._reset_message()  # judge the new attempt on its own
-        self._started = True
         self._start_event = ev.index
         message = payload.get("message")
         problems = _message_start_problems(message)
         if problems:
-            findings.add(
-                "ANT-6",
-                "message_start.message: " + "; ".join(problems),
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-6", "message_start.message: " + "; ".join(problems))
         if isinstance(message, dict) and isinstance(message.get("model"), str):
             self.model = message["model"]
 
-    def _block_start(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
-        self._require_start("content_block_start", ev, findings)
-        self._late_block_event("content_block_start", ev, findings)
+    def _block_start(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._late_block_event("content_block_start")
         index = payload.get("index")
         if not _is_int(index):
-            findings.add(
-                "ANT-7",
-                f"content_block_start with {_index_text(index)}",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-7", f"content_block_start with {_index_text(index)}")
             return
         if index != self._next_index:
-            findings.add(
-                "ANT-7",
-                f"content_block_start index {index}, expected {self._next_index}",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-7", f"content_block_start index {index}, expected {self._next_index}")
         self._next_index = max(self._next_index, index + 1)
         if self._open:
-            findings.add(
-                "ANT-9",
-                f"block {index} starts while {self._open[-1]!r} is still open",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-9", f"block {index} starts while {self._open[-1]!r} is still open")
         content = payload.get("content_block")
         btype = content.get("type") if isinstance(content, dict) else None
         if not isinstance(content, dict):
-            findings.add(
-                "ANT-8",
-                f"content_block_start {index} has no content_block object",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-8", f"content_block_start {index} has no content_block object")
         elif btype not in BLOCK_DELTAS:
-            findings.add(
-                "ANT-8",
-                f"unknown content block type {btype!r} at index {index}",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-8", f"unknown content block type {btype!r} at index {index}")
         else:
             problem = _start_problem(btype, content)
             if problem:
-                findings.add(
-                    "ANT-8", f"{btype} block {index} {problem}", event=ev.index, offset=ev.offset
-                )
+                self.report("ANT-8", f"{btype} block {index} {problem}")
         block = _Block(index, btype if isinstance(btype, str) else None, ev.index, ev.offset)
         self._blocks[index] = block
         self._open.append(block)
         if btype == "tool_use":
             self._tool_uses += 1
 
-    def _block_delta(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
-        if not self._started:
-            self._require_start("content_block_delta", ev, findings)
-        if self._deltas:
-            self._late_block_event("content_block_delta", ev, findings)
+    def _block_delta(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._late_block_event("content_block_delta")
         index = payload.get("index")
         block = self._blocks.get(index) if _is_int(index) else None
         if block is None:
-            findings.add(
-                "ANT-10",
-                f"delta for block {index!r}, which was never started",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-10", f"delta for block {index!r}, which was never started")
             return
         if not self._open or block is not self._open[-1]:
             if block.stopped:
@@ -379,25 +347,18 @@ class MessageStreamValidator(StreamValidator):
                 what = f"while {self._open[-1]!r} is the open block"
             else:
                 what = "after message_delta closed it"
-            findings.add(
-                "ANT-10", f"delta for block {index} {what}", event=ev.index, offset=ev.offset
-            )
+            self.report("ANT-10", f"delta for block {index} {what}")
         delta = payload.get("delta")
         dtype = delta.get("type") if isinstance(delta, dict) else None
         if not isinstance(delta, dict) or not isinstance(dtype, str):
-            findings.add(
-                "ANT-11",
-                f"delta for block {index} has no delta type",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-11", f"delta for block {index} has no delta type")
             return
         if dtype not in DELTA_TYPES:
-            self._report_unknown(dtype, ev, findings)
+            self._report_unknown(dtype)
             return
         allowed = BLOCK_DELTAS.get(block.type) if block.type is not None else None
         if allowed is not None and dtype not in allowed:
-            findings.add("ANT-11", f"{dtype} for {block!r}", event=ev.index, offset=ev.offset)
+            self.report("ANT-11", f"{dtype} for {block!r}")
             return
         if dtype == "text_delta":
             if delta.get("text"):
@@ -406,137 +367,111 @@ class MessageStreamValidator(StreamValidator):
         elif dtype == "input_json_delta":
             fragment = delta.get("partial_json")
             if not isinstance(fragment, str):
-                findings.add(
-                    "ANT-12",
-                    f"partial_json of {block!r} is a {type(fragment).__name__}, not a string",
-                    event=ev.index,
-                    offset=ev.offset,
-                )
+                what = type(fragment).__name__
+                self.report("ANT-12", f"partial_json of {block!r} is a {what}, not a string")
             elif block.parts is not None:
                 block.parts.append(fragment)
         elif dtype == "signature_delta":
             block.signed = True
 
-    def _block_stop(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
-        self._require_start("content_block_stop", ev, findings)
+    def _block_stop(self, ev: Event, payload: dict[str, Any]) -> None:
         index = payload.get("index")
         block = self._blocks.get(index) if _is_int(index) else None
         if block is None:
-            findings.add(
-                "ANT-15",
-                f"content_block_stop for block {index!r}, which was never started",
-                event=ev.index,
-                offset=ev.offset,
+            self.report(
+                "ANT-15", f"content_block_stop for block {index!r}, which was never started"
             )
             return
         if block.stopped:
-            findings.add(
-                "ANT-15",
-                f"second content_block_stop for block {index}",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-15", f"second content_block_stop for block {index}")
             return
-        self._late_block_event("content_block_stop", ev, findings)
+        self._late_block_event("content_block_stop")
         block.stopped = True
         if block in self._open:
             self._open.remove(block)  # almost always the last one: O(1)
-        self._judge_block(block, ev, findings)
+        self._judge_block(block)
 
-    def _message_delta(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
-        self._require_start("message_delta", ev, findings)
-        self._close_open_blocks("message_delta", ev, findings)
+    def _message_delta(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._close_open_blocks("message_delta")
         self._deltas += 1
         delta = payload.get("delta")
         if not isinstance(delta, dict):
-            findings.add(
-                "ANT-16", "message_delta has no delta object", event=ev.index, offset=ev.offset
-            )
+            self.report("ANT-16", "message_delta has no delta object")
         else:
             reason = self._stop_reason = delta.get("stop_reason")
             if reason is not None:
-                self._check_stop_reason(reason, delta.get("stop_sequence"), ev, findings)
+                self._check_stop_reason(reason, delta.get("stop_sequence"))
         usage = payload.get("usage")
         tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
         if not _is_int(tokens):
             what = "no usage object" if not isinstance(usage, dict) else "no integer output_tokens"
-            findings.add("ANT-16", f"message_delta has {what}", event=ev.index, offset=ev.offset)
+            self.report("ANT-16", f"message_delta has {what}")
         else:
             if self._output_tokens is not None and tokens < self._output_tokens:
-                findings.add(
+                self.report(
                     "ANT-16",
                     f"usage.output_tokens went down from {self._output_tokens} to {tokens} "
                     "(counts are cumulative)",
-                    event=ev.index,
-                    offset=ev.offset,
                 )
             self._output_tokens = tokens
 
-    def _message_stop(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
-        if self.complete:
-            findings.add("ANT-18", "second message_stop", event=ev.index, offset=ev.offset)
-            return
-        self._require_start("message_stop", ev, findings)
-        self._close_open_blocks("message_stop", ev, findings)
+    def _message_stop(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._close_open_blocks("message_stop")
         if not self._deltas:
-            findings.add(
-                "ANT-16",
-                "message_stop without a message_delta (no stop_reason, no usage)",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-16", "message_stop without a message_delta (no stop_reason, no usage)")
         elif self._stop_reason is None:
-            findings.add(
-                "ANT-16",
-                "the last message_delta has stop_reason null",
-                event=ev.index,
-                offset=ev.offset,
-            )
-        self._check_consistency(ev, findings)
-        self._flush_json(findings)
+            self.report("ANT-16", "the last message_delta has stop_reason null")
+        self._check_consistency()
+        self._flush_json()
         self.complete = True
 
-    def _error(self, ev: Event, payload: dict[str, Any], findings: Findings) -> None:
+    def _error(self, ev: Event, payload: dict[str, Any]) -> None:
         err = payload.get("error")
         kind = err.get("type") if isinstance(err, dict) else None
         message = _error_message(payload) or "(no message)"
         self.error = message
-        self._failed = True
         head = f"error event {kind}" if isinstance(kind, str) else "error event"
-        findings.add("ANT-20", f"{head}: {message[:200]}", event=ev.index, offset=ev.offset)
+        self.report("ANT-20", f"{head}: {message[:200]}")
 
-    # --- checks shared by transitions ----------------------------------------------------------
+    HANDLERS = {
+        "message_start": _message_start,
+        "content_block_start": _block_start,
+        "content_block_delta": _block_delta,
+        "content_block_stop": _block_stop,
+        "message_delta": _message_delta,
+        "message_stop": _message_stop,
+        "ping": _ping,
+        "error": _error,
+    }
 
-    def _late_block_event(self, kind: str, ev: Event, findings: Findings) -> None:
-        if self._deltas and not self._late_block_reported:
+    # --- checks shared by handlers -------------------------------------------------------------
+
+    def _late_block_event(self, kind: str) -> None:
+        """ANT-16 (from the table): a block event after message_delta, reported once."""
+        if self.breach is not None and not self._late_block_reported:
             self._late_block_reported = True
-            findings.add("ANT-16", f"{kind} after message_delta", event=ev.index, offset=ev.offset)
+            self.report("ANT-16", f"{kind} after message_delta")
 
-    def _close_open_blocks(self, kind: str, ev: Event, findings: Findings) -> None:
+    def _close_open_blocks(self, kind: str) -> None:
         """ANT-14: the message ends (message_delta/stop) with blocks still open."""
         if not self._open:
             return
         names = ", ".join(repr(b) for b in self._open)
-        findings.add("ANT-14", f"{kind} while {names} is open", event=ev.index, offset=ev.offset)
+        self.report("ANT-14", f"{kind} while {names} is open")
         for block in self._open:
             if block.parts:  # an unfinished tool call is judged like a stopped one (ANT-12)
-                self._judge_json(block, ev, findings)
+                self._judge_json(block)
         self._open.clear()
 
-    def _judge_block(self, block: _Block, ev: Event, findings: Findings) -> None:
+    def _judge_block(self, block: _Block) -> None:
         if block.parts is not None:
-            self._judge_json(block, ev, findings)
+            self._judge_json(block)
         elif block.type == "thinking" and not block.signed:
-            findings.add(
-                "ANT-13",
-                f"{block!r} stops without a signature_delta",
-                event=ev.index,
-                offset=ev.offset,
-            )
+            self.report("ANT-13", f"{block!r} stops without a signature_delta")
         elif block.type == "text" and not block.has_text:
-            findings.add("ANT-22", f"{block!r} is empty", event=block.event, offset=block.offset)
+            self.report("ANT-22", f"{block!r} is empty", event=block.event, offset=block.offset)
 
-    def _judge_json(self, block: _Block, ev: Event, findings: Findings) -> None:
+    def _judge_json(self, block: _Block) -> None:
         parts, block.parts = block.parts, None  # judged once; free the fragments
         text = "".join(parts) if parts else ""
         if not text:
@@ -547,94 +482,61 @@ class MessageStreamValidator(StreamValidator):
         what = "is not JSON" if value is INVALID else f"is a JSON {type(value).__name__}"
         detail = f"input of {block!r} {what}: {text[:80]!r}"
         if self._stop_reason is None:
-            self._pending_json.append((detail, ev.index, ev.offset))
+            self._pending_json.append((detail, self.event, self.offset))
         else:
-            findings.add(
-                "ANT-12",
-                detail,
-                event=ev.index,
-                offset=ev.offset,
-                severity=self._json_severity(),
-            )
+            self.report("ANT-12", detail, self._json_severity())
 
     def _json_severity(self) -> Severity:
         if self._stop_reason in TRUNCATING_STOP_REASONS:
             return Severity.WARNING
         return Severity.ERROR
 
-    def _flush_json(self, findings: Findings) -> None:
+    def _flush_json(self) -> None:
         severity = self._json_severity()
         for detail, index, offset in self._pending_json:
-            findings.add("ANT-12", detail, event=index, offset=offset, severity=severity)
+            self.report("ANT-12", detail, severity, event=index, offset=offset)
         self._pending_json.clear()
 
-    def _check_stop_reason(self, reason: Any, sequence: Any, ev: Event, findings: Findings) -> None:
-        i, at = ev.index, ev.offset
+    def _check_stop_reason(self, reason: Any, sequence: Any) -> None:
         if not isinstance(reason, str):
-            findings.add("ANT-16", f"stop_reason {reason!r} is not a string", event=i, offset=at)
+            self.report("ANT-16", f"stop_reason {reason!r} is not a string")
             return
         self.finish = reason
         if reason not in STOP_REASONS:
-            findings.add(
-                "ANT-16",
-                f"unknown stop_reason {reason!r}",
-                event=i,
-                offset=at,
-                severity=Severity.WARNING,
-            )
+            self.report("ANT-16", f"unknown stop_reason {reason!r}", Severity.WARNING)
         if reason == "stop_sequence":
             if not isinstance(sequence, str):
-                findings.add(
-                    "ANT-16",
-                    f"stop_reason stop_sequence with stop_sequence {sequence!r}",
-                    event=i,
-                    offset=at,
-                )
+                self.report("ANT-16", f"stop_reason stop_sequence with stop_sequence {sequence!r}")
         elif sequence is not None:
-            findings.add(
+            self.report(
                 "ANT-16",
                 f"stop_sequence {sequence!r} with stop_reason {reason!r}",
-                event=i,
-                offset=at,
-                severity=Severity.WARNING,
+                Severity.WARNING,
             )
-        self._flush_json(findings)
+        self._flush_json()
 
-    def _check_consistency(self, ev: Event, findings: Findings) -> None:
+    def _check_consistency(self) -> None:
         """ANT-17: does the stop reason fit what was streamed?"""
         reason = self._stop_reason
-        i, at = ev.index, ev.offset
         if reason == "tool_use" and not self._tool_uses:
-            findings.add(
-                "ANT-17",
-                "stop_reason tool_use but the message has no tool_use block",
-                event=i,
-                offset=at,
-            )
+            self.report("ANT-17", "stop_reason tool_use but the message has no tool_use block")
         elif reason == "end_turn" and self._tool_uses:
-            findings.add(
+            self.report(
                 "ANT-17",
                 f"stop_reason end_turn after {self._tool_uses} tool_use block(s)",
-                event=i,
-                offset=at,
-                severity=Severity.INFO,
+                Severity.INFO,
             )
         elif reason == "refusal" and self._text_seen:
-            findings.add(
-                "ANT-17",
-                "stop_reason refusal with non-empty text",
-                event=i,
-                offset=at,
-                severity=Severity.INFO,
-            )
+            self.report("ANT-17", "stop_reason refusal with non-empty text", Severity.INFO)
 
     # --- end of stream -------------------------------------------------------------------------
 
     def on_close(self, findings: Findings, *, end_offset: int, events: int) -> None:
-        if self._failed:
+        self.findings, self.event, self.offset = findings, None, end_offset
+        if self.state is State.FAILED:
             return  # ANT-20 said it: a failed stream, not a truncated one
         if not self.complete:
-            if not self._started:
+            if self.state is State.START:
                 where = "no message_start either"
             elif self._open:
                 where = f"inside {self._open[-1]!r}"
@@ -642,12 +544,8 @@ class MessageStreamValidator(StreamValidator):
                 where = "after message_delta"
             else:
                 where = f"after {len(self._blocks)} block(s), before message_delta"
-            findings.add(
-                "ANT-18",
-                f"stream ended without message_stop ({where}): truncated",
-                offset=end_offset,
-            )
-        self._flush_json(findings)
+            self.report("ANT-18", f"stream ended without message_stop ({where}): truncated")
+        self._flush_json()
 
 
 def _message_start_problems(message: Any) -> list[str]:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 from abc import ABC
 from abc import abstractmethod
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from enum import Enum
 from typing import Any
 from typing import ClassVar
 
@@ -35,14 +37,43 @@ from mitmllm.protocol.payload import SENTINEL as SENTINEL
 from mitmllm.protocol.payload import is_json as is_json
 from mitmllm.protocol.sse import Event
 
+#: A handler judges one event of the kind it is registered for.
+Handler = Callable[[Any, Event, Any], None]
+
+#: Where a finding points: an event number and a byte offset (either may be unknown).
+_HERE: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One cell of a validator's transitions table: what an event of one kind does in one state.
+
+    `to` is the state after the event (None: the handler decides, from what the event carries).
+    `breaks` is the ordering rule the event breaks when it arrives in that state; `detail` words
+    the finding (``{kind}`` is the event's kind, ``{v.x}`` a field of the validator), or is empty
+    when the handler words it, because only the event's content says what to name. `judge` False
+    means clients act on nothing the event carries there, so its handler does not run.
+    """
+
+    to: Enum | None = None
+    breaks: str | None = None
+    detail: str = ""
+    judge: bool = True
+
 
 class StreamValidator(ABC):
-    """The per-stream state machine of one dialect.
+    """The per-stream state machine of one dialect, in the shape of h11's.
 
     `on_event` sees every block in order, including comments and blanks (their payload is
     NO_DATA). The generic layer (`mitmllm.protocol.stream`) has already reported SSE-* and PAY-*
     findings; the validator reports its own family's rules and keeps the summary fields below
     up to date.
+
+    Theory of operation: `classify` names the kind of an event (reporting what is wrong with
+    its envelope on the way), or None for an event clients never act on. The `TRANSITIONS`
+    table then moves `state` and reports the ordering rule the event breaks there, and the
+    kind's entry in `HANDLERS` judges what the event carries. Every finding goes through
+    `report`, which points it at the event being judged unless told otherwise.
     """
 
     #: model as reported by the stream (message_start.message.model, chunk.model, ...)
@@ -54,12 +85,71 @@ class StreamValidator(ABC):
     #: True once the dialect's success terminator was seen (message_stop, [DONE], ...)
     complete: bool = False
 
+    #: the current state (a member of the dialect's own `State` enum)
+    state: Enum
+    #: state -> event kind -> Step; a kind missing from a state's row (and no "*" entry there)
+    #: is not ordered in that state: the state stays and nothing is reported
+    TRANSITIONS: ClassVar[Mapping[Enum, Mapping[str, Step]]] = {}
+    #: event kind -> the method that judges it ("*": every kind without its own)
+    HANDLERS: ClassVar[Mapping[str, Handler]] = {}
+
+    #: where findings go and which event they point at (bound per event and at close)
+    findings: Findings
+    event: int | None = None
+    offset: int | None = None
+    #: the ordering rule the current event broke, when its handler words the finding
+    breach: str | None = None
+
+    def __init__(self) -> None:
+        self.findings = Findings()
+
+    def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
+        self.findings, self.event, self.offset = findings, ev.index, ev.offset
+        kind = self.classify(ev, payload)
+        if kind is None:
+            return
+        self.breach = None
+        row = self.TRANSITIONS.get(self.state)
+        step = (row.get(kind) or row.get("*")) if row is not None else None
+        if step is not None:
+            if step.to is not None:
+                self.state = step.to
+            if step.breaks is not None:
+                if step.detail:
+                    self.report(step.breaks, step.detail.format(kind=kind, v=self))
+                else:
+                    self.breach = step.breaks
+            if not step.judge:
+                return
+        handler = self.HANDLERS.get(kind) or self.HANDLERS.get("*")
+        if handler is not None:
+            handler(self, ev, payload)
+
     @abstractmethod
-    def on_event(self, ev: Event, payload: Any, findings: Findings) -> None: ...
+    def classify(self, ev: Event, payload: Any) -> str | None:
+        """The kind of `ev` for the tables, or None if no handler judges it."""
 
     @abstractmethod
     def on_close(self, findings: Findings, *, end_offset: int, events: int) -> None:
         """End of stream. `end_offset` is the body length, `events` the number of blocks."""
+
+    def report(
+        self,
+        rule_id: str,
+        detail: str,
+        severity: Severity | None = None,
+        *,
+        event: int | None = _HERE,
+        offset: int | None = _HERE,
+    ) -> None:
+        """Record a finding at the event being judged, or at `event` / `offset`."""
+        self.findings.add(
+            rule_id,
+            detail,
+            event=self.event if event is _HERE else event,
+            offset=self.offset if offset is _HERE else offset,
+            severity=severity,
+        )
 
 
 @dataclass(slots=True)

@@ -70,6 +70,7 @@ from mitmllm.protocol.dialect import NO_DATA
 from mitmllm.protocol.dialect import Assembled
 from mitmllm.protocol.dialect import Block
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.dialect import Step
 from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
@@ -199,10 +200,32 @@ class State(StrEnum):
     FAILED = "failed"
 
 
+#: What `GeminiValidator.classify` calls each event (a chunk is an object without `error`).
+NO_DATA_KIND, INVALID_KIND, VALUE_KIND, ERROR_KIND, CHUNK_KIND = (
+    "<no-data>",
+    "<invalid>",
+    "<value>",
+    "error",
+    "chunk",
+)
+_FAIL = Step(State.FAILED)
+
+
 class GeminiValidator(StreamValidator):
-    """The state machine of one ``alt=sse`` stream (see the module docstring)."""
+    """The state machine of one ``alt=sse`` stream (see the module docstring).
+
+    A chunk moves the stream to STREAMING or FINISHED by what it carries (its handler decides);
+    an error chunk moves any state to FAILED, which stays.
+    """
+
+    TRANSITIONS = {
+        State.START: {ERROR_KIND: _FAIL},
+        State.STREAMING: {ERROR_KIND: _FAIL},
+        State.FINISHED: {ERROR_KIND: _FAIL},
+    }
 
     def __init__(self) -> None:
+        super().__init__()
         self.state = State.START
         self.chunks = 0
         self.response_id: str | None = None
@@ -210,34 +233,27 @@ class GeminiValidator(StreamValidator):
         self.candidates: dict[int, str | None] = {}
         self.blocked: str | None = None
         self.last_has_usage = False
-        # where findings go and which event they name (set per event)
-        self._findings = Findings()
-        self._event: int | None = None
-        self._offset: int | None = None
-
-    def _report(self, rule: str, detail: str, severity: Severity | None = None) -> None:
-        self._findings.add(rule, detail, event=self._event, offset=self._offset, severity=severity)
 
     # --- events ---------------------------------------------------------------------------------
 
-    def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
-        self._findings, self._event, self._offset = findings, ev.index, ev.offset
+    def classify(self, ev: Event, payload: Any) -> str | None:
         if payload is NO_DATA:
-            self._no_data(ev)
-            return
+            return NO_DATA_KIND
         self._framing(ev)
         if payload is INVALID:  # PAY-1 was reported
-            if ev.data is not None and ev.data.strip() == "[DONE]":
-                self._report("GEM-5", "data: [DONE] sentinel in a Gemini stream")
-            return
+            return INVALID_KIND
         if not isinstance(payload, dict):
-            self._report("GEM-7", f"payload is a JSON {type(payload).__name__}, not an object")
-        elif payload.get("error") is not None:
-            self._error(payload)
-        else:
-            self._chunk(payload)
+            return VALUE_KIND
+        return ERROR_KIND if payload.get("error") is not None else CHUNK_KIND
 
-    def _no_data(self, ev: Event) -> None:
+    def _invalid(self, ev: Event, payload: Any) -> None:
+        if ev.data is not None and ev.data.strip() == "[DONE]":
+            self.report("GEM-5", "data: [DONE] sentinel in a Gemini stream")
+
+    def _value(self, ev: Event, payload: Any) -> None:
+        self.report("GEM-7", f"payload is a JSON {type(payload).__name__}, not an object")
+
+    def _no_data(self, ev: Event, payload: Any) -> None:
         """GEM-2 for every block that is not a lone blank line (clients skip those)."""
         raw = ev.raw
         if raw in (b"\r\n", b"\n", b"\r"):
@@ -250,18 +266,18 @@ class GeminiValidator(StreamValidator):
             what = f"comment {_comment(ev)}"
         else:
             what = f"line {raw[:30].decode('utf-8', 'replace').splitlines()[0]!r}"
-        self._report("GEM-2", f"{what} without data")
+        self.report("GEM-2", f"{what} without data")
 
     def _framing(self, ev: Event) -> None:
         """GEM-2/3/4: the block is exactly ``data: <json>`` and a blank line."""
         if ev.event is not None:
-            self._report("GEM-2", f"event: {ev.event!r} line")
+            self.report("GEM-2", f"event: {ev.event!r} line")
         elif ev.id is not None or ev.retry is not None:
-            self._report("GEM-2", "id: line" if ev.id is not None else "retry: line")
+            self.report("GEM-2", "id: line" if ev.id is not None else "retry: line")
         elif ev.comments:
-            self._report("GEM-2", f"comment {_comment(ev)} inside an event")
+            self.report("GEM-2", f"comment {_comment(ev)} inside an event")
         elif ev.data_lines > 1:
-            self._report("GEM-4", f"{ev.data_lines} data lines in one event")
+            self.report("GEM-4", f"{ev.data_lines} data lines in one event")
         else:
             self._data_line(ev)
 
@@ -271,18 +287,18 @@ class GeminiValidator(StreamValidator):
         if raw.startswith(b"data: "):
             start = 6
         elif raw.startswith(b"data:"):
-            self._report("GEM-3", "'data:' without a following space")
+            self.report("GEM-3", "'data:' without a following space")
             start = 5
         else:
-            self._report("GEM-2", "a line other than data: before the data line")
+            self.report("GEM-2", "a line other than data: before the data line")
             return
         data = ev.data or ""
         end = start + (len(data) if data.isascii() else len(data.encode("utf-8")))
         # What follows the data line must be its line end and the blank line, nothing else.
         if raw[end:].strip(b"\r\n"):
-            self._report("GEM-2", "a line other than data: after the data line")
+            self.report("GEM-2", "a line other than data: after the data line")
 
-    def _error(self, payload: dict[str, Any]) -> None:
+    def _error(self, ev: Event, payload: dict[str, Any]) -> None:
         """GEM-9: the stream failed."""
         err = payload["error"]
         message = _error_message(err)
@@ -291,15 +307,17 @@ class GeminiValidator(StreamValidator):
         detail = f"error chunk {status or '?'} ({code or '?'}): {(message or '')[:120]}"
         if next(iter(payload)) != "error":
             detail += "; 'error' is not the first key, so google-genai does not raise"
-        self._report("GEM-9", detail)
+        self.report("GEM-9", detail)
         self.error = message or "error chunk"
-        self.state = State.FAILED
         self.complete = False
 
     def check_response(self, body: dict[str, Any], findings: Findings) -> None:
         """GEM-7 for a whole non-streaming GenerateContentResponse."""
-        self._findings, self._event, self._offset = findings, None, None
+        self.findings, self.event, self.offset = findings, None, None
         self._chunk(body)
+
+    def _chunk_event(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._chunk(payload)
 
     def _chunk(self, chunk: dict[str, Any]) -> None:
         """GEM-7 for one GenerateContentResponse, and the state transition it makes."""
@@ -308,7 +326,7 @@ class GeminiValidator(StreamValidator):
         feedback = chunk.get("promptFeedback")
         usage = chunk.get("usageMetadata")
         if candidates is None and feedback is None and usage is None:
-            self._report(
+            self.report(
                 "GEM-7",
                 "chunk has none of candidates, promptFeedback, usageMetadata",
                 Severity.WARNING,
@@ -318,16 +336,16 @@ class GeminiValidator(StreamValidator):
             for cand in candidates:
                 self._candidate(cand)
         elif candidates is not None:
-            self._report("GEM-7", f"candidates is a {type(candidates).__name__}, not a list")
+            self.report("GEM-7", f"candidates is a {type(candidates).__name__}, not a list")
         if isinstance(feedback, dict):
             reason = feedback.get("blockReason")
             if isinstance(reason, str) and reason:
                 self.blocked = self.finish = reason
         elif feedback is not None:
-            self._report("GEM-7", "promptFeedback is not an object")
+            self.report("GEM-7", "promptFeedback is not an object")
         self.last_has_usage = isinstance(usage, dict)
         if usage is not None and not self.last_has_usage:
-            self._report("GEM-7", "usageMetadata is not an object")
+            self.report("GEM-7", "usageMetadata is not an object")
         if self.state is not State.FAILED:
             done = self.blocked is not None or (
                 bool(self.candidates) and None not in self.candidates.values()
@@ -342,36 +360,36 @@ class GeminiValidator(StreamValidator):
             if value is None or value == seen:
                 continue
             if not isinstance(value, str):
-                self._report("GEM-7", f"{key} {value!r} is not a string")
+                self.report("GEM-7", f"{key} {value!r} is not a string")
             elif seen is None:
                 if key == "modelVersion":
                     self.model = value
                 else:
                     self.response_id = value
             else:
-                self._report("GEM-7", f"{key} changed from {seen!r} to {value!r}", Severity.WARNING)
+                self.report("GEM-7", f"{key} changed from {seen!r} to {value!r}", Severity.WARNING)
 
     def _candidate(self, cand: Any) -> None:
         if not isinstance(cand, dict):
-            self._report("GEM-7", "a candidate is not an object")
+            self.report("GEM-7", "a candidate is not an object")
             return
         index = cand.get("index", 0)
         if type(index) is not int:
-            self._report("GEM-7", f"candidate index {index!r} is not an integer")
+            self.report("GEM-7", f"candidate index {index!r} is not an integer")
             index = 0
         produced = False  # an output part in this chunk
         content = cand.get("content")
         if isinstance(content, dict):
             produced = self._content(content, index)
         elif content is not None:
-            self._report("GEM-7", f"candidate {index} content is not an object")
+            self.report("GEM-7", f"candidate {index} content is not an object")
         reason = cand.get("finishReason")
         if reason is not None:
             if not isinstance(reason, str):
-                self._report("GEM-7", f"candidate {index} finishReason {reason!r} is not a string")
+                self.report("GEM-7", f"candidate {index} finishReason {reason!r} is not a string")
                 reason = str(reason)
             elif reason not in FINISH_REASONS:
-                self._report(
+                self.report(
                     "GEM-8",
                     f"candidate {index} has unknown finishReason {reason!r}",
                     Severity.WARNING,
@@ -385,7 +403,7 @@ class GeminiValidator(StreamValidator):
         """Checks one candidate's content; True if a part carries output."""
         role = content.get("role")
         if role is not None and role != "model":
-            self._report(
+            self.report(
                 "GEM-7",
                 f"candidate {index} content role is {role!r}, not 'model'",
                 Severity.WARNING,
@@ -394,25 +412,33 @@ class GeminiValidator(StreamValidator):
         if parts is None:
             return False
         if not isinstance(parts, list):
-            self._report("GEM-7", f"candidate {index} parts is not a list")
+            self.report("GEM-7", f"candidate {index} parts is not a list")
             return False
         output = False
         for part in parts:
             problem = _part_problem(part)
             if problem is not None:
-                self._report("GEM-7", f"candidate {index}: {problem}")
+                self.report("GEM-7", f"candidate {index}: {problem}")
             elif not output:
                 output = _is_output(part)
         return output
 
     # --- end of stream --------------------------------------------------------------------------
 
+    HANDLERS = {
+        NO_DATA_KIND: _no_data,
+        INVALID_KIND: _invalid,
+        VALUE_KIND: _value,
+        ERROR_KIND: _error,
+        CHUNK_KIND: _chunk_event,
+    }
+
     def on_close(self, findings: Findings, *, end_offset: int, events: int) -> None:
-        self._findings, self._event, self._offset = findings, events, end_offset
+        self.findings, self.event, self.offset = findings, events, end_offset
         # The codec reported the unterminated tail as SSE-14 just before this call.
         tail = next((f for f in findings if f.rule == "SSE-14"), None)
         if tail is not None:
-            findings.add(
+            self.report(
                 "GEM-6",
                 "the final event has no terminating blank line",
                 event=tail.event,
@@ -422,7 +448,7 @@ class GeminiValidator(StreamValidator):
             return  # failed, not truncated (GEM-9 said so)
         if self.state is State.FINISHED:
             if not self.last_has_usage and self.blocked is None:
-                self._report("GEM-8", "the final chunk carries no usageMetadata", Severity.WARNING)
+                self.report("GEM-8", "the final chunk carries no usageMetadata", Severity.WARNING)
             return
         if self.chunks == 0:
             detail = "stream ended before any chunk"
@@ -430,7 +456,7 @@ class GeminiValidator(StreamValidator):
             open_ = sorted(i for i, r in self.candidates.items() if r is None)
             which = f"candidate(s) {open_} never finished" if open_ else "no candidate"
             detail = f"stream ended after {self.chunks} chunk(s) without finishReason: {which}"
-        self._report("GEM-8", detail)
+        self.report("GEM-8", detail)
 
 
 def _part_problem(part: Any) -> str | None:

@@ -20,8 +20,9 @@ A failed stream carries ``{"error": {"message", "type", "param", "code"}}`` inst
 
 State machine
 -------------
-Stream: STREAMING → DONE on ``[DONE]``; FAILED on an error chunk (terminal: the SDKs raise, so
-nothing after it is read and a missing ``[DONE]`` is not truncation). Per choice, keyed by
+Stream (`State`, the `TRANSITIONS` table): STREAMING → DONE on ``[DONE]``; FAILED on an error
+chunk (terminal: the SDKs raise, so nothing after it is read and a missing ``[DONE]`` is not
+truncation); anything after ``[DONE]`` moves to TRAILING (OAI-4, once). Per choice, keyed by
 ``index`` and introduced in order 0, 1, 2 … (OAI-8): NEW → OPEN (first delta, role assistant,
 OAI-7) → FINISHED (non-null ``finish_reason``, OAI-13; nothing but Azure annotations after it).
 Per tool call of a choice, keyed by its fragment ``index`` and introduced in order (OAI-10): the
@@ -45,6 +46,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from enum import StrEnum
 from typing import Any
 from typing import TypeGuard
 
@@ -57,6 +59,7 @@ from mitmllm.protocol.dialect import SENTINEL
 from mitmllm.protocol.dialect import Assembled
 from mitmllm.protocol.dialect import Block
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.dialect import Step
 from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
@@ -163,8 +166,8 @@ class _ToolCall:
     """One tool call of a choice, accumulated from its fragments."""
 
     index: int
-    event: int  # where its first fragment was
-    offset: int
+    event: int | None  # where its first fragment was
+    offset: int | None
     kind: str = "function"
     id: str | None = None
     name: str | None = None
@@ -181,30 +184,59 @@ class _Choice:
     warned: set[str] = field(default_factory=set)  # once-per-choice warnings
 
 
-class ChatStreamValidator(StreamValidator):
-    """The Chat Completions stream state machine (see the module docstring).
+class State(StrEnum):
+    """Where a chat stream is (choices and their tool calls keep their own state)."""
 
-    `on_event` keeps the event and the findings it is working on in `_ev` / `_f`, so that each
-    rule reads as one `_report` line.
-    """
+    STREAMING = "streaming"  # chunks arrive
+    FAILED = "failed"  # an error chunk: the SDKs raised there; only [DONE] may still come
+    DONE = "done"  # data: [DONE] arrived
+    TRAILING = "trailing"  # something came after [DONE] (OAI-4, reported once)
+
+
+#: What `ChatStreamValidator.classify` calls each event.
+DATALESS, DONE, DONE_VARIANT, INVALID_DATA, VALUE, ERROR, CHUNK = (
+    "dataless",
+    "done",
+    "done-variant",
+    "invalid",
+    "value",
+    "error",
+    "chunk",
+)
+
+
+class ChatStreamValidator(StreamValidator):
+    """The Chat Completions stream state machine (see the module docstring)."""
+
+    TRANSITIONS = {
+        State.STREAMING: {
+            DONE: Step(State.DONE),
+            DONE_VARIANT: Step(State.DONE),
+            ERROR: Step(State.FAILED),
+        },
+        # the SDKs raised on the error chunk; nothing after it is read
+        State.FAILED: {DONE: Step(State.DONE), "*": Step(judge=False)},
+        State.DONE: {"*": Step(State.TRAILING, "OAI-4", "event after data: [DONE]", judge=False)},
+        State.TRAILING: {"*": Step(judge=False)},
+    }
 
     def __init__(self, *, include_usage: bool | None = None, n: int | None = None) -> None:
+        super().__init__()
+        self.state = State.STREAMING
         self.include_usage = include_usage  # None: request unknown, so usage is not required
         self.n = n  # choices asked for; None: unknown
         self.usage: dict[str, Any] | None = None
-        self.done = False  # [DONE] seen (also after a failure)
         self._choices: dict[int, _Choice] = {}
         self._id: Any = _UNSET  # the envelope pinned by the first chunk (OAI-5)
         self._created: Any = _UNSET
         self._model: Any = _UNSET
         self._usage_event: int | None = None  # a usage chunk must be the last chunk (OAI-15)
         self._once: set[str] = set()  # conditions reported once per stream
-        self._ev = Event(0, 0, b"")  # the event being checked
-        self._f = Findings()
 
-    def _report(self, rule_id: str, detail: str, severity: Severity | None = None) -> None:
-        ev = self._ev
-        self._f.add(rule_id, detail, event=ev.index, offset=ev.offset, severity=severity)
+    @property
+    def done(self) -> bool:
+        """[DONE] seen (also after a failure)."""
+        return self.state in (State.DONE, State.TRAILING)
 
     def _report_once(
         self, key: str, rule_id: str, detail: str, severity: Severity | None = None
@@ -212,63 +244,90 @@ class ChatStreamValidator(StreamValidator):
         """For conditions that tend to repeat on every event: only the first is reported."""
         if key not in self._once:
             self._once.add(key)
-            self._report(rule_id, detail, severity)
+            self.report(rule_id, detail, severity)
 
     # --- events ---------------------------------------------------------------------------------
 
-    def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
-        if payload is NO_DATA and not ev.has_fields:
-            return  # comments (keep-alives) and blank lines are not dispatched
-        self._ev, self._f = ev, findings
-        if self.done:
-            self._report_once("after-done", "OAI-4", "event after data: [DONE]")
-        elif self.error is not None and payload is not SENTINEL:
-            return  # the SDKs raised on the error chunk; nothing after it is read
-        elif payload is NO_DATA:
-            what = f"event {ev.event!r}" if ev.event is not None else "a block"
-            self._report("OAI-1", f"{what} without data")
-        else:
-            if ev.event is not None:
-                self._event_name(ev.event)
-            if payload is SENTINEL:
-                self._on_done()
-            elif payload is INVALID:
-                self._invalid(ev.data or "")
-            elif type(payload) is not dict:
-                self._report("OAI-5", f"chunk is {_type_name(payload)}, not an object")
-            elif payload.get("error") or payload.get("object") == "error":
-                self._failed(payload)
-            else:
-                self._chunk(payload)
+    def classify(self, ev: Event, payload: Any) -> str | None:
+        if payload is NO_DATA:
+            # comments (keep-alives) and blank lines are not dispatched
+            return DATALESS if ev.has_fields else None
+        if payload is SENTINEL:
+            return DONE
+        if payload is INVALID:
+            data = ev.data or ""
+            return DONE_VARIANT if data.startswith(SENTINEL_DATA) else INVALID_DATA
+        if type(payload) is not dict:
+            return VALUE
+        if payload.get("error") or payload.get("object") == "error":
+            return ERROR
+        return CHUNK
 
-    def _event_name(self, name: str) -> None:
+    def _dataless(self, ev: Event, payload: Any) -> None:
+        what = f"event {ev.event!r}" if ev.event is not None else "a block"
+        self.report("OAI-1", f"{what} without data")
+
+    def _done(self, ev: Event, payload: Any) -> None:
+        self._event_name(ev)
+        self._on_done()
+
+    def _done_variant(self, ev: Event, payload: Any) -> None:
+        """openai-python stops on startswith("[DONE]"); openai-node needs it exact."""
+        self._event_name(ev)
+        data = ev.data or ""
+        detail = f"sentinel variant {data[:20]!r}: openai-node JSON-parses it and fails"
+        self.report("OAI-3", detail, W)
+        self._on_done()
+
+    def _invalid(self, ev: Event, payload: Any) -> None:
+        self._event_name(ev)
+        data = ev.data or ""
+        if not data:
+            self.report("OAI-1", "data field is empty")
+        else:
+            self.report("OAI-17", f"data {data[:40]!r} is neither JSON nor [DONE]")
+
+    def _value(self, ev: Event, payload: Any) -> None:
+        self._event_name(ev)
+        self.report("OAI-5", f"chunk is {_type_name(payload)}, not an object")
+
+    def _error(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._event_name(ev)
+        self._failed(payload)
+
+    def _chunk_event(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._event_name(ev)
+        self._chunk(payload)
+
+    HANDLERS = {
+        DATALESS: _dataless,
+        DONE: _done,
+        DONE_VARIANT: _done_variant,
+        INVALID_DATA: _invalid,
+        VALUE: _value,
+        ERROR: _error,
+        CHUNK: _chunk_event,
+    }
+
+    def _event_name(self, ev: Event) -> None:
         """OAI-2: chat streams are data-only."""
+        name = ev.event
+        if name is None:
+            return
         if name.startswith("thread."):
             detail = f"event name {name!r} switches the SDKs to Assistants handling"
-            self._report("OAI-2", detail, Severity.ERROR)
+            self.report("OAI-2", detail, Severity.ERROR)
         else:
             self._report_once("event-name", "OAI-2", f"event name {name!r} in a chat stream")
-
-    def _invalid(self, data: str) -> None:
-        if not data:
-            self._report("OAI-1", "data field is empty")
-        elif data.startswith(SENTINEL_DATA):
-            # openai-python stops on startswith("[DONE]"); openai-node needs it exact
-            detail = f"sentinel variant {data[:20]!r}: openai-node JSON-parses it and fails"
-            self._report("OAI-3", detail, W)
-            self._on_done()
-        else:
-            self._report("OAI-17", f"data {data[:40]!r} is neither JSON nor [DONE]")
 
     def _failed(self, payload: dict[str, Any]) -> None:
         """OAI-16: the stream failed. Terminal: nothing after it is checked."""
         self.error = error_message(payload) or "unknown error"
         shape = "" if payload.get("error") else " (top-level object 'error': SDKs do not raise)"
-        self._report("OAI-16", f"error chunk{shape}: {self.error[:120]}")
+        self.report("OAI-16", f"error chunk{shape}: {self.error[:120]}")
 
     def _on_done(self) -> None:
         """[DONE]: every choice finished (OAI-13), usage arrived if asked for (OAI-15)."""
-        self.done = True
         if self.error is not None:
             return  # a failed stream is not complete, whatever follows
         self.complete = True
@@ -276,12 +335,12 @@ class ChatStreamValidator(StreamValidator):
         for i in sorted(set(expected) | self._choices.keys()):
             st = self._choices.get(i)
             if st is None:
-                self._report("OAI-13", f"choice {i} never appeared before [DONE]")
+                self.report("OAI-13", f"choice {i} never appeared before [DONE]")
             elif st.finish is None:
-                self._report("OAI-13", f"choice {i} has no finish_reason before [DONE]")
+                self.report("OAI-13", f"choice {i} has no finish_reason before [DONE]")
         if self.include_usage and self.usage is None:
             detail = "stream_options.include_usage was requested but no usage chunk came"
-            self._report("OAI-15", detail)
+            self.report("OAI-15", detail)
 
     # --- chunks ---------------------------------------------------------------------------------
 
@@ -292,11 +351,11 @@ class ChatStreamValidator(StreamValidator):
                 detail = f"Azure content-filter annotation chunk (object {obj!r}, no delta)"
                 self._report_once("annotation", "OAI-5", detail, W)
                 return
-            self._report("OAI-5", f"object is {obj!r}, not {CHUNK_OBJECT!r}")
+            self.report("OAI-5", f"object is {obj!r}, not {CHUNK_OBJECT!r}")
         self._envelope(p.get("id"), p.get("created"), p.get("model"))
         if self._usage_event is not None:
             detail = f"the usage chunk (event {self._usage_event}) is followed by another chunk"
-            self._report("OAI-15", detail)
+            self.report("OAI-15", detail)
             self._usage_event = None
         choices = p.get("choices")
         usage = p.get("usage")
@@ -304,9 +363,9 @@ class ChatStreamValidator(StreamValidator):
             for c in choices:
                 self._choice(c)
         elif choices is None and usage is not None:  # vLLM
-            self._report("OAI-15", "usage chunk has choices null or omitted, not []", W)
+            self.report("OAI-15", "usage chunk has choices null or omitted, not []", W)
         else:
-            self._report("OAI-6", f"choices is {_type_name(choices)}, not an array")
+            self.report("OAI-6", f"choices is {_type_name(choices)}, not an array")
         if usage is not None:
             self._usage(usage, choices)
 
@@ -315,18 +374,18 @@ class ChatStreamValidator(StreamValidator):
         if self._id is _UNSET:
             self._id, self._created, self._model = cid, created, model
             if not (isinstance(cid, str) and cid):
-                self._report("OAI-5", f"chunk id is {cid!r}, not a non-empty string")
+                self.report("OAI-5", f"chunk id is {cid!r}, not a non-empty string")
             if type(created) is not int:
-                self._report("OAI-5", f"created is {created!r}, not an integer")
+                self.report("OAI-5", f"created is {created!r}, not an integer")
             if isinstance(model, str):
                 self.model = model
             else:
-                self._report("OAI-5", f"model is {model!r}, not a string")
+                self.report("OAI-5", f"model is {model!r}, not a string")
             return
         if cid != self._id:
-            self._report("OAI-5", f"chunk id changed from {self._id!r} to {cid!r}")
+            self.report("OAI-5", f"chunk id changed from {self._id!r} to {cid!r}")
         if created != self._created:
-            self._report("OAI-5", f"created changed from {self._created!r} to {created!r}")
+            self.report("OAI-5", f"created changed from {self._created!r} to {created!r}")
         if model != self._model:
             detail = f"model changed from {self._model!r} to {model!r}"
             self._report_once("model", "OAI-5", detail, W)
@@ -334,17 +393,15 @@ class ChatStreamValidator(StreamValidator):
     def _usage(self, usage: Any, choices: Any) -> None:
         """OAI-15: one usage object, on the last chunk, which has choices []."""
         if not isinstance(usage, dict) or any(type(usage.get(k)) is not int for k in USAGE_COUNTS):
-            self._report(
-                "OAI-15", f"usage {str(usage)[:60]} lacks integer {'/'.join(USAGE_COUNTS)}"
-            )
+            self.report("OAI-15", f"usage {str(usage)[:60]} lacks integer {'/'.join(USAGE_COUNTS)}")
         if choices:  # Gemini's OpenAI compatibility layer
-            self._report("OAI-15", "usage rides on a chunk with choices, not on its own chunk", W)
+            self.report("OAI-15", "usage rides on a chunk with choices, not on its own chunk", W)
         self.usage = usage if isinstance(usage, dict) else {"usage": usage}
-        self._usage_event = self._ev.index
+        self._usage_event = self.event
 
     def _choice(self, c: Any) -> None:
         if type(c) is not dict:
-            self._report("OAI-6", f"choice is {_type_name(c)}, not an object")
+            self.report("OAI-6", f"choice is {_type_name(c)}, not an object")
             return
         delta = c.get("delta")
         if delta is None and any(k in c for k in FILTER_FIELDS):
@@ -353,38 +410,38 @@ class ChatStreamValidator(StreamValidator):
             return
         idx = c.get("index")
         if type(idx) is not int or idx < 0:
-            self._report("OAI-6", f"choice index {idx!r} is not an integer >= 0")
+            self.report("OAI-6", f"choice index {idx!r} is not an integer >= 0")
             return
         st = self._choices.get(idx)
         first = st is None
         if st is None:
             if self.n is not None and idx >= self.n:
-                self._report("OAI-6", f"choice index {idx} outside [0, {self.n}) (request n)")
+                self.report("OAI-6", f"choice index {idx} outside [0, {self.n}) (request n)")
             if idx != len(self._choices):
-                self._report("OAI-8", f"choice {idx} appears before choice {len(self._choices)}")
+                self.report("OAI-8", f"choice {idx} appears before choice {len(self._choices)}")
             st = self._choices[idx] = _Choice(idx)
         if type(delta) is not dict:
-            self._report("OAI-6", f"choice {idx} delta is {_type_name(delta)}, not an object")
+            self.report("OAI-6", f"choice {idx} delta is {_type_name(delta)}, not an object")
             delta = {}
         logprobs = c.get("logprobs")
         if logprobs is not None and type(logprobs) is not dict:
-            self._report("OAI-6", f"choice {idx} logprobs is {_type_name(logprobs)}")
+            self.report("OAI-6", f"choice {idx} logprobs is {_type_name(logprobs)}")
         finish = c.get("finish_reason")
         if st.finish is not None:
             self._after_finish(st, delta, finish)
             return
         if first and delta.get("role") != "assistant":
-            self._report("OAI-7", f"choice {idx} starts without role 'assistant'")
+            self.report("OAI-7", f"choice {idx} starts without role 'assistant'")
         if st.tools and delta.get("content") and "OAI-14" not in st.warned:
             st.warned.add("OAI-14")
-            self._report("OAI-14", f"choice {idx} streams content after its tool calls began")
+            self.report("OAI-14", f"choice {idx} streams content after its tool calls began")
         tool_calls = delta.get("tool_calls")
         if tool_calls:
             if type(tool_calls) is list:
                 for frag in tool_calls:
                     self._fragment(st, frag)
             else:
-                self._report("OAI-9", f"choice {idx} tool_calls is {_type_name(tool_calls)}")
+                self.report("OAI-9", f"choice {idx} tool_calls is {_type_name(tool_calls)}")
         if finish is not None:
             self._finish(st, finish)
 
@@ -392,20 +449,20 @@ class ChatStreamValidator(StreamValidator):
         """OAI-13: one finish per choice, on its last chunk."""
         if finish is not None:
             detail = f"choice {st.index} finishes again ({st.finish!r}, then {finish!r})"
-            self._report("OAI-13", detail, W if finish == st.finish else None)
+            self.report("OAI-13", detail, W if finish == st.finish else None)
         elif carries_output(delta):
-            self._report("OAI-13", f"choice {st.index} streams output after its finish_reason")
+            self.report("OAI-13", f"choice {st.index} streams output after its finish_reason")
 
     # --- tool calls -----------------------------------------------------------------------------
 
     def _fragment(self, st: _Choice, frag: Any) -> None:
         """OAI-9/10/11: one `delta.tool_calls[]` fragment."""
         if type(frag) is not dict:
-            self._report("OAI-9", f"tool call fragment is {_type_name(frag)}")
+            self.report("OAI-9", f"tool call fragment is {_type_name(frag)}")
             return
         ti = frag.get("index")
         if type(ti) is not int or ti < 0:
-            self._report("OAI-9", f"tool call fragment index {ti!r} is not an integer >= 0")
+            self.report("OAI-9", f"tool call fragment index {ti!r} is not an integer >= 0")
             return
         tc = st.tools.get(ti)
         if tc is None:
@@ -413,16 +470,16 @@ class ChatStreamValidator(StreamValidator):
             return
         if ti != st.current_tool and "OAI-11" not in st.warned:
             st.warned.add("OAI-11")
-            self._report("OAI-11", f"fragment for tool call #{ti} after #{st.current_tool} began")
+            self.report("OAI-11", f"fragment for tool call #{ti} after #{st.current_tool} began")
         fid = frag.get("id")
         if fid:
             if tc.id is None:
                 tc.id = str(fid)
-                self._report("OAI-9", f"tool call #{ti} gets its id in a later fragment", W)
+                self.report("OAI-9", f"tool call #{ti} gets its id in a later fragment", W)
             elif fid == tc.id:
-                self._report("OAI-9", f"tool call #{ti} repeats its id {fid!r} (-> {fid}{fid})")
+                self.report("OAI-9", f"tool call #{ti} repeats its id {fid!r} (-> {fid}{fid})")
             else:  # another call reusing the index: its name and arguments are not this one's
-                self._report("OAI-10", f"tool call #{ti} changes identity: {tc.id!r}, {fid!r}")
+                self.report("OAI-10", f"tool call #{ti} changes identity: {tc.id!r}, {fid!r}")
                 return
         body_key, args_key = TOOL_BODIES[tc.kind]
         body = frag.get(body_key)
@@ -432,23 +489,23 @@ class ChatStreamValidator(StreamValidator):
         if name:
             if tc.name is None:
                 tc.name = str(name)
-                self._report("OAI-9", f"tool call #{ti} gets its name in a later fragment", W)
+                self.report("OAI-9", f"tool call #{ti} gets its name in a later fragment", W)
             else:
-                self._report("OAI-9", f"tool call #{ti} sends its name again ({name!r})")
+                self.report("OAI-9", f"tool call #{ti} sends its name again ({name!r})")
         self._append_args(tc, body.get(args_key))
 
     def _first_fragment(self, st: _Choice, ti: int, frag: dict[str, Any]) -> None:
         """The fragment that starts a call: in index order, with id, type and name."""
         if ti != st.next_tool:
-            self._report("OAI-10", f"choice {st.index} starts tool call #{ti}, not #{st.next_tool}")
+            self.report("OAI-10", f"choice {st.index} starts tool call #{ti}, not #{st.next_tool}")
         st.next_tool = max(st.next_tool, ti + 1)
         st.current_tool = ti
-        tc = st.tools[ti] = _ToolCall(ti, self._ev.index, self._ev.offset)
+        tc = st.tools[ti] = _ToolCall(ti, self.event, self.offset)
         kind = frag.get("type")
         if _one_of(kind, TOOL_BODIES):
             tc.kind = kind
         else:
-            self._report("OAI-9", f"tool call #{ti} starts with type {kind!r}, not 'function'")
+            self.report("OAI-9", f"tool call #{ti} starts with type {kind!r}, not 'function'")
         fid = frag.get("id")
         tc.id = fid if isinstance(fid, str) and fid else None  # missing: reported at finish
         body_key, args_key = TOOL_BODIES[tc.kind]
@@ -456,7 +513,7 @@ class ChatStreamValidator(StreamValidator):
         if body is None:
             return
         if not isinstance(body, dict):
-            self._report("OAI-9", f"tool call #{ti} {body_key} is {_type_name(body)}")
+            self.report("OAI-9", f"tool call #{ti} {body_key} is {_type_name(body)}")
             return
         name = body.get("name")
         tc.name = name if isinstance(name, str) and name else None
@@ -466,28 +523,28 @@ class ChatStreamValidator(StreamValidator):
         if isinstance(args, str):
             tc.args.append(args)
         elif args is not None:
-            self._report("OAI-9", f"tool call #{tc.index} arguments are {_type_name(args)}")
+            self.report("OAI-9", f"tool call #{tc.index} arguments are {_type_name(args)}")
 
     def _finish(self, st: _Choice, finish: Any) -> None:
         """OAI-13 and, for the choice's tool calls, OAI-9 (identity) and OAI-12 (arguments)."""
         if not _one_of(finish, FINISH_REASONS):
-            self._report("OAI-13", f"choice {st.index} finish_reason {finish!r} is not a known one")
+            self.report("OAI-13", f"choice {st.index} finish_reason {finish!r} is not a known one")
         st.finish = finish if isinstance(finish, str) else str(finish)
         if self.finish is None or st.index == 0:
             self.finish = st.finish
         if not st.tools:
             if finish == "tool_calls":
-                self._report("OAI-13", f"choice {st.index} finishes 'tool_calls' without any", W)
+                self.report("OAI-13", f"choice {st.index} finishes 'tool_calls' without any", W)
             return
         if finish == "stop":  # some compatible servers
-            self._report("OAI-13", f"choice {st.index} streamed tool calls but finishes 'stop'", W)
+            self.report("OAI-13", f"choice {st.index} streamed tool calls but finishes 'stop'", W)
         for tc in st.tools.values():
             self._tool_done(tc, finish)
 
     def _tool_done(self, tc: _ToolCall, finish: Any) -> None:
         missing = " or ".join(k for k, v in (("id", tc.id), ("name", tc.name)) if v is None)
         if missing:  # reported where the call started
-            self._f.add(
+            self.report(
                 "OAI-9",
                 f"tool call #{tc.index} never got a {missing}",
                 event=tc.event,
@@ -498,13 +555,13 @@ class ChatStreamValidator(StreamValidator):
         text = "".join(tc.args)
         label = f"tool call #{tc.index} {tc.name or ''}".rstrip()
         if not text:
-            self._report("OAI-12", f"{label} has empty arguments ('' instead of '{{}}')", W)
+            self.report("OAI-12", f"{label} has empty arguments ('' instead of '{{}}')", W)
             return
         value, _ = parse_json(text)
         if type(value) is not dict:
             what = "do not parse as JSON" if value is INVALID else "are not a JSON object"
             detail = f"{label} arguments {what}: {text[:60]!r}"
-            self._report("OAI-12", detail, W if finish == "length" else None)
+            self.report("OAI-12", detail, W if finish == "length" else None)
 
     # --- end ------------------------------------------------------------------------------------
 
@@ -519,7 +576,8 @@ class ChatStreamValidator(StreamValidator):
             what = f"choice {', '.join(unfinished)} had no finish_reason yet"
         else:
             what = f"after finish_reason {self.finish!r}"
-        findings.add(
+        self.findings = findings
+        self.report(
             "OAI-3", f"stream ended without data: [DONE] ({what})", event=events, offset=end_offset
         )
 

@@ -26,7 +26,8 @@ or with the first-party nested ``error`` object; openai-python raises only for t
 States
 ------
 A stream is *before created* until ``response.created``, then *open*, then *closed* by its
-terminal event. While open, each output item is *streaming* from its ``output_item.added`` to its
+terminal event (`State`; the `TRANSITIONS` table holds the ordering rules RSP-4, RSP-9 and
+RSP-10). While open, each output item is *streaming* from its ``output_item.added`` to its
 ``output_item.done``, then *done*. The validator keeps per item only what the rules compare: its
 identity (type, id, call_id, name), its parts, and the text streamed into each (joined and
 replaced by the ``*.done`` value, as the SDK accumulators do).
@@ -72,9 +73,9 @@ keep-alive an SSE comment (both SDKs skip comments).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -85,6 +86,7 @@ from mitmllm.protocol.dialect import SENTINEL
 from mitmllm.protocol.dialect import Assembled
 from mitmllm.protocol.dialect import Block
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.dialect import Step
 from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
@@ -358,6 +360,28 @@ def _error_message(payload: dict[str, Any]) -> str:
 # --- the validator --------------------------------------------------------------------------------
 
 
+class State(StrEnum):
+    """Where a Responses stream is (output items keep their own state, see `_Item`)."""
+
+    START = "start"  # before response.created
+    EARLY = "early"  # before response.created, and something else came first (RSP-4, once)
+    OPEN = "open"  # response.created seen: items stream
+    CLOSED = "closed"  # the terminal event arrived
+
+
+#: Kinds of events that are not typed objects (`ResponsesValidator.classify`); the brackets keep
+#: them apart from any event type.
+SENTINEL_KIND, VALUE_KIND, UNTYPED_KIND, BARE_ERROR_KIND = (
+    "<sentinel>",
+    "<value>",
+    "<untyped>",
+    "<bare-error>",
+)
+_UNTYPED = dict.fromkeys((SENTINEL_KIND, VALUE_KIND, UNTYPED_KIND, BARE_ERROR_KIND), Step())
+_EARLY = Step(State.EARLY, "RSP-4", "first event is {kind}, not response.created")
+_TERMINATE = Step(State.CLOSED)
+
+
 class ResponsesValidator(StreamValidator):
     """The state machine of one Responses stream. See the module docstring for the rules.
 
@@ -367,7 +391,42 @@ class ResponsesValidator(StreamValidator):
     response.failed.
     """
 
+    TRANSITIONS = {
+        State.START: {
+            CREATED: Step(State.OPEN),
+            ERROR: Step(),
+            **dict.fromkeys(TERMINALS, Step(State.CLOSED, _EARLY.breaks, _EARLY.detail)),
+            **_UNTYPED,
+            "*": _EARLY,
+        },
+        State.EARLY: {CREATED: Step(State.OPEN), **dict.fromkeys(TERMINALS, _TERMINATE)},
+        State.OPEN: {
+            CREATED: Step(
+                breaks="RSP-4",
+                detail="second response.created (two responses spliced into one stream)",
+                judge=False,
+            ),
+            **dict.fromkeys(TERMINALS, _TERMINATE),
+        },
+        State.CLOSED: {
+            **dict.fromkeys(
+                TERMINALS,
+                Step(
+                    breaks="RSP-10",
+                    detail="second terminal event {kind} after {v.terminal}",
+                    judge=False,
+                ),
+            ),
+            # an error after the terminal still makes the SDKs raise
+            ERROR: Step(breaks="RSP-9", detail="{kind} after the terminal {v.terminal}"),
+            **_UNTYPED,
+            "*": Step(breaks="RSP-9", detail="{kind} after the terminal {v.terminal}", judge=False),
+        },
+    }
+
     def __init__(self) -> None:
+        super().__init__()
+        self.state = State.START
         self.model: str | None = None
         self.finish: str | None = None
         self.error: str | None = None
@@ -377,91 +436,65 @@ class ResponsesValidator(StreamValidator):
         self.terminal: str | None = None  # the terminal event's type, once seen
         self.response_id: Any = None
         self._last_seq: int | None = None
-        self._created = False
-        self._early_reported = False  # RSP-4 for an event before response.created
         self._failed = False  # an error event was seen
         self._items: dict[int, _Item] = {}
         self._ids: dict[str, _Item] = {}
         self._call_ids: set[tuple[str, str]] = set()
-        self._findings = Findings()
-        self._ev: Event | None = None
 
-    # --- plumbing -------------------------------------------------------------------------------
+    # --- classification -------------------------------------------------------------------------
 
-    def _add(self, rule: str, detail: str, severity: Severity | None = None) -> None:
-        ev = self._ev
-        self._findings.add(
-            rule,
-            detail,
-            event=ev.index if ev else None,
-            offset=ev.offset if ev else None,
-            severity=severity,
-        )
-
-    def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
+    def classify(self, ev: Event, payload: Any) -> str | None:
         if type(payload) is not dict:
             if payload is NO_DATA or payload is INVALID:
-                return  # comments, blanks, SSE-13 and PAY-1 are the generic layer's
-            self._findings, self._ev = findings, ev
-            if payload is SENTINEL:
-                self._on_done_sentinel()
-            else:
-                self._add("RSP-2", f"data is a JSON {type(payload).__name__}, not an object")
-            return
-        self._findings, self._ev = findings, ev
+                return None  # comments, blanks, SSE-13 and PAY-1 are the generic layer's
+            return SENTINEL_KIND if payload is SENTINEL else VALUE_KIND
         etype = payload.get("type")
         if type(etype) is not str:
-            if payload.get("error"):  # a bare {"error": ...}: openai-python raises on it
-                self._on_error(payload)
-            else:
-                self._add("RSP-2", f"data has no string type (keys {list(payload)[:5]})")
-            return
+            # a bare {"error": ...}: openai-python raises on it
+            return BARE_ERROR_KIND if payload.get("error") else UNTYPED_KIND
         self._envelope(ev, payload, etype)
-        if self.terminal is not None:
-            if etype in TERMINALS:
-                self._add("RSP-10", f"second terminal event {etype} after {self.terminal}")
-            else:
-                self._add("RSP-9", f"{etype} after the terminal {self.terminal}")
-                if etype == ERROR:
-                    self._on_error(payload)
-            return
-        if not self._created and etype != CREATED and etype != ERROR and not self._early_reported:
-            self._early_reported = True
-            self._add("RSP-4", f"first event is {etype}, not response.created")
-        handler = _HANDLERS.get(etype)
-        if handler is not None:
-            handler(self, payload)
-        elif etype in ITEM_EVENTS:
+        return etype
+
+    def _on_value(self, ev: Event, payload: Any) -> None:
+        self.report("RSP-2", f"data is a JSON {type(payload).__name__}, not an object")
+
+    def _on_untyped(self, ev: Event, payload: dict[str, Any]) -> None:
+        self.report("RSP-2", f"data has no string type (keys {list(payload)[:5]})")
+
+    def _on_other(self, ev: Event, payload: dict[str, Any]) -> None:
+        """Item events without a handler of their own name an item; the rest must be known."""
+        etype = payload["type"]
+        if etype in ITEM_EVENTS:
             self._target(payload, etype)
         elif etype not in KNOWN_TYPES:
-            self._add("RSP-14", f"unknown event type {_clip(etype)!r}")
+            self.report("RSP-14", f"unknown event type {_clip(etype)!r}")
 
     def _envelope(self, ev: Event, payload: dict[str, Any], etype: str) -> None:
         """RSP-1, RSP-2 (sequence_number) and RSP-3."""
         if ev.event != etype:
             if ev.event is None:
-                self._add("RSP-1", f"{etype} has no event: field")
+                self.report("RSP-1", f"{etype} has no event: field")
             else:
-                self._add("RSP-1", f"event: {_clip(ev.event)!r} but data.type {etype!r}")
+                self.report("RSP-1", f"event: {_clip(ev.event)!r} but data.type {etype!r}")
         seq = payload.get("sequence_number")
         if type(seq) is not int:
             if seq is None and etype in (ERROR, KEEPALIVE):
                 return
             what = "missing" if seq is None else f"{seq!r}, not an integer"
-            self._add("RSP-2", f"{etype} sequence_number is {_clip(what)}")
+            self.report("RSP-2", f"{etype} sequence_number is {_clip(what)}")
             return
         expected = self.next_sequence
         if seq == expected:
             self.next_sequence = seq + 1
         elif self._last_seq is None:
-            self._add("RSP-3", f"first sequence_number is {seq}, not 0", Severity.WARNING)
+            self.report("RSP-3", f"first sequence_number is {seq}, not 0", Severity.WARNING)
             self.next_sequence = seq + 1
         elif seq <= self._last_seq:
             what = "repeated" if seq == self._last_seq else "goes back"
-            self._add("RSP-3", f"sequence_number {seq} after {self._last_seq} ({what})")
+            self.report("RSP-3", f"sequence_number {seq} after {self._last_seq} ({what})")
             return
         else:
-            self._add(
+            self.report(
                 "RSP-3", f"sequence_number jumps from {self._last_seq} to {seq}", Severity.WARNING
             )
             self.next_sequence = seq + 1
@@ -469,19 +502,15 @@ class ResponsesValidator(StreamValidator):
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def _on_created(self, p: dict[str, Any]) -> None:
-        if self._created:
-            self._add("RSP-4", "second response.created (two responses spliced into one stream)")
-            return
-        self._created = True
+    def _on_created(self, ev: Event, p: dict[str, Any]) -> None:
         resp = p.get("response")
         if not isinstance(resp, dict):
-            self._add("RSP-4", "response.created carries no response object")
+            self.report("RSP-4", "response.created carries no response object")
             return
         self.response_id = resp.get("id")
         self._take_model(resp)
 
-    def _on_lifecycle(self, p: dict[str, Any]) -> None:
+    def _on_lifecycle(self, ev: Event, p: dict[str, Any]) -> None:
         resp = p.get("response")
         if isinstance(resp, dict):
             self._check_identity(resp, "RSP-4", p["type"])
@@ -490,7 +519,7 @@ class ResponsesValidator(StreamValidator):
     def _check_identity(self, resp: dict[str, Any], rule: str, etype: str) -> None:
         rid = resp.get("id")
         if self.response_id is not None and rid != self.response_id:
-            self._add(
+            self.report(
                 rule, f"{etype} is for response {rid!r}, the stream created {self.response_id!r}"
             )
 
@@ -499,7 +528,7 @@ class ResponsesValidator(StreamValidator):
         if isinstance(model, str):
             self.model = model
 
-    def _on_terminal(self, p: dict[str, Any]) -> None:
+    def _on_terminal(self, ev: Event, p: dict[str, Any]) -> None:
         etype = p["type"]
         self.terminal = etype
         resp = p.get("response")
@@ -509,7 +538,7 @@ class ResponsesValidator(StreamValidator):
             self.complete = True
             self.finish = "completed" if etype == "response.completed" else "incomplete"
         if not isinstance(resp, dict):
-            self._add("RSP-10", f"{etype} carries no response object")
+            self.report("RSP-10", f"{etype} carries no response object")
             if etype == "response.failed":
                 self.error = self.error or "response failed"
             return
@@ -517,7 +546,7 @@ class ResponsesValidator(StreamValidator):
         self._take_model(resp)
         status = resp.get("status")
         if status != TERMINALS[etype]:
-            self._add("RSP-10", f"{etype} has response.status {status!r}")
+            self.report("RSP-10", f"{etype} has response.status {status!r}")
         if etype == "response.completed":
             self._check_completed(resp)
         elif etype == "response.incomplete":
@@ -526,18 +555,18 @@ class ResponsesValidator(StreamValidator):
             if isinstance(reason, str) and reason:
                 self.finish = reason
             else:
-                self._add("RSP-10", "response.incomplete without incomplete_details.reason")
+                self.report("RSP-10", "response.incomplete without incomplete_details.reason")
         else:
             err = resp.get("error")
             msg = err.get("message") if isinstance(err, dict) else None
             if not (isinstance(msg, str) and msg):
-                self._add("RSP-10", "response.failed without response.error.message")
+                self.report("RSP-10", "response.failed without response.error.message")
             self.error = self.error or (msg if isinstance(msg, str) and msg else "response failed")
 
     def _check_completed(self, resp: dict[str, Any]) -> None:
         for item in self._items.values():
             if not item.done:
-                self._add(
+                self.report(
                     "RSP-10",
                     f"response.completed while item #{item.index} "
                     f"({item.type} {item.id!r}) never got output_item.done",
@@ -545,9 +574,9 @@ class ResponsesValidator(StreamValidator):
                 break
         output = resp.get("output")
         if not isinstance(output, list):
-            self._add("RSP-10", "response.completed has no output list")
+            self.report("RSP-10", "response.completed has no output list")
         elif len(output) != len(self._items):
-            self._add(
+            self.report(
                 "RSP-10",
                 f"response.completed has {len(output)} output items, the stream "
                 f"added {len(self._items)}",
@@ -557,55 +586,55 @@ class ResponsesValidator(StreamValidator):
                 streamed = self._items.get(i)
                 if streamed is not None and not _same_item(streamed, final):
                     got = final.get("id") if isinstance(final, dict) else final
-                    self._add(
+                    self.report(
                         "RSP-10",
                         f"response.completed output[{i}] is {_clip(str(got))!r}, "
                         f"the stream added {streamed.type} {streamed.id!r}",
                     )
                     break
         if not isinstance(resp.get("usage"), dict):
-            self._add("RSP-10", "response.completed has no usage")
+            self.report("RSP-10", "response.completed has no usage")
 
-    def _on_error(self, p: dict[str, Any]) -> None:
+    def _on_error(self, ev: Event, p: dict[str, Any]) -> None:
         msg = _error_message(p)
         self._failed = True
         self.error = msg
-        self._add("RSP-12", f"error event: {_clip(msg, 120)}")
+        self.report("RSP-12", f"error event: {_clip(msg, 120)}")
 
-    def _on_done_sentinel(self) -> None:
+    def _on_done_sentinel(self, ev: Event, payload: Any) -> None:
         if self.terminal is not None:
-            self._add("RSP-13", "data: [DONE] after the terminal event")
+            self.report("RSP-13", "data: [DONE] after the terminal event")
         else:
-            self._add("RSP-13", "data: [DONE] before the terminal event", Severity.ERROR)
+            self.report("RSP-13", "data: [DONE] before the terminal event", Severity.ERROR)
 
     # --- output items ---------------------------------------------------------------------------
 
-    def _on_item_added(self, p: dict[str, Any]) -> None:
+    def _on_item_added(self, ev: Event, p: dict[str, Any]) -> None:
         index = p.get("output_index")
         count = len(self._items)
         item = p.get("item")
         if type(index) is not int:
-            self._add("RSP-5", f"output_item.added without an integer output_index ({index!r})")
+            self.report("RSP-5", f"output_item.added without an integer output_index ({index!r})")
             return
         if index != count:
-            self._add("RSP-5", f"output_item.added at output_index {index}, expected {count}")
+            self.report("RSP-5", f"output_item.added at output_index {index}, expected {count}")
         if not isinstance(item, dict):
-            self._add("RSP-5", f"output_item.added #{index} carries no item")
+            self.report("RSP-5", f"output_item.added #{index} carries no item")
             return
         itype = item.get("type")
         iid = item.get("id")
         if not isinstance(itype, str) or not itype:
-            self._add("RSP-5", f"output item #{index} has no type")
+            self.report("RSP-5", f"output item #{index} has no type")
         if not isinstance(iid, str) or not iid:
-            self._add("RSP-5", f"output item #{index} ({itype}) has no id")
+            self.report("RSP-5", f"output item #{index} ({itype}) has no id")
         elif iid in self._ids:
-            self._add("RSP-5", f"output item #{index} repeats id {iid!r}")
+            self.report("RSP-5", f"output item #{index} repeats id {iid!r}")
         if itype in CALL_ITEMS:
             call_id = item.get("call_id")
             if not isinstance(call_id, str) or not call_id:
-                self._add("RSP-5", f"{itype} #{index} has no call_id")
+                self.report("RSP-5", f"{itype} #{index} has no call_id")
             elif (itype, call_id) in self._call_ids:
-                self._add("RSP-5", f"{itype} #{index} repeats call_id {call_id!r}")
+                self.report("RSP-5", f"{itype} #{index} repeats call_id {call_id!r}")
             else:
                 self._call_ids.add((itype, call_id))
         if index not in self._items:
@@ -613,14 +642,14 @@ class ResponsesValidator(StreamValidator):
             if isinstance(iid, str) and iid:
                 self._ids.setdefault(iid, state)
 
-    def _on_item_done(self, p: dict[str, Any]) -> None:
+    def _on_item_done(self, ev: Event, p: dict[str, Any]) -> None:
         item = self._target(p, ITEM_DONE)
         if item is None:
             return
         final = p.get("item")
         item.done = True
         if not isinstance(final, dict):
-            self._add("RSP-6", f"output_item.done #{item.index} carries no item")
+            self.report("RSP-6", f"output_item.done #{item.index} carries no item")
             return
         # Both SDKs raise when the finished item is not the one that was added.
         changed = None
@@ -632,7 +661,7 @@ class ResponsesValidator(StreamValidator):
             changed = ("call_id", item.call_id, final.get("call_id"))
         if changed is not None:
             key, before, after = changed
-            self._add(
+            self.report(
                 "RSP-8",
                 f"output_item.done #{item.index} changes {key} from {before!r} "
                 f"to {after!r} (both SDKs raise on a changed item identity)",
@@ -648,13 +677,13 @@ class ResponsesValidator(StreamValidator):
         if field is not None and not item.misrouted:
             value = final.get(field)
             if isinstance(value, str) and value != item.streamed.text:
-                self._add(
+                self.report(
                     "RSP-8",
                     f"{where} {field} {_clip(value)!r} differs from the streamed "
                     f"{_clip(item.streamed.text)!r}",
                 )
         if item.type in NAMED_CALLS and final.get("name") != item.name:
-            self._add(
+            self.report(
                 "RSP-8", f"{where} names the tool {final.get('name')!r}, added as {item.name!r}"
             )
         for key, parts in (("content", item.content), ("summary", item.summary)):
@@ -662,7 +691,7 @@ class ResponsesValidator(StreamValidator):
             if item.misrouted or not isinstance(final_parts, list) or not (final_parts or parts):
                 continue
             if len(final_parts) != len(parts):
-                self._add(
+                self.report(
                     "RSP-8",
                     f"{where} has {len(final_parts)} {key} parts, the stream added {len(parts)}",
                 )
@@ -670,7 +699,7 @@ class ResponsesValidator(StreamValidator):
             for j, (final_part, part) in enumerate(zip(final_parts, parts, strict=True)):
                 text = _part_text(final_part)
                 if text is not None and text != part.text:
-                    self._add(
+                    self.report(
                         "RSP-8",
                         f"{where} {key}[{j}] text {_clip(text)!r} differs from "
                         f"the streamed {_clip(part.text)!r}",
@@ -681,7 +710,7 @@ class ResponsesValidator(StreamValidator):
             if problem is not None:
                 # A call cut short by max_output_tokens is finished as incomplete.
                 cut = final.get("status") == "incomplete"
-                self._add(
+                self.report(
                     "OAI-12",
                     f"function_call {item.name!r} #{item.index}: {problem}",
                     Severity.WARNING if cut else None,
@@ -698,12 +727,12 @@ class ResponsesValidator(StreamValidator):
         index = p.get("output_index")
         item = self._items.get(index) if type(index) is int else None
         if item is None:
-            self._add("RSP-6", f"{etype} for output_index {index!r}, which was never added")
+            self.report("RSP-6", f"{etype} for output_index {index!r}, which was never added")
             self._misrouted(p.get("item_id"))
             return None
         if item.done:
             again = "second output_item.done" if etype == ITEM_DONE else etype
-            self._add("RSP-9", f"{again} for item #{index} after its output_item.done")
+            self.report("RSP-9", f"{again} for item #{index} after its output_item.done")
             return None
         if etype == ITEM_DONE:
             return item
@@ -713,14 +742,14 @@ class ResponsesValidator(StreamValidator):
             if isinstance(part, dict) and part.get("type") == "reasoning_text":
                 want = "reasoning"
         if item.type != want:
-            self._add(
+            self.report(
                 "RSP-6",
                 f"{etype} targets item #{index}, a {item.type or 'typeless item'}, not a {want}",
             )
             self._misrouted(p.get("item_id"))
             return None
         if etype not in NO_ITEM_ID and p.get("item_id") != item.id:
-            self._add(
+            self.report(
                 "RSP-6", f"{etype} names item_id {p.get('item_id')!r}, item #{index} is {item.id!r}"
             )
             item.misrouted = True
@@ -735,7 +764,7 @@ class ResponsesValidator(StreamValidator):
 
     # --- parts and streamed text ----------------------------------------------------------------
 
-    def _on_part_added(self, p: dict[str, Any]) -> None:
+    def _on_part_added(self, ev: Event, p: dict[str, Any]) -> None:
         etype = p["type"]
         item = self._target(p, etype)
         if item is None:
@@ -745,7 +774,7 @@ class ResponsesValidator(StreamValidator):
         parts = item.summary if summary else item.content
         index = p.get(key)
         if index != len(parts):
-            self._add(
+            self.report(
                 "RSP-7", f"{etype} at {key} {index!r} of item #{item.index}, expected {len(parts)}"
             )
         # openai-python appends the part whatever its index says; later events then miss it.
@@ -753,7 +782,7 @@ class ResponsesValidator(StreamValidator):
         ptype = part.get("type") if isinstance(part, dict) else None
         parts.append(_Part(ptype if isinstance(ptype, str) else "", _part_text(part) or ""))
 
-    def _on_part_done(self, p: dict[str, Any]) -> None:
+    def _on_part_done(self, ev: Event, p: dict[str, Any]) -> None:
         etype = p["type"]
         item = self._target(p, etype)
         if item is None:
@@ -766,7 +795,7 @@ class ResponsesValidator(StreamValidator):
         text = _part_text(p.get("part"))
         if text is not None:
             if text != part.text and not item.misrouted:
-                self._add(
+                self.report(
                     "RSP-8",
                     f"{etype} text {_clip(text)!r} differs from the streamed {_clip(part.text)!r}",
                 )
@@ -780,7 +809,7 @@ class ResponsesValidator(StreamValidator):
         parts = item.summary if where == "summary" else item.content
         index = p.get(key)
         if type(index) is not int or not 0 <= index < len(parts):
-            self._add(
+            self.report(
                 "RSP-7",
                 f"{etype} for {key} {index!r} of item #{item.index}, which has "
                 f"{len(parts)} part(s)",
@@ -789,7 +818,7 @@ class ResponsesValidator(StreamValidator):
             return None
         part = parts[index]
         if ptype is not None and part.type != ptype:
-            self._add(
+            self.report(
                 "RSP-7",
                 f"{etype} targets part {index} of item #{item.index}, a "
                 f"{part.type or 'typeless part'}, not {ptype}",
@@ -798,7 +827,7 @@ class ResponsesValidator(StreamValidator):
             return None
         return part
 
-    def _on_delta(self, p: dict[str, Any]) -> None:
+    def _on_delta(self, ev: Event, p: dict[str, Any]) -> None:
         etype = p["type"]
         item = self._target(p, etype)
         if item is None:
@@ -811,9 +840,9 @@ class ResponsesValidator(StreamValidator):
         if isinstance(delta, str):
             sink.chunks.append(delta)
         else:
-            self._add("RSP-2", f"{etype} delta is {type(delta).__name__}, not a string")
+            self.report("RSP-2", f"{etype} delta is {type(delta).__name__}, not a string")
 
-    def _on_done(self, p: dict[str, Any]) -> None:
+    def _on_done(self, ev: Event, p: dict[str, Any]) -> None:
         etype = p["type"]
         item = self._target(p, etype)
         if item is None:
@@ -826,7 +855,7 @@ class ResponsesValidator(StreamValidator):
         if not isinstance(value, str):
             return
         if value != sink.text and not item.misrouted:
-            self._add(
+            self.report(
                 "RSP-8",
                 f"{etype} {field} {_clip(value)!r} differs from the streamed {_clip(sink.text)!r}",
             )
@@ -834,9 +863,9 @@ class ResponsesValidator(StreamValidator):
         if etype == ARGS_DONE:
             name = p.get("name")
             if name is not None and name != item.name:
-                self._add("RSP-8", f"{etype} names {name!r}, the item was added as {item.name!r}")
+                self.report("RSP-8", f"{etype} names {name!r}, the item was added as {item.name!r}")
 
-    def _on_annotation(self, p: dict[str, Any]) -> None:
+    def _on_annotation(self, ev: Event, p: dict[str, Any]) -> None:
         etype = p["type"]
         item = self._target(p, etype)
         if item is not None:
@@ -846,8 +875,9 @@ class ResponsesValidator(StreamValidator):
 
     def on_close(self, findings: Findings, *, end_offset: int, events: int) -> None:
         # A stream that an error event ended failed (RSP-12); it was not cut short.
+        self.findings = findings
         if self.terminal is None and not self._failed:
-            findings.add(
+            self.report(
                 "RSP-11",
                 f"stream ended after {events} events without response.completed, "
                 "response.incomplete or response.failed",
@@ -865,7 +895,11 @@ def _same_item(item: _Item, final: Any) -> bool:
     return bool(final.get("call_id") == item.call_id)
 
 
-_HANDLERS: dict[str, Callable[[ResponsesValidator, dict[str, Any]], None]] = {
+ResponsesValidator.HANDLERS = {
+    SENTINEL_KIND: ResponsesValidator._on_done_sentinel,
+    VALUE_KIND: ResponsesValidator._on_value,
+    UNTYPED_KIND: ResponsesValidator._on_untyped,
+    BARE_ERROR_KIND: ResponsesValidator._on_error,
     CREATED: ResponsesValidator._on_created,
     "response.queued": ResponsesValidator._on_lifecycle,
     "response.in_progress": ResponsesValidator._on_lifecycle,
@@ -880,6 +914,7 @@ _HANDLERS: dict[str, Callable[[ResponsesValidator, dict[str, Any]], None]] = {
     **dict.fromkeys(DELTAS, ResponsesValidator._on_delta),
     **dict.fromkeys(DONES, ResponsesValidator._on_done),
     "response.output_text.annotation.added": ResponsesValidator._on_annotation,
+    "*": ResponsesValidator._on_other,
 }
 
 
