@@ -9,8 +9,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from mitmllm.engine.pipeline import Pipeline
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.stream import StreamChecker
 
 
@@ -70,3 +72,21 @@ def assert_chunking_invariant(
     assert parts.raws == whole.raws  # type: ignore[attr-defined]
     assert parts.findings.to_list() == whole.findings.to_list()
     assert b"".join(parts.raws) + parts.trailing == body  # type: ignore[attr-defined]
+
+
+def repaired(
+    dialect: Dialect | None, chunks: list[bytes], request: Any = None
+) -> tuple[bytes, Findings, Findings]:
+    """Run `chunks` through a repairing pipeline: (what the client gets, the upstream's findings
+    with the repairs, the findings of what the client gets)."""
+    upstream = StreamChecker(dialect, request=request)
+    client = StreamChecker(dialect, request=request)
+    pipeline = Pipeline(
+        client, upstream=upstream, repairer=Repairer(dialect, upstream.findings, request=request)
+    )
+    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    return out, upstream.findings, client.findings
+
+
+def error_rules(findings: Findings) -> set[str]:
+    return {f.rule for f in findings if f.severity == "error"}

@@ -27,8 +27,10 @@ from mitmllm.protocol.stream import check_stream
 from tests import anthropic_streams as S
 from tests.streamcheck import assert_chunking_invariant
 from tests.streamcheck import chunkings
+from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
+from tests.streamcheck import repaired
 from tests.streamcheck import rules
 from tests.streamcheck import run
 
@@ -936,3 +938,119 @@ def test_summarize() -> None:
         "message_start None None"
     )
     assert all("\n" not in s for s in said)
+
+
+# --- repairs (MessageStreamMender) ---------------------------------------------------------------
+
+
+def fix_rules(f: Findings) -> list[str]:
+    return [x.rule for x in f if x.rule.startswith("FIX-")]
+
+
+def test_repair_renumbers_a_first_block_at_index_1_and_its_events() -> None:
+    tool = S.tool_block(1, "get_weather", '{"city":', ' "Paris"}')
+    broken = S.message(tool, reason="tool_use")
+    assert errors(DIALECT, broken) == {"ANT-7"}
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == S.message(
+        S.tool_block(0, "get_weather", '{"city":', ' "Paris"}'), reason="tool_use"
+    )
+    assert fix_rules(upstream) == ["FIX-6"] and list(client) == []
+
+
+def test_repair_renumbers_a_gap_and_follows_a_reused_index() -> None:
+    broken = S.message(S.text_block(0, "a") + S.text_block(2, "b") + S.text_block(2, "c"))
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == S.message(S.text_block(0, "a") + S.text_block(1, "b") + S.text_block(2, "c"))
+    assert fix_rules(upstream) == ["FIX-6"] and error_rules(client) == set()
+
+
+def test_repair_drops_a_message_start_repeated_before_content() -> None:
+    first = S.message_start(id="msg_first")
+    healthy = S.message(S.text_block(0, "hi"))
+    broken = first + S.event("ping", {"type": "ping"}) + healthy
+    assert errors(DIALECT, broken) == {"ANT-5"}
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == S.event("ping", {"type": "ping"}) + healthy
+    assert fix_rules(upstream) == ["FIX-7"] and list(client) == []
+
+
+def test_repair_keeps_a_second_message_start_after_content() -> None:
+    broken = S.message(S.text_block(0, "hi")) + S.message(S.text_block(0, "again"))
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == broken and fix_rules(upstream) == []
+    assert "ANT-5" in error_rules(client)
+
+
+def test_repair_closes_open_blocks_and_adds_message_stop_after_a_stop_reason() -> None:
+    start = S.message_start() + S.block_start(0, TEXT0) + text_delta(0, "hi")
+    broken = start + S.message_delta("end_turn")
+    assert errors(DIALECT, broken) == {"ANT-14", "ANT-18"}
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == start + S.block_stop(0) + S.message_delta("end_turn") + S.event(
+        "message_stop", {"type": "message_stop"}
+    )
+    assert fix_rules(upstream) == ["FIX-8", "FIX-9"] and list(client) == []
+
+
+def test_repair_adds_no_message_stop_without_a_stop_reason() -> None:
+    """A stream cut before message_delta is truncated: mending it would make up the reason."""
+    broken = S.message_start() + S.text_block(0, "hi")
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == broken and fix_rules(upstream) == []
+    assert "ANT-18" in error_rules(client)
+
+
+def test_repair_adds_no_message_stop_after_an_error() -> None:
+    broken = (
+        S.message_start()
+        + S.message_delta("end_turn")
+        + S.event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "x"}})
+    )
+    out, upstream, _ = repaired(DIALECT, [broken])
+    assert out == broken and fix_rules(upstream) == []
+
+
+def test_repair_drops_a_cut_final_event_when_it_adds_message_stop() -> None:
+    complete = S.message(S.text_block(0, "hi"))
+    stop = S.event("message_stop", {"type": "message_stop"})
+    broken = complete[: -len(stop)] + stop[:20]
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == complete and list(client) == []
+    assert "dropped" in next(f.message for f in upstream if f.rule == "FIX-9")
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_repair_never_crashes_and_never_invents_text(data: st.DataObject) -> None:
+    """Any mix of events in one message: the repairer gives the same text as the upstream, or
+    less of it (a second message_start, ANT-5, makes the SDKs merge two messages their own way)."""
+    parts = data.draw(st.lists(st.sampled_from(FUZZ_EVENTS), max_size=10))
+    body = S.message_start() + b"".join(parts)
+    out, _, _ = repaired(DIALECT, data.draw(chunkings(body)))
+    assert DIALECT.assemble(decode_pairs(out)).blocks == [] or _texts(out) <= _texts(body)
+
+
+FUZZ_EVENTS = [
+    S.block_start(0, TEXT0),
+    S.block_start(1, TEXT0),
+    text_delta(0, "a"),
+    text_delta(1, "b"),
+    S.block_stop(0),
+    S.block_stop(1),
+    S.message_delta("end_turn"),
+    S.message_delta(None),
+    S.event("message_stop", {"type": "message_stop"}),
+    S.event("ping", {"type": "ping"}),
+    b"event: content_block_delta\n: keep-alive\n\n",
+    b": keep-alive\n\n",
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"c"}}\n\n',
+]
+
+
+def decode_pairs(body: bytes) -> list[tuple[Event, Any]]:
+    return list(check_stream(DIALECT, body)[1])
+
+
+def _texts(body: bytes) -> set[str]:
+    return set(b.text for b in DIALECT.assemble(decode_pairs(body)).blocks if b.text)

@@ -30,8 +30,10 @@ from mitmllm.protocol.stream import check_stream
 from tests import gemini_streams as gs
 from tests.streamcheck import assert_chunking_invariant
 from tests.streamcheck import chunkings
+from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
+from tests.streamcheck import repaired
 from tests.streamcheck import rules
 
 FIRST = gs.sse(gs.chunk(gs.text("Hello"), use=gs.usage(9)))
@@ -814,3 +816,48 @@ def test_no_payload_crashes_the_dialect(payloads: list[Any]) -> None:
     DIALECT.assemble(got)
     DIALECT.check_json_response(200, payloads[0], Findings())
     assert all(x.rule != "TAP-1" for x in f)
+
+
+# --- repairs (GeminiMender) ----------------------------------------------------------------------
+
+
+def fix_rules(f: Findings) -> list[str]:
+    return [x.rule for x in f if x.rule.startswith("FIX-")]
+
+
+AFTER_FIRST = gs.TEXT.index(b"\r\n\r\n") + 4
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [b": keep-alive\r\n\r\n", b"event: ping\r\n\r\n", b"id: 7\r\n\r\n"],
+    ids=["comment", "event", "id"],
+)
+def test_repair_removes_blocks_without_data(extra: bytes) -> None:
+    broken = gs.TEXT[:AFTER_FIRST] + extra + gs.TEXT[AFTER_FIRST:]
+    assert "GEM-2" in errors(DIALECT, broken)
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == gs.TEXT and fix_rules(upstream) == ["FIX-4"] and list(client) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b": keep-alive\r\n", b"event: chunk\r\n", b"retry: 5\r\n"],
+    ids=["comment", "event", "retry"],
+)
+def test_repair_removes_lines_other_than_data_from_an_event(line: bytes) -> None:
+    broken = line + gs.TEXT
+    assert "GEM-2" in errors(DIALECT, broken)
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == gs.TEXT and fix_rules(upstream) == ["FIX-4"] and list(client) == []
+
+
+def test_repair_removes_a_done_sentinel() -> None:
+    out, upstream, client = repaired(DIALECT, [gs.TEXT + b"data: [DONE]\r\n\r\n"])
+    assert out == gs.TEXT and fix_rules(upstream) == ["FIX-5"] and list(client) == []
+
+
+def test_repair_adds_no_finish_reason() -> None:
+    cut = gs.TEXT[: gs.TEXT.rindex(b"data:")]
+    out, upstream, client = repaired(DIALECT, [cut])
+    assert out == cut and fix_rules(upstream) == [] and "GEM-8" in error_rules(client)

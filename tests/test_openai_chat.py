@@ -48,8 +48,10 @@ from tests.openai_chat_streams import tool_start
 from tests.openai_chat_streams import usage_chunk
 from tests.streamcheck import assert_chunking_invariant
 from tests.streamcheck import chunkings
+from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
+from tests.streamcheck import repaired
 
 CALL = "call_JMW1whyEaYG438VE1OIflxA2"
 
@@ -1131,3 +1133,82 @@ def test_no_payload_crashes_the_dialect(payloads: list[Any], done: bool, request
         DIALECT.restamp(p, "alias")
         DIALECT.check_json_response(200, p, Findings(), request)
     DIALECT.request_tools(request)
+
+
+# --- repairs (ChatMender) ------------------------------------------------------------------------
+
+
+def fix_rules(f: Findings) -> list[str]:
+    return [x.rule for x in f if x.rule.startswith("FIX-")]
+
+
+def test_repair_adds_done_after_every_choice_finished() -> None:
+    out, upstream, client = repaired(DIALECT, [TEXT[: -len(DONE)]], STREAM_REQUEST)
+    assert out == TEXT
+    assert fix_rules(upstream) == ["FIX-10"] and list(client) == []
+
+
+def test_repair_adds_no_done_to_a_stream_cut_before_its_finish() -> None:
+    cut = sse(role(), text("The"), done=False)
+    out, upstream, client = repaired(DIALECT, [cut], STREAM_REQUEST)
+    assert out == cut and fix_rules(upstream) == []
+    assert "OAI-3" in error_rules(client)
+
+
+def test_repair_adds_no_done_while_a_choice_of_n_is_open() -> None:
+    cut = sse(role(0), role(1), finish("stop", 0), done=False)
+    out, upstream, _ = repaired(DIALECT, [cut], {**STREAM_REQUEST, "n": 2})
+    assert out == cut and fix_rules(upstream) == []
+
+
+def test_repair_adds_no_done_after_an_error_chunk() -> None:
+    failed = sse(
+        role(), finish(), {"error": {"message": "boom", "type": "server_error"}}, done=False
+    )
+    out, upstream, _ = repaired(DIALECT, [failed], STREAM_REQUEST)
+    assert out == failed and fix_rules(upstream) == []
+
+
+def test_repair_renumbers_tool_calls_from_zero() -> None:
+    broken = sse(
+        role(),
+        tool_start(1, "call_a", "get_weather"),
+        tool_args(1, '{"city":"Paris"}'),
+        tool_start(3, "call_b", "get_time"),
+        tool_args(3, "{}"),
+        finish("tool_calls"),
+        usage_chunk(),
+    )
+    assert errors(DIALECT, broken, STREAM_REQUEST) == {"OAI-10"}
+    out, upstream, client = repaired(DIALECT, [broken], STREAM_REQUEST)
+    assert out == sse(
+        role(),
+        tool_start(0, "call_a", "get_weather"),
+        tool_args(0, '{"city":"Paris"}'),
+        tool_start(1, "call_b", "get_time"),
+        tool_args(1, "{}"),
+        finish("tool_calls"),
+        usage_chunk(),
+    )
+    assert fix_rules(upstream) == ["FIX-11", "FIX-11"] and list(client) == []
+
+
+def test_repair_gives_a_new_call_at_a_used_index_its_own_number() -> None:
+    broken = sse(
+        role(),
+        tool_start(0, "call_a", "f", "{}"),
+        tool_start(0, "call_b", "g", "{}"),
+        finish("tool_calls"),
+        usage_chunk(),
+    )
+    out, upstream, client = repaired(DIALECT, [broken], STREAM_REQUEST)
+    assert b'"index":1,"id":"call_b"' in out
+    assert fix_rules(upstream) == ["FIX-11"] and error_rules(client) == set()
+
+
+@settings(max_examples=100, deadline=None)
+@given(payloads=st.lists(or_junk(CHUNK), max_size=6), done=st.booleans(), request=REQUEST)
+def test_no_payload_crashes_the_repairer(payloads: list[Any], done: bool, request: Any) -> None:
+    body = b"".join(codec.encode(json.dumps(p)) for p in payloads) + (DONE if done else b"")
+    out, upstream, _ = repaired(DIALECT, [body], request)
+    assert out == body or fix_rules(upstream)

@@ -34,8 +34,10 @@ from mitmllm.protocol.stream import check_stream
 from tests import openai_responses_streams as S
 from tests.streamcheck import assert_chunking_invariant
 from tests.streamcheck import chunkings
+from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
+from tests.streamcheck import repaired
 
 Payloads = list[dict[str, Any]]
 
@@ -1007,3 +1009,76 @@ def test_summarize() -> None:
     assert DIALECT.summarize(comment, NO_DATA) == ": keep-alive"
     err = {"type": "error", "message": "Boom", "sequence_number": 1}
     assert DIALECT.summarize(_event(err), err) == "error: Boom"
+
+
+# --- repairs (ResponsesMender) -------------------------------------------------------------------
+
+
+def fix_rules(f: Findings) -> list[str]:
+    return [x.rule for x in f if x.rule.startswith("FIX-")]
+
+
+def shifted(p: Payloads, start: int, by: int) -> None:
+    for q in p[start:]:
+        q["sequence_number"] += by
+
+
+@pytest.mark.parametrize(
+    ("start", "by"), [(0, 5), (4, 2), (4, -1)], ids=["offset", "gap", "repeat"]
+)
+def test_repair_renumbers_sequence_numbers(start: int, by: int) -> None:
+    broken = edited_numbered(S.text_stream, lambda p: shifted(p, start, by))
+    assert "RSP-3" in findings(DIALECT, broken).rules()
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == S.body(S.text_stream())
+    assert fix_rules(upstream) == ["FIX-12"] and error_rules(client) == set()
+
+
+def test_repair_renumbers_output_and_content_indices() -> None:
+    events, item = S.message(1, ["Hi", " there"], msg_id="msg_1")
+    for e in events:
+        if "content_index" in e:
+            e["content_index"] = 2
+    broken = S.body(S.assemble((events, item)))
+    assert {"RSP-5", "RSP-7"} <= errors(DIALECT, broken)
+    out, upstream, client = repaired(DIALECT, [broken])
+    assert out == S.body(S.assemble(S.message(0, ["Hi", " there"], msg_id="msg_1")))
+    assert set(fix_rules(upstream)) == {"FIX-13"} and error_rules(client) == set()
+
+
+def test_repair_keeps_an_event_for_an_item_never_added_naming_none() -> None:
+    """Renumbering must not hand an orphan event to the item that took its number."""
+    events, item = S.message(1, ["Hi"], msg_id="msg_1")
+    orphan = {
+        "type": "response.output_text.delta",
+        "item_id": "msg_x",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "stray",
+        "logprobs": [],
+    }
+    payloads = S.assemble((events[:3] + [orphan] + events[3:], item))
+    out, _, client = repaired(DIALECT, [S.body(payloads)])
+    assert b'"output_index":1000000' in out and "RSP-6" in error_rules(client)
+
+
+def test_repair_removes_done_from_a_responses_stream() -> None:
+    body = S.body(S.text_stream())
+    out, upstream, client = repaired(DIALECT, [body + b"data: [DONE]\n\n"])
+    assert out == body and fix_rules(upstream) == ["FIX-5"] and list(client) == []
+
+
+def test_repair_drops_a_response_created_repeated_before_content() -> None:
+    stream = S.text_stream()
+    body = S.body(stream[:1]) + S.body(stream)
+    assert "RSP-4" in errors(DIALECT, body)
+    out, upstream, client = repaired(DIALECT, [body])
+    assert out == S.body(stream)
+    assert fix_rules(upstream) == ["FIX-7"] and list(client) == []
+
+
+def test_repair_adds_no_terminal_event_to_a_cut_stream() -> None:
+    """response.completed carries usage, which only the upstream knows."""
+    cut = S.body(S.text_stream()[:-1])
+    out, upstream, client = repaired(DIALECT, [cut])
+    assert out == cut and fix_rules(upstream) == [] and "RSP-11" in error_rules(client)

@@ -31,6 +31,14 @@ def rules_markdown() -> str:
         if not rules:
             continue
         out.append(f"**{family}: {title}**\n")
+        if family == "FIX":  # repairs: what they do and which rules they mend
+            out.append("| ID | repair | mends | what the client gets |")
+            out.append("|---|---|---|---|")
+            for r in rules:
+                mends = ", ".join(f"`{m}`" for m in r.mends)
+                out.append(f"| {r.id} | {_cell(r.title)} | {mends} | {_cell(r.effect)} |")
+            out.append("")
+            continue
         out.append("| ID | severity | rule | when broken |")
         out.append("|---|---|---|---|")
         for r in rules:

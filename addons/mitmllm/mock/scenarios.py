@@ -1034,16 +1034,7 @@ def _keepalive_mid_event(ctx: Context, reply: Reply) -> Iterable[Item]:
     line dispatches a data-less event and orphans the data."""
     items = list(frames(ctx, reply))
     i = _first_content(items, named=True)
-    data = items[i].data
-    cut = data.index(b"\n") + 1
-    keepalive = sse.encode(comment="keep-alive")
-    return [
-        *items[:i],
-        Frame(Kind.CONTENT, data[:cut]),
-        Step(keepalive),
-        Step(data[cut:]),
-        *items[i + 1 :],
-    ]
+    return [*items[:i], *_split_between_lines(items[i]), *items[i + 1 :]]
 
 
 def _keepalive_mid_data(ctx: Context, reply: Reply) -> Iterable[Item]:
@@ -1051,20 +1042,35 @@ def _keepalive_mid_data(ctx: Context, reply: Reply) -> Iterable[Item]:
     the line ends early and its rest becomes an unknown field."""
     items = list(frames(ctx, reply))
     i = _first_content(items)
-    data = items[i].data
+    return [*items[:i], *_split_inside_line(items[i]), *items[i + 1 :]]
+
+
+def _keepalive_race(ctx: Context, reply: Reply) -> Iterable[Item]:
+    """A keep-alive spliced into every event, as a gateway's heartbeat timer racing its writer
+    does: between `event:` and `data:` in every other named event, inside the data line in the
+    rest."""
+    for i, f in enumerate(frames(ctx, reply)):
+        if f.data.startswith(b"event:") and i % 2 == 0:
+            yield from _split_between_lines(f)
+        else:
+            yield from _split_inside_line(f)
+
+
+def _split_between_lines(frame: Frame) -> list[Item]:
+    data = frame.data
+    cut = data.index(b"\n") + 1
+    return [Frame(frame.kind, data[:cut]), Step(sse.encode(comment="keep-alive")), Step(data[cut:])]
+
+
+def _split_inside_line(frame: Frame) -> list[Item]:
+    data = frame.data
     start = data.index(b"data: ") + len(b"data: ")
     end = data.index(b"\n", start)
     cut = (start + end) // 2
     while not data[cut : cut + 1].isalnum():  # so the rest reads as a plain unknown field
         cut += 1
     keepalive = sse.encode(comment="keep-alive")
-    return [
-        *items[:i],
-        Frame(Kind.CONTENT, data[:cut]),
-        Step(keepalive),
-        Step(data[cut:]),
-        *items[i + 1 :],
-    ]
+    return [Frame(frame.kind, data[:cut]), Step(keepalive), Step(data[cut:])]
 
 
 def _double_start(ctx: Context, reply: Reply) -> Iterable[Item]:
@@ -1311,6 +1317,20 @@ _TABLE: tuple[Scenario, ...] = (
             gemini={"PAY-1", "SSE-18", "GEM-2"},
         ),
         shape=_keepalive_mid_data,
+        stream_only=True,
+    ),
+    Scenario(
+        "keepalive-race",
+        "a keep-alive spliced into every event: between event: and data: in every other named "
+        "event, inside the data line in the rest (a heartbeat racing the writer)",
+        "no event parses: the SDKs fail at the first one",
+        _per(
+            anthropic={"SSE-13", "ANT-1", "PAY-1", "SSE-18", "ANT-18"},
+            chat={"PAY-1", "SSE-18", "OAI-17", "SSE-15", "OAI-3"},
+            responses={"SSE-13", "RSP-1", "PAY-1", "SSE-18", "RSP-3", "RSP-7", "RSP-11"},
+            gemini={"PAY-1", "SSE-18", "GEM-2", "SSE-15", "GEM-8"},
+        ),
+        shape=_keepalive_race,
         stream_only=True,
     ),
     Scenario(

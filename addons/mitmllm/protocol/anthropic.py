@@ -63,6 +63,9 @@ from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.repair import Mender
+from mitmllm.protocol.repair import Pair
+from mitmllm.protocol.repair import renumbered
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -548,6 +551,141 @@ class MessageStreamValidator(StreamValidator):
         self._flush_json()
 
 
+# --- repairs ------------------------------------------------------------------------------------
+
+_MESSAGE_STOP = '{"type":"message_stop"}'
+
+
+class MessageStreamMender(Mender):
+    """The repairs that answer the Anthropic rules (see `mitmllm.protocol.repair`).
+
+    * FIX-7 (ANT-5): a message_start is held (with the pings after it) until the next event; if
+      that is another message_start, a retried attempt started over before any content, and the
+      first one is dropped.
+    * FIX-6 (ANT-7, and ANT-10/15 for the events that name a block): block indices are given in
+      the order blocks start, 0, 1, 2 ...; deltas and stops follow their block.
+    * FIX-8 (ANT-14): blocks still open when a message_delta carries a stop_reason are stopped
+      just before it.
+    * FIX-9 (ANT-18): a stream that ends after such a message_delta gets its message_stop.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[Pair] = []  # a message_start and the pings after it
+        self._started = False  # a message_start was held or sent
+        self._reset()
+
+    def _reset(self) -> None:
+        """A message starts: its blocks are numbered on their own (as the SDKs and the
+        validator read a second message)."""
+        self._index: dict[int, int] = {}  # upstream block index -> the client's
+        self._next = 0
+        self._open: list[int] = []  # the client's indices of blocks not stopped yet
+        self._final = False  # a message_delta carried a stop_reason
+        self._ended = False  # message_stop or an error came
+
+    def feed(self, ev: Event, payload: Any) -> list[Pair]:
+        kind = payload.get("type") if type(payload) is dict else None
+        name = ev.event
+        if not isinstance(kind, str) or (
+            name is not None and kind != name and name not in EVENT_TYPES
+        ):
+            return [*self._release(), (ev, payload)]  # not an event the SDKs act on
+        if name is None:  # dropped by the SDKs (ANT-1), but it keeps naming the block it named
+            if kind in ("content_block_delta", "content_block_stop"):
+                return [*self._release(), self._follow(ev, payload, False)]
+            return [*self._release(), (ev, payload)]
+        # with a name that is not its type (ANT-2), the SDKs act on the type, as the validator
+        if kind == "message_start":
+            if self._held:
+                dropped = self._held[0][0]
+                self.fix(
+                    "FIX-7",
+                    f"message_start at event {dropped.index} dropped: another one followed "
+                    "before any content (a retried attempt)",
+                    dropped,
+                )
+                out, self._held = self._held[1:], [(ev, payload)]
+                return out
+            if not self._started:
+                self._started = True
+                self._held = [(ev, payload)]
+                return []
+            self._reset()
+            return [(ev, payload)]  # after content: ANT-5 stays
+        if kind == "ping" and self._held:
+            self._held.append((ev, payload))
+            return []
+        out = self._release()
+        if kind == "content_block_start":
+            out += self._block_start(ev, payload)
+        elif kind in ("content_block_delta", "content_block_stop"):
+            out.append(self._follow(ev, payload, kind == "content_block_stop"))
+        elif kind == "message_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self._final = True
+                out += self._stop_open(ev)
+            out.append((ev, payload))
+        else:
+            if kind in ("message_stop", "error"):
+                self._ended = True
+            out.append((ev, payload))
+        return out
+
+    def close(self) -> list[Pair]:
+        out = self._release()
+        if self._final and not self._ended:
+            self.fix(
+                "FIX-9",
+                "message_stop added: the stream ended after message_delta carried its "
+                "stop_reason" + self.tail_note(),
+            )
+            out.append(self.make(_MESSAGE_STOP, event="message_stop"))
+        return out
+
+    def held(self) -> list[Pair]:
+        return self._release()
+
+    def _release(self) -> list[Pair]:
+        out, self._held = self._held, []
+        return out
+
+    def _block_start(self, ev: Event, payload: dict[str, Any]) -> list[Pair]:
+        index = payload.get("index")
+        if not _is_int(index):
+            return [(ev, payload)]
+        mine = self._next
+        self._next += 1
+        self._index[index] = mine
+        self._open.append(mine)
+        if index == mine:
+            return [(ev, payload)]
+        self.fix("FIX-6", f"block index {index} renumbered to {mine}; its deltas and stop follow")
+        return [self.edit(ev, payload, ("index",), mine)]
+
+    def _follow(self, ev: Event, payload: dict[str, Any], stop: bool) -> Pair:
+        index = payload.get("index")
+        if not _is_int(index):
+            return ev, payload
+        # a block never started stays one (ANT-10/15), also where its number is now taken
+        mine = renumbered(self._index, index, self._next)
+        if stop and mine in self._open:
+            self._open.remove(mine)
+        if index == mine:
+            return ev, payload
+        return self.edit(ev, payload, ("index",), mine)
+
+    def _stop_open(self, ev: Event) -> list[Pair]:
+        out = []
+        for index in self._open:
+            self.fix("FIX-8", f"block {index} stopped before the final message_delta", ev)
+            data = f'{{"type":"content_block_stop","index":{index}}}'
+            out.append(self.make(data, event="content_block_stop"))
+        self._open.clear()
+        return out
+
+
 def _message_start_problems(message: Any) -> list[str]:
     """ANT-6: how message_start.message differs from an empty assistant message."""
     if not isinstance(message, dict):
@@ -645,6 +783,9 @@ class AnthropicDialect(Dialect):
 
     def validator(self, request: Any = None) -> MessageStreamValidator:
         return MessageStreamValidator()
+
+    def mender(self, request: Any = None) -> MessageStreamMender:
+        return MessageStreamMender()
 
     def dataless_severity(self, ev: Event) -> Severity | None:
         if ev.event is None:

@@ -6,6 +6,7 @@ everything that is specific to one wire format, and nothing else:
 * recognising its requests (path, body) and whether they ask for a stream;
 * a validator state machine for its event stream (`StreamValidator`), and the checks for its
   non-streaming JSON responses;
+* the repairs that answer its validator's rules (`mender`, a `mitmllm.protocol.repair.Mender`);
 * request rewriting (the model it carries, its tools) and response restamping (the model the
   client sees, tool names mapped back);
 * commit detection (is this the first content event?) and in-band failure detection;
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from enum import Enum
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 
@@ -36,6 +38,9 @@ from mitmllm.protocol.payload import NO_DATA as NO_DATA
 from mitmllm.protocol.payload import SENTINEL as SENTINEL
 from mitmllm.protocol.payload import is_json as is_json
 from mitmllm.protocol.sse import Event
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.repair import Mender
 
 #: A handler judges one event of the kind it is registered for.
 Handler = Callable[[Any, Event, Any], None]
@@ -211,6 +216,11 @@ class Dialect(ABC):
     @abstractmethod
     def validator(self, request: Any = None) -> StreamValidator:
         """A fresh state machine for one stream; `request` is the parsed request body."""
+
+    def mender(self, request: Any = None) -> Mender | None:
+        """The repairs of this wire format for one stream (see `mitmllm.protocol.repair`);
+        None when the format has none beyond the SSE-level ones."""
+        return None
 
     def dataless_severity(self, ev: Event) -> Severity | None:
         """Severity of SSE-13 for a block with fields but no data (None: fine)."""

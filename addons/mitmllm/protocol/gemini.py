@@ -75,7 +75,10 @@ from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.repair import Mender
+from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import parse_block
 
 # --- the wire format ----------------------------------------------------------------------------
 
@@ -459,6 +462,54 @@ class GeminiValidator(StreamValidator):
         self.report("GEM-8", detail)
 
 
+# --- repairs ------------------------------------------------------------------------------------
+
+
+class GeminiMender(Mender):
+    """The repairs that answer the Gemini rules (see `mitmllm.protocol.repair`).
+
+    * FIX-4 (GEM-2): a block without data (comments, event:, id:, retry:) is dropped, and the
+      lines other than ``data:`` are removed from an event: google-genai raises on them.
+    * FIX-5 (GEM-5): a ``data: [DONE]`` is removed.
+
+    A stream without finishReason is not mended: that would make up a stop reason.
+    """
+
+    def feed(self, ev: Event, payload: Any) -> list[Pair]:
+        if payload is NO_DATA:
+            if not ev.raw.strip(b"\r\n"):
+                return [(ev, payload)]  # a lone blank line: clients skip it
+            what = f"comment {_comment(ev)}" if ev.comments else "a block without data"
+            self.fix("FIX-4", f"{what} removed")
+            return []
+        if payload is INVALID and (ev.data or "").strip() == "[DONE]":
+            self.fix("FIX-5", "data: [DONE] removed (Gemini streams end when the body ends)")
+            return []
+        if ev.comments or ev.event is not None or ev.id is not None or ev.retry is not None:
+            lines = [line for line in _lines(ev.raw) if line.startswith(b"data")]
+            eol = _eol(ev.raw)
+            raw = b"".join(lines)
+            raw += eol if raw.endswith((b"\n", b"\r")) else eol + eol
+            self.fix("FIX-4", "lines other than data: removed from the event")
+            new = parse_block(raw, ev.index, ev.offset)
+            return [(new, payload)]
+        return [(ev, payload)]
+
+
+def _lines(raw: bytes) -> list[bytes]:
+    out = []
+    pos = 0
+    for m in re.finditer(rb"\r\n|\r|\n", raw):
+        out.append(raw[pos : m.end()])
+        pos = m.end()
+    return out
+
+
+def _eol(raw: bytes) -> bytes:
+    m = re.search(rb"\r\n|\r|\n", raw)
+    return m.group() if m else b"\r\n"
+
+
 def _part_problem(part: Any) -> str | None:
     """What is wrong with one `Part`, or None."""
     if not isinstance(part, dict):
@@ -567,6 +618,9 @@ class GeminiDialect(Dialect):
         )
 
     # --- validation ---------------------------------------------------------------------------
+
+    def mender(self, request: Any = None) -> GeminiMender:
+        return GeminiMender()
 
     def validator(self, request: Any = None) -> GeminiValidator:
         return GeminiValidator()

@@ -65,6 +65,8 @@ from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.repair import Mender
+from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.sse import Event
 
 PATH_SUFFIX = "/chat/completions"
@@ -582,6 +584,95 @@ class ChatStreamValidator(StreamValidator):
         )
 
 
+# --- repairs ------------------------------------------------------------------------------------
+
+
+class ChatMender(Mender):
+    """The repairs that answer the Chat Completions rules (see `mitmllm.protocol.repair`).
+
+    * FIX-11 (OAI-10): tool-call indices are given per choice in the order calls start, 0, 1 ...;
+      a fragment with a new id at a known index starts a new call. Later fragments follow.
+    * FIX-10 (OAI-3): a stream that ends without ``[DONE]`` after every choice (0 .. n-1) carried
+      its finish_reason, and without an error, gets ``data: [DONE]``.
+    """
+
+    def __init__(self, n: int | None = None) -> None:
+        super().__init__()
+        self.n = n if n is not None else 1
+        self._calls: dict[int, dict[int, tuple[int, str | None]]] = {}  # choice -> its calls
+        self._next: dict[int, int] = {}
+        self._finished: dict[int, bool] = {}  # choice -> finish_reason seen
+        self._ended = False  # [DONE] or an error came
+
+    def feed(self, ev: Event, payload: Any) -> list[Pair]:
+        if payload is SENTINEL or (
+            payload is INVALID and (ev.data or "").startswith(SENTINEL_DATA)
+        ):
+            self._ended = True
+        elif type(payload) is dict:
+            if error_message(payload) is not None:
+                self._ended = True
+            else:
+                return [self._chunk(ev, payload)]
+        return [(ev, payload)]
+
+    def close(self) -> list[Pair]:
+        if self._ended or not self._finished:
+            return []
+        if not all(self._finished.get(i) for i in range(self.n)) or not all(
+            self._finished.values()
+        ):
+            return []  # a choice was cut short: truncated, not mended
+        self.fix(
+            "FIX-10",
+            "data: [DONE] added: every choice carried its finish_reason" + self.tail_note(),
+        )
+        return [self.make(SENTINEL_DATA)]
+
+    def _chunk(self, ev: Event, payload: dict[str, Any]) -> Pair:
+        choices = payload.get("choices")
+        if type(choices) is not list:
+            return ev, payload
+        edits: list[tuple[tuple[str | int, ...], int]] = []
+        for pos, c in enumerate(choices):
+            if type(c) is not dict or not _is_index(c.get("index")):
+                continue
+            idx = c["index"]
+            if c.get("finish_reason") is not None:
+                self._finished[idx] = True
+            else:
+                self._finished.setdefault(idx, False)
+            delta = c.get("delta")
+            tool_calls = delta.get("tool_calls") if type(delta) is dict else None
+            if type(tool_calls) is not list:
+                continue
+            for k, frag in enumerate(tool_calls):
+                if type(frag) is not dict or not _is_index(frag.get("index")):
+                    continue
+                mine = self._call_index(idx, frag)
+                if mine != frag["index"]:
+                    edits.append((("choices", pos, "delta", "tool_calls", k, "index"), mine))
+        for path, mine in edits:
+            ev, payload = self.edit(ev, payload, path, mine)
+        return ev, payload
+
+    def _call_index(self, choice: int, frag: dict[str, Any]) -> int:
+        calls = self._calls.setdefault(choice, {})
+        ti = frag["index"]
+        fid = frag.get("id")
+        fid = fid if isinstance(fid, str) and fid else None
+        known = calls.get(ti)
+        if known is not None and (fid is None or known[1] in (None, fid)):
+            return known[0]
+        mine = self._next.get(choice, 0)
+        self._next[choice] = mine + 1
+        calls[ti] = (mine, fid)
+        if mine != ti:
+            again = " (a new call at a used index)" if known is not None else ""
+            self.fix("FIX-11", f"choice {choice} tool call #{ti}{again} renumbered to #{mine}")
+        return mine
+
+
 def _type_name(value: Any) -> str:
     return "missing or null" if value is None else f"a JSON {type(value).__name__}"
 
@@ -635,6 +726,10 @@ class OpenAIChat(Dialect):
         return ChatStreamValidator(
             include_usage=include_usage, n=n if _is_index(n) and n >= 1 else None
         )
+
+    def mender(self, request: Any = None) -> ChatMender:
+        n = request.get("n", 1) if isinstance(request, dict) else 1
+        return ChatMender(n if _is_index(n) and n >= 1 else 1)
 
     def dataless_severity(self, ev: Event) -> Severity | None:
         # Both SDK decoders dispatch any block with a field and JSON-parse its empty data.

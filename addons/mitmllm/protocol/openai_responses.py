@@ -91,6 +91,9 @@ from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.repair import Mender
+from mitmllm.protocol.repair import Pair
+from mitmllm.protocol.repair import renumbered
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -918,6 +921,119 @@ ResponsesValidator.HANDLERS = {
 }
 
 
+# --- repairs --------------------------------------------------------------------------------------
+
+_INDEXED_PARTS = {PART_ADDED: "content_index", SUMMARY_PART_ADDED: "summary_index"}
+
+
+class ResponsesMender(Mender):
+    """The repairs that answer the Responses rules (see `mitmllm.protocol.repair`).
+
+    * FIX-7 (RSP-4): a response.created is held until the next event; if that is another
+      response.created, a retried attempt started over before any content, and the first one is
+      dropped.
+    * FIX-13 (RSP-5/6/7): output items are given output_index 0, 1, 2 ... in the order they are
+      added, and parts their content_index / summary_index per item in the order they are added;
+      every event naming an item or part follows.
+    * FIX-12 (RSP-3): sequence_number counts the events the client gets, 0, 1, 2 ...
+    * FIX-5 (RSP-13): a ``data: [DONE]`` (not part of the format) is removed.
+
+    A missing terminal event is not mended: response.completed carries usage, which only the
+    upstream knows.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[Pair] = []  # a response.created, until the next event
+        self._created = False
+        self._seq = 0  # the sequence_number of the client's next event
+        self._renumbered = False
+        self._outputs: dict[int, int] = {}  # upstream output_index -> the client's
+        self._next_output = 0
+        self._parts: dict[tuple[int, str], dict[int, int]] = {}  # (item, key) -> index map
+
+    def feed(self, ev: Event, payload: Any) -> list[Pair]:
+        if payload is SENTINEL:
+            self.fix("FIX-5", "data: [DONE] removed (Responses streams end with their terminal)")
+            return self._release()
+        if type(payload) is not dict:
+            return [*self._release(), (ev, payload)]
+        etype = payload.get("type")
+        if etype == CREATED:
+            if self._held:
+                dropped = self._held[0][0]
+                self.fix(
+                    "FIX-7",
+                    f"response.created at event {dropped.index} dropped: another one followed "
+                    "before any content (a retried attempt)",
+                    dropped,
+                )
+                self._held = [(ev, payload)]
+                return []
+            if not self._created:
+                self._created = True
+                self._held = [(ev, payload)]
+                return []
+        out = self._release()
+        ev, payload = self._indices(ev, payload, etype)
+        out.append(self._number(ev, payload))
+        return out
+
+    def held(self) -> list[Pair]:
+        out, self._held = self._held, []
+        return out
+
+    def close(self) -> list[Pair]:
+        return self._release()
+
+    def _release(self) -> list[Pair]:
+        out = [self._number(ev, payload) for ev, payload in self._held]
+        self._held = []
+        return out
+
+    def _number(self, ev: Event, payload: Any) -> Pair:
+        seq = payload.get("sequence_number") if type(payload) is dict else None
+        if type(seq) is not int:
+            return ev, payload
+        mine = self._seq
+        self._seq += 1
+        if seq == mine:
+            return ev, payload
+        if not self._renumbered:
+            self._renumbered = True
+            self.fix("FIX-12", f"sequence_number {seq} renumbered to {mine}, and the rest after it")
+        return self.edit(ev, payload, ("sequence_number",), mine)
+
+    def _indices(self, ev: Event, payload: dict[str, Any], etype: Any) -> Pair:
+        index = payload.get("output_index")
+        if type(index) is not int:
+            return ev, payload
+        if etype == ITEM_ADDED:
+            mine = self._outputs[index] = self._next_output
+            self._next_output += 1
+            if mine != index:
+                self.fix("FIX-13", f"output item #{index} renumbered to #{mine}")
+        else:
+            mine = renumbered(self._outputs, index, self._next_output)
+        if mine != index:
+            ev, payload = self.edit(ev, payload, ("output_index",), mine)
+        for key in ("content_index", "summary_index"):
+            part = payload.get(key)
+            if type(part) is not int:
+                continue
+            parts = self._parts.setdefault((mine, key), {})
+            if _INDEXED_PARTS.get(etype) == key:
+                new = parts[part] = parts.get(-1, 0)
+                parts[-1] = new + 1  # the next part's index
+                if new != part:
+                    self.fix("FIX-13", f"{key} {part} of output item #{mine} renumbered to {new}")
+            else:
+                new = renumbered(parts, part, parts.get(-1, 0))
+            if new != part:
+                ev, payload = self.edit(ev, payload, (key,), new)
+        return ev, payload
+
+
 # --- the dialect ----------------------------------------------------------------------------------
 
 
@@ -953,6 +1069,9 @@ class OpenAIResponses(Dialect):
 
     def validator(self, request: Any = None) -> ResponsesValidator:
         return ResponsesValidator()
+
+    def mender(self, request: Any = None) -> ResponsesMender:
+        return ResponsesMender()
 
     def dataless_severity(self, ev: Event) -> Severity | None:
         # Both OpenAI SDKs dispatch `event: X` without data and fail parsing "" (SSE-13). An empty

@@ -1,12 +1,20 @@
 """The rule registry: every validation rule mitmllm knows, with a stable ID and a default severity.
 
 IDs follow the project's SSE rule catalogue (HTTP-*, SSE-*, PAY-*, ANT-*, OAI-*, RSP-*, GEM-*,
-REQ-*); TAP-* and RLY-* are mitmllm's own (the tap and the relay reporting on themselves).
+REQ-*); TAP-* and RLY-* are mitmllm's own (the tap and the relay reporting on themselves), and
+FIX-* are the repairs mitmllm makes to a stream (`mitmllm.protocol.repair`), recorded like
+findings.
 
-Each rule has a one-line `title` (what the rule requires; the README's rule list is generated
-from it) and an `effect` (what official clients do when it is broken; appended to every finding's
-message). `checked` is False for rules that describe parser behaviour mitmllm implements rather
-than something it can observe on the wire.
+Each rule has a one-line `title` (what the rule requires, or for a repair what it does; the
+README's rule list is generated from it) and an `effect` (what official clients do when it is
+broken, or get from the repair; appended to every finding's message). `checked` is False for
+rules that describe parser behaviour mitmllm implements rather than something it can observe on
+the wire. A repair names the rules it `mends`.
+
+Which findings fail an attempt before the client has seen anything (the commit gate,
+`mitmllm.protocol.gate`) follows from here: `fails` is True for the error rules of the stream
+(SSE, PAY and the four formats) whose effect is that a client raises, loses or misreads the
+answer, which is all of them but the few marked `survivable`.
 """
 
 from __future__ import annotations
@@ -38,10 +46,24 @@ class Rule:
     title: str
     effect: str = ""
     checked: bool = True
+    #: for a repair (FIX-*): the rules whose findings it makes go away
+    mends: tuple[str, ...] = ()
+    #: an error the official clients get through with the answer intact (never fails an attempt)
+    survivable: bool = False
 
     @property
     def family(self) -> str:
         return self.id.split("-", 1)[0]
+
+    @property
+    def fails(self) -> bool:
+        """Does a finding of this rule, before the client saw anything, fail the attempt?"""
+        return (
+            self.severity is Severity.ERROR
+            and self.family in STREAM_FAMILIES
+            and self.checked
+            and not self.survivable
+        )
 
 
 FAMILIES = {
@@ -55,7 +77,10 @@ FAMILIES = {
     "REQ": "requests",
     "TAP": "mitmllm tap",
     "RLY": "mitmllm relay",
+    "FIX": "mitmllm repairs (what mitmllm mended, and the rules each mends)",
 }
+#: Families whose rules judge an event stream (the ones a broken attempt can break).
+STREAM_FAMILIES = frozenset({"SSE", "PAY", "ANT", "OAI", "RSP", "GEM"})
 
 # fmt: off
 _TABLE: list[Rule] = [
@@ -185,7 +210,7 @@ _TABLE: list[Rule] = [
          "openai-node throws 'missing finish_reason'; the answer looks complete when it is not"),
     Rule("OAI-14", W, "no content after tool calls begin", "SDK helpers already closed the text"),
     Rule("OAI-15", E, "at most one usage chunk, right before [DONE], with choices []",
-         "openai-python overwrites usage with later nulls"),
+         "openai-python overwrites usage with later nulls", survivable=True),
     Rule("OAI-16", E, "no in-stream error chunk (the stream failed)",
          "SDKs raise APIError even though the HTTP status was 200"),
     Rule("OAI-17", E, "data is JSON or [DONE]", "SDKs raise SyntaxError / JSONDecodeError"),
@@ -257,6 +282,42 @@ _TABLE: list[Rule] = [
          "the client got an HTTP error status and may retry"),
     Rule("RLY-3", E, "the upstream failed after the response had started",
          "the stream ends with the format's terminal error event"),
+    # --- repairs (mitmllm.protocol.repair) -------------------------------------------------------
+    Rule("FIX-1", I, "a keep-alive spliced between an event's lines is removed, the event rejoined",
+         "the client gets the event whole, with its name and data",
+         mends=("SSE-13", "ANT-1", "RSP-1", "SSE-6")),
+    Rule("FIX-2", I, "a keep-alive spliced inside a line is removed, the line rejoined",
+         "the client parses the event's JSON instead of failing mid-stream",
+         mends=("SSE-18", "PAY-1", "OAI-17", "GEM-2", "RSP-3", "RSP-8")),
+    Rule("FIX-3", I, "a final event without its blank line is terminated",
+         "the client dispatches the last event instead of discarding it",
+         mends=("SSE-14", "GEM-6")),
+    Rule("FIX-4", I, "comments and lines other than data: are removed from a Gemini stream",
+         "google-genai and js-genai read every event", mends=("GEM-2",)),
+    Rule("FIX-5", I, "a [DONE] sentinel in a format that has none is removed",
+         "the SDK neither stops reading early nor fails parsing it", mends=("GEM-5", "RSP-13")),
+    Rule("FIX-6", I, "Anthropic content block indices are renumbered from 0, contiguously; "
+         "every later event naming the block follows",
+         "anthropic-python finds each block instead of raising IndexError",
+         mends=("ANT-7", "ANT-10", "ANT-15")),
+    Rule("FIX-7", I, "a start event repeated before any content (a retried attempt) replaces the "
+         "first one: message_start, response.created",
+         "the client sees one message, from the attempt that answered", mends=("ANT-5", "RSP-4")),
+    Rule("FIX-8", I, "Anthropic blocks still open at the final message_delta are stopped",
+         "the client sees every block finish", mends=("ANT-14",)),
+    Rule("FIX-9", I, "message_stop is added after a message_delta that carried a stop_reason",
+         "the SDKs finish the message instead of reporting a truncated stream",
+         mends=("ANT-18",)),
+    Rule("FIX-10", I, "data: [DONE] is added after every choice carried its finish_reason",
+         "the SDKs end the stream cleanly instead of waiting or calling it truncated",
+         mends=("OAI-3",)),
+    Rule("FIX-11", I, "Chat tool-call indices are renumbered from 0 per choice, in order",
+         "openai-python keeps each call apart instead of misaligning them",
+         mends=("OAI-10",)),
+    Rule("FIX-12", I, "Responses sequence numbers are renumbered 0, 1, 2, ...",
+         "the SDK resume filter neither skips nor repeats events", mends=("RSP-3",)),
+    Rule("FIX-13", I, "Responses output and content indices are renumbered in order",
+         "openai-node finds each output item and part", mends=("RSP-5", "RSP-6", "RSP-7")),
 ]
 # fmt: on
 

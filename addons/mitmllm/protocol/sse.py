@@ -150,6 +150,25 @@ class Event:
     def end(self) -> int:
         return self.offset + len(self.raw)
 
+    def at(self, index: int, offset: int) -> Event:
+        """The same block at another place in a stream (after a repair dropped or added
+        events before it); its unreported grammar findings move with it."""
+        moved = Event(
+            index,
+            offset,
+            self.raw,
+            self.event,
+            self.data,
+            self.id,
+            self.retry,
+            self.comments,
+            self.data_lines,
+            self.terminated,
+        )
+        shift = offset - self.offset
+        moved.notes = tuple((r, d, o + shift, s) for r, d, o, s in self.notes)
+        return moved
+
     def with_data(self, data: str) -> Event:
         """The same block with its data replaced, keeping field order, comments, the
         `data:` spacing and the line terminators of the original."""

@@ -60,6 +60,7 @@ class StreamChecker:
         self._id_seen = False
         self._invalid_prev = False  # the previous block's data failed to parse
         self.trailing = b""
+        self.partial: Event | None = None  # the unterminated tail, once closed
         self.closed = False
 
     # --- steps ---------------------------------------------------------------------------------
@@ -166,13 +167,22 @@ class StreamChecker:
         """End of stream: remaining events (parsed and checked), then end-of-stream rules."""
         if self.closed:
             return []
-        self.closed = True
         events, partial = self.decoder.close()
         out = []
         for ev in events:
             payload = self.parse(ev)
             self.check(ev, payload)
             out.append((ev, payload))
+        self.end(partial)
+        return out
+
+    def end(self, partial: Event | None, end_offset: int | None = None) -> None:
+        """The end-of-stream rules, once every complete event was checked; `partial` is the
+        unterminated tail, `end_offset` the stream's length (default: what was decoded)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.partial = partial
         f = self.findings
         if partial is not None:
             report_notes(partial, f)
@@ -185,17 +195,26 @@ class StreamChecker:
                 event=partial.index,
                 offset=partial.offset,
             )
+        end = self.decoder.offset if end_offset is None else end_offset
         if self.data_events == 0:
             if self.sentinels:
                 what = "only the [DONE] sentinel"
             elif self.events:
                 what = f"{self.events} block(s) but no data event (comments or blanks only)"
             else:
-                what = "no bytes" if not self.decoder.offset else "no complete event"
+                what = "no bytes" if not end else "no complete event"
             f.add("SSE-15", f"empty stream: {what}", event=0, offset=0)
         if self.validator is not None:
-            self.validator.on_close(f, end_offset=self.decoder.offset, events=self.events)
-        return out
+            self.validator.on_close(f, end_offset=end, events=self.events)
+
+    def accept(self, ev: Event, payload: Any) -> None:
+        """Check an event that was parsed elsewhere (a repaired stream's): its grammar findings,
+        then the rules `check` applies; data that does not parse is parsed again to word PAY-1."""
+        if payload is INVALID:
+            payload = self.parse(ev)
+        elif ev.notes:
+            report_notes(ev, self.findings)
+        self.check(ev, payload)
 
     # --- validate-only -------------------------------------------------------------------------
 
