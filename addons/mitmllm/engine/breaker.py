@@ -110,6 +110,7 @@ class Cause(StrEnum):
     ERROR_200 = "error_in_200"  # a 200 whose body is an error object (HTTP-5)
     INBAND_ERROR = "inband_error"  # an error event in the stream (ANT-20, OAI-16, RSP-12, GEM-9)
     EMPTY = "empty"  # the stream ended without content (SSE-15)
+    BROKEN_STREAM = "broken_stream"  # a finding no repair mends breaks the client (before commit)
     CANCELLED = "cancelled"  # the client went away
 
 

@@ -42,7 +42,7 @@ class Pipeline:
         checker: StreamChecker,
         rewrites: Sequence[Rewrite] = (),
         *,
-        on_event: Callable[[Event, Any], None] | None = None,
+        on_event: Callable[[Event, Any], object] | None = None,
         repairer: Repairer | None = None,
         upstream: StreamChecker | None = None,
     ) -> None:

@@ -12,19 +12,26 @@ Per attempt::
        └──────────┴──────────────┴── failure before commit: next upstream, client sees nothing
                                                            └─ failure after: terminal error event
 
-* Commit gate: response headers and lifecycle frames (message_start, pings, empty block starts,
-  response.created, role-only chunks) are held until the first content event. Every failure
-  before it (connect error, 5xx/529/408/429, an error in a 200, an in-band error event, an empty
-  stream, a stall) moves on to the next upstream and is invisible to the client, so the client
-  never sees two message_starts. When the whole chain fails before commit the client gets a real
-  HTTP error status in its format's error body (with retry-after where known).
+* Commit gate (`mitmllm.protocol.gate`): response headers and lifecycle frames (message_start,
+  pings, empty block starts, response.created, role-only chunks) are held until the first content
+  event. The stream is repaired first (`mitmllm.protocol.repair`, unless the route turns it off),
+  and the gate judges what the client would get. Every failure before commit (connect error,
+  5xx/529/408/429, an error in a 200, an in-band error event, a finding that breaks the client
+  and no repair mends, an empty stream, a stall) moves on to the next upstream, is counted by its
+  breaker, and is invisible to the client, so the client never sees two message_starts. When the
+  whole chain fails before commit the client gets a real HTTP error status in its format's error
+  body (with retry-after where known).
 * After commit a failure (stall, cut, timeout) ends the stream with the format's own terminal
   error event and never with a success terminator.
+* A slow first token does not starve the client: a stream's headers go out after
+  `Timeouts.first_byte` without content (or at once with early commit), then keep-alives. Only
+  headers and comments have gone out, so a later failure still moves to the next upstream; when
+  every attempt fails after that point, the client gets the format's terminal error event.
 * Timeouts are separate: connect, first content event, idle between parsed events (comments and
   pings do not count), and total per attempt. A timer that fires while bytes are already waiting
   is no stall (the event loop was busy, not the upstream). Keep-alives are written on event
-  boundaries while the upstream is quiet, once headers are out (at commit, or at once with
-  early commit, also while an upstream has not answered yet).
+  boundaries while the upstream is quiet, once headers are out (also while an upstream has not
+  answered yet).
 * Client cancellation (mitmproxy closes the connection) stops the chain and closes the upstream
   at once, and is never counted as an upstream failure.
 * Credentials: each upstream authenticates with its own secret (from an environment variable).
@@ -61,7 +68,9 @@ from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import is_event_stream
 
@@ -91,6 +100,8 @@ class Timeouts:
     idle: float = 120.0  # between parsed events after commit
     total: float = 900.0  # one attempt, end to end
     keepalive: float = 15.0  # write a keep-alive after this much client-side silence
+    # send a stream's headers (and keep-alives) after this long without content; None: at commit
+    first_byte: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,8 @@ class Plan:
     timeouts: Timeouts = field(default_factory=Timeouts)
     forward_client_credentials: bool = False
     early_commit: bool = False
+    repair: bool = True  # mend what a repair can (mitmllm.protocol.repair) before the gate
+    fails: frozenset[str] | None = None  # rules that fail an attempt before commit (None: default)
     prepare: Prepare | None = None
     sticky_key: str | None = None
     # results
@@ -168,6 +181,7 @@ class Plan:
     served_model: str | None = None
     served_info: dict[str, Any] = field(default_factory=dict)
     outcome: str = "pending"  # ok | failed_before_commit | failed_after_commit | cancelled
+    headers_early: bool = False  # the client got headers before any attempt committed
 
 
 class _Fail(Exception):
@@ -301,14 +315,18 @@ class _Exchange:
         self.body = body
         self.response: web.StreamResponse | None = None  # headers sent once set
         self.last_write = 0.0
-        self.checker: StreamChecker | None = None  # the current attempt's stream checker
+        self.started = relay.clock()
+        self.checker: StreamChecker | None = None  # the current attempt's upstream checker
+        body_json, _ = parse_json(body) if body else (None, None)
+        self.body_json: Any = body_json
 
     async def run(self) -> web.StreamResponse:
         plan = self.plan
         clock = self.relay.clock
-        body_json, _ = parse_json(self.body) if self.body else (None, None)
+        body_json = self.body_json
         hops = self._order()
         if plan.early_commit and plan.wants_stream:
+            plan.headers_early = True
             await self._send_headers(200, {"content-type": "text/event-stream"}, None)
         last_fail: _Fail | None = None
         for i, hop in enumerate(hops):
@@ -449,24 +467,50 @@ class _Exchange:
     async def _keeping_alive(
         self, pending: Awaitable[aiohttp.ClientResponse], dialect: Dialect
     ) -> aiohttp.ClientResponse:
-        """Wait for an upstream's response head; a client that already has headers (early
-        commit) gets keep-alives meanwhile, as it does while a stream is quiet."""
-        keepalive = dialect.keepalive()
-        if self.response is None or keepalive is None:
+        """Wait for an upstream's response head; meanwhile the client gets its headers once the
+        first byte is due, and keep-alives once it has headers, as while a stream is quiet."""
+        if self._keepalive_due(dialect) is None:
             return await pending
         task = asyncio.ensure_future(pending)
         try:
             while not task.done():
-                due = self.last_write + self.plan.timeouts.keepalive - self.relay.clock()
-                await asyncio.wait({task}, timeout=max(due, 0.0))
+                due = self._keepalive_due(dialect)
+                await asyncio.wait({task}, timeout=None if due is None else max(due, 0.0))
                 if not task.done():
-                    await self._write(keepalive)
+                    await self._keep_alive(dialect)
         except BaseException:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 (await task).close()  # a response that arrived just too late
             raise
         return task.result()
+
+    def _keepalive_due(self, dialect: Dialect) -> float | None:
+        """Seconds until the client is owed something while nothing comes: its response
+        headers (`Timeouts.first_byte` after the request arrived, for a stream), then a
+        keep-alive every `Timeouts.keepalive`; None if nothing is owed."""
+        timeouts = self.plan.timeouts
+        now = self.relay.clock()
+        if self.response is None:
+            if timeouts.first_byte is None or not self.plan.wants_stream:
+                return None
+            return self.started + timeouts.first_byte - now
+        if dialect.keepalive() is None:
+            return None
+        return self.last_write + timeouts.keepalive - now
+
+    async def _keep_alive(self, dialect: Dialect) -> None:
+        """Give the client what it is owed (see `_keepalive_due`). Nothing but headers and
+        comments goes out, so the gate stays open: a failure still moves to the next upstream."""
+        if self.response is None:
+            logger.info(
+                "relay %s: no content after %gs; sending the client headers and keep-alives",
+                self.plan.route,
+                self.relay.clock() - self.started,
+            )
+            self.plan.headers_early = True
+            await self._send_headers(200, {"content-type": "text/event-stream"}, None)
+        await self._write(dialect.keepalive() or b"")
 
     def _may_forward(self, upstream: Upstream) -> bool:
         return self.plan.forward_client_credentials or upstream.host == self.plan.client_host
@@ -576,11 +620,22 @@ class _Exchange:
         dialect = hop.upstream.dialect
         clock = self.relay.clock
         timeouts = plan.timeouts
-        checker = self.checker = StreamChecker(dialect)
-        state = _GateState(dialect)
-        pipeline = Pipeline(checker, on_event=state.on_event)
-        held: list[bytes] = []
+        # What the upstream sent (the attempt's findings, with the repairs made) and what the
+        # client gets; the gate judges the latter.
+        upstream = self.checker = StreamChecker(dialect)
+        gate: Gate
+        if plan.repair:
+            client = StreamChecker(dialect)
+            repairer = Repairer(dialect, upstream.findings, request=self.body_json)
+            pipeline = Pipeline(
+                client, upstream=upstream, repairer=repairer, on_event=lambda e, p: gate.push(e, p)
+            )
+        else:
+            client = upstream
+            pipeline = Pipeline(upstream, on_event=lambda e, p: gate.push(e, p))
+        gate = Gate(dialect, client.findings, fails=plan.fails)
         committed = False
+        progress = 0
         last_event = clock()
         content = up.content
         while True:
@@ -590,13 +645,9 @@ class _Exchange:
             else:
                 deadline = min(deadline_first, deadline_total)
             wait = deadline - now
-            keepalive_due = None
-            if self.response is not None and dialect.keepalive() is not None:
-                keepalive_due = self.last_write + timeouts.keepalive - now
+            due = self._keepalive_due(dialect)
             try:
-                chunk = await _read(
-                    content, min(wait, keepalive_due) if keepalive_due is not None else wait
-                )
+                chunk = await _read(content, min(wait, due) if due is not None else wait)
             except aiohttp.ClientError as e:
                 if not committed:
                     raise _Fail("read_error", f"{type(e).__name__}: {e}"[:300], up.status) from e
@@ -606,44 +657,35 @@ class _Exchange:
             if chunk is None:
                 if clock() >= deadline - 1e-3:
                     return await self._stall(hop, attempt, committed, clock() - t0, last_event)
-                await self._write(dialect.keepalive() or b"")
+                await self._keep_alive(dialect)
                 continue
             if not chunk:
                 break
-            out = pipeline.feed(chunk)
-            if state.events_since:
+            pipeline.feed(chunk)
+            if gate.progress != progress:
+                progress = gate.progress
                 last_event = clock()
-                state.events_since = 0
-            if not committed:
-                if state.error is not None and not state.content:
-                    raise _Fail("inband_error", state.error[:300], up.status)
-                held.append(out)
-                if state.content:
-                    committed = True
-                    await self._commit(up, hop, attempt, info, t0, held)
-            elif out:
-                await self._write(out)
-        # upstream end of stream
-        tail = pipeline.close()
-        if not committed:
-            if state.error is not None:
-                raise _Fail("inband_error", state.error[:300], up.status)
-            if state.content:  # the first content arrived in the final flush
+            if gate.failed:
+                raise _Fail(gate.outcome or "broken_stream", gate.reason or "", up.status)
+            if gate.committed and not committed:
                 committed = True
-                held.append(tail if not checker.trailing else tail[: -len(checker.trailing)])
-                await self._commit(up, hop, attempt, info, t0, held)
-            else:
-                raise _Fail("empty", _empty_reason(checker), up.status)
-        else:
-            complete_tail = tail[: -len(checker.trailing)] if checker.trailing else tail
-            if complete_tail:
-                await self._write(complete_tail)
-        attempt.findings = checker.findings.summary()
-        v = checker.validator
+                await self._commit(up, hop, attempt, info, t0)
+            await self._write(gate.take())
+        # upstream end of stream: the unterminated tail (if any) never reaches the client
+        pipeline.close()
+        gate.close()
+        if gate.failed:
+            raise _Fail(gate.outcome or "empty", gate.reason or "", up.status)
+        if not committed:  # the first content arrived in the final flush
+            committed = True
+            await self._commit(up, hop, attempt, info, t0)
+        await self._write(gate.take())
+        attempt.findings = upstream.findings.summary()
+        v = client.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (
-                f" ({len(checker.trailing)} bytes of a partial event dropped)"
-                if (checker.trailing)
+                f" ({len(client.trailing)} bytes of a partial event dropped)"
+                if client.trailing
                 else ""
             )
             return await self._end_with_error(
@@ -663,7 +705,6 @@ class _Exchange:
         attempt: Attempt,
         info: dict[str, Any],
         t0: float,
-        held: list[bytes],
     ) -> None:
         """The first content event arrived: this attempt serves the client from now on."""
         attempt.committed = True
@@ -671,8 +712,6 @@ class _Exchange:
         self._serve(hop, info)
         if self.response is None:
             await self._send_headers(up.status, up.headers, hop)
-        await self._write(b"".join(held))  # the held lifecycle frames, then the content
-        held.clear()
 
     async def _stall(
         self, hop: Hop, attempt: Attempt, committed: bool, elapsed: float, last_event: float
@@ -771,43 +810,8 @@ class _Exchange:
         return resp
 
 
-class _GateState:
-    """What the commit gate needs to know about the events seen so far."""
-
-    __slots__ = ("dialect", "content", "error", "events_since")
-
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self.content = False
-        self.error: str | None = None
-        self.events_since = 0
-
-    def on_event(self, ev: Any, payload: Any) -> None:
-        if not is_json(payload):
-            if ev.data is not None:
-                self.events_since += 1
-            return
-        if ev.event != "ping" and not (isinstance(payload, dict) and payload.get("type") == "ping"):
-            self.events_since += 1
-        if self.error is None and not self.content:
-            err = self.dialect.error_of(payload)
-            if err is not None:
-                self.error = err
-                return
-        if not self.content and self.dialect.is_content(ev, payload):
-            self.content = True
-
-
 def _copy_json(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
-
-
-def _empty_reason(checker: StreamChecker) -> str:
-    if checker.sentinels:
-        return "stream carried only the [DONE] sentinel"
-    if checker.events:
-        return f"stream ended after {checker.events} block(s) without content"
-    return "stream ended without any event"
 
 
 async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:

@@ -192,7 +192,7 @@ _TABLE: list[Rule] = [
          "without it the stream was truncated and SDKs end quietly"),
     Rule("OAI-4", W, "nothing after [DONE]", "the SDKs never read it"),
     Rule("OAI-5", E, "chunk envelope: object chat.completion.chunk, constant id/created/model",
-         "SDK helpers skip or misattribute the chunk"),
+         "SDK helpers skip or misattribute the chunk", survivable=True),
     Rule("OAI-6", E, "choices is an array of {index, delta, finish_reason}",
          "clients index choices[0].delta and crash"),
     Rule("OAI-7", W, "each choice's first delta carries role assistant",
