@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from mitmproxy import io
 
-from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.addons import inspection_addons
 from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import expected_rules
 from mitmllm.mock.upstream import MockUpstream
@@ -45,7 +45,7 @@ async def record_flows(path: Path) -> None:
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
     }
     async with MockUpstream(name="mock") as upstream:
-        async with running_proxy([Inspector()], mode=f"reverse:{upstream.url}") as proxy:
+        async with running_proxy(inspection_addons(), mode=f"reverse:{upstream.url}") as proxy:
             async with aiohttp.ClientSession() as client:
                 for scenario in ("healthy", BROKEN):
                     headers = {"x-mock-scenario": scenario, "x-mock-delay-ms": "0"}

@@ -8,6 +8,7 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
+from mitmllm.engine.report import FlowReport
 from mitmllm.glue.contentview import LLMRequestContentview
 from mitmllm.glue.contentview import LLMStreamContentview
 from mitmllm.glue.contentview import render_stream
@@ -86,8 +87,8 @@ def test_views_render_broken_input_without_raising() -> None:
 def test_request_view_shows_rewrites_before_and_after() -> None:
     from mitmllm.glue.contentview import render_request
 
-    meta = {
-        "rewrite": {
+    report = FlowReport(
+        rewrite={
             "rule": "alias",
             "model": "claude-sonnet-4-5",
             "changes": [
@@ -100,8 +101,8 @@ def test_request_view_shows_rewrites_before_and_after() -> None:
                 },
             ],
         }
-    }
+    )
     body = {"model": "claude-alias", "stream": True, "messages": []}
-    text = render_request(body, detect.by_name("anthropic"), "/v1/messages", meta)
+    text = render_request(body, detect.by_name("anthropic"), "/v1/messages", report)
     assert "rewritten to: claude-sonnet-4-5 (rule alias)" in text
     assert "before: {}" in text and 'after:  {"type": "object", "properties": {}}' in text

@@ -23,7 +23,9 @@ from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
 from mitmllm.glue import flowstate
+from mitmllm.glue.addons import inspection_addons
 from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.inspector import Recognizer
 from mitmllm.glue.tap import Tap
 from tests.proxyharness import running_proxy
 
@@ -80,11 +82,11 @@ def _stream(f: http.HTTPFlow, chunks: list[bytes]) -> list[bytes]:
 
 
 async def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow()
-        addon.request(f)
+        recognizer.request(f)
         assert f.request.headers["accept-encoding"] == "identity"
         f.response = _sse_response()
         addon.responseheaders(f)
@@ -101,11 +103,11 @@ async def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> Non
 
 
 async def test_broken_stream_is_flagged_with_rule_ids() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow()
-        addon.request(f)
+        recognizer.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
         out = _stream(f, [INDEX_1])
@@ -119,11 +121,11 @@ async def test_broken_stream_is_flagged_with_rule_ids() -> None:
 async def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow()
-        addon.request(f)
+        recognizer.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
         checker = f.response.stream.pipeline.checker
@@ -145,12 +147,12 @@ async def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
 
 
 async def test_non_llm_flows_are_untouched() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = tflow.tflow(resp=tutils.tresp(headers=http.Headers(content_type="text/event-stream")))
         f.request.headers["accept-encoding"] = "gzip"
-        addon.request(f)
+        recognizer.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
         await addon.response(f)
@@ -161,11 +163,11 @@ async def test_non_llm_flows_are_untouched() -> None:
 
 
 async def test_wrapped_error_in_buffered_json_body() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow({"model": "m", "max_tokens": 5, "messages": []})  # not a stream request
-        addon.request(f)
+        recognizer.request(f)
         f.response = tutils.tresp(
             content=b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
             headers=http.Headers(content_type="application/json"),
@@ -176,13 +178,14 @@ async def test_wrapped_error_in_buffered_json_body() -> None:
 
 
 def test_options_are_validated() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         with pytest.raises(Exception, match="emoji shortcode"):
             tctx.configure(addon, mitmllm_marker_error="red")
         with pytest.raises(Exception, match="not a host name"):
-            tctx.configure(addon, mitmllm_hosts=["https://api.openai.com/v1"])
-        tctx.configure(addon, mitmllm_hosts=["*.openai.azure.com"], mitmllm_marker_warning="")
+            tctx.configure(recognizer, mitmllm_hosts=["https://api.openai.com/v1"])
+        tctx.configure(recognizer, mitmllm_hosts=["*.openai.azure.com"])
+        tctx.configure(addon, mitmllm_marker_warning="")
 
 
 # --- through a real proxy ----------------------------------------------------------------------
@@ -223,7 +226,7 @@ async def test_reverse_mode_sdk_reads_byte_identical_stream(
     upstream: tuple[int, list[dict[str, str]]],
 ) -> None:
     port, seen = upstream
-    async with running_proxy([Inspector()], mode=f"reverse:http://127.0.0.1:{port}") as proxy:
+    async with running_proxy(inspection_addons(), mode=f"reverse:http://127.0.0.1:{port}") as proxy:
         client = anthropic.AsyncAnthropic(api_key="test", base_url=proxy.url, max_retries=0)
         async with client.messages.stream(
             model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
@@ -285,7 +288,7 @@ async def test_explicit_https_proxy_with_mitmproxy_ca(tmp_path) -> None:  # type
     runner, port, _ = await _upstream({"/v1/messages": HEALTHY}, tls)
     try:
         async with running_proxy(
-            [Inspector()], mode="regular", confdir=str(tmp_path), ssl_insecure=True
+            inspection_addons(), mode="regular", confdir=str(tmp_path), ssl_insecure=True
         ) as proxy:
             ca = tmp_path / "mitmproxy-ca-cert.pem"
             http_client = httpx.AsyncClient(

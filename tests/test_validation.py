@@ -9,6 +9,7 @@ import orjson
 
 from mitmllm.engine.validation import ValidationWorker
 from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.inspector import Recognizer
 from mitmllm.mock.upstream import MockUpstream
 from mitmllm.protocol import detect
 from mitmllm.protocol.stream import check_stream
@@ -51,7 +52,7 @@ async def test_a_dead_worker_flags_streams_in_flight_and_the_proxy_takes_over() 
     inspector = Inspector()
     async with MockUpstream() as upstream:
         async with running_proxy(
-            [inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
+            [Recognizer(), inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
         ) as proxy:
             worker = await _alive(inspector)
             async with aiohttp.ClientSession() as http:
@@ -89,7 +90,7 @@ async def test_rewritten_streams_stay_in_the_proxy() -> None:
     inspector = Inspector()
     async with MockUpstream() as upstream:
         async with running_proxy(
-            [inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
+            [Recognizer(), inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
         ) as proxy:
             await _alive(inspector)
             seen: list[object] = []

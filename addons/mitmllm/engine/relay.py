@@ -56,6 +56,7 @@ from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.report import Attempt
 from mitmllm.protocol.credentials import AUTH_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
@@ -121,27 +122,6 @@ class Hop:
             if fnmatchcase(model, pattern):
                 return target
         return model
-
-
-@dataclass
-class Attempt:
-    upstream: str
-    url: str
-    outcome: str = "pending"  # ok | http_<status> | connect_error | connect_timeout | ...
-    status: int | None = None
-    error: str | None = None
-    ttfe_ms: float | None = None
-    duration_ms: float | None = None
-    retry_after: float | None = None
-    committed: bool = False
-    findings: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome not in ("ok", "pending", "client_error", "cancelled")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 #: Prepares the upstream request for one hop: (path, json body) -> (path, body bytes, info).
@@ -319,7 +299,7 @@ class _Exchange:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
                 if self.checker is not None:  # what was wrong with the failed stream, too
-                    attempt.findings = self.checker.findings.summary()
+                    attempt.findings = list(self.checker.findings)
                     self.checker = None
                 attempt.outcome, attempt.error = fail.outcome, fail.error
                 attempt.retry_after = fail.retry_after
@@ -638,7 +618,7 @@ class _Exchange:
             complete_tail = tail[: -len(checker.trailing)] if checker.trailing else tail
             if complete_tail:
                 await self._write(complete_tail)
-        attempt.findings = checker.findings.summary()
+        attempt.findings = list(checker.findings)
         v = checker.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (

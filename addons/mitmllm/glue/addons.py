@@ -21,6 +21,11 @@ from mitmllm.glue.rewriter import Rewriter
 from mitmllm.glue.runtime import Runtime
 
 
+def inspection_addons() -> list[Any]:
+    """Only what inspecting flows needs: recognition, then the inspector."""
+    return [Recognizer(), Inspector()]
+
+
 def all_addons() -> list[Any]:
     config = ConfigLoader()
     return [

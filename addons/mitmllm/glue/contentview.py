@@ -20,7 +20,8 @@ from mitmproxy import http
 from mitmproxy.contentviews import Contentview
 from mitmproxy.contentviews import Metadata
 
-from mitmllm.glue.flowstate import METADATA_KEY
+from mitmllm.engine.report import FlowReport
+from mitmllm.glue import flowstate
 from mitmllm.protocol import detect
 from mitmllm.protocol.dialect import INVALID
 from mitmllm.protocol.dialect import NO_DATA
@@ -37,7 +38,7 @@ _MARK = {"error": "!!", "warning": "! ", "info": "i "}
 def _flow_dialect(flow: http.HTTPFlow | None) -> tuple[Dialect | None, Any]:
     if flow is None:
         return None, None
-    meta = flow.metadata.get(METADATA_KEY) or {}
+    report = flowstate.report_of(flow)
     req = flow.request
     body = None
     try:
@@ -48,14 +49,15 @@ def _flow_dialect(flow: http.HTTPFlow | None) -> tuple[Dialect | None, Any]:
         body = None
     if body is INVALID:
         body = None
-    dialect = detect.by_name(meta.get("format")) or detect.from_request(req.method, req.path, body)
+    fmt = report.format if report is not None else None
+    dialect = detect.by_name(fmt) or detect.from_request(req.method, req.path, body)
     return dialect, body
 
 
 def _is_llm(flow: http.HTTPFlow | None) -> bool:
     if flow is None:
         return False
-    if METADATA_KEY in flow.metadata:
+    if flowstate.report_of(flow) is not None:
         return True
     dialect, body = _flow_dialect(flow)
     return dialect is not None
@@ -167,13 +169,13 @@ class LLMStreamContentview(Contentview):
         return 2.0 if _is_llm(flow) else 0.5
 
 
-def render_request(body: Any, dialect: Dialect | None, path: str, meta: dict[str, Any]) -> str:
+def render_request(body: Any, dialect: Dialect | None, path: str, report: FlowReport) -> str:
     out: list[str] = []
     out.append(f"format: {dialect.title if dialect else 'unrecognised'}")
     model = dialect.request_model(path, body) if dialect else None
     out.append(f"model: {model or '-'}")
-    if meta.get("rewrite"):
-        rw = meta["rewrite"]
+    if report.rewrite:
+        rw = report.rewrite
         if rw.get("model"):
             out.append(f"  rewritten to: {rw['model']} (rule {rw.get('rule') or '-'})")
     wants = dialect.wants_stream(path, {}, body) if dialect else None
@@ -189,7 +191,7 @@ def render_request(body: Any, dialect: Dialect | None, path: str, meta: dict[str
     for t in tools:
         size = len(json.dumps(t.schema, ensure_ascii=False)) if t.schema is not None else 0
         out.append(f"  - {t.name} ({t.kind}, schema {size} bytes)")
-    changes = (meta.get("rewrite") or {}).get("changes") or []
+    changes = (report.rewrite or {}).get("changes") or []
     if changes:
         out.append("")
         out.append("rewrites (before -> after):")
@@ -220,13 +222,12 @@ class LLMRequestContentview(Contentview):
             raise ValueError("request body is not JSON")
         path = flow.request.path.split("?", 1)[0] if flow else ""
         dialect = None
-        meta: dict[str, Any] = {}
+        report = (flowstate.report_of(flow) if flow is not None else None) or FlowReport()
         if flow is not None:
-            meta = flow.metadata.get(METADATA_KEY) or {}
-            dialect = detect.by_name(meta.get("format")) or detect.from_request(
+            dialect = detect.by_name(report.format) or detect.from_request(
                 flow.request.method, path, body
             )
-        return render_request(body, dialect, path, meta)
+        return render_request(body, dialect, path, report)
 
     def render_priority(self, data: bytes, metadata: Metadata) -> float:
         if not isinstance(metadata.http_message, http.Request):
