@@ -40,6 +40,15 @@ class End(StrEnum):
     UPSTREAM_FAILURE = "upstream_failure"  # the upstream (or the connection to it) broke off
 
 
+#: How mitmproxy words a client that went away: HTTP/1, HTTP/2.
+_CLIENT_GONE = ("Client disconnected", "stream reset by client")
+
+
+def client_gone(error: str | None) -> bool:
+    """Is this mitmproxy's error message for a client that went away (not the upstream)?"""
+    return bool(error) and error.startswith(_CLIENT_GONE)  # type: ignore[union-attr]
+
+
 @dataclass(slots=True)
 class Repair:
     """One thing mitmllm mended in a stream so the client's SDK can read it.

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mitmllm.glue.configaddon import ConfigLoader
+from mitmllm.glue.contentview import register
 from mitmllm.glue.failover import Failover
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
@@ -26,8 +27,9 @@ def inspection_addons() -> list[Any]:
     return [Recognizer(), Inspector()]
 
 
-def all_addons() -> list[Any]:
-    config = ConfigLoader()
+def all_addons(*, script: bool = False) -> list[Any]:
+    """Every addon, in hook order; `script` when mitmproxy loads them from a script (-s)."""
+    config = ConfigLoader(log_startup_errors=script)
     return [
         config,
         Recognizer(),
@@ -37,3 +39,9 @@ def all_addons() -> list[Any]:
         Recorder(config),
         Runtime(),
     ]
+
+
+def script_addons() -> list[Any]:
+    """What mitmproxy's script (``-s mitmllm_addon.py``) loads: the contentviews, every addon."""
+    register()
+    return all_addons(script=True)

@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from mitmproxy import command
+from mitmproxy import ctx
 from mitmproxy import http
 
 from mitmllm.engine import relay as relaymod
@@ -56,6 +57,21 @@ def match_route(config: Config, host: str, path: str, model: str | None, fmt: st
             continue
         return route
     return None
+
+
+def _connect_lazily() -> None:
+    """Fail-over needs mitmproxy to connect upstream only when a request is there to route.
+
+    With mitmproxy's default, a reverse proxy connects to its target as soon as a client
+    connects, and drops the client before any hook runs when the target is down, so the route
+    never gets its chance.
+    """
+    if getattr(ctx.options, "connection_strategy", "lazy") != "lazy":
+        logger.info(
+            "mitmllm: routes are configured, so connection_strategy is set to lazy (an eager "
+            "connect to a dead upstream would drop clients before a route could fail over)"
+        )
+        ctx.options.update(connection_strategy="lazy")
 
 
 class _StickyByRoute:
@@ -122,6 +138,8 @@ class Failover:
             max_open_for=b.max_open_for,
         )
         self.sticky.configure(config)
+        if config.routes:
+            _connect_lazily()
 
     # --- lifecycle -----------------------------------------------------------------------------
 

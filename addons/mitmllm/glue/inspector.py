@@ -21,13 +21,16 @@ from mitmproxy import flow as mflow
 from mitmproxy import http
 
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.report import METADATA_KEY
 from mitmllm.engine.report import End
 from mitmllm.engine.report import FlowReport
+from mitmllm.engine.report import client_gone
 from mitmllm.engine.validation import StreamResult
 from mitmllm.engine.validation import ValidationWorker
 from mitmllm.engine.validation import WorkerGone
 from mitmllm.glue import flowstate
 from mitmllm.glue.flowstate import LLMFlow
+from mitmllm.glue.stored import stored_report
 from mitmllm.glue.tap import FramingTap
 from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
@@ -60,13 +63,8 @@ def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | 
 
 
 def client_disconnected(error: mflow.Error | None) -> bool:
-    """Is this mitmproxy's error for a client that went away (not the upstream)?
-
-    HTTP/1 says "Client disconnected.", HTTP/2 "stream reset by client (...)".
-    """
-    if error is None:
-        return False
-    return error.msg.startswith(("Client disconnected", "stream reset by client"))
+    """Is this mitmproxy's error for a client that went away (not the upstream)?"""
+    return error is not None and client_gone(error.msg)
 
 
 class Recognizer:
@@ -223,10 +221,30 @@ class Inspector:
         resp.stream = state.tap  # type: ignore[assignment]  # mitmproxy's stub lists no list
 
     async def response(self, flow: http.HTTPFlow) -> None:
-        await self._finish(flow)
+        if not flow.live and flowstate.get(flow) is None:
+            self._stored(flow)
+        else:
+            await self._finish(flow)
 
     async def error(self, flow: http.HTTPFlow) -> None:
-        await self._finish(flow)
+        if not flow.live and flowstate.get(flow) is None:
+            if flow.response is None:  # else its `response` hook has reported it
+                self._stored(flow)
+        else:
+            await self._finish(flow)
+
+    def _stored(self, flow: http.HTTPFlow) -> None:
+        """A flow read from a file (mitmdump -nr, mitmweb --rfile): its findings, in detail."""
+        report = stored_report(flow)
+        if report is None:
+            return
+        if METADATA_KEY not in flow.metadata:  # recorded without mitmllm: show what it finds
+            flowstate.publish(flow, report)
+            flag(flow, report, self.markers)
+        if self.summary:
+            level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
+            details = "".join(f"\n  {f}" for f in report.findings)
+            logger.log(level, summary_line(flow, report) + details)
 
     # --- the validation worker ---------------------------------------------------------------
 
