@@ -33,7 +33,8 @@ MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 CAPTURES = ROOT / "captures"
 #: Generous bounds that only catch a hang.
 START_TIMEOUT = 60.0
-LISTENING = re.compile(r"listening at (\S+):(\d+)")
+#: What mitmllm logs once mitmproxy serves (glue/runtime.py), with the proxy's address.
+READY = re.compile(r"mitmllm ready: proxy at (\S+):(\d+)")
 BODY = {
     "model": "claude-sonnet-4-6",
     "max_tokens": 32,
@@ -111,7 +112,7 @@ async def test_proxy_listens_on_loopback_and_logs_one_line_per_flow(tmp_path: Pa
     async with MockUpstream(name="mock") as upstream:
         args = mitmllm("proxy", "--mode", f"reverse:{upstream.url}", "--listen-port", "0")
         async with running(*args, "--set", f"confdir={tmp_path}") as proxy:
-            host, port = (await proxy.line_matching(LISTENING)).groups()
+            host, port = (await proxy.line_matching(READY)).groups()
             assert host == "127.0.0.1", "the proxy listens on loopback unless told otherwise"
             async with aiohttp.ClientSession() as http:
                 for scenario in ("healthy", "tool-index-1"):
@@ -171,7 +172,7 @@ routes:
         )
         args = mitmllm("proxy", "--config", str(config), "--mode", f"reverse:{dead}", "-p", "0")
         async with running(*args, "--set", f"confdir={tmp_path}") as proxy:
-            _, port = (await proxy.line_matching(LISTENING)).groups()
+            _, port = (await proxy.line_matching(READY)).groups()
             await proxy.line_matching("connection_strategy is set to lazy")
             async with aiohttp.ClientSession() as http:
                 async with http.post(

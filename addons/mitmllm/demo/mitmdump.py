@@ -2,11 +2,10 @@
 
 `Mitmdump.start` launches ``mitmllm proxy --mode reverse:UPSTREAM ...`` (mitmdump with every
 mitmllm addon) on 127.0.0.1 and a free port (the kernel picks it), with everything it prints
-going to a log file,
-and returns once mitmllm says the proxy is ready (mitmdump listens before its last start-up check,
-so listening is not enough), or raises as soon as the process exits. `Mitmdump.stop` interrupts
-it as Ctrl-C would, so that it finishes writing the flow file, and kills it only if it does not
-exit in time.
+going to a log file, and returns once mitmllm says the proxy is ready (mitmdump listens before its
+last start-up check, so listening is not enough), or raises as soon as the process exits.
+`Mitmdump.stop` interrupts it as Ctrl-C would, so that it finishes writing the flow file, and
+kills it only if it does not exit in time.
 """
 
 from __future__ import annotations
