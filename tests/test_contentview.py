@@ -13,8 +13,8 @@ from mitmllm.glue.contentview import LLMRequestContentview
 from mitmllm.glue.contentview import LLMStreamContentview
 from mitmllm.glue.contentview import render_stream
 from mitmllm.protocol import detect
-from tests.test_inspector import HEALTHY
-from tests.test_inspector import INDEX_1
+from tests.anthropic_streams import SHORT_TEXT as HEALTHY
+from tests.anthropic_streams import SHORT_TEXT_INDEX_1 as INDEX_1
 
 
 def _flow(body: bytes, request: dict | None = None) -> http.HTTPFlow:

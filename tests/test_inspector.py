@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import ssl
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
@@ -26,25 +28,11 @@ from mitmllm.glue import flowstate
 from mitmllm.glue.addons import inspection_addons
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
+from mitmllm.glue.recorder import is_flagged
 from mitmllm.glue.tap import Tap
+from tests.anthropic_streams import SHORT_TEXT as HEALTHY
+from tests.anthropic_streams import SHORT_TEXT_INDEX_1 as INDEX_1
 from tests.proxyharness import running_proxy
-
-HEALTHY = (
-    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
-    b'"role":"assistant","model":"claude-test","content":[],"stop_reason":null,'
-    b'"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
-    b'"content_block":{"type":"text","text":""}}\n\n'
-    b'event: ping\ndata: {"type": "ping"}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-    b'"delta":{"type":"text_delta","text":"Hello \xe4\xb8\x96\xe7\x95\x8c"}}\n\n'
-    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0 }\n\n'
-    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
-    b'"stop_sequence":null},"usage":{"output_tokens":3}}\n\n'
-    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-)
-# tool_use at index 1 with no block 0 (ANT-7), a real breakage.
-INDEX_1 = HEALTHY.replace(b'"index":0', b'"index":1')
 
 
 def _flow(body: dict | None = None) -> http.HTTPFlow:
@@ -175,6 +163,85 @@ async def test_wrapped_error_in_buffered_json_body() -> None:
         addon.responseheaders(f)
         await addon.response(f)
         assert "HTTP-5" in f.metadata["mitmllm"]["summary"]
+
+
+async def test_a_client_that_closes_after_the_terminal_event_got_a_complete_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The OpenAI SDKs close as soon as [DONE] is in: mitmproxy then reports a client that
+    disconnected before the end of body, but the stream was whole."""
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        for chunk in (HEALTHY[:100], HEALTHY[100:]):  # every event, but no end of body
+            f.response.stream(chunk)
+        f.error = mflow.Error("Client disconnected.")
+        with caplog.at_level(logging.INFO):
+            await addon.error(f)
+        meta = f.metadata["mitmllm"]
+        assert meta["end"] == "complete" and meta["complete"] is True
+        assert meta["findings"] == [] and not f.marked and not is_flagged(f)
+        assert "ABORTED" not in caplog.text and "client disconnected" not in caplog.text
+
+
+@pytest.mark.parametrize("message", ["Client disconnected.", "stream reset by client (CANCEL)"])
+async def test_a_client_that_leaves_mid_stream_is_no_upstream_finding(message: str) -> None:
+    """What the upstream never had the chance to send is not its truncation (ANT-18, SSE-14)."""
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        f.response.stream(HEALTHY[: HEALTHY.index(b"event: content_block_stop") + 30])
+        f.error = mflow.Error(message)
+        await addon.error(f)
+        meta = f.metadata["mitmllm"]
+        assert meta["end"] == "client_disconnect" and meta["end_error"] == message
+        assert meta["findings"] == [] and not f.marked and not is_flagged(f)
+
+
+async def test_an_upstream_that_breaks_off_mid_stream_is_flagged() -> None:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        f.response.stream(HEALTHY[: HEALTHY.index(b"event: content_block_stop")])
+        f.error = mflow.Error("HTTP/1 protocol error: incomplete chunked read")
+        await addon.error(f)
+        meta = f.metadata["mitmllm"]
+        assert meta["end"] == "upstream_failure" and "ANT-18" in meta["summary"]
+        assert f.marked == ":x:" and is_flagged(f)
+
+
+@pytest.mark.parametrize(
+    ("status", "rule", "marked"), [(400, "HTTP-6", ""), (422, "HTTP-6", ""), (429, "HTTP-1", ":x:")]
+)
+async def test_a_client_s_own_4xx_is_not_marked_like_an_upstream_failure(
+    status: int, rule: str, marked: str
+) -> None:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = tutils.tresp(
+            status_code=status,
+            content=b'{"type":"error","error":{"type":"invalid_request_error","message":"no"}}',
+            headers=http.Headers(content_type="application/json"),
+        )
+        addon.responseheaders(f)
+        await addon.response(f)
+        assert [x["rule"] for x in f.metadata["mitmllm"]["findings"]] == [rule]
+        assert f.marked == marked
 
 
 def test_options_are_validated() -> None:
