@@ -24,12 +24,19 @@ from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
+from mitmllm.engine.report import Attempt
+from mitmllm.engine.report import FlowReport
 from mitmllm.glue import flowstate
 from mitmllm.glue.addons import inspection_addons
+from mitmllm.glue.inspector import COMMENT_WIDTH
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
+from mitmllm.glue.inspector import comment
 from mitmllm.glue.recorder import is_flagged
 from mitmllm.glue.tap import Tap
+from mitmllm.protocol.findings import Finding
+from mitmllm.protocol.rules import RULES
+from mitmllm.protocol.rules import Severity
 from tests.anthropic_streams import SHORT_TEXT as HEALTHY
 from tests.anthropic_streams import SHORT_TEXT_INDEX_1 as INDEX_1
 from tests.proxyharness import running_proxy
@@ -242,6 +249,34 @@ async def test_a_client_s_own_4xx_is_not_marked_like_an_upstream_failure(
         await addon.response(f)
         assert [x["rule"] for x in f.metadata["mitmllm"]["findings"]] == [rule]
         assert f.marked == marked
+
+
+def test_the_comment_is_short_and_names_each_rule_once() -> None:
+    report = FlowReport()
+    report.findings.add("ANT-7", "content_block_start at index 1 with no block 0", event=1)
+    report.findings.add("ANT-7", "content_block_delta for block 1", event=2)
+    report.findings.add("SSE-6", "comment inside an event", event=3)
+    report.attempts = [
+        Attempt(
+            "primary",
+            "http://p",
+            outcome="inband_error",
+            findings=[
+                Finding("SSE-18", Severity.ERROR, "spliced"),
+                Finding("SSE-6", Severity.WARNING, "c"),
+            ],
+        )
+    ]
+    text = comment(report)
+    assert text == (
+        "ANT-7 x2, SSE-6 [primary: SSE-18]: content_block_start at index 1 with no block 0"
+    )
+    assert RULES["ANT-7"].effect not in text
+    wordy = FlowReport()
+    wordy.findings.add("PAY-1", "data is not JSON: " + "x" * 300)
+    long = comment(wordy)
+    assert len(long) == COMMENT_WIDTH and long.startswith("PAY-1: data is not JSON: xxx")
+    assert long.endswith("…")
 
 
 def test_options_are_validated() -> None:

@@ -157,9 +157,11 @@ class Usage:
 
     @classmethod
     def from_dict(cls, d: Any) -> Usage | None:
+        """Counts from a dict with these names; None when it has none of them."""
         if not isinstance(d, dict):
             return None
-        return cls(**{k: v for k in cls.__slots__ if isinstance(v := d.get(k), int)})
+        counts = {k: v for k in cls.__slots__ if isinstance(v := d.get(k), int)}
+        return cls(**counts) if counts else None
 
     def __str__(self) -> str:
         parts = [f"{self.input if self.input is not None else '?'} in"]

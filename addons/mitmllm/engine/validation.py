@@ -50,6 +50,7 @@ class StreamResult:
     finish: str | None = None
     error: str | None = None
     complete: bool = False
+    usage: dict[str, int] = field(default_factory=dict)  # normalized (Dialect.usage)
 
     @classmethod
     def of(cls, checker: StreamChecker) -> StreamResult:
@@ -63,6 +64,7 @@ class StreamResult:
             finish=v.finish if v else None,
             error=v.error if v else None,
             complete=bool(v and v.complete),
+            usage=checker.dialect.usage(v.usage) if v and checker.dialect else {},
         )
 
 

@@ -24,6 +24,7 @@ from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.report import METADATA_KEY
 from mitmllm.engine.report import End
 from mitmllm.engine.report import FlowReport
+from mitmllm.engine.report import Usage
 from mitmllm.engine.report import client_gone
 from mitmllm.engine.validation import StreamResult
 from mitmllm.engine.validation import ValidationWorker
@@ -36,6 +37,7 @@ from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.rules import RULES
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
 from mitmllm.protocol.stream import check_head
@@ -319,7 +321,7 @@ class Inspector:
                 report.end = End.CLIENT_DISCONNECT if client_gone else End.UPSTREAM_FAILURE
         else:
             if resp is not None and not resp.stream:
-                check_body(
+                payload = check_body(
                     state.dialect,
                     state.findings,
                     status=resp.status_code,
@@ -327,6 +329,8 @@ class Inspector:
                     content_type=resp.headers.get("content-type"),
                     request=state.request,
                 )
+                if state.dialect is not None:
+                    report.usage = Usage.from_dict(state.dialect.body_usage(payload))
             if flow.error is None:
                 report.end = End.COMPLETE
             else:
@@ -358,6 +362,8 @@ def fill_report(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None
             report.finish = result.finish or None
             report.error = result.error or None
             report.complete = result.complete
+            if result.usage:
+                report.usage = Usage.from_dict(result.usage)
     if tap is not None:
         if tap.first_event_ms is not None:
             report.ttfe_ms = round(tap.first_event_ms, 1)
@@ -383,10 +389,31 @@ def flag(flow: http.HTTPFlow, report: FlowReport, markers: Markers) -> None:
         marker = ""
     if marker and not flow.marked:
         flow.marked = marker
+    flow.comment = comment(report)
+
+
+#: Longest comment: the flow list shows about this much of it.
+COMMENT_WIDTH = 120
+
+
+def comment(report: FlowReport) -> str:
+    """One short line for the flow list: every rule ID once (the worst first, with what a
+    failed attempt showed), then what the worst finding saw, without the rule's client effect
+    (the contentview and the metadata have it in full)."""
     findings = report.findings
+    worst = report.worst
     first = next((f for f in findings if f.severity == worst), next(iter(findings)))
-    text = f"{findings.summary()} | {first.rule}: {first.message}"
-    flow.comment = text if len(text) <= 240 else text[:239] + "…"
+    ids = findings.summary()
+    seen = set(findings.rules())
+    for a in report.attempts:
+        more = [r for r in dict.fromkeys(f.rule for f in a.findings) if r not in seen]
+        if more:
+            ids += f" [{a.upstream}: {', '.join(more)}]"
+            seen.update(more)
+    effect = RULES[first.rule].effect if first.rule in RULES else ""
+    detail = first.message.removesuffix(f"; {effect}") if effect else first.message
+    text = f"{ids}: {detail}"
+    return text if len(text) <= COMMENT_WIDTH else text[: COMMENT_WIDTH - 1] + "…"
 
 
 def summary_line(flow: http.HTTPFlow, report: FlowReport) -> str:

@@ -15,6 +15,7 @@ from mitmllm.engine import fixtures
 from mitmllm.engine.report import METADATA_KEY
 from mitmllm.engine.report import End
 from mitmllm.engine.report import FlowReport
+from mitmllm.engine.report import Usage
 from mitmllm.engine.report import client_gone
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.stream import StreamChecker
@@ -66,9 +67,11 @@ def stored_report(flow: http.HTTPFlow) -> FlowReport | None:
             report.error = v.error or None
             if v.model and v.model != report.model:
                 report.model_reported = v.model
+            if checker.dialect is not None:
+                report.usage = Usage.from_dict(checker.dialect.usage(v.usage))
         complete = bool(v is not None and v.complete)
     else:
-        check_body(
+        payload = check_body(
             seen.dialect,
             findings,
             status=resp.status_code,
@@ -76,6 +79,8 @@ def stored_report(flow: http.HTTPFlow) -> FlowReport | None:
             content_type=resp.headers.get("content-type"),
             request=seen.body,
         )
+        if seen.dialect is not None:
+            report.usage = Usage.from_dict(seen.dialect.body_usage(payload))
         complete = False
     if error is None or complete:
         report.end = End.COMPLETE

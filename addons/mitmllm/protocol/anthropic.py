@@ -44,6 +44,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
+from typing import ClassVar
 from typing import TypeGuard
 
 import orjson
@@ -291,6 +292,8 @@ class MessageStreamValidator(StreamValidator):
         self._started = True
         self._start_event = ev.index
         message = payload.get("message")
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            self.usage = dict(message["usage"])  # input and cache counts; output grows later
         problems = _message_start_problems(message)
         if problems:
             findings.add(
@@ -457,6 +460,8 @@ class MessageStreamValidator(StreamValidator):
             if reason is not None:
                 self._check_stop_reason(reason, delta.get("stop_sequence"), ev, findings)
         usage = payload.get("usage")
+        if isinstance(usage, dict):  # cumulative counts
+            self.usage = (self.usage or {}) | {k: v for k, v in usage.items() if v is not None}
         tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
         if not _is_int(tokens):
             what = "no usage object" if not isinstance(usage, dict) else "no integer output_tokens"
@@ -722,6 +727,12 @@ class AnthropicDialect(Dialect):
     name = "anthropic"
     title = "Anthropic Messages"
     sentinel = None
+    usage_fields: ClassVar[dict[str, str]] = {
+        "input": "input_tokens",
+        "output": "output_tokens",
+        "cache_read": "cache_read_input_tokens",
+        "cache_write": "cache_creation_input_tokens",
+    }
 
     # --- recognising requests ------------------------------------------------------------------
 
