@@ -1,7 +1,6 @@
 # mitmllm tasks. Run through uv so the project environment is used: `uv run just <recipe>`.
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-addon := "addons/mitmllm_addon.py"
 out := "demo-out"
 
 # List the recipes.
@@ -10,17 +9,19 @@ default:
 
 # Run the demo: mock upstreams, mitmdump with mitmllm, the official SDKs through every scenario.
 demo *ARGS:
-    python -m mitmllm.demo --out {{out}} {{ARGS}}
-
-columns := "--set web_columns=icon --set web_columns=path --set web_columns=method --set web_columns=status --set web_columns=size --set web_columns=time --set web_columns=comment"
+    mitmllm demo --out {{out}} {{ARGS}}
 
 # Open mitmweb with mitmllm and the demo's flows (run `just demo` first).
 web *ARGS:
-    mitmweb -s {{addon}} --rfile {{out}}/flows.mitm {{columns}} {{ARGS}}
+    mitmllm web --rfile {{out}}/flows.mitm {{ARGS}}
 
 # Run mitmdump with mitmllm in front of your clients (pass mitmproxy options, e.g. --mode reverse:https://api.anthropic.com).
 proxy *ARGS:
-    mitmdump -s {{addon}} {{ARGS}}
+    mitmllm proxy {{ARGS}}
+
+# Print mitmllm's findings for .sse recordings, fixtures or flow files.
+check *ARGS:
+    mitmllm check {{ARGS}}
 
 # Run the whole test suite (installs Debian's chromium for the browser test when it can).
 test *ARGS:
@@ -61,4 +62,4 @@ docs:
 
 # Print the JSON Schema of the configuration file.
 schema:
-    python -m mitmllm.engine.config schema
+    mitmllm config schema

@@ -297,3 +297,22 @@ HEALTHY = {
     "parallel-tools": PARALLEL_TOOLS,
     "server-tool": SERVER_TOOL,
 }
+
+
+# A short healthy stream with a multi-byte character, a padded event and a ping.
+SHORT_TEXT = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
+    b'"role":"assistant","model":"claude-test","content":[],"stop_reason":null,'
+    b'"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+    b'event: ping\ndata: {"type": "ping"}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"Hello \xe4\xb8\x96\xe7\x95\x8c"}}\n\n'
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0 }\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+    b'"stop_sequence":null},"usage":{"output_tokens":3}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+# The same with its only block at index 1 with no block 0 (ANT-7), a real breakage.
+SHORT_TEXT_INDEX_1 = SHORT_TEXT.replace(b'"index":0', b'"index":1')

@@ -25,7 +25,7 @@ from mitmllm.engine import fixtures
 from mitmllm.engine.config import Config
 from mitmllm.glue import flowstate
 from mitmllm.glue.configaddon import ConfigLoader
-from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.inspector import Recognizer
 from mitmllm.glue.rewriter import Rewriter
 from mitmllm.mock.catalogue import BREAKAGES
 from mitmllm.mock.catalogue import CATALOGUE
@@ -115,10 +115,10 @@ def test_REQ_3_a_request_without_a_string_model_is_flagged_by_the_rewriter() -> 
     loader.config = Config.model_validate(
         {"models": [{"name": "any", "match": "claude-*", "to": "claude-haiku-4-5"}]}
     )
-    with taddons.context(Inspector()):
+    with taddons.context(Recognizer()):
         flow = tflow.tflow(req=tutils.treq(method=b"POST", content=req.content()))
         flow.request.url = "http://mock.test" + req.target
-        Inspector.recognise(flow)
+        Recognizer().request(flow)
         Rewriter(loader).request(flow)
     state = flowstate.get(flow)
     assert state is not None and "REQ-3" in state.findings.rules()

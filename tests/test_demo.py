@@ -107,7 +107,7 @@ def test_config_rules_alias_and_tool_flavour() -> None:
 def test_mitmdump_command_line_is_shown_as_typed() -> None:
     args = command(PRIMARY, Path("/elsewhere/c.yaml"), Path("/elsewhere/flows.mitm"))
     line = shown(args)
-    assert line.startswith("mitmdump -s ")
+    assert line.startswith("mitmllm proxy ")
     assert f"--mode reverse:{PRIMARY}" in line  # the URL's // survives
     assert "--set mitmllm_config=/elsewhere/c.yaml" in line and "-w /elsewhere/flows.mitm" in line
 
@@ -115,7 +115,7 @@ def test_mitmdump_command_line_is_shown_as_typed() -> None:
 def test_web_command_is_the_justfile_recipe_for_the_default_out() -> None:
     assert web_command(DEFAULT_OUT, DEFAULT_OUT / "flows.mitm") == "uv run just web"
     other = web_command(Path("/x/out"), Path("/x/out/flows.mitm"))
-    assert other.startswith("uv run mitmweb -s ") and other.endswith("--rfile /x/out/flows.mitm")
+    assert other == "mitmllm web --rfile /x/out/flows.mitm"
 
 
 def test_answer_describes_what_the_client_got() -> None:
@@ -222,7 +222,7 @@ def test_quick_run_prints_progress_the_table_and_the_web_command(quick_run: Run)
     assert all(c in table_part for c in COLUMNS)
     last = stdout.strip().splitlines()[-1]
     flows = quick_run.out / "flows.mitm"
-    assert last.endswith(f"--rfile {flows}") and "mitmweb -s " in last
+    assert last.endswith(f"--rfile {flows}") and "mitmllm web " in last
 
 
 @pytest.mark.parametrize(

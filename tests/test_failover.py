@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import openai
 import orjson
 import pytest
 
 from mitmllm.engine.breaker import Breakers
 from mitmllm.engine.relay import TOKEN_HEADER
+from mitmllm.glue.recorder import is_flagged
 from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import OPENAI_CHAT
@@ -57,6 +60,7 @@ from tests.relayharness import failover_proxy
 from tests.relayharness import fallback_hop
 from tests.relayharness import fallback_of
 from tests.relayharness import flows_by_format
+from tests.relayharness import healthy_stream
 from tests.relayharness import keepalives
 from tests.relayharness import lifecycle_head
 from tests.relayharness import meta
@@ -968,3 +972,64 @@ async def test_sticky_session_is_released_when_its_upstream_breaks(tmp_path: Pat
     assert after.validator().complete
     assert [r.json["user"] for r in primary.received] == ["u1", "u1"], "back to the primary"
     assert [r.json["user"] for r in fallback.received] == ["u1", "u1"]
+
+
+# --- how a routed flow ends -----------------------------------------------------------------------
+
+
+def _read_chat_with_the_sync_sdk(base_url: str) -> str:
+    """The OpenAI SDK's synchronous stream: it closes the connection as soon as [DONE] is in."""
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+    try:
+        stream = client.chat.completions.create(
+            model=CLIENT_MODEL[OPENAI_CHAT],
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    finally:
+        client.close()
+
+
+async def test_a_client_that_closes_after_done_through_the_relay_got_a_complete_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upstream keeps its body open after [DONE] (as a slow end of body would); the SDK
+    closes its connection first. The client got the whole answer: no abort, nothing flagged."""
+    done = [(0.0, healthy_stream(OPENAI_CHAT))]
+    async with ScriptedUpstream(steps=done, hold=True) as held:
+        cfg = config([upstream("held", held.url, OPENAI_CHAT)], ["held"])
+        async with failover_proxy(write_config(tmp_path, cfg), held.url) as proxy:
+            with caplog.at_level(logging.INFO):
+                text = await asyncio.to_thread(_read_chat_with_the_sync_sdk, proxy.url)
+                (flow,) = await proxy.log.wait(1)
+    assert text
+    m = meta(flow)
+    assert flow.error is not None, "precondition: the client closed before the end of body"
+    assert m["end"] == "complete" and m["complete"] is True, m
+    assert m["findings"] == [] and not flow.marked
+    assert not is_flagged(flow), "capture=flagged would keep a healthy flow as a fixture"
+    assert "ABORTED" not in caplog.text
+
+
+async def test_a_client_that_leaves_a_routed_stream_is_a_client_disconnect(
+    tmp_path: Path,
+) -> None:
+    async with MockUpstream(name="primary") as primary, MockUpstream(name="fallback") as fallback:
+        async with two_hops(tmp_path, primary.url, fallback.url, formats=[ANTHROPIC]) as proxy:
+            headers = {"x-mock-scenario": "slow", "x-mock-delay-ms": "50"}
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    proxy.url + request_path(ANTHROPIC),
+                    json=request_body(ANTHROPIC),
+                    headers=headers,
+                ) as resp:
+                    assert resp.status == 200
+                    assert await resp.content.readany()
+                    resp.close()  # stop reading mid-stream
+            (flow,) = await proxy.log.wait(1)
+    m = meta(flow)
+    assert m["end"] == "client_disconnect", m
+    assert m["relay"] == "cancelled" and m["attempts"][-1]["outcome"] == "cancelled"
+    assert not any(f["severity"] == "error" for f in m["findings"]), m["findings"]
+    assert not flow.marked and not is_flagged(flow)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 import ssl
 from collections.abc import AsyncIterator
 
@@ -17,32 +18,28 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
 
+from mitmllm.engine.report import Attempt
+from mitmllm.engine.report import FlowReport
 from mitmllm.glue import flowstate
+from mitmllm.glue.addons import inspection_addons
+from mitmllm.glue.inspector import COMMENT_WIDTH
 from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.inspector import Recognizer
+from mitmllm.glue.inspector import comment
+from mitmllm.glue.recorder import is_flagged
 from mitmllm.glue.tap import Tap
+from mitmllm.protocol.findings import Finding
+from mitmllm.protocol.rules import RULES
+from mitmllm.protocol.rules import Severity
+from tests.anthropic_streams import SHORT_TEXT as HEALTHY
+from tests.anthropic_streams import SHORT_TEXT_INDEX_1 as INDEX_1
 from tests.proxyharness import running_proxy
-
-HEALTHY = (
-    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message",'
-    b'"role":"assistant","model":"claude-test","content":[],"stop_reason":null,'
-    b'"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}\n\n'
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
-    b'"content_block":{"type":"text","text":""}}\n\n'
-    b'event: ping\ndata: {"type": "ping"}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-    b'"delta":{"type":"text_delta","text":"Hello \xe4\xb8\x96\xe7\x95\x8c"}}\n\n'
-    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0 }\n\n'
-    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
-    b'"stop_sequence":null},"usage":{"output_tokens":3}}\n\n'
-    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-)
-# tool_use at index 1 with no block 0 (ANT-7), a real breakage.
-INDEX_1 = HEALTHY.replace(b'"index":0', b'"index":1')
 
 
 def _flow(body: dict | None = None) -> http.HTTPFlow:
@@ -80,11 +77,11 @@ def _stream(f: http.HTTPFlow, chunks: list[bytes]) -> list[bytes]:
 
 
 async def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow()
-        addon.request(f)
+        recognizer.request(f)
         assert f.request.headers["accept-encoding"] == "identity"
         f.response = _sse_response()
         addon.responseheaders(f)
@@ -101,11 +98,11 @@ async def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> Non
 
 
 async def test_broken_stream_is_flagged_with_rule_ids() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow()
-        addon.request(f)
+        recognizer.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
         out = _stream(f, [INDEX_1])
@@ -119,11 +116,11 @@ async def test_broken_stream_is_flagged_with_rule_ids() -> None:
 async def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow()
-        addon.request(f)
+        recognizer.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
         checker = f.response.stream.pipeline.checker
@@ -145,12 +142,12 @@ async def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
 
 
 async def test_non_llm_flows_are_untouched() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = tflow.tflow(resp=tutils.tresp(headers=http.Headers(content_type="text/event-stream")))
         f.request.headers["accept-encoding"] = "gzip"
-        addon.request(f)
+        recognizer.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
         await addon.response(f)
@@ -161,11 +158,11 @@ async def test_non_llm_flows_are_untouched() -> None:
 
 
 async def test_wrapped_error_in_buffered_json_body() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         tctx.configure(addon)
         f = _flow({"model": "m", "max_tokens": 5, "messages": []})  # not a stream request
-        addon.request(f)
+        recognizer.request(f)
         f.response = tutils.tresp(
             content=b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
             headers=http.Headers(content_type="application/json"),
@@ -175,14 +172,122 @@ async def test_wrapped_error_in_buffered_json_body() -> None:
         assert "HTTP-5" in f.metadata["mitmllm"]["summary"]
 
 
+async def test_a_client_that_closes_after_the_terminal_event_got_a_complete_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The OpenAI SDKs close as soon as [DONE] is in: mitmproxy then reports a client that
+    disconnected before the end of body, but the stream was whole."""
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        for chunk in (HEALTHY[:100], HEALTHY[100:]):  # every event, but no end of body
+            f.response.stream(chunk)
+        f.error = mflow.Error("Client disconnected.")
+        with caplog.at_level(logging.INFO):
+            await addon.error(f)
+        meta = f.metadata["mitmllm"]
+        assert meta["end"] == "complete" and meta["complete"] is True
+        assert meta["findings"] == [] and not f.marked and not is_flagged(f)
+        assert "ABORTED" not in caplog.text and "client disconnected" not in caplog.text
+
+
+@pytest.mark.parametrize("message", ["Client disconnected.", "stream reset by client (CANCEL)"])
+async def test_a_client_that_leaves_mid_stream_is_no_upstream_finding(message: str) -> None:
+    """What the upstream never had the chance to send is not its truncation (ANT-18, SSE-14)."""
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        f.response.stream(HEALTHY[: HEALTHY.index(b"event: content_block_stop") + 30])
+        f.error = mflow.Error(message)
+        await addon.error(f)
+        meta = f.metadata["mitmllm"]
+        assert meta["end"] == "client_disconnect" and meta["end_error"] == message
+        assert meta["findings"] == [] and not f.marked and not is_flagged(f)
+
+
+async def test_an_upstream_that_breaks_off_mid_stream_is_flagged() -> None:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = _sse_response()
+        addon.responseheaders(f)
+        f.response.stream(HEALTHY[: HEALTHY.index(b"event: content_block_stop")])
+        f.error = mflow.Error("HTTP/1 protocol error: incomplete chunked read")
+        await addon.error(f)
+        meta = f.metadata["mitmllm"]
+        assert meta["end"] == "upstream_failure" and "ANT-18" in meta["summary"]
+        assert f.marked == ":x:" and is_flagged(f)
+
+
+@pytest.mark.parametrize(
+    ("status", "rule", "marked"), [(400, "HTTP-6", ""), (422, "HTTP-6", ""), (429, "HTTP-1", ":x:")]
+)
+async def test_a_client_s_own_4xx_is_not_marked_like_an_upstream_failure(
+    status: int, rule: str, marked: str
+) -> None:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
+        tctx.configure(addon)
+        f = _flow()
+        recognizer.request(f)
+        f.response = tutils.tresp(
+            status_code=status,
+            content=b'{"type":"error","error":{"type":"invalid_request_error","message":"no"}}',
+            headers=http.Headers(content_type="application/json"),
+        )
+        addon.responseheaders(f)
+        await addon.response(f)
+        assert [x["rule"] for x in f.metadata["mitmllm"]["findings"]] == [rule]
+        assert f.marked == marked
+
+
+def test_the_comment_is_short_and_names_each_rule_once() -> None:
+    report = FlowReport()
+    report.findings.add("ANT-7", "content_block_start at index 1 with no block 0", event=1)
+    report.findings.add("ANT-7", "content_block_delta for block 1", event=2)
+    report.findings.add("SSE-6", "comment inside an event", event=3)
+    report.attempts = [
+        Attempt(
+            "primary",
+            "http://p",
+            outcome="inband_error",
+            findings=[
+                Finding("SSE-18", Severity.ERROR, "spliced"),
+                Finding("SSE-6", Severity.WARNING, "c"),
+            ],
+        )
+    ]
+    text = comment(report)
+    assert text == (
+        "ANT-7 x2, SSE-6 [primary: SSE-18]: content_block_start at index 1 with no block 0"
+    )
+    assert RULES["ANT-7"].effect not in text
+    wordy = FlowReport()
+    wordy.findings.add("PAY-1", "data is not JSON: " + "x" * 300)
+    long = comment(wordy)
+    assert len(long) == COMMENT_WIDTH and long.startswith("PAY-1: data is not JSON: xxx")
+    assert long.endswith("…")
+
+
 def test_options_are_validated() -> None:
-    addon = Inspector()
-    with taddons.context(addon) as tctx:
+    recognizer, addon = Recognizer(), Inspector()
+    with taddons.context(recognizer, addon) as tctx:
         with pytest.raises(Exception, match="emoji shortcode"):
             tctx.configure(addon, mitmllm_marker_error="red")
         with pytest.raises(Exception, match="not a host name"):
-            tctx.configure(addon, mitmllm_hosts=["https://api.openai.com/v1"])
-        tctx.configure(addon, mitmllm_hosts=["*.openai.azure.com"], mitmllm_marker_warning="")
+            tctx.configure(recognizer, mitmllm_hosts=["https://api.openai.com/v1"])
+        tctx.configure(recognizer, mitmllm_hosts=["*.openai.azure.com"])
+        tctx.configure(addon, mitmllm_marker_warning="")
 
 
 # --- through a real proxy ----------------------------------------------------------------------
@@ -223,7 +328,7 @@ async def test_reverse_mode_sdk_reads_byte_identical_stream(
     upstream: tuple[int, list[dict[str, str]]],
 ) -> None:
     port, seen = upstream
-    async with running_proxy([Inspector()], mode=f"reverse:http://127.0.0.1:{port}") as proxy:
+    async with running_proxy(inspection_addons(), mode=f"reverse:http://127.0.0.1:{port}") as proxy:
         client = anthropic.AsyncAnthropic(api_key="test", base_url=proxy.url, max_retries=0)
         async with client.messages.stream(
             model="claude-test", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
@@ -285,7 +390,7 @@ async def test_explicit_https_proxy_with_mitmproxy_ca(tmp_path) -> None:  # type
     runner, port, _ = await _upstream({"/v1/messages": HEALTHY}, tls)
     try:
         async with running_proxy(
-            [Inspector()], mode="regular", confdir=str(tmp_path), ssl_insecure=True
+            inspection_addons(), mode="regular", confdir=str(tmp_path), ssl_insecure=True
         ) as proxy:
             ca = tmp_path / "mitmproxy-ca-cert.pem"
             http_client = httpx.AsyncClient(

@@ -24,6 +24,7 @@ from mitmllm.engine import fixtures
 from mitmllm.engine.replay import ReplayUpstream
 from mitmllm.glue import flowstate
 from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.inspector import Recognizer
 from mitmllm.glue.recorder import Recorder
 from tests.proxyharness import running_proxy
 
@@ -50,7 +51,7 @@ def stream(
     end: bool = True,
 ) -> bytes:
     """Run `f` through the hooks as mitmproxy would for a streamed SSE response."""
-    inspector.request(f)
+    Recognizer().request(f)
     f.response = tutils.tresp(content=None, headers=http.Headers(content_type="text/event-stream"))
     inspector.responseheaders(f)
     recorder.responseheaders(f)
@@ -170,7 +171,7 @@ def test_rewritten_streams_keep_the_upstream_body_and_the_client_body(
 ) -> None:  # type: ignore[no-untyped-def]
     inspector, recorder, _ = addons
     f = llm_flow()
-    inspector.request(f)
+    Recognizer().request(f)
 
     def bump(payload: Any) -> bool:
         if isinstance(payload, dict) and "n" in payload:
@@ -261,7 +262,7 @@ async def _upstream(chunks: list[bytes], gap: float) -> AsyncIterator[int]:
 
 async def _through_proxy(upstream_port: int, capture_dir: Path) -> tuple[bytes, fixtures.Fixture]:
     async with running_proxy(
-        [Inspector(), Recorder()],
+        [Recognizer(), Inspector(), Recorder()],
         mode=f"reverse:http://127.0.0.1:{upstream_port}",
         mitmllm_capture="all",
         mitmllm_capture_dir=str(capture_dir),

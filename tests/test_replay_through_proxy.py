@@ -18,7 +18,7 @@ import pytest_asyncio
 from mitmllm.engine.fixtures import iter_fixtures
 from mitmllm.engine.fixtures import load_fixture
 from mitmllm.engine.replay import ReplayUpstream
-from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.addons import inspection_addons
 from tests.proxyharness import Proxy
 from tests.proxyharness import running_proxy
 
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def proxy() -> AsyncIterator[Proxy]:
     async with ReplayUpstream(PATHS, speed=float("inf")) as upstream:
-        async with running_proxy([Inspector()], mode=f"reverse:{upstream.url}") as p:
+        async with running_proxy(inspection_addons(), mode=f"reverse:{upstream.url}") as p:
             yield p
 
 

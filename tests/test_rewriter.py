@@ -80,7 +80,7 @@ async def test_alias_is_mapped_upstream_and_restamped_for_the_client(setup) -> N
     flow = await _flow(proxy, n + 1)
     meta = flow.metadata["mitmllm"]
     assert meta["rewrite"]["model"] == "claude-sonnet-4-5" and meta["rewrite"]["rule"] == "alias"
-    assert meta["served_model"] == "claude-sonnet-4-5" and meta["model"] == "claude-alias"
+    assert meta["model_sent"] == "claude-sonnet-4-5" and meta["model"] == "claude-alias"
     assert [f for f in meta["findings"] if f["severity"] != "info"] == []
 
 

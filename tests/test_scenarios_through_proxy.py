@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.addons import inspection_addons
 from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import SCENARIOS
 from mitmllm.mock.scenarios import expected_rules
@@ -37,10 +37,10 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[tuple[MockUpstr
     """The same proxy with streams validated in the proxy and in the validation worker."""
     async with MockUpstream(name="mock") as upstream:
         async with running_proxy(
-            [Inspector()], mode=f"reverse:{upstream.url}", mitmllm_worker=request.param
+            inspection_addons(), mode=f"reverse:{upstream.url}", mitmllm_worker=request.param
         ) as proxy:
             if request.param:
-                worker = proxy.addons[0].worker  # its process starts in the background
+                worker = proxy.addons[1].worker  # its process starts in the background
                 assert worker is not None
                 await asyncio.wait_for(worker.started.wait(), 60)  # only catches a hang
                 assert worker.alive

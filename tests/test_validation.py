@@ -9,11 +9,12 @@ import orjson
 
 from mitmllm.engine.validation import ValidationWorker
 from mitmllm.glue.inspector import Inspector
+from mitmllm.glue.inspector import Recognizer
 from mitmllm.mock.upstream import MockUpstream
 from mitmllm.protocol import detect
 from mitmllm.protocol.stream import check_stream
+from tests.anthropic_streams import SHORT_TEXT_INDEX_1 as INDEX_1
 from tests.proxyharness import running_proxy
-from tests.test_inspector import INDEX_1
 
 BODY = {
     "model": "claude-test",
@@ -51,7 +52,7 @@ async def test_a_dead_worker_flags_streams_in_flight_and_the_proxy_takes_over() 
     inspector = Inspector()
     async with MockUpstream() as upstream:
         async with running_proxy(
-            [inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
+            [Recognizer(), inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
         ) as proxy:
             worker = await _alive(inspector)
             async with aiohttp.ClientSession() as http:
@@ -89,7 +90,7 @@ async def test_rewritten_streams_stay_in_the_proxy() -> None:
     inspector = Inspector()
     async with MockUpstream() as upstream:
         async with running_proxy(
-            [inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
+            [Recognizer(), inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
         ) as proxy:
             await _alive(inspector)
             seen: list[object] = []
@@ -108,3 +109,24 @@ async def test_rewritten_streams_stay_in_the_proxy() -> None:
                     await resp.read()
             await proxy.log.wait(1)
             assert isinstance(seen[0], Tap)
+
+
+async def test_a_client_that_leaves_mid_stream_is_no_upstream_finding_in_the_worker() -> None:
+    """The worker is told to skip the end-of-stream rules: the client ended the stream."""
+    inspector = Inspector()
+    async with MockUpstream() as upstream:
+        async with running_proxy(
+            [Recognizer(), inspector], mode=f"reverse:{upstream.url}", mitmllm_worker=True
+        ) as proxy:
+            await _alive(inspector)
+            headers = {"x-mock-scenario": "slow", "x-mock-delay-ms": "50"}
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    proxy.url + "/v1/messages", json=BODY, headers=headers
+                ) as resp:
+                    assert await resp.content.readany()
+                    resp.close()
+            (flow,) = await proxy.log.wait(1)
+    meta = flow.metadata["mitmllm"]
+    assert meta["end"] == "client_disconnect", meta
+    assert meta["findings"] == [] and not flow.marked

@@ -5,7 +5,8 @@
 
 A generated section sits between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers:
 ``rules`` (every rule ID with its severity and one line), ``config`` (every field of the
-configuration file, from its JSON Schema) and ``options`` (every ``mitmllm_*`` mitmproxy option).
+configuration file, from its JSON Schema), ``options`` (every ``mitmllm_*`` mitmproxy option) and
+``check`` (what ``mitmllm check`` prints for the example recording in ``tests/recordings``).
 """
 
 from __future__ import annotations
@@ -187,7 +188,29 @@ def bench_markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-SECTIONS = {"rules": rules_markdown, "config": config_markdown, "options": options_markdown}
+#: The recording the README's `mitmllm check` example runs on.
+CHECK_EXAMPLE = "tests/recordings/anthropic-keepalive-inside-tool-call.sse"
+
+
+def check_markdown() -> str:
+    """``mitmllm check`` on the example recording, as a terminal shows it."""
+    import io
+
+    from mitmllm.cli import check
+
+    root = README.parent
+    out = io.StringIO()
+    status = check.main([root / CHECK_EXAMPLE], out=out)
+    shown = out.getvalue().replace(f"{root}/", "")
+    return f"```console\n$ mitmllm check {CHECK_EXAMPLE}\n{shown}$ echo $?\n{status}\n```\n"
+
+
+SECTIONS = {
+    "rules": rules_markdown,
+    "config": config_markdown,
+    "options": options_markdown,
+    "check": check_markdown,
+}
 
 
 def render(text: str) -> str:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from mitmllm.demo import table
 from mitmllm.demo.config import demo_config
-from mitmllm.demo.mitmdump import ADDON_SCRIPT
 from mitmllm.demo.mitmdump import Mitmdump
 from mitmllm.demo.mitmdump import MitmdumpError
 from mitmllm.demo.mitmdump import command
@@ -33,6 +32,8 @@ if TYPE_CHECKING:
     from mitmllm.demo.clients import Answer
 
 DEFAULT_OUT = Path("demo-out")
+#: The justfile of a source checkout (absent when mitmllm is installed from a wheel).
+CHECKOUT_JUSTFILE = Path(__file__).resolve().parents[3] / "justfile"
 FLOWS = "flows.mitm"
 LOG = "mitmdump.log"
 CONFIG = "mitmllm-demo.yaml"
@@ -46,7 +47,7 @@ class DemoError(Exception):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m mitmllm.demo",
+        prog="mitmllm demo",
         description="Run the official SDKs through mitmdump with mitmllm against mock upstreams "
         "(no network, no keys) and print what each scenario did.",
     )
@@ -143,9 +144,9 @@ async def _until_saved(path: Path, count: int) -> None:
 
 def web_command(out: Path, flows: Path) -> str:
     """The one command that opens the flows in mitmweb with mitmllm loaded."""
-    if out == DEFAULT_OUT:
+    if out == DEFAULT_OUT and CHECKOUT_JUSTFILE.exists():
         return "uv run just web"  # the justfile's `web` recipe reads DEFAULT_OUT
-    return shlex.join(["uv", "run", "mitmweb", "-s", relative(ADDON_SCRIPT), "--rfile", str(flows)])
+    return shlex.join(["mitmllm", "web", "--rfile", relative(flows)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,11 @@
 """mitmdump with the mitmllm addons, as a child process run the way a user runs it.
 
-`Mitmdump.start` launches ``mitmdump -s mitmllm_addon.py --mode reverse:UPSTREAM ...`` on
-127.0.0.1 and a free port (the kernel picks it), with everything it prints going to a log file,
-and returns once mitmllm says the proxy is ready (mitmdump listens before its last start-up check,
-so listening is not enough), or raises as soon as the process exits. `Mitmdump.stop` interrupts
-it as Ctrl-C would, so that it finishes writing the flow file, and kills it only if it does not
-exit in time.
+`Mitmdump.start` launches ``mitmllm proxy --mode reverse:UPSTREAM ...`` (mitmdump with every
+mitmllm addon) on 127.0.0.1 and a free port (the kernel picks it), with everything it prints
+going to a log file, and returns once mitmllm says the proxy is ready (mitmdump listens before its
+last start-up check, so listening is not enough), or raises as soon as the process exits.
+`Mitmdump.stop` interrupts it as Ctrl-C would, so that it finishes writing the flow file, and
+kills it only if it does not exit in time.
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from typing import IO
 
 from mitmllm.glue.runtime import READY
 
-#: The entry script users pass to ``mitmdump -s``; it sits next to the mitmllm package.
-ADDON_SCRIPT = Path(__file__).resolve().parents[2] / "mitmllm_addon.py"
 #: Seconds mitmdump may take to say it is ready (it takes about one).
 START_TIMEOUT = 30.0
 #: Seconds mitmdump may take to exit after an interrupt before it is killed.
 STOP_TIMEOUT = 10.0
 
-_RUN_MITMDUMP = "import sys; from mitmproxy.tools.main import mitmdump; sys.exit(mitmdump())"
 #: The line mitmllm logs once mitmproxy's start-up checks have passed (glue/runtime.py).
 _READY = re.compile(re.escape(READY) + r": proxy at (?:127\.0\.0\.1|\[?::1\]?|localhost):(\d+)")
 
@@ -41,16 +38,10 @@ class MitmdumpError(Exception):
 def command(upstream_url: str, config: Path, flows: Path) -> list[str]:
     """mitmdump's arguments (without the executable)."""
     return [
-        "-s",
-        str(ADDON_SCRIPT),
         "--mode",
         f"reverse:{upstream_url}",
-        "--listen-host",
-        "127.0.0.1",
         "--listen-port",
         "0",
-        "--set",
-        "connection_strategy=lazy",
         "--set",
         f"mitmllm_config={config}",
         "-w",
@@ -59,11 +50,8 @@ def command(upstream_url: str, config: Path, flows: Path) -> list[str]:
 
 
 def executable() -> list[str]:
-    """The mitmdump of this interpreter's environment, whatever the PATH says."""
-    script = Path(sys.executable).with_name("mitmdump")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", _RUN_MITMDUMP]
+    """``mitmllm proxy`` of this interpreter's environment, whatever the PATH says."""
+    return [sys.executable, "-m", "mitmllm", "proxy"]
 
 
 def relative(path: str | Path) -> str:
@@ -76,7 +64,7 @@ def relative(path: str | Path) -> str:
 
 def shown(args: list[str]) -> str:
     """The command line as a user would type it."""
-    out = ["mitmdump"]
+    out = ["mitmllm", "proxy"]
     for arg in args:
         key, eq, value = arg.partition("=")
         out.append(f"{key}={relative(value)}" if eq else relative(arg))

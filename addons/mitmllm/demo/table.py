@@ -20,7 +20,8 @@ from mitmproxy import io
 from mitmllm.demo.scenarios import ROW_HEADER
 from mitmllm.demo.scenarios import Group
 from mitmllm.demo.scenarios import Row
-from mitmllm.glue.flowstate import METADATA_KEY
+from mitmllm.engine.report import METADATA_KEY
+from mitmllm.engine.report import FlowReport
 from mitmllm.mock.scenarios import HEADER_UPSTREAM
 from mitmllm.mock.upstream import ReceivedRequest
 
@@ -60,22 +61,21 @@ class Result:
     seen: ReceivedRequest | None = None  # the request as the primary mock received it
 
     @property
-    def meta(self) -> dict[str, Any]:
+    def report(self) -> FlowReport:
+        """mitmllm's report on the flow, as saved in its metadata."""
         if self.flow is None:
-            return {}
-        meta = self.flow.metadata.get(METADATA_KEY)
-        return meta if isinstance(meta, dict) else {}
+            return FlowReport()
+        return FlowReport.from_metadata(self.flow.metadata.get(METADATA_KEY))
 
     @property
     def rules(self) -> list[str]:
         """Rule IDs of the flow's errors and warnings, and of what mitmllm did to the request
         and the route (REQ-*, RLY-* infos), in order."""
         out: list[str] = []
-        for f in self.meta.get("findings") or []:
-            rule = f.get("rule", "")
-            shown = f.get("severity") != "info" or rule.startswith(_INFO_SHOWN)
-            if shown and rule not in out:
-                out.append(rule)
+        for f in self.report.findings:
+            shown = f.severity != "info" or f.rule.startswith(_INFO_SHOWN)
+            if shown and f.rule not in out:
+                out.append(f.rule)
         return out
 
     @property
@@ -84,13 +84,12 @@ class Result:
         resp = self.flow.response if self.flow is not None else None
         if resp is not None and HEADER_UPSTREAM in resp.headers:
             return resp.headers[HEADER_UPSTREAM]
-        upstream = self.meta.get("upstream")
-        return str(upstream) if upstream else None
+        return self.report.upstream
 
     @property
     def ttfe_ms(self) -> float | None:
-        value = self.meta.get("ttfe_ms")
-        return float(value) if isinstance(value, int | float) else None
+        value = self.report.ttfe_ms
+        return float(value) if value is not None else None
 
     def cells(self) -> tuple[str, ...]:
         ttfe = self.ttfe_ms
@@ -119,8 +118,7 @@ class Result:
     @property
     def flagged(self) -> bool:
         """The flow has an error or warning finding (mitmweb marks it)."""
-        findings = self.meta.get("findings") or []
-        return any(f.get("severity") in ("error", "warning") for f in findings)
+        return self.report.worst in ("error", "warning")
 
 
 def client_received(row: Row, answer: Answer) -> str:
@@ -179,7 +177,7 @@ def render(results: Sequence[Result]) -> str:
 def summary(results: Sequence[Result], seconds: float) -> str:
     """One line: how many rows, flagged flows, fall-backs, client errors."""
     flagged = sum(1 for r in results if r.flagged)
-    fell_back = sum(1 for r in results if r.meta.get("fell_back"))
+    fell_back = sum(1 for r in results if r.report.fell_back)
     raised = sum(1 for r in results if r.answer.error is not None)
     quiet = sum(1 for r in results if r.flagged and r.answer.error is None)
     return (

@@ -71,6 +71,7 @@ from pydantic import field_validator
 from pydantic import model_validator
 
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.report import client_gone
 from mitmllm.protocol import detect
 from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
@@ -715,9 +716,12 @@ def replay_fixture(fixture: Fixture) -> Result:
     checker = StreamChecker(req.dialect, findings, request=req.body, autodetect=req.autodetect)
     pipeline = Pipeline(checker)
     out = [pipeline.feed(piece) for piece, _ in resp.pieces()]
-    tail = pipeline.close()  # a cut stream is checked for truncation like the live inspector
-    if fixture.error is None:  # ... but what the tap still held never reached the client
-        out.append(tail)
+    # A stream the upstream cut is checked for truncation like the live inspector does, but
+    # not one the client walked away from: that says nothing about the upstream.
+    if not client_gone(fixture.error):
+        tail = pipeline.close()
+        if fixture.error is None:  # what the tap still held never reached the client
+            out.append(tail)
     return Result(
         findings,
         b"".join(out),
@@ -736,7 +740,9 @@ def _terminal(
     if validator is not None and validator.error:
         return "failed"
     if fixture.error is not None:
-        return "aborted"
+        # A client may close as soon as the terminal event is in (the OpenAI SDKs do).
+        complete = validator is not None and validator.complete
+        return "complete" if complete and client_gone(fixture.error) else "aborted"
     if not stream:
         return "complete"
     if validator is not None:

@@ -63,6 +63,7 @@ from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.report import Attempt
 from mitmllm.protocol.credentials import AUTH_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
@@ -132,27 +133,6 @@ class Hop:
             if fnmatchcase(model, pattern):
                 return target
         return model
-
-
-@dataclass
-class Attempt:
-    upstream: str
-    url: str
-    outcome: str = "pending"  # ok | http_<status> | connect_error | connect_timeout | ...
-    status: int | None = None
-    error: str | None = None
-    ttfe_ms: float | None = None
-    duration_ms: float | None = None
-    retry_after: float | None = None
-    committed: bool = False
-    findings: str | None = None
-
-    @property
-    def failed(self) -> bool:
-        return self.outcome not in ("ok", "pending", "client_error", "cancelled")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 #: Prepares the upstream request for one hop: (path, json body) -> (path, body bytes, info).
@@ -337,7 +317,7 @@ class _Exchange:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
                 if self.checker is not None:  # what was wrong with the failed stream, too
-                    attempt.findings = self.checker.findings.summary()
+                    attempt.findings = list(self.checker.findings)
                     self.checker = None
                 attempt.outcome, attempt.error = fail.outcome, fail.error
                 attempt.retry_after = fail.retry_after
@@ -680,7 +660,7 @@ class _Exchange:
             committed = True
             await self._commit(up, hop, attempt, info, t0)
         await self._write(gate.take())
-        attempt.findings = upstream.findings.summary()
+        attempt.findings = list(upstream.findings)
         v = client.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (

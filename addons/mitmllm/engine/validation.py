@@ -10,7 +10,7 @@ batches is validating the stream. Results come back when the flow ends.
 
 Wire protocol, both ways: a 4-byte big-endian length, then a pickled list of messages.
 To the worker: ``("open", sid, format | None, request)``, ``("feed", sid, bytes)``,
-``("close", sid)``. From it: ``(sid, StreamResult)``.
+``("close", sid, end_checks)``. From it: ``(sid, StreamResult)``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class StreamResult:
     finish: str | None = None
     error: str | None = None
     complete: bool = False
+    usage: dict[str, int] = field(default_factory=dict)  # normalized (Dialect.usage)
 
     @classmethod
     def of(cls, checker: StreamChecker) -> StreamResult:
@@ -63,6 +64,7 @@ class StreamResult:
             finish=v.finish if v else None,
             error=v.error if v else None,
             complete=bool(v and v.complete),
+            usage=checker.dialect.usage(v.usage) if v and checker.dialect else {},
         )
 
 
@@ -94,7 +96,7 @@ def serve(sock: socket.socket) -> None:
                     checker = checkers.pop(sid)
                     if sid in failed:
                         checker.findings.add("TAP-1", failed.pop(sid))
-                    else:
+                    elif message[2]:  # run the end-of-stream checks
                         checker.close()
                     results.append((sid, StreamResult.of(checker)))
             except Exception as e:  # one bad stream must not stop the others
@@ -169,14 +171,15 @@ class ValidationWorker:
         if data:
             self._send(("feed", sid, data), len(data))
 
-    def close(self, sid: int) -> asyncio.Future[StreamResult]:
-        """The stream ended; its result arrives in the returned future."""
+    def close(self, sid: int, end_checks: bool = True) -> asyncio.Future[StreamResult]:
+        """The stream ended; its result arrives in the returned future. Without `end_checks`
+        the end-of-stream rules (truncation) are not run: the client ended it, not the upstream."""
         future: asyncio.Future[StreamResult] = asyncio.get_running_loop().create_future()
         if not self.alive:
             future.set_exception(WorkerGone("the validation worker is not running"))
             return future
         self._pending[sid] = future
-        self._send(("close", sid), 0)
+        self._send(("close", sid, end_checks), 0)
         self._flush()
         return future
 

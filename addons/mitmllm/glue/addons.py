@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mitmllm.glue.configaddon import ConfigLoader
+from mitmllm.glue.contentview import register
 from mitmllm.glue.failover import Failover
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
@@ -21,8 +22,14 @@ from mitmllm.glue.rewriter import Rewriter
 from mitmllm.glue.runtime import Runtime
 
 
-def all_addons() -> list[Any]:
-    config = ConfigLoader()
+def inspection_addons() -> list[Any]:
+    """Only what inspecting flows needs: recognition, then the inspector."""
+    return [Recognizer(), Inspector()]
+
+
+def all_addons(*, script: bool = False) -> list[Any]:
+    """Every addon, in hook order; `script` when mitmproxy loads them from a script (-s)."""
+    config = ConfigLoader(log_startup_errors=script)
     return [
         config,
         Recognizer(),
@@ -32,3 +39,9 @@ def all_addons() -> list[Any]:
         Recorder(config),
         Runtime(),
     ]
+
+
+def script_addons() -> list[Any]:
+    """What mitmproxy's script (``-s mitmllm_addon.py``) loads: the contentviews, every addon."""
+    register()
+    return all_addons(script=True)

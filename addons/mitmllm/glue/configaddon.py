@@ -3,6 +3,10 @@
 A bad file stops start-up with the loader's message (file, field path, value, line). Once
 running, the file is re-read when it changes; a bad edit keeps the last good configuration and
 logs why. Other addons read `ConfigLoader.config` and may subscribe to changes.
+
+Loaded from a script (``mitmdump -s``), an exception from `configure` would reach the user as
+mitmproxy's traceback of the script, so at start-up the message is logged as it is instead, and
+mitmproxy's own start-up check exits on the logged error.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from mitmllm.engine.config import Config
 from mitmllm.engine.config import ConfigError
 from mitmllm.engine.config import load_config
 
-logger = logging.getLogger("mitmllm.config")
+logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 
 
 class ConfigLoader:
-    def __init__(self) -> None:
+    def __init__(self, *, log_startup_errors: bool = False) -> None:
+        self.log_startup_errors = log_startup_errors
+        self._running = False
         self.config: Config = Config.empty()
         self.path: str = ""
         self._mtime: float | None = None
@@ -59,12 +65,14 @@ class ConfigLoader:
             config = load_config(path)
             mtime = os.stat(path).st_mtime
         except ConfigError as e:
-            raise exceptions.OptionsError(f"mitmllm_config: {e}") from e
+            self._refuse(f"mitmllm_config: {e}")
+            return
         except OSError as e:
-            raise exceptions.OptionsError(
+            self._refuse(
                 f"mitmllm_config: cannot read {path!r} ({e.strerror}); pass the path of a YAML "
                 "file, e.g. --set mitmllm_config=mitmllm.yaml"
-            ) from e
+            )
+            return
         self._apply(config, path, mtime)
         for line in config.describe():
             logger.info("mitmllm config: %s", line)
@@ -75,8 +83,16 @@ class ConfigLoader:
                 env,
             )
 
+    def _refuse(self, message: str) -> None:
+        """Reject the option: raise, or at a script's start-up log the one message."""
+        if self.log_startup_errors and not self._running:
+            logger.error("%s", message)
+            return
+        raise exceptions.OptionsError(message)
+
     def running(self) -> None:
         # Sync on purpose: an async `running` stops mitmproxy's script hot-reload.
+        self._running = True
         if self._watch is None or self._watch.done():
             self._watch = asyncio.get_running_loop().create_task(self._poll())
 

@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from mitmproxy import command
+from mitmproxy import ctx
 from mitmproxy import http
 
 from mitmllm.engine import relay as relaymod
@@ -39,7 +40,7 @@ from mitmllm.glue.flowstate import LLMFlow
 from mitmllm.protocol import detect
 from mitmllm.protocol.dialect import Dialect
 
-logger = logging.getLogger("mitmllm.failover")
+logger = logging.getLogger(__name__)
 
 
 def match_route(config: Config, host: str, path: str, model: str | None, fmt: str) -> Route | None:
@@ -56,6 +57,21 @@ def match_route(config: Config, host: str, path: str, model: str | None, fmt: st
             continue
         return route
     return None
+
+
+def _connect_lazily() -> None:
+    """Fail-over needs mitmproxy to connect upstream only when a request is there to route.
+
+    With mitmproxy's default, a reverse proxy connects to its target as soon as a client
+    connects, and drops the client before any hook runs when the target is down, so the route
+    never gets its chance.
+    """
+    if getattr(ctx.options, "connection_strategy", "lazy") != "lazy":
+        logger.info(
+            "mitmllm: routes are configured, so connection_strategy is set to lazy (an eager "
+            "connect to a dead upstream would drop clients before a route could fail over)"
+        )
+        ctx.options.update(connection_strategy="lazy")
 
 
 class _StickyByRoute:
@@ -122,6 +138,8 @@ class Failover:
             max_open_for=b.max_open_for,
         )
         self.sticky.configure(config)
+        if config.routes:
+            _connect_lazily()
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -165,8 +183,8 @@ class Failover:
         plan = self._plan(config, route, state, flow)
         token = self.relay.issue(plan)
         state.plan = plan
-        state.info["route"] = route.name
-        state.info["client_url"] = relaymod.redact_url(req.pretty_url)
+        state.report.route = route.name
+        state.report.client_url = relaymod.redact_url(req.pretty_url)
         req.headers[TOKEN_HEADER] = token
         req.scheme, req.host, req.port = "http", "127.0.0.1", self.relay.port
 
@@ -219,8 +237,8 @@ class Failover:
         state = flowstate.get(flow)
         if state is None or state.plan is None:
             return
-        plan: Plan = state.plan
-        self._show_upstream(flow, state)
+        plan = state.plan
+        self._show_upstream(flow, state, plan)
         if state.dialect is None:
             return
         if plan.served is None:
@@ -231,11 +249,11 @@ class Failover:
 
     def _response_rewrites(self, state: LLMFlow) -> list[Rewrite]:
         """Show the client its own model and tool names, whatever the serving hop was sent."""
-        plan: Plan = state.plan
-        assert state.dialect is not None
+        plan = state.plan
+        assert state.dialect is not None and plan is not None
         served_model = plan.served_model
-        if served_model:
-            state.served_model = served_model
+        if served_model and served_model != state.model:
+            state.report.model_sent = served_model
         names = plan.served_info.get("names") or {}
         client_model = state.model if served_model and served_model != state.model else None
         return response_rewrites(state.dialect, client_model=client_model, names=names)
@@ -248,7 +266,7 @@ class Failover:
         def rewrite(payload: Any) -> bool:
             nonlocal built
             if built is None:
-                if state.plan.served is None:
+                if state.plan is None or state.plan.served is None:
                     return False
                 built = self._response_rewrites(state)
             changed = False
@@ -258,12 +276,11 @@ class Failover:
 
         return rewrite
 
-    def _show_upstream(self, flow: http.HTTPFlow, state: LLMFlow) -> None:
+    def _show_upstream(self, flow: http.HTTPFlow, state: LLMFlow, plan: Plan) -> None:
         """Show the flow with the upstream that served it, not the relay; drop the token."""
-        plan: Plan = state.plan
         flow.request.headers.pop(TOKEN_HEADER, None)
         url = plan.attempts[-1].url if plan.served is not None and plan.attempts else None
-        url = url or state.info.get("client_url")
+        url = url or state.report.client_url
         if url:
             with contextlib.suppress(ValueError):
                 flow.request.url = url
@@ -276,28 +293,30 @@ class Failover:
 
     def _finish(self, flow: http.HTTPFlow) -> None:
         state = flowstate.get(flow)
-        if state is None or state.plan is None or "attempts" in state.info:
+        if state is None or state.plan is None or state.report.relay is not None:
             return
-        plan: Plan = state.plan
+        plan = state.plan
+        report = state.report
         if TOKEN_HEADER in flow.request.headers:  # the flow never got response headers
             self.relay.revoke(flow.request.headers[TOKEN_HEADER])
-            self._show_upstream(flow, state)
+            self._show_upstream(flow, state, plan)
         elif plan.early_commit and plan.served is not None:  # served after headers went out
-            self._show_upstream(flow, state)
-        attempts = [a.to_dict() for a in plan.attempts]
+            self._show_upstream(flow, state, plan)
         outcome = plan.outcome
-        if flow.error is not None and attempts and attempts[-1]["outcome"] == "pending":
+        last = plan.attempts[-1] if plan.attempts else None
+        if flow.error is not None and last is not None and last.outcome == "pending":
             # The client went away mid-attempt; the relay sees the cancellation a moment later.
-            attempts[-1]["outcome"] = outcome = "cancelled"
-            attempts[-1]["error"] = flow.error.msg
-        state.info["attempts"] = attempts
-        state.info["relay"] = outcome
-        f = state.findings
+            last.outcome = outcome = "cancelled"
+            last.error = flow.error.msg
+        # The report shares the relay's attempts (one typed record, filled by the relay).
+        report.attempts = plan.attempts
+        report.relay = outcome
+        f = report.findings
         if plan.served is not None:
-            state.info["upstream"] = plan.served.upstream.name
+            report.upstream = plan.served.upstream.name
             index = next((i for i, h in enumerate(plan.hops) if h is plan.served), 0)
             if index > 0 or len(plan.attempts) > 1:
-                state.info["fell_back"] = True
+                report.fell_back = True
                 failed = ", ".join(f"{a.upstream} ({a.outcome})" for a in plan.attempts if a.failed)
                 f.add("RLY-1", f"served by {plan.served.upstream.name} after {failed or 'a skip'}")
         if plan.outcome == "failed_before_commit":
@@ -309,7 +328,6 @@ class Failover:
                 or "no upstream available",
             )
         elif plan.outcome == "failed_after_commit":
-            last = plan.attempts[-1] if plan.attempts else None
             f.add("RLY-3", (last.error if last else None) or "the upstream failed mid-stream")
         for t in self.breakers.drain():
             logger.warning("mitmllm breaker: %s", t)

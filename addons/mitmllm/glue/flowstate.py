@@ -1,8 +1,9 @@
 """Per-flow state shared by mitmllm's addons.
 
 `flow.metadata` must stay JSON-like (it is saved with the flow), so live objects (the parsed
-request, the tap, findings) live here, keyed weakly by the flow; what should be saved is written
-to ``flow.metadata["mitmllm"]`` when the flow ends.
+request, the tap, the fail-over plan) live here, keyed weakly by the flow. What mitmllm learns
+about the flow goes into its typed `FlowReport`, which `publish` writes to
+``flow.metadata["mitmllm"]`` when the flow ends.
 """
 
 from __future__ import annotations
@@ -15,37 +16,46 @@ from typing import Any
 
 from mitmproxy import http
 
+from mitmllm.engine.pipeline import Rewrite
+from mitmllm.engine.report import METADATA_KEY
+from mitmllm.engine.report import FlowReport
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Findings
 
 if TYPE_CHECKING:
+    from mitmllm.engine.relay import Plan
     from mitmllm.glue.tap import FramingTap
     from mitmllm.glue.tap import Tap
-
-METADATA_KEY = "mitmllm"
 
 
 @dataclass
 class LLMFlow:
     dialect: Dialect | None
     request: Any  # parsed request body (dict) or None
-    wants_stream: bool
-    model: str | None  # as the client asked for it
-    findings: Findings = field(default_factory=Findings)
+    report: FlowReport
     tap: Tap | FramingTap | None = None
-    # Filled by other addons; all JSON-like.
-    info: dict[str, Any] = field(default_factory=dict)
-    # Response rewrites (restamp, tool names) for the tap to apply, set by the rewriter.
-    rewrites: list[Any] = field(default_factory=list)
-    # The model sent upstream, when mitmllm changed it.
-    served_model: str | None = None
-    # The fail-over plan (mitmllm.engine.relay.Plan) of a routed flow.
-    plan: Any = None
+    # Response rewrites (restamp, tool names) for the tap to apply, set by rewriter and fail-over.
+    rewrites: list[Rewrite] = field(default_factory=list)
+    # The fail-over plan of a routed flow; the relay fills its attempts.
+    plan: Plan | None = None
     finalized: bool = False
 
     @property
     def format(self) -> str | None:
         return self.dialect.name if self.dialect else None
+
+    @property
+    def findings(self) -> Findings:
+        return self.report.findings
+
+    @property
+    def model(self) -> str | None:
+        """The model the client asked for."""
+        return self.report.model
+
+    @property
+    def wants_stream(self) -> bool:
+        return self.report.stream
 
 
 _states: weakref.WeakKeyDictionary[http.HTTPFlow, LLMFlow] = weakref.WeakKeyDictionary()
@@ -58,3 +68,18 @@ def get(flow: http.HTTPFlow) -> LLMFlow | None:
 def attach(flow: http.HTTPFlow, state: LLMFlow) -> LLMFlow:
     _states[flow] = state
     return state
+
+
+def publish(flow: http.HTTPFlow, report: FlowReport) -> None:
+    """Write the report where saved flows, ``~meta`` filters and fixtures find it."""
+    flow.metadata[METADATA_KEY] = report.to_metadata()
+
+
+def report_of(flow: http.HTTPFlow) -> FlowReport | None:
+    """The live report of a flow, else the one saved in its metadata (a flow read from a file)."""
+    state = _states.get(flow)
+    if state is not None:
+        return state.report
+    if METADATA_KEY in flow.metadata:
+        return FlowReport.from_metadata(flow.metadata[METADATA_KEY])
+    return None

@@ -11,31 +11,39 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
+from mitmproxy import flow as mflow
 from mitmproxy import http
 
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.report import METADATA_KEY
+from mitmllm.engine.report import End
+from mitmllm.engine.report import FlowReport
+from mitmllm.engine.report import Usage
+from mitmllm.engine.report import client_gone
 from mitmllm.engine.validation import StreamResult
 from mitmllm.engine.validation import ValidationWorker
 from mitmllm.engine.validation import WorkerGone
 from mitmllm.glue import flowstate
-from mitmllm.glue.flowstate import METADATA_KEY
 from mitmllm.glue.flowstate import LLMFlow
+from mitmllm.glue.stored import stored_report
 from mitmllm.glue.tap import FramingTap
 from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.rules import RULES
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
 from mitmllm.protocol.stream import check_head
 from mitmllm.protocol.stream import is_event_stream
 
-logger = logging.getLogger("mitmllm")
+logger = logging.getLogger(__name__)
 
 
 def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | None:
@@ -50,27 +58,27 @@ def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | 
     seen = detect.recognise(req.method, req.path, dict(req.query.items()), raw)
     if not seen.llm:
         return None
-    state = LLMFlow(seen.dialect, seen.body, seen.stream, seen.model)
-    return flowstate.attach(flow, state)
+    report = FlowReport(
+        format=seen.dialect.name if seen.dialect else None, model=seen.model, stream=seen.stream
+    )
+    return flowstate.attach(flow, LLMFlow(seen.dialect, seen.body, report))
+
+
+def client_disconnected(error: mflow.Error | None) -> bool:
+    """Is this mitmproxy's error for a client that went away (not the upstream)?"""
+    return error is not None and client_gone(error.msg)
 
 
 class Recognizer:
     """Recognises LLM flows first, so that the rewriter and fail-over see them in `request`.
 
-    The inspector itself must run last (it flags what the others did), so recognition is its own
-    small addon at the front of the chain. Its options are the inspector's.
+    The inspector must run last (it flags what the others did), so recognition is its own small
+    addon at the front of the chain, and owns the options that say which flows are LLM calls.
     """
 
-    def request(self, flow: http.HTTPFlow) -> None:
-        Inspector.recognise(flow)
-
-
-WORKER_TIMEOUT = 10.0  # seconds to wait for a stream's result from the validation worker
-
-
-class Inspector:
     def __init__(self) -> None:
-        self.worker: ValidationWorker | None = None
+        self.enabled = True
+        self.hosts: tuple[str, ...] = ()
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -86,6 +94,49 @@ class Inspector:
             """Only treat flows to these hosts as LLM calls (glob patterns, e.g. api.anthropic.com,
             *.openai.azure.com). Empty: any host, recognised by path and body.""",
         )
+
+    def configure(self, updated: set[str]) -> None:
+        if "mitmllm_inspect" in updated:
+            self.enabled = ctx.options.mitmllm_inspect
+        if "mitmllm_hosts" in updated:
+            hosts = tuple(h.strip() for h in ctx.options.mitmllm_hosts)
+            for h in hosts:
+                if not h or any(c in h for c in "/ "):
+                    raise exceptions.OptionsError(
+                        f"mitmllm_hosts: {h!r} is not a host name or glob (no scheme, path or "
+                        "spaces), e.g. api.openai.com or *.openai.azure.com"
+                    )
+            self.hosts = hosts
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if not self.enabled or flow.response is not None or flowstate.get(flow):
+            return
+        if recognise(flow, self.hosts) is None:
+            return
+        # The tap reads raw wire bytes: ask for them uncompressed.
+        flow.request.headers["accept-encoding"] = "identity"
+
+
+@dataclass(frozen=True)
+class Markers:
+    """flow.marked for each kind of flow ('' leaves it unmarked)."""
+
+    error: str = ":x:"
+    warning: str = ":warning:"
+    failover: str = ":arrows_counterclockwise:"
+
+
+WORKER_TIMEOUT = 10.0  # seconds to wait for a stream's result from the validation worker
+
+
+class Inspector:
+    def __init__(self) -> None:
+        self.worker: ValidationWorker | None = None
+        self.markers = Markers()
+        self.summary = True
+        self.use_worker = False
+
+    def load(self, loader: Any) -> None:
         loader.add_option(
             "mitmllm_marker_error",
             str,
@@ -115,42 +166,31 @@ class Inspector:
         )
 
     def configure(self, updated: set[str]) -> None:
-        for name in ("mitmllm_marker_error", "mitmllm_marker_warning", "mitmllm_marker_failover"):
-            if name in updated:
+        names = ("mitmllm_marker_error", "mitmllm_marker_warning", "mitmllm_marker_failover")
+        if updated.intersection(names):
+            for name in names:
                 value = getattr(ctx.options, name)
                 if value and not (value.startswith(":") and value.endswith(":") and len(value) > 2):
                     raise exceptions.OptionsError(
                         f"{name}={value!r}: use an emoji shortcode such as ':warning:' "
                         "(mitmweb shows it in the flow list), or '' to disable"
                     )
+            self.markers = Markers(
+                error=ctx.options.mitmllm_marker_error,
+                warning=ctx.options.mitmllm_marker_warning,
+                failover=ctx.options.mitmllm_marker_failover,
+            )
+        if "mitmllm_summary" in updated:
+            self.summary = ctx.options.mitmllm_summary
         if "mitmllm_worker" in updated:
-            if ctx.options.mitmllm_worker:
+            self.use_worker = ctx.options.mitmllm_worker
+            if self.use_worker:
                 self._start_worker()
             elif self.worker is not None:
                 self.worker.stop()
                 self.worker = None
-        if "mitmllm_hosts" in updated:
-            for h in ctx.options.mitmllm_hosts:
-                if not h or any(c in h for c in "/ "):
-                    raise exceptions.OptionsError(
-                        f"mitmllm_hosts: {h!r} is not a host name or glob (no scheme, path or "
-                        "spaces), e.g. api.openai.com or *.openai.azure.com"
-                    )
 
     # --- hooks ---------------------------------------------------------------------------------
-
-    def request(self, flow: http.HTTPFlow) -> None:
-        self.recognise(flow)
-
-    @staticmethod
-    def recognise(flow: http.HTTPFlow) -> None:
-        if not ctx.options.mitmllm_inspect or flow.response is not None or flowstate.get(flow):
-            return
-        state = recognise(flow, ctx.options.mitmllm_hosts)
-        if state is None:
-            return
-        # The tap reads raw wire bytes: ask for them uncompressed.
-        flow.request.headers["accept-encoding"] = "identity"
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = flowstate.get(flow)
@@ -183,15 +223,35 @@ class Inspector:
         resp.stream = state.tap  # type: ignore[assignment]  # mitmproxy's stub lists no list
 
     async def response(self, flow: http.HTTPFlow) -> None:
-        await self._finish(flow)
+        if not flow.live and flowstate.get(flow) is None:
+            self._stored(flow)
+        else:
+            await self._finish(flow)
 
     async def error(self, flow: http.HTTPFlow) -> None:
-        await self._finish(flow)
+        if not flow.live and flowstate.get(flow) is None:
+            if flow.response is None:  # else its `response` hook has reported it
+                self._stored(flow)
+        else:
+            await self._finish(flow)
+
+    def _stored(self, flow: http.HTTPFlow) -> None:
+        """A flow read from a file (mitmdump -nr, mitmweb --rfile): its findings, in detail."""
+        report = stored_report(flow)
+        if report is None:
+            return
+        if METADATA_KEY not in flow.metadata:  # recorded without mitmllm: show what it finds
+            flowstate.publish(flow, report)
+            flag(flow, report, self.markers)
+        if self.summary:
+            level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
+            details = "".join(f"\n  {f}" for f in report.findings)
+            logger.log(level, summary_line(flow, report) + details)
 
     # --- the validation worker ---------------------------------------------------------------
 
     def running(self) -> None:
-        if ctx.options.mitmllm_worker:
+        if self.use_worker:
             self._start_worker()
 
     def done(self) -> None:
@@ -209,9 +269,11 @@ class Inspector:
         self.worker = ValidationWorker()
         loop.create_task(self.worker.start())
 
-    async def _worker_result(self, tap: FramingTap, state: LLMFlow) -> StreamResult | None:
+    async def _worker_result(
+        self, tap: FramingTap, state: LLMFlow, end_checks: bool
+    ) -> StreamResult | None:
         try:
-            result = await asyncio.wait_for(tap.result(), WORKER_TIMEOUT)
+            result = await asyncio.wait_for(tap.result(end_checks), WORKER_TIMEOUT)
         except (WorkerGone, TimeoutError) as e:
             state.findings.add("TAP-1", f"stream not validated: {e or 'worker timed out'}")
             return None
@@ -229,123 +291,151 @@ class Inspector:
         if state is None or state.finalized:
             return
         state.finalized = True
+        report = state.report
         tap = state.tap
         resp = flow.response
+        client_gone = client_disconnected(flow.error)
         result: StreamResult | None = None
         if tap is not None and resp is not None:
             if resp.raw_content is None:
                 # After streaming the body is gone; store what the client got (record only, the
                 # wire is done). Also after an abort: mitmweb then shows what did arrive.
                 resp.raw_content = bytes(tap.sent)
-            if not tap.finished:
-                # The connection died mid-stream: run the end-of-stream checks (truncation) on
-                # what arrived. What the tap still held never reached the client.
-                state.info["aborted"] = flow.error.msg if flow.error else "stream did not finish"
-                if isinstance(tap, Tap):
-                    held = tap.pipeline.close()
-                    if held:
-                        state.info["undelivered_bytes"] = len(held)
+            # The upstream's end-of-stream rules (truncation) judge the upstream: not when the
+            # client is the one that went away.
+            end_checks = tap.finished or not client_gone
+            if not tap.finished and end_checks and isinstance(tap, Tap):
+                # The connection died mid-stream: what the tap still held never reached the client.
+                held = tap.pipeline.close()
+                if held:
+                    report.undelivered_bytes = len(held)
             if isinstance(tap, FramingTap):
-                result = await self._worker_result(tap, state)
+                result = await self._worker_result(tap, state, end_checks)
             else:
                 result = StreamResult.of(tap.pipeline.checker)
-        elif resp is not None and not resp.stream:
-            check_body(
-                state.dialect,
-                state.findings,
-                status=resp.status_code,
-                body=resp.raw_content or b"",
-                content_type=resp.headers.get("content-type"),
-                request=state.request,
-            )
-        write_metadata(flow, state, result)
-        flag(flow, state)
-        if ctx.options.mitmllm_summary:
-            line = summary_line(flow, state)
-            level = logging.WARNING if state.findings.worst == Severity.ERROR else logging.INFO
-            logger.log(level, line)
+            if tap.finished or (result is not None and result.complete):
+                # A client may close as soon as the terminal event is in (the OpenAI SDKs do,
+                # after [DONE]): it got the whole answer.
+                report.end = End.COMPLETE
+            else:
+                report.end = End.CLIENT_DISCONNECT if client_gone else End.UPSTREAM_FAILURE
+        else:
+            if resp is not None and not resp.stream:
+                payload = check_body(
+                    state.dialect,
+                    state.findings,
+                    status=resp.status_code,
+                    body=resp.raw_content or b"",
+                    content_type=resp.headers.get("content-type"),
+                    request=state.request,
+                )
+                if state.dialect is not None:
+                    report.usage = Usage.from_dict(state.dialect.body_usage(payload))
+            if flow.error is None:
+                report.end = End.COMPLETE
+            else:
+                report.end = End.CLIENT_DISCONNECT if client_gone else End.UPSTREAM_FAILURE
+        if report.end is not End.COMPLETE and flow.error is not None:
+            report.end_error = flow.error.msg
+        fill_report(flow, state, result)
+        flowstate.publish(flow, report)
+        flag(flow, report, self.markers)
+        if self.summary:
+            level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
+            logger.log(level, summary_line(flow, report))
 
 
-def write_metadata(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None = None) -> None:
+def fill_report(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None = None) -> None:
+    """What the response and the tap tell, into the flow's report."""
+    report = state.report
     resp = flow.response
     tap = state.tap
-    meta: dict[str, Any] = {
-        "format": state.format,
-        "model": state.model,
-        "stream": state.wants_stream,
-    }
     if resp is not None:
-        meta["status"] = resp.status_code
+        report.status = resp.status_code
     if result is not None:
-        meta["events"] = result.events
+        report.events = result.events
         if result.format is not None and state.dialect is None:
-            meta["format"] = result.format
+            report.format = result.format
         if result.format is not None:
             if result.model and result.model != state.model:
-                meta["served_model"] = result.model
-            if result.finish:
-                meta["finish"] = result.finish
-            if result.error:
-                meta["error"] = result.error
-            meta["complete"] = result.complete
+                report.model_reported = result.model
+            report.finish = result.finish or None
+            report.error = result.error or None
+            report.complete = result.complete
+            if result.usage:
+                report.usage = Usage.from_dict(result.usage)
     if tap is not None:
         if tap.first_event_ms is not None:
-            meta["ttfe_ms"] = round(tap.first_event_ms, 1)
-        meta["chunks"] = tap.chunk_count
-        meta["bytes"] = tap.received
-        if tap.rewritten:
-            meta["events_rewritten"] = tap.rewritten
+            report.ttfe_ms = round(tap.first_event_ms, 1)
+        report.chunks = tap.chunk_count
+        report.bytes = tap.received
+        report.events_rewritten = tap.rewritten
     if flow.request.timestamp_start and resp is not None and resp.timestamp_end:
-        meta["duration_ms"] = round((resp.timestamp_end - flow.request.timestamp_start) * 1000, 1)
-    if state.served_model and state.served_model != state.model:
-        meta["served_model"] = state.served_model  # what the upstream was asked for
-    meta.update(state.info)
-    meta["findings"] = state.findings.to_list()
-    if state.findings.suppressed:
-        meta["suppressed"] = dict(state.findings.suppressed)
-    meta["summary"] = state.findings.summary()
-    flow.metadata[METADATA_KEY] = meta
+        report.duration_ms = round((resp.timestamp_end - flow.request.timestamp_start) * 1000, 1)
 
 
-def flag(flow: http.HTTPFlow, state: LLMFlow) -> None:
-    worst = state.findings.worst
+def flag(flow: http.HTTPFlow, report: FlowReport, markers: Markers) -> None:
+    """Mark the flow for the flow list and write a one-line comment."""
+    worst = report.worst
     if worst is None:
         return
     if worst == Severity.ERROR:
-        marker = ctx.options.mitmllm_marker_error
-    elif state.info.get("fell_back"):
-        marker = ctx.options.mitmllm_marker_failover
+        marker = markers.error
+    elif report.fell_back:
+        marker = markers.failover
     elif worst == Severity.WARNING:
-        marker = ctx.options.mitmllm_marker_warning
+        marker = markers.warning
     else:
         marker = ""
     if marker and not flow.marked:
         flow.marked = marker
-    first = next((f for f in state.findings if f.severity == worst), next(iter(state.findings)))
-    text = f"{state.findings.summary()} | {first.rule}: {first.message}"
-    flow.comment = text if len(text) <= 240 else text[:239] + "…"
+    flow.comment = comment(report)
 
 
-def summary_line(flow: http.HTTPFlow, state: LLMFlow) -> str:
-    meta = flow.metadata.get(METADATA_KEY, {})
+#: Longest comment: the flow list shows about this much of it.
+COMMENT_WIDTH = 120
+
+
+def comment(report: FlowReport) -> str:
+    """One short line for the flow list: every rule ID once (the worst first, with what a
+    failed attempt showed), then what the worst finding saw, without the rule's client effect
+    (the contentview and the metadata have it in full)."""
+    findings = report.findings
+    worst = report.worst
+    first = next((f for f in findings if f.severity == worst), next(iter(findings)))
+    ids = findings.summary()
+    seen = set(findings.rules())
+    for a in report.attempts:
+        more = [r for r in dict.fromkeys(f.rule for f in a.findings) if r not in seen]
+        if more:
+            ids += f" [{a.upstream}: {', '.join(more)}]"
+            seen.update(more)
+    effect = RULES[first.rule].effect if first.rule in RULES else ""
+    detail = first.message.removesuffix(f"; {effect}") if effect else first.message
+    text = f"{ids}: {detail}"
+    return text if len(text) <= COMMENT_WIDTH else text[: COMMENT_WIDTH - 1] + "…"
+
+
+def summary_line(flow: http.HTTPFlow, report: FlowReport) -> str:
     parts = [
-        meta.get("format") or "llm?",
-        state.model or "-",
-        str(meta.get("status", "---")),
-        "stream" if state.wants_stream else "json",
+        report.format or "llm?",
+        report.model or "-",
+        str(report.status if report.status is not None else "---"),
+        "stream" if report.stream else "json",
     ]
-    if "events" in meta:
-        parts.append(f"{meta['events']} events")
-    if "ttfe_ms" in meta:
-        parts.append(f"ttfe {meta['ttfe_ms']:.0f}ms")
-    if "duration_ms" in meta:
-        parts.append(f"{meta['duration_ms'] / 1000:.2f}s")
-    if meta.get("upstream"):
-        attempts = meta.get("attempts") or []
-        via = f" after {len(attempts) - 1} failed" if len(attempts) > 1 else ""
-        parts.append(f"via {meta['upstream']}{via}")
-    elif meta.get("relay") == "failed_before_commit":
-        parts.append(f"all {len(meta.get('attempts') or [])} upstreams failed")
-    if meta.get("aborted"):
+    if report.events is not None:
+        parts.append(f"{report.events} events")
+    if report.ttfe_ms is not None:
+        parts.append(f"ttfe {report.ttfe_ms:.0f}ms")
+    if report.duration_ms is not None:
+        parts.append(f"{report.duration_ms / 1000:.2f}s")
+    if report.upstream:
+        failed = len(report.attempts) - 1
+        parts.append(f"via {report.upstream}" + (f" after {failed} failed" if failed > 0 else ""))
+    elif report.relay == "failed_before_commit":
+        parts.append(f"all {len(report.attempts)} upstreams failed")
+    if report.end is End.UPSTREAM_FAILURE:
         parts.append("ABORTED")
-    return f"mitmllm {flow.request.pretty_host}: " + " ".join(parts) + f" | {meta['summary']}"
+    elif report.end is End.CLIENT_DISCONNECT:
+        parts.append("client disconnected")
+    return f"mitmllm {flow.request.pretty_host}: " + " ".join(parts) + f" | {report.summary}"

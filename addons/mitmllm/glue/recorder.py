@@ -14,7 +14,6 @@ Secrets are redacted before anything is written (see `mitmllm.engine.fixtures`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import weakref
@@ -33,11 +32,11 @@ from mitmproxy import http
 
 from mitmllm.engine import fixtures
 from mitmllm.engine.config import Config
+from mitmllm.engine.report import METADATA_KEY
 from mitmllm.glue import flowstate
 from mitmllm.glue.configaddon import ConfigLoader
-from mitmllm.glue.flowstate import METADATA_KEY
 
-logger = logging.getLogger("mitmllm")
+logger = logging.getLogger(__name__)
 
 CAPTURE_MODES = ("off", "all", "flagged", "filter")
 
@@ -74,15 +73,12 @@ def seen_by_mitmllm(f: http.HTTPFlow) -> bool:
 
 
 def is_flagged(f: http.HTTPFlow) -> bool:
-    """Marked, failed, cut, failed over, or with a warning or error finding."""
-    meta = f.metadata.get(METADATA_KEY)
-    meta = meta if isinstance(meta, dict) else {}
-    if f.marked or f.error or meta.get("aborted") or len(meta.get("attempts") or []) > 1:
+    """Marked, cut or failed by the upstream, failed over, repaired, or with a warning or error
+    finding. A client that went away does not make a flow worth keeping."""
+    if f.marked:
         return True
-    return any(
-        isinstance(x, dict) and x.get("severity") in ("error", "warning")
-        for x in meta.get("findings") or []
-    )
+    report = flowstate.report_of(f)
+    return report is not None and report.flagged
 
 
 class Recorder:
@@ -93,6 +89,10 @@ class Recorder:
         self.redact: tuple[str, ...] = ()
         self.mode = "off"
         self.dir = "captures"
+        # The options as parsed in `configure`; `_settle` merges them with the file's section.
+        self._option_mode = "off"
+        self._option_dir = "captures"
+        self._option_filter: flowfilter.TFilter | None = None
         self._option_redact: tuple[str, ...] = ()
         self._config: Config | None = None
         if config is not None:
@@ -141,17 +141,20 @@ class Recorder:
                 )
             spec = ctx.options.mitmllm_capture_filter.strip()
             try:
-                self.filter = flowfilter.parse(spec) if spec else None
+                self._option_filter = flowfilter.parse(spec) if spec else None
             except ValueError as e:
                 raise exceptions.OptionsError(
                     f"mitmllm_capture_filter: cannot parse {spec!r} ({e}); use a mitmproxy "
                     "filter expression such as '~d api.anthropic.com & ~meta ANT-'"
                 ) from e
-            if mode == "filter" and self.filter is None:
+            if mode == "filter" and self._option_filter is None:
                 raise exceptions.OptionsError(
                     "mitmllm_capture=filter needs mitmllm_capture_filter, e.g. "
                     "--set mitmllm_capture_filter='~marked'"
                 )
+            self._option_mode = mode
+        if "mitmllm_capture_dir" in updated:
+            self._option_dir = ctx.options.mitmllm_capture_dir
         if "mitmllm_redact" in updated:
             names = [n.strip().lower() for n in ctx.options.mitmllm_redact]
             bad = [n for n in names if not n or any(c in n for c in " :=&?/")]
@@ -165,14 +168,12 @@ class Recorder:
 
     def _take_config(self, config: Config) -> None:
         self._config = config
-        # Before the options are loaded there is nothing to settle; configure() does it then.
-        with contextlib.suppress(AttributeError, KeyError):
-            self._settle()
+        self._settle()
 
     def _settle(self) -> None:
         """Effective capture settings: the options, else the configuration file's section."""
-        mode = ctx.options.mitmllm_capture
-        self.mode, self.dir = mode, ctx.options.mitmllm_capture_dir
+        mode = self._option_mode
+        self.mode, self.dir, self.filter = mode, self._option_dir, self._option_filter
         redact = list(self._option_redact)
         cap = self._config.capture if self._config is not None else None
         if cap is not None:

@@ -29,7 +29,7 @@ from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.schemas import lint
 
-logger = logging.getLogger("mitmllm.rewrite")
+logger = logging.getLogger(__name__)
 
 SERVED_MODEL_HEADER = "x-mitmllm-served-model"
 
@@ -79,8 +79,9 @@ class Rewriter:
         if rw.body_changed:
             flow.request.content = rw.body_bytes()
             state.request = rw.body
-        state.info["rewrite"] = rw.to_dict() | {"rule": rw.rule}
-        state.served_model = rw.model_to or state.model
+        state.report.rewrite = rw.to_dict() | {"rule": rw.rule}
+        if rw.model_to and rw.model_to != state.model:
+            state.report.model_sent = rw.model_to
         client_model = state.model if rule.restamp and rw.model_to else None
         state.rewrites.extend(response_rewrites(dialect, client_model=client_model, names=rw.names))
         if rw.model_to:
@@ -97,8 +98,8 @@ class Rewriter:
         state = flowstate.get(flow)
         if state is None or flow.response is None:
             return
-        served = state.served_model
-        if served and served != state.model and SERVED_MODEL_HEADER not in flow.response.headers:
+        served = state.report.model_sent
+        if served and SERVED_MODEL_HEADER not in flow.response.headers:
             flow.response.headers[SERVED_MODEL_HEADER] = served
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -124,7 +125,7 @@ class Rewriter:
                 return
         if changed:
             resp.content = orjson.dumps(payload)
-            state.info["body_rewritten"] = True
+            state.report.body_rewritten = True
 
 
 def _lint(fmt: str, body: Any, findings: Findings, *, fixed: Any = None) -> None:

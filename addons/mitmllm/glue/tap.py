@@ -159,9 +159,10 @@ class FramingTap(StreamRecord):
                 return [held]
             return []
 
-    def result(self) -> asyncio.Future[StreamResult]:
-        """Close the stream at the worker (running its end-of-stream checks): its findings."""
-        if not self.finished and not self.failed:
+    def result(self, end_checks: bool = True) -> asyncio.Future[StreamResult]:
+        """Close the stream at the worker: its findings. `end_checks` runs the end-of-stream
+        rules (truncation); not when the client, not the upstream, ended the stream early."""
+        if not self.finished and not self.failed and end_checks:
             rest = self.framer.close_frame()  # never reached the client: only validated
             self.worker.feed(self.sid, rest)
-        return self.worker.close(self.sid)
+        return self.worker.close(self.sid, end_checks)

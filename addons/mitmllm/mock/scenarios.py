@@ -1487,7 +1487,7 @@ _TABLE: tuple[Scenario, ...] = (
         "bad-request",
         "HTTP 400 with the format's invalid-request error",
         "the SDK's BadRequestError (not retried)",
-        _every("HTTP-1"),
+        _every(),  # HTTP-6 is info: the client's own request was refused
         error=ErrorKind.INVALID_REQUEST,
     ),
     Scenario(

@@ -48,6 +48,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
+from typing import ClassVar
 from typing import TypeGuard
 
 import orjson
@@ -303,6 +304,8 @@ class MessageStreamValidator(StreamValidator):
             self._reset_message()  # judge the new attempt on its own
         self._start_event = ev.index
         message = payload.get("message")
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            self.usage = dict(message["usage"])  # input and cache counts; output grows later
         problems = _message_start_problems(message)
         if problems:
             self.report("ANT-6", "message_start.message: " + "; ".join(problems))
@@ -405,6 +408,8 @@ class MessageStreamValidator(StreamValidator):
             if reason is not None:
                 self._check_stop_reason(reason, delta.get("stop_sequence"))
         usage = payload.get("usage")
+        if isinstance(usage, dict):  # cumulative counts
+            self.usage = (self.usage or {}) | {k: v for k, v in usage.items() if v is not None}
         tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
         if not _is_int(tokens):
             what = "no usage object" if not isinstance(usage, dict) else "no integer output_tokens"
@@ -758,6 +763,12 @@ class AnthropicDialect(Dialect):
     name = "anthropic"
     title = "Anthropic Messages"
     sentinel = None
+    usage_fields: ClassVar[dict[str, str]] = {
+        "input": "input_tokens",
+        "output": "output_tokens",
+        "cache_read": "cache_read_input_tokens",
+        "cache_write": "cache_creation_input_tokens",
+    }
 
     # --- recognising requests ------------------------------------------------------------------
 

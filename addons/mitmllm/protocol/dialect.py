@@ -89,6 +89,8 @@ class StreamValidator(ABC):
     error: str | None = None
     #: True once the dialect's success terminator was seen (message_stop, [DONE], ...)
     complete: bool = False
+    #: the token counts the stream carried, in its format's own keys (the latest count wins)
+    usage: dict[str, Any] | None = None
 
     #: the current state (a member of the dialect's own `State` enum)
     state: Enum
@@ -196,6 +198,10 @@ class Dialect(ABC):
     name: ClassVar[str]  # stable id: "anthropic", "openai-chat", "openai-responses", "gemini"
     title: ClassVar[str]  # "Anthropic Messages"
     sentinel: ClassVar[str | None] = None  # a data value that is not JSON, e.g. "[DONE]"
+    #: Where a whole response body keeps its token counts, and each count's (dotted) key there:
+    #: input, output, cache_read, cache_write, reasoning.
+    usage_key: ClassVar[str] = "usage"
+    usage_fields: ClassVar[dict[str, str]] = {}
 
     # --- recognising requests ----------------------------------------------------------------
 
@@ -279,6 +285,24 @@ class Dialect(ABC):
         return b": keep-alive\n\n"
 
     # --- for humans ---------------------------------------------------------------------------
+
+    def usage(self, raw: Any) -> dict[str, int]:
+        """Token counts in one naming for every format (input, output, cache_read, cache_write,
+        reasoning), from the format's own usage object; counts it does not carry are left out."""
+        out: dict[str, int] = {}
+        if not isinstance(raw, dict):
+            return out
+        for name, path in self.usage_fields.items():
+            value: Any = raw
+            for key in path.split("."):
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, int) and not isinstance(value, bool):
+                out[name] = value
+        return out
+
+    def body_usage(self, payload: Any) -> dict[str, int]:
+        """`usage` of a whole (non-streamed) response body."""
+        return self.usage(payload.get(self.usage_key) if isinstance(payload, dict) else None)
 
     def assemble(self, payloads: Iterable[tuple[Event, Any]]) -> Assembled:
         """Rebuild the message from the stream's (event, payload) pairs."""

@@ -62,6 +62,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
+from typing import ClassVar
 from urllib.parse import quote
 from urllib.parse import unquote
 
@@ -328,6 +329,8 @@ class GeminiValidator(StreamValidator):
         candidates = chunk.get("candidates")
         feedback = chunk.get("promptFeedback")
         usage = chunk.get("usageMetadata")
+        if isinstance(usage, dict):
+            self.usage = usage  # cumulative: the last chunk's counts are the response's
         if candidates is None and feedback is None and usage is None:
             self.report(
                 "GEM-7",
@@ -576,6 +579,13 @@ class GeminiDialect(Dialect):
     name = "gemini"
     title = "Gemini generateContent"
     sentinel = None
+    usage_key = "usageMetadata"
+    usage_fields: ClassVar[dict[str, str]] = {
+        "input": "promptTokenCount",
+        "output": "candidatesTokenCount",
+        "cache_read": "cachedContentTokenCount",
+        "reasoning": "thoughtsTokenCount",
+    }
 
     # --- recognising requests -----------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from enum import StrEnum
 from typing import Any
+from typing import ClassVar
 from typing import TypeGuard
 
 import orjson
@@ -686,6 +687,12 @@ class OpenAIChat(Dialect):
     name = "openai-chat"
     title = "OpenAI Chat Completions"
     sentinel = SENTINEL_DATA
+    usage_fields: ClassVar[dict[str, str]] = {
+        "input": "prompt_tokens",
+        "output": "completion_tokens",
+        "cache_read": "prompt_tokens_details.cached_tokens",
+        "reasoning": "completion_tokens_details.reasoning_tokens",
+    }
 
     # --- recognising requests -------------------------------------------------------------------
 

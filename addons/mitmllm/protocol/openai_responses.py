@@ -77,6 +77,7 @@ from collections.abc import Iterable
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
+from typing import ClassVar
 
 import orjson
 
@@ -547,6 +548,8 @@ class ResponsesValidator(StreamValidator):
             return
         self._check_identity(resp, "RSP-10", etype)
         self._take_model(resp)
+        if isinstance(resp.get("usage"), dict):
+            self.usage = resp["usage"]
         status = resp.get("status")
         if status != TERMINALS[etype]:
             self.report("RSP-10", f"{etype} has response.status {status!r}")
@@ -1042,6 +1045,12 @@ class OpenAIResponses(Dialect):
 
     name = "openai-responses"
     title = "OpenAI Responses"
+    usage_fields: ClassVar[dict[str, str]] = {
+        "input": "input_tokens",
+        "output": "output_tokens",
+        "cache_read": "input_tokens_details.cached_tokens",
+        "reasoning": "output_tokens_details.reasoning_tokens",
+    }
     # Not part of the protocol. Recognised so that a stray [DONE] is judged by RSP-13 (harmless
     # after the terminal event) instead of failing JSON parsing as PAY-1.
     sentinel = "[DONE]"

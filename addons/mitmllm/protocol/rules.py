@@ -95,6 +95,9 @@ _TABLE: list[Rule] = [
          "clients and taps that read the stream incrementally see compressed bytes"),
     Rule("HTTP-5", E, "a 200 response body is not an error object",
          "the status looks successful, so clients treat the error as a result or crash on it"),
+    Rule("HTTP-6", I, "the upstream accepted the request (no 4xx other than 408 and 429)",
+         "SDKs raise their status error (e.g. 400 BadRequestError) and do not retry: the request "
+         "needs fixing, not the upstream"),
     # --- SSE ----------------------------------------------------------------------------------
     Rule("SSE-1", E, "the stream is valid UTF-8",
          "anthropic/openai Python SDKs raise UnicodeDecodeError; TS SDKs show U+FFFD"),

@@ -254,6 +254,8 @@ def check_stream(
 # --- HTTP layer and non-streaming bodies ------------------------------------------------------
 
 EVENT_STREAM = "text/event-stream"
+#: 4xx statuses that are the upstream's state (timeout, rate limit), not the request's fault.
+CLIENT_RETRYABLE = frozenset({408, 429})
 
 
 def is_event_stream(content_type: str | None) -> bool:
@@ -269,9 +271,15 @@ def check_head(
     headers: Mapping[str, str],
     wants_stream: bool,
 ) -> None:
-    """HTTP-1, HTTP-2, HTTP-4: what the status line and headers already tell."""
+    """HTTP-1, HTTP-2, HTTP-4, HTTP-6: what the status line and headers already tell.
+
+    A 4xx other than 408 and 429 is the client's own request being refused (HTTP-6, info): it
+    says nothing against the upstream, so it is not flagged like an upstream failure.
+    """
     ctype = headers.get("content-type", "")
-    if status >= 400 or (wants_stream and status != 200):
+    if 400 <= status < 500 and status not in CLIENT_RETRYABLE:
+        findings.add("HTTP-6", f"HTTP {status}: the upstream refused the request")
+    elif status >= 400 or (wants_stream and status != 200):
         findings.add(
             "HTTP-1", f"HTTP {status} {'for a stream request' if wants_stream else ''}".strip()
         )
