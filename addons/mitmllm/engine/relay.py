@@ -787,7 +787,7 @@ class _GateState:
             if ev.data is not None:
                 self.events_since += 1
             return
-        if ev.event != "ping" and not (isinstance(payload, dict) and payload.get("type") == "ping"):
+        if not self.dialect.is_heartbeat(ev, payload):
             self.events_since += 1
         if self.error is None and not self.content:
             err = self.dialect.error_of(payload)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
 from typing import TypeGuard
@@ -60,6 +61,9 @@ from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
+from mitmllm.protocol.toolspec import Note
+from mitmllm.protocol.toolspec import ToolSpec
+from mitmllm.protocol.toolspec import each_tool
 
 # --- the vocabulary -----------------------------------------------------------------------------
 
@@ -722,6 +726,9 @@ class AnthropicDialect(Dialect):
     name = "anthropic"
     title = "Anthropic Messages"
     sentinel = None
+    default_auth = "x-api-key"
+    prompt_fields = ("system", "messages", "tools")
+    native_flavour = "anthropic"
 
     # --- recognising requests ------------------------------------------------------------------
 
@@ -742,6 +749,26 @@ class AnthropicDialect(Dialect):
                 and "sequence_number" not in payload
             )
         return event_name in EVENT_TYPES or kind in EVENT_TYPES
+
+    def asks_thinking(self, body: dict[str, Any]) -> bool:
+        """``thinking.type`` is ``enabled`` or ``adaptive``."""
+        thinking = body.get("thinking")
+        return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+    # --- tools in requests ---------------------------------------------------------------------
+
+    def tool_specs(self, body: dict[str, Any], note: Note) -> Iterator[ToolSpec]:
+        """``tools[] {name, description, input_schema}``; server tools have a versioned type."""
+        for tools, i, ptr, tool in each_tool(body, note):
+            if tool.get("type") in (None, "custom"):
+                yield ToolSpec(tools, i, ptr, tool, ptr, "input_schema")
+
+    def tool_type_problem(self, index: int, tool: dict[str, Any]) -> str | None:
+        if tool.get("type") != "custom":
+            return None
+        name = tool.get("name")
+        label = repr(name) if isinstance(name, str) else f"#{index}"
+        return f"tool {label} has type 'custom'"
 
     # --- validation ----------------------------------------------------------------------------
 
@@ -876,6 +903,10 @@ class AnthropicDialect(Dialect):
                 return _start_problem(btype, block) is not None  # filled by deltas, or not
             return True  # results, redacted thinking: complete from the start
         return kind in ("message_delta", "message_stop")
+
+    def is_heartbeat(self, ev: Event, payload: Any) -> bool:
+        """``ping`` events: the API sends them while the model is silent."""
+        return ev.event == "ping" or (isinstance(payload, dict) and payload.get("type") == "ping")
 
     def error_event(self, message: str, kind: str = "api_error") -> bytes:
         """``event: error`` with the API's error object: the SDKs raise APIStatusError."""

@@ -59,6 +59,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -75,6 +76,11 @@ from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.toolspec import Note
+from mitmllm.protocol.toolspec import ToolSpec
+from mitmllm.protocol.toolspec import each_tool
+from mitmllm.protocol.toolspec import kind_of
+from mitmllm.protocol.toolspec import listed
 
 # --- the wire format ----------------------------------------------------------------------------
 
@@ -499,6 +505,10 @@ class GeminiDialect(Dialect):
     name = "gemini"
     title = "Gemini generateContent"
     sentinel = None
+    default_auth = "x-goog-api-key"
+    model_in_path = True
+    prompt_fields = ("systemInstruction", "system_instruction", "contents", "tools")
+    native_flavour = "gemini"
 
     # --- recognising requests -----------------------------------------------------------------
 
@@ -508,6 +518,36 @@ class GeminiDialect(Dialect):
     def wants_stream(self, path: str, query: Mapping[str, str], body: Any) -> bool:
         m = _METHOD_PATH.search(path)
         return m is not None and m.group("method") == STREAM_METHOD
+
+    def asks_thinking(self, body: dict[str, Any]) -> bool:
+        """``generationConfig.thinkingConfig`` has a non-zero ``thinkingBudget`` (-1 is
+        dynamic), a ``thinkingLevel``, or ``includeThoughts: true``."""
+        config = _either(body, "generationConfig", "generation_config")
+        thinking = _either(config, "thinkingConfig", "thinking_config")
+        if not isinstance(thinking, dict):
+            return False
+        budget = _either(thinking, "thinkingBudget", "thinking_budget")
+        level = _either(thinking, "thinkingLevel", "thinking_level")
+        include = _either(thinking, "includeThoughts", "include_thoughts")
+        return (
+            include is True
+            or (_is_number(budget) and budget != 0)
+            or (isinstance(level, str) and level != "")
+        )
+
+    def tool_specs(self, body: dict[str, Any], note: Note) -> Iterator[ToolSpec]:
+        """``tools[].functionDeclarations[]`` (either spelling); other entries are server tools."""
+        for _, _, ptr, tool in each_tool(body, note):
+            key = "functionDeclarations"
+            if key not in tool:
+                key = "function_declarations"
+            decls = listed(tool, key, f"{ptr}/{key}", note)
+            for j, decl in enumerate(decls):
+                dptr = f"{ptr}/{key}/{j}"
+                if isinstance(decl, dict):
+                    yield ToolSpec(decls, j, dptr, decl, dptr, "parameters")
+                else:
+                    note(dptr, f"declaration is {kind_of(decl)}")
 
     def check_request(self, path: str, query: Mapping[str, str], findings: Findings) -> None:
         """GEM-1: a streamGenerateContent request must ask for ``alt=sse``.
@@ -844,6 +884,18 @@ def _summarize_part(part: Any) -> str:
         return f"{'thought' if part.get('thought') else 'text'} {_preview(text)}"
     keys = [k for k in part if k != "thoughtSignature"]
     return keys[0] if keys else "signature"
+
+
+def _either(obj: Any, camel: str, snake: str) -> Any:
+    # Gemini's REST API accepts proto JSON field names in both spellings.
+    if not isinstance(obj, dict):
+        return None
+    value = obj.get(camel)
+    return obj.get(snake) if value is None else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 DIALECT = GeminiDialect()
