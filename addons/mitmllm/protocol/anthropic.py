@@ -44,6 +44,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeGuard
 
@@ -64,6 +65,9 @@ from mitmllm.protocol.sse import encode
 from mitmllm.protocol.toolspec import Note
 from mitmllm.protocol.toolspec import ToolSpec
 from mitmllm.protocol.toolspec import each_tool
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 # --- the vocabulary -----------------------------------------------------------------------------
 
@@ -919,6 +923,11 @@ class AnthropicDialect(Dialect):
     def keepalive(self) -> bytes:
         """A ping event: the API sends them itself and every SDK skips them."""
         return _PING
+
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.anthropic import CONVERTER  # loaded only when translating
+
+        return CONVERTER
 
     # --- for humans ----------------------------------------------------------------------------
 

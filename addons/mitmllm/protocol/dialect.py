@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 
@@ -42,6 +43,9 @@ from mitmllm.protocol.payload import is_json as is_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.toolspec import Note
 from mitmllm.protocol.toolspec import ToolSpec
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 
 class StreamValidator(ABC):
@@ -223,6 +227,12 @@ class Dialect(ABC):
     def keepalive(self) -> bytes | None:
         """Bytes that keep an idle stream open without changing its meaning (None: none)."""
         return b": keep-alive\n\n"
+
+    # --- translation ---------------------------------------------------------------------------
+
+    def converter(self) -> Converter | None:
+        """The format's mapping to the neutral conversation model (None: not translatable)."""
+        return None
 
     # --- for humans ---------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import quote
 from urllib.parse import unquote
@@ -81,6 +82,9 @@ from mitmllm.protocol.toolspec import ToolSpec
 from mitmllm.protocol.toolspec import each_tool
 from mitmllm.protocol.toolspec import kind_of
 from mitmllm.protocol.toolspec import listed
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 # --- the wire format ----------------------------------------------------------------------------
 
@@ -739,6 +743,11 @@ class GeminiDialect(Dialect):
     def keepalive(self) -> bytes | None:
         """None: google-genai raises on a comment line and js-genai drops the next block."""
         return None
+
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.gemini import CONVERTER  # loaded only when translating
+
+        return CONVERTER
 
     # --- for humans ---------------------------------------------------------------------------
 

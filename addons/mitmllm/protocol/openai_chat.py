@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeGuard
 
@@ -69,6 +70,9 @@ from mitmllm.protocol.toolspec import ToolSpec
 from mitmllm.protocol.toolspec import each_tool
 from mitmllm.protocol.toolspec import kind_of
 from mitmllm.protocol.toolspec import listed
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 PATH_SUFFIX = "/chat/completions"
 CHUNK_OBJECT = "chat.completion.chunk"
@@ -794,6 +798,11 @@ class OpenAIChat(Dialect):
     def keepalive(self) -> bytes | None:
         # A comment is never dispatched by the SDK decoders (unless an id: was seen, SSE-11).
         return b": keep-alive\n\n"
+
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.openai_chat import CONVERTER  # loaded only when translating
+
+        return CONVERTER
 
     # --- for humans -----------------------------------------------------------------------------
 

@@ -76,6 +76,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 
 import orjson
@@ -95,6 +96,9 @@ from mitmllm.protocol.sse import encode
 from mitmllm.protocol.toolspec import Note
 from mitmllm.protocol.toolspec import ToolSpec
 from mitmllm.protocol.toolspec import each_tool
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 # --- the event vocabulary -------------------------------------------------------------------------
 
@@ -1139,6 +1143,13 @@ class OpenAIResponses(Dialect):
         return orjson.dumps(
             {"error": {"message": message, "type": kind, "param": None, "code": None}}
         )
+
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.openai_responses import (
+            CONVERTER,  # loaded only when translating
+        )
+
+        return CONVERTER
 
     # --- for humans -----------------------------------------------------------------------------
 

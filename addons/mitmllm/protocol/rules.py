@@ -53,6 +53,7 @@ FAMILIES = {
     "RSP": "OpenAI Responses",
     "GEM": "Gemini",
     "REQ": "requests",
+    "XLT": "translation between wire formats",
     "TAP": "mitmllm tap",
     "RLY": "mitmllm relay",
 }
@@ -246,6 +247,17 @@ _TABLE: list[Rule] = [
          "the request was forwarded unchanged; no rewrite applied"),
     Rule("REQ-4", W, "Anthropic input_schema has no top-level oneOf/anyOf/allOf",
          "the Anthropic API rejects the tool with 400"),
+    # --- translation ----------------------------------------------------------------------------
+    Rule("XLT-1", W, "a translated request carries every field of the client's request",
+         "the upstream answers without the dropped field (the finding names it)"),
+    Rule("XLT-2", I, "reasoning reaches the client only where its format can show it",
+         "the client gets the answer without the reasoning"),
+    Rule("XLT-3", W, "everything the upstream answers has a place in the client's format",
+         "the client does not see that part of the answer"),
+    Rule("XLT-4", E, "the upstream stream can be translated event by event",
+         "the client's stream ends with its format's error event"),
+    Rule("XLT-5", W, "the upstream reports the usage the client's format needs",
+         "the client sees zero token counts"),
     # --- mitmllm itself ------------------------------------------------------------------------
     Rule("TAP-1", E, "the tap processed the stream without an internal error",
          "the rest of the stream was passed through unchanged and not validated"),
