@@ -213,7 +213,7 @@ async def test_request_view_attempts_and_repairs_read_as_text(tmp_path: Path) ->
                 "You are a weather assistant.",
                 "--- conversation: 3 messages ---",
                 "What is the weather in Paris?",
-                'tool call get_weather (toolu_1): {"city": "Paris"}',
+                'tool call get_weather (toolu_1): {"city":"Paris"}',
                 "tool result for toolu_1: 18°C, sunny",
             ):
                 await expect(text).to_contain_text(line)

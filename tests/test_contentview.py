@@ -191,7 +191,7 @@ def test_request_view_shows_models_tools_system_and_the_conversation_by_role() -
         "  What is the weather in Paris?",
         "assistant:",
         "  Let me check.",
-        '  tool call get_weather (toolu_1): {"city": "Paris"}',
+        '  tool call get_weather (toolu_1): {"city":"Paris"}',
         "user:",
         "  tool result for toolu_1: 18°C, sunny",
     ]

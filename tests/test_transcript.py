@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from mitmllm.protocol import detect
 from mitmllm.protocol.transcript import Part
 from mitmllm.protocol.transcript import transcript
 
@@ -58,9 +59,22 @@ BODIES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+#: Where each format's request goes (Gemini names the model in the path).
+PATHS = {
+    "anthropic": "/v1/messages",
+    "openai-chat": "/v1/chat/completions",
+    "openai-responses": "/v1/responses",
+    "gemini": "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+}
+
+
+def read(fmt: str | None, body: Any) -> Any:
+    return transcript(detect.by_name(fmt), PATHS.get(fmt or "", "/"), body)
+
+
 @pytest.mark.parametrize("fmt", list(BODIES))
 def test_every_format_reads_as_system_question_tool_call_and_result(fmt: str) -> None:
-    t = transcript(fmt, BODIES[fmt])
+    t = read(fmt, BODIES[fmt])
     assert t.system == ["Be brief."]
     parts = [p for turn in t.turns for p in turn.parts if p.kind != "thinking"]
     question, call, result = parts
@@ -86,12 +100,12 @@ def test_thinking_and_what_is_not_text_are_named_not_hidden() -> None:
             }
         ]
     }
-    (turn,) = transcript("anthropic", body).turns
-    assert [(p.kind, p.name) for p in turn.parts] == [
-        ("image", "image"),
-        ("other", "search_result"),
-    ]
-    thinking = transcript("anthropic", BODIES["anthropic"]).turns[1].parts[0]
+    t = read("anthropic", body)
+    (turn,) = t.turns
+    assert [(p.kind, p.name) for p in turn.parts] == [("image", "image")]
+    (unread,) = t.unread
+    assert unread.startswith("/messages/0/content/1: ") and "search_result" in unread
+    thinking = read("anthropic", BODIES["anthropic"]).turns[1].parts[0]
     assert thinking == Part("thinking", "Use the tool.")
 
 
@@ -100,5 +114,5 @@ def test_thinking_and_what_is_not_text_are_named_not_hidden() -> None:
 def test_anything_that_is_not_a_conversation_reads_as_little_as_it_holds(
     fmt: str | None, body: Any
 ) -> None:
-    t = transcript(fmt, body)
+    t = read(fmt, body)
     assert t.system == [] and all(not turn.parts for turn in t.turns)

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Annotated
 from typing import Any
 from typing import Literal
@@ -61,8 +62,8 @@ from yaml.constructor import ConstructorError
 
 from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
-from mitmllm.protocol.models import FORMATS
-from mitmllm.protocol.models import Format
+from mitmllm.protocol.detect import by_name
+from mitmllm.protocol.detect import names
 from mitmllm.protocol.models import ModelRule
 from mitmllm.protocol.models import Param
 from mitmllm.protocol.models import When
@@ -73,13 +74,12 @@ from mitmllm.protocol.schemas import applies
 AuthScheme = Literal["x-api-key", "bearer", "x-goog-api-key", "api-key", "none"]
 CaptureMode = Literal["off", "all", "flagged", "filter"]
 
-#: How each format's official API takes its key, the default `auth` of an upstream.
-DEFAULT_AUTH: dict[str, AuthScheme] = {
-    "anthropic": "x-api-key",
-    "openai-chat": "bearer",
-    "openai-responses": "bearer",
-    "gemini": "x-goog-api-key",
-}
+#: Wire format names: every registered dialect (`mitmllm.protocol.detect.dialects`).
+FORMATS: tuple[str, ...] = tuple(sorted(names()))
+if TYPE_CHECKING:
+    Format = str
+else:
+    Format = Literal[FORMATS]
 #: Headers and query parameters that carry credentials: never written into the config file,
 #: always redacted in captures.
 # Keys that hold a secret when someone writes one into the file instead of naming a variable.
@@ -440,8 +440,10 @@ class Upstream(_Section):
     auth: AuthScheme = Field(
         default="none",  # replaced by the format's default before validation
         json_schema_extra=_no_default,
-        description="How the key is sent; defaults per format: x-api-key (anthropic), bearer "
-        "(openai-*), x-goog-api-key (gemini).",
+        description="How the key is sent; defaults to the way the format's official API takes "
+        "it: "
+        + ", ".join(f"{by_name(f).default_auth} ({f})" for f in FORMATS)  # type: ignore[union-attr]
+        + ".",
     )
     headers: dict[HeaderName, str] = Field(
         default_factory=dict, description="Extra request headers (no credentials)."
@@ -456,8 +458,9 @@ class Upstream(_Section):
     def _default_auth(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("auth") is None:
             fmt = data.get("format")
-            if isinstance(fmt, str) and fmt in DEFAULT_AUTH:
-                data = {**data, "auth": DEFAULT_AUTH[fmt]}
+            dialect = by_name(fmt) if isinstance(fmt, str) else None
+            if dialect is not None:
+                data = {**data, "auth": dialect.default_auth}
         return data
 
     @property
@@ -698,13 +701,14 @@ def _cross_problems(c: Config) -> Iterator[Problem]:
     for i, spec in enumerate(c.models):
         where = f"models.{i}"
         rule_formats: set[str] = set(spec.formats or FORMATS)
-        if spec.to is not None and "gemini" in rule_formats and "/" in spec.to:
+        in_path = sorted(f for f in rule_formats if _model_in_path(f))
+        if spec.to is not None and in_path and "/" in spec.to:
             yield Problem(
                 f"{where}.to",
-                "a model with '/' cannot be sent to a gemini upstream, where the "
-                "model is part of the URL path",
+                f"a model with '/' cannot be sent to a {' or '.join(in_path)} upstream, where "
+                "the model is part of the URL path",
                 spec.to,
-                hint="restrict the rule with formats: [...] leaving out gemini",
+                hint=f"restrict the rule with formats: [...] leaving out {', '.join(in_path)}",
             )
         if (
             spec.tools is not None
@@ -775,13 +779,13 @@ def _cross_problems(c: Config) -> Iterator[Problem]:
                     hop.upstream,
                     hint="mitmllm does not translate between wire formats",
                 )
-            if u.format == "gemini":
+            if _model_in_path(u.format):
                 for glob, model in hop.models.items():
                     if "/" in model:
                         yield Problem(
                             f"{where}.models.{glob}",
-                            "a model with '/' cannot be sent to a "
-                            "gemini upstream, where the model is part of the URL path",
+                            f"a model with '/' cannot be sent to a {u.format} upstream, where "
+                            "the model is part of the URL path",
                             model,
                         )
             if hop.tools is not None and hop.tools != "none" and not applies(hop.tools, u.format):
@@ -802,6 +806,11 @@ def _cross_problems(c: Config) -> Iterator[Problem]:
         )
     if c.breaker.max_open_for < c.breaker.open_for:
         yield Problem("breaker.max_open_for", "is shorter than open_for", c.breaker.max_open_for)
+
+
+def _model_in_path(fmt: str) -> bool:
+    dialect = by_name(fmt)
+    return dialect is not None and dialect.model_in_path
 
 
 def _duplicates(section: str, names: Sequence[str | None]) -> Iterator[Problem]:

@@ -192,6 +192,7 @@ class FlowReport:
     attempts: list[Attempt] = field(default_factory=list)
     relay: str | None = None  # ok | failed_before_commit | failed_after_commit | cancelled
     upstream: str | None = None  # the upstream that served
+    translated: str | None = None  # "anthropic -> openai-chat" when it spoke another format
     fell_back: bool = False  # served by another upstream than the chain's first
     # --- the response ---
     status: int | None = None
@@ -323,6 +324,7 @@ _SCALARS = (
     "client_url",
     "relay",
     "upstream",
+    "translated",
     "fell_back",
     "events",
     "chunks",
@@ -347,6 +349,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "client_url": str,
     "relay": str,
     "upstream": str,
+    "translated": str,
     "fell_back": bool,
     "events": int,
     "chunks": int,

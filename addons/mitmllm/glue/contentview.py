@@ -346,7 +346,7 @@ def render_request(body: Any, dialect: Dialect | None, path: str, report: FlowRe
     for t in tools:
         size = len(json.dumps(t.schema, ensure_ascii=False)) if t.schema is not None else 0
         out.append(f"  - {t.name} ({t.kind}, schema {size} bytes)")
-    talk = transcript(dialect.name if dialect else None, body)
+    talk = transcript(dialect, path, body)
     if talk.system:
         out += ["", "--- system ---"]
         for text in talk.system:
@@ -357,6 +357,9 @@ def render_request(body: Any, dialect: Dialect | None, path: str, report: FlowRe
             out.append(f"{turn.role}:")
             for part in turn.parts:
                 out += _part(part)
+    if talk.unread:
+        out += ["", "--- not shown above (no counterpart in the neutral model) ---"]
+        out += [f"  - {note}" for note in talk.unread]
     changes = rw.get("changes") or []
     if changes:
         out.append("")

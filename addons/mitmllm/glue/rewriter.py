@@ -60,7 +60,7 @@ class Rewriter:
             return None
         path = flow.request.path.split("?", 1)[0]
         body = state.request
-        if state.model is None or (dialect.name != "gemini" and not isinstance(body, dict)):
+        if state.model is None or (not dialect.model_in_path and not isinstance(body, dict)):
             state.findings.add(
                 "REQ-3",
                 "body is not a JSON object"

@@ -45,8 +45,10 @@ unknown name are dropped by their dispatch, and dataless or unparsable ones fail
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 from typing import TypeGuard
@@ -69,6 +71,12 @@ from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.repair import renumbered
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
+from mitmllm.protocol.toolspec import Note
+from mitmllm.protocol.toolspec import ToolSpec
+from mitmllm.protocol.toolspec import each_tool
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 # --- the vocabulary -----------------------------------------------------------------------------
 
@@ -769,6 +777,9 @@ class AnthropicDialect(Dialect):
         "cache_read": "cache_read_input_tokens",
         "cache_write": "cache_creation_input_tokens",
     }
+    default_auth = "x-api-key"
+    prompt_fields = ("system", "messages", "tools")
+    native_flavour = "anthropic"
 
     # --- recognising requests ------------------------------------------------------------------
 
@@ -789,6 +800,26 @@ class AnthropicDialect(Dialect):
                 and "sequence_number" not in payload
             )
         return event_name in EVENT_TYPES or kind in EVENT_TYPES
+
+    def asks_thinking(self, body: dict[str, Any]) -> bool:
+        """``thinking.type`` is ``enabled`` or ``adaptive``."""
+        thinking = body.get("thinking")
+        return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+    # --- tools in requests ---------------------------------------------------------------------
+
+    def tool_specs(self, body: dict[str, Any], note: Note) -> Iterator[ToolSpec]:
+        """``tools[] {name, description, input_schema}``; server tools have a versioned type."""
+        for tools, i, ptr, tool in each_tool(body, note):
+            if tool.get("type") in (None, "custom"):
+                yield ToolSpec(tools, i, ptr, tool, ptr, "input_schema")
+
+    def tool_type_problem(self, index: int, tool: dict[str, Any]) -> str | None:
+        if tool.get("type") != "custom":
+            return None
+        name = tool.get("name")
+        label = repr(name) if isinstance(name, str) else f"#{index}"
+        return f"tool {label} has type 'custom'"
 
     # --- validation ----------------------------------------------------------------------------
 
@@ -927,6 +958,10 @@ class AnthropicDialect(Dialect):
             return True  # results, redacted thinking: complete from the start
         return kind in ("message_delta", "message_stop")
 
+    def is_heartbeat(self, ev: Event, payload: Any) -> bool:
+        """``ping`` events: the API sends them while the model is silent."""
+        return ev.event == "ping" or (isinstance(payload, dict) and payload.get("type") == "ping")
+
     def error_event(self, message: str, kind: str = "api_error") -> bytes:
         """``event: error`` with the API's error object: the SDKs raise APIStatusError."""
         body = {"type": "error", "error": {"type": kind, "message": message}}
@@ -938,6 +973,11 @@ class AnthropicDialect(Dialect):
     def keepalive(self) -> bytes:
         """A ping event: the API sends them itself and every SDK skips them."""
         return _PING
+
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.anthropic import CONVERTER  # loaded only when translating
+
+        return CONVERTER
 
     # --- for humans ----------------------------------------------------------------------------
 

@@ -12,7 +12,12 @@ everything that is specific to one wire format, and nothing else:
 * commit detection (is this the first content event?) and in-band failure detection;
 * the events and bodies mitmllm synthesises in its name: a terminal error event, an HTTP error
   body, a keep-alive;
-* reassembling the streamed message for humans (the contentview).
+* reassembling the streamed message for humans (the contentview);
+* the facts other layers need about the format: how its API takes a key, where a request keeps
+  its prompt, its tools and its model, whether it asks for thinking, which events are heartbeats.
+
+Nothing outside the dialect modules branches on a format's name: adding a format is one module
+plus one line in `mitmllm.protocol.detect.dialects`.
 
 Everything here is sans-I/O: payloads in, payloads / bytes / findings out.
 """
@@ -23,6 +28,7 @@ from abc import ABC
 from abc import abstractmethod
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -38,8 +44,11 @@ from mitmllm.protocol.payload import NO_DATA as NO_DATA
 from mitmllm.protocol.payload import SENTINEL as SENTINEL
 from mitmllm.protocol.payload import is_json as is_json
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.toolspec import Note
+from mitmllm.protocol.toolspec import ToolSpec
 
 if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
     from mitmllm.protocol.repair import Mender
 
 #: A handler judges one event of the kind it is registered for.
@@ -202,6 +211,16 @@ class Dialect(ABC):
     #: input, output, cache_read, cache_write, reasoning.
     usage_key: ClassVar[str] = "usage"
     usage_fields: ClassVar[dict[str, str]] = {}
+    #: How the format's official API takes its key: the default `auth` of an upstream.
+    default_auth: ClassVar[str] = "bearer"
+    #: The model is part of the URL path (so it cannot contain '/'), not of the body.
+    model_in_path: ClassVar[bool] = False
+    #: Where a request keeps its prompt (system prompt, conversation, tools): the fields the
+    #: token estimate of model rules reads.
+    prompt_fields: ClassVar[tuple[str, ...]] = ()
+    #: The tool-schema flavour whose rules the format's own API enforces (REQ-1 / REQ-4 lints,
+    #: and which flavours apply to its bodies; see `mitmllm.protocol.schemas`).
+    native_flavour: ClassVar[str] = "none"
 
     # --- recognising requests ----------------------------------------------------------------
 
@@ -216,6 +235,30 @@ class Dialect(ABC):
     def match_payload(self, payload: Any, event_name: str | None) -> bool:
         """Does this first stream event look like ours? (detection from the response)"""
         return False
+
+    def asks_thinking(self, body: dict[str, Any]) -> bool:
+        """Does this request body ask the model to reason (for model rules' `when.thinking`)?"""
+        return False
+
+    def declares_tools(self, body: dict[str, Any]) -> bool:
+        """Does this request body declare at least one tool?"""
+        tools = body.get("tools")
+        return isinstance(tools, list) and bool(tools)
+
+    # --- tools in requests (the sanitizers and lints of `mitmllm.protocol.schemas`) ----------
+
+    def tool_specs(self, body: dict[str, Any], note: Note) -> Iterator[ToolSpec]:
+        """Every named tool declaration of a request body; odd shapes are noted, not raised."""
+        return iter(())
+
+    def tool_name_references(self, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(pointer, object with a "name") for every place a request names a declared tool
+        besides its declaration (tool_choice, earlier tool calls of the conversation)."""
+        return iter(())
+
+    def tool_type_problem(self, index: int, tool: dict[str, Any]) -> str | None:
+        """Why the tool entry `tools[index]` has a type the format's own API rejects (REQ-2)."""
+        return None
 
     # --- validation ---------------------------------------------------------------------------
 
@@ -272,6 +315,10 @@ class Dialect(ABC):
         """Is this the kind of event that commits a response (carries model output)?"""
         return is_json(payload)
 
+    def is_heartbeat(self, ev: Event, payload: Any) -> bool:
+        """Is this event only a sign of life (it must not keep a stalled stream alive)?"""
+        return False
+
     @abstractmethod
     def error_event(self, message: str, kind: str = "api_error") -> bytes:
         """A terminal in-band error event in this format, as bytes on an event boundary."""
@@ -283,6 +330,12 @@ class Dialect(ABC):
     def keepalive(self) -> bytes | None:
         """Bytes that keep an idle stream open without changing its meaning (None: none)."""
         return b": keep-alive\n\n"
+
+    # --- translation ---------------------------------------------------------------------------
+
+    def converter(self) -> Converter | None:
+        """The format's mapping to the neutral conversation model (None: not translatable)."""
+        return None
 
     # --- for humans ---------------------------------------------------------------------------
 

@@ -91,7 +91,10 @@ class Gate:
     def push(self, ev: Event, payload: Any) -> Verdict:
         """Judge one event of what the client would get (checked already)."""
         self.events += 1
-        if payload is not NO_DATA and not _is_heartbeat(ev, payload):
+        dialect = self.dialect
+        if payload is not NO_DATA and not (
+            dialect is not None and dialect.is_heartbeat(ev, payload)
+        ):
             self.progress += 1
         if payload is SENTINEL:
             self._sentinels += 1
@@ -160,8 +163,3 @@ class Gate:
         if self.events:
             return f"stream ended after {self.events} block(s) without content"
         return "stream ended without any event"
-
-
-def _is_heartbeat(ev: Event, payload: Any) -> bool:
-    """An Anthropic ping: a sign of life that must not keep a stalled stream alive."""
-    return ev.event == "ping" or (isinstance(payload, dict) and payload.get("type") == "ping")

@@ -59,8 +59,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 from urllib.parse import quote
@@ -80,6 +82,14 @@ from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import parse_block
+from mitmllm.protocol.toolspec import Note
+from mitmllm.protocol.toolspec import ToolSpec
+from mitmllm.protocol.toolspec import each_tool
+from mitmllm.protocol.toolspec import kind_of
+from mitmllm.protocol.toolspec import listed
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 # --- the wire format ----------------------------------------------------------------------------
 
@@ -586,6 +596,10 @@ class GeminiDialect(Dialect):
         "cache_read": "cachedContentTokenCount",
         "reasoning": "thoughtsTokenCount",
     }
+    default_auth = "x-goog-api-key"
+    model_in_path = True
+    prompt_fields = ("systemInstruction", "system_instruction", "contents", "tools")
+    native_flavour = "gemini"
 
     # --- recognising requests -----------------------------------------------------------------
 
@@ -595,6 +609,36 @@ class GeminiDialect(Dialect):
     def wants_stream(self, path: str, query: Mapping[str, str], body: Any) -> bool:
         m = _METHOD_PATH.search(path)
         return m is not None and m.group("method") == STREAM_METHOD
+
+    def asks_thinking(self, body: dict[str, Any]) -> bool:
+        """``generationConfig.thinkingConfig`` has a non-zero ``thinkingBudget`` (-1 is
+        dynamic), a ``thinkingLevel``, or ``includeThoughts: true``."""
+        config = _either(body, "generationConfig", "generation_config")
+        thinking = _either(config, "thinkingConfig", "thinking_config")
+        if not isinstance(thinking, dict):
+            return False
+        budget = _either(thinking, "thinkingBudget", "thinking_budget")
+        level = _either(thinking, "thinkingLevel", "thinking_level")
+        include = _either(thinking, "includeThoughts", "include_thoughts")
+        return (
+            include is True
+            or (_is_number(budget) and budget != 0)
+            or (isinstance(level, str) and level != "")
+        )
+
+    def tool_specs(self, body: dict[str, Any], note: Note) -> Iterator[ToolSpec]:
+        """``tools[].functionDeclarations[]`` (either spelling); other entries are server tools."""
+        for _, _, ptr, tool in each_tool(body, note):
+            key = "functionDeclarations"
+            if key not in tool:
+                key = "function_declarations"
+            decls = listed(tool, key, f"{ptr}/{key}", note)
+            for j, decl in enumerate(decls):
+                dptr = f"{ptr}/{key}/{j}"
+                if isinstance(decl, dict):
+                    yield ToolSpec(decls, j, dptr, decl, dptr, "parameters")
+                else:
+                    note(dptr, f"declaration is {kind_of(decl)}")
 
     def check_request(self, path: str, query: Mapping[str, str], findings: Findings) -> None:
         """GEM-1: a streamGenerateContent request must ask for ``alt=sse``.
@@ -790,6 +834,11 @@ class GeminiDialect(Dialect):
         """None: google-genai raises on a comment line and js-genai drops the next block."""
         return None
 
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.gemini import CONVERTER  # loaded only when translating
+
+        return CONVERTER
+
     # --- for humans ---------------------------------------------------------------------------
 
     def assemble(self, payloads: Iterable[tuple[Event, Any]]) -> Assembled:
@@ -934,6 +983,18 @@ def _summarize_part(part: Any) -> str:
         return f"{'thought' if part.get('thought') else 'text'} {_preview(text)}"
     keys = [k for k in part if k != "thoughtSignature"]
     return keys[0] if keys else "signature"
+
+
+def _either(obj: Any, camel: str, snake: str) -> Any:
+    # Gemini's REST API accepts proto JSON field names in both spellings.
+    if not isinstance(obj, dict):
+        return None
+    value = obj.get(camel)
+    return obj.get(snake) if value is None else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 DIALECT = GeminiDialect()

@@ -7,17 +7,13 @@ checked in order and the first match wins.
 Selecting a rule needs a few facts about the request (`RequestFacts`), read from the parsed
 body once per request by `facts()`:
 
-* `stream`: the body's ``stream`` is true (Gemini: the path is ``:streamGenerateContent``).
-* `thinking`: the request asks for reasoning.
-  Anthropic ``thinking.type`` is ``enabled`` or ``adaptive``; OpenAI Chat ``reasoning_effort``
-  (or an OpenRouter-style ``reasoning.effort``) is set and not ``none``; OpenAI Responses has a
-  non-empty ``reasoning`` object whose ``effort`` is not ``none``; Gemini
-  ``generationConfig.thinkingConfig`` has a non-zero ``thinkingBudget`` (-1 is dynamic, so it
-  counts), a ``thinkingLevel``, or ``includeThoughts: true``. ``minimal`` effort still asks a
-  reasoning model to reason, so it counts as thinking.
-* `tools`: the request declares at least one tool (Chat also counts legacy ``functions``).
+* `stream`: the request asks for an event stream (`Dialect.wants_stream`).
+* `thinking`: the request asks for reasoning (`Dialect.asks_thinking`; each dialect documents
+  its fields). ``minimal`` effort still asks a reasoning model to reason, so it counts.
+* `tools`: the request declares at least one tool (`Dialect.declares_tools`).
 * `input_tokens`: an estimate (`estimate_tokens`), deliberately cheap and deterministic rather
-  than exact: a quarter of the characters in the prompt, tool declarations included.
+  than exact: a quarter of the characters in the prompt fields (`Dialect.prompt_fields`), tool
+  declarations included.
 
 Sans-I/O: parsed bodies in, facts / rules / recorded changes out. The rule objects are plain
 frozen dataclasses; `mitmllm.engine.config` builds them from the YAML file.
@@ -31,11 +27,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from fnmatch import fnmatchcase
 from typing import Any
-from typing import Literal
 
-Format = Literal["anthropic", "openai-chat", "openai-responses", "gemini"]
-#: Wire format names, as `Dialect.name` spells them.
-FORMATS: tuple[Format, ...] = ("anthropic", "openai-chat", "openai-responses", "gemini")
+from mitmllm.protocol.detect import by_name
 
 
 class _Unset:
@@ -64,14 +57,6 @@ class RequestFacts:
     input_tokens: int = 0
 
 
-# Where the prompt lives, per format: the fields the token estimate reads.
-_PROMPT_FIELDS: dict[str, tuple[str, ...]] = {
-    "anthropic": ("system", "messages", "tools"),
-    "openai-chat": ("messages", "tools", "functions"),
-    "openai-responses": ("instructions", "input", "tools"),
-    "gemini": ("systemInstruction", "system_instruction", "contents", "tools"),
-}
-
 # Strings under these keys are binary payloads (base64 media, opaque signatures); a model
 # reads them as a few hundred tokens at most, so counting their characters would overshoot.
 _OPAQUE_KEYS = frozenset(
@@ -84,72 +69,20 @@ def facts(
 ) -> RequestFacts:
     """The facts of one parsed request. `model` is the one the request asks for (the dialect
     reads it from the body, or from the path for Gemini). Odd bodies give all-false facts."""
+    dialect = by_name(fmt)
+    if dialect is None:
+        return RequestFacts(fmt, model)
+    stream = dialect.wants_stream(path, query, body)
     if not isinstance(body, dict):
-        return RequestFacts(fmt, model, stream=fmt == "gemini" and _gemini_stream(path))
-    stream = _gemini_stream(path) if fmt == "gemini" else body.get("stream") is True
+        return RequestFacts(fmt, model, stream=stream)
     return RequestFacts(
         format=fmt,
         model=model,
         stream=stream,
-        thinking=_thinking(fmt, body),
-        tools=_declares_tools(fmt, body),
+        thinking=dialect.asks_thinking(body),
+        tools=dialect.declares_tools(body),
         input_tokens=estimate_tokens(fmt, body),
     )
-
-
-def _gemini_stream(path: str) -> bool:
-    return path.endswith(":streamGenerateContent")
-
-
-def _thinking(fmt: str, body: dict[str, Any]) -> bool:
-    if fmt == "anthropic":
-        thinking = body.get("thinking")
-        return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
-    if fmt == "openai-chat":
-        effort = body.get("reasoning_effort")
-        if isinstance(effort, str):
-            return effort != "none"
-        return _effort_object(body.get("reasoning"))
-    if fmt == "openai-responses":
-        return _effort_object(body.get("reasoning"))
-    if fmt == "gemini":
-        config = _either(body, "generationConfig", "generation_config")
-        thinking = _either(config, "thinkingConfig", "thinking_config")
-        if not isinstance(thinking, dict):
-            return False
-        budget = _either(thinking, "thinkingBudget", "thinking_budget")
-        level = _either(thinking, "thinkingLevel", "thinking_level")
-        include = _either(thinking, "includeThoughts", "include_thoughts")
-        return (
-            include is True
-            or (_is_number(budget) and budget != 0)
-            or (isinstance(level, str) and level != "")
-        )
-    return False
-
-
-def _effort_object(reasoning: Any) -> bool:
-    if not isinstance(reasoning, dict) or not reasoning:
-        return False
-    return reasoning.get("effort") != "none"
-
-
-def _either(obj: Any, camel: str, snake: str) -> Any:
-    # Gemini's REST API accepts proto JSON field names in both spellings.
-    if not isinstance(obj, dict):
-        return None
-    value = obj.get(camel)
-    return obj.get(snake) if value is None else value
-
-
-def _declares_tools(fmt: str, body: dict[str, Any]) -> bool:
-    tools = body.get("tools")
-    if isinstance(tools, list) and tools:
-        return True
-    if fmt == "openai-chat":
-        functions = body.get("functions")
-        return isinstance(functions, list) and bool(functions)
-    return False
 
 
 def estimate_tokens(fmt: str, body: Any) -> int:
@@ -159,7 +92,9 @@ def estimate_tokens(fmt: str, body: Any) -> int:
     if not isinstance(body, dict):
         return 0
     chars = 0
-    stack: list[Any] = [body.get(name) for name in _PROMPT_FIELDS.get(fmt, ())]
+    dialect = by_name(fmt)
+    fields = dialect.prompt_fields if dialect is not None else ()
+    stack: list[Any] = [body.get(name) for name in fields]
     while stack:
         node = stack.pop()
         if isinstance(node, str):

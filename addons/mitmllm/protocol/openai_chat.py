@@ -43,10 +43,12 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 from typing import TypeGuard
@@ -69,6 +71,14 @@ from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.toolspec import Note
+from mitmllm.protocol.toolspec import ToolSpec
+from mitmllm.protocol.toolspec import each_tool
+from mitmllm.protocol.toolspec import kind_of
+from mitmllm.protocol.toolspec import listed
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 PATH_SUFFIX = "/chat/completions"
 CHUNK_OBJECT = "chat.completion.chunk"
@@ -693,6 +703,9 @@ class OpenAIChat(Dialect):
         "cache_read": "prompt_tokens_details.cached_tokens",
         "reasoning": "completion_tokens_details.reasoning_tokens",
     }
+    default_auth = "bearer"
+    prompt_fields = ("messages", "tools", "functions")
+    native_flavour = "openai"
 
     # --- recognising requests -------------------------------------------------------------------
 
@@ -719,6 +732,71 @@ class OpenAIChat(Dialect):
             and isinstance(choices[0], dict)
             and "delta" in choices[0]
         )
+
+    def asks_thinking(self, body: dict[str, Any]) -> bool:
+        """``reasoning_effort`` (or an OpenRouter-style ``reasoning.effort``) is not ``none``."""
+        effort = body.get("reasoning_effort")
+        if isinstance(effort, str):
+            return effort != "none"
+        reasoning = body.get("reasoning")
+        return isinstance(reasoning, dict) and bool(reasoning) and reasoning.get("effort") != "none"
+
+    def declares_tools(self, body: dict[str, Any]) -> bool:
+        functions = body.get("functions")  # the legacy spelling
+        return super().declares_tools(body) or (isinstance(functions, list) and bool(functions))
+
+    # --- tools in requests -----------------------------------------------------------------------
+
+    def tool_specs(self, body: dict[str, Any], note: Note) -> Iterator[ToolSpec]:
+        """``tools[] {type: function, function: {...}}`` and ``{type: custom, custom: {name}}``,
+        then the legacy ``functions[]``."""
+        for tools, i, ptr, tool in each_tool(body, note):
+            kind = tool.get("type")
+            if kind not in ("function", "custom"):
+                continue
+            spec = tool.get(kind)
+            if isinstance(spec, dict):
+                key = "parameters" if kind == "function" else None
+                yield ToolSpec(tools, i, ptr, spec, f"{ptr}/{kind}", key)
+            else:
+                note(f"{ptr}/{kind}", f"{kind} is {kind_of(spec)}")
+        functions = listed(body, "functions", "/functions", note)
+        for i, fn in enumerate(functions):
+            ptr = f"/functions/{i}"
+            if isinstance(fn, dict):
+                yield ToolSpec(functions, i, ptr, fn, ptr, "parameters")
+            else:
+                note(ptr, f"function is {kind_of(fn)}, not an object")
+
+    def tool_name_references(self, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """tool_choice, the legacy function_call, and the conversation's earlier calls."""
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            yield from _named("/tool_choice/function", choice.get("function"))
+            allowed = choice.get("allowed_tools")
+            tools = allowed.get("tools") if isinstance(allowed, dict) else None
+            for i, t in enumerate(tools if isinstance(tools, list) else ()):
+                if isinstance(t, dict):
+                    yield from _named(
+                        f"/tool_choice/allowed_tools/tools/{i}/function", t.get("function")
+                    )
+        yield from _named("/function_call", body.get("function_call"))
+        messages = body.get("messages")
+        for i, m in enumerate(messages if isinstance(messages, list) else ()):
+            if not isinstance(m, dict):
+                continue
+            if m.get("role") in ("tool", "function"):
+                yield f"/messages/{i}", m
+            yield from _named(f"/messages/{i}/function_call", m.get("function_call"))
+            calls = m.get("tool_calls")
+            for j, call in enumerate(calls if isinstance(calls, list) else ()):
+                if isinstance(call, dict):
+                    ptr = f"/messages/{i}/tool_calls/{j}/function"
+                    yield from _named(ptr, call.get("function"))
+
+    def tool_type_problem(self, index: int, tool: dict[str, Any]) -> str | None:
+        kind = tool.get("type")
+        return None if kind == "function" else f"tools[{index}] has type {kind!r}, not 'function'"
 
     # --- validation -----------------------------------------------------------------------------
 
@@ -880,6 +958,11 @@ class OpenAIChat(Dialect):
     def keepalive(self) -> bytes | None:
         # A comment is never dispatched by the SDK decoders (unless an id: was seen, SSE-11).
         return b": keep-alive\n\n"
+
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.openai_chat import CONVERTER  # loaded only when translating
+
+        return CONVERTER
 
     # --- for humans -----------------------------------------------------------------------------
 
@@ -1078,6 +1161,11 @@ def _summarize_choice(c: dict[str, Any]) -> list[str]:
     if finish is not None:
         out.append(f"finish {finish}")
     return out
+
+
+def _named(ptr: str, value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(value, dict):
+        yield ptr, value
 
 
 DIALECT = OpenAIChat()

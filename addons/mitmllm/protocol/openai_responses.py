@@ -74,8 +74,10 @@ keep-alive an SSE comment (both SDKs skip comments).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 
@@ -97,6 +99,12 @@ from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.repair import renumbered
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
+from mitmllm.protocol.toolspec import Note
+from mitmllm.protocol.toolspec import ToolSpec
+from mitmllm.protocol.toolspec import each_tool
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.conversation import Converter
 
 # --- the event vocabulary -------------------------------------------------------------------------
 
@@ -1054,6 +1062,9 @@ class OpenAIResponses(Dialect):
     # Not part of the protocol. Recognised so that a stray [DONE] is judged by RSP-13 (harmless
     # after the terminal event) instead of failing JSON parsing as PAY-1.
     sentinel = "[DONE]"
+    default_auth = "bearer"
+    prompt_fields = ("instructions", "input", "tools")
+    native_flavour = "openai"
 
     # --- recognising requests -------------------------------------------------------------------
 
@@ -1073,6 +1084,42 @@ class OpenAIResponses(Dialect):
             return False
         etype = payload.get("type")
         return isinstance(etype, str) and (etype.startswith("response.") or etype == ERROR)
+
+    def asks_thinking(self, body: dict[str, Any]) -> bool:
+        """A non-empty ``reasoning`` object whose ``effort`` is not ``none``."""
+        reasoning = body.get("reasoning")
+        return isinstance(reasoning, dict) and bool(reasoning) and reasoning.get("effort") != "none"
+
+    # --- tools in requests -----------------------------------------------------------------------
+
+    def tool_specs(self, body: dict[str, Any], note: Note) -> Iterator[ToolSpec]:
+        """``tools[] {type: function, name, parameters}`` and ``{type: custom, name}``."""
+        for tools, i, ptr, tool in each_tool(body, note):
+            kind = tool.get("type")
+            if kind in ("function", "custom"):
+                key = "parameters" if kind == "function" else None
+                yield ToolSpec(tools, i, ptr, tool, ptr, key)
+
+    def tool_name_references(self, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """tool_choice (and its allowed tools) and the conversation's earlier calls."""
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            yield "/tool_choice", choice
+            tools = choice.get("tools")
+            for i, t in enumerate(tools if isinstance(tools, list) else ()):
+                if isinstance(t, dict):
+                    yield f"/tool_choice/tools/{i}", t
+        items = body.get("input")
+        for i, item in enumerate(items if isinstance(items, list) else ()):
+            if isinstance(item, dict) and item.get("type") in ("function_call", "custom_tool_call"):
+                yield f"/input/{i}", item
+
+    def tool_type_problem(self, index: int, tool: dict[str, Any]) -> str | None:
+        if tool.get("type") != "custom":
+            return None
+        name = tool.get("name")
+        label = repr(name) if isinstance(name, str) else f"#{index}"
+        return f"tool {label} has type 'custom'"
 
     # --- validation -----------------------------------------------------------------------------
 
@@ -1259,6 +1306,13 @@ class OpenAIResponses(Dialect):
         return orjson.dumps(
             {"error": {"message": message, "type": kind, "param": None, "code": None}}
         )
+
+    def converter(self) -> Converter:
+        from mitmllm.protocol.convert.openai_responses import (
+            CONVERTER,  # loaded only when translating
+        )
+
+        return CONVERTER
 
     # --- for humans -----------------------------------------------------------------------------
 

@@ -4,18 +4,8 @@ Clients declare tools with JSON schemas that their own upstream accepts; a diffe
 may reject the same request with HTTP 400. A *flavour* names the rules of the upstream a request
 goes to, and `sanitize` rewrites the tool declarations of a parsed request body to fit them.
 
-Where tools live, per wire format:
-
-=================  =======================================================================
-anthropic          ``tools[] {name, description, input_schema, type?}`` (server tools such
-                   as ``web_search_20250305`` carry no schema)
-openai-chat        ``tools[] {type: function, function: {name, description, parameters}}``,
-                   ``tools[] {type: custom, custom: {name}}``, legacy ``functions[]``
-openai-responses   ``tools[] {type: function, name, description, parameters, strict}``,
-                   ``{type: custom, name}``, built-ins (``web_search``, ...)
-gemini             ``tools[].functionDeclarations[] {name, description, parameters |
-                   parametersJsonSchema}``
-=================  =======================================================================
+Where tools live in a request is the dialect's knowledge (`Dialect.tool_specs`,
+`Dialect.tool_name_references`); this module works on the `ToolSpec`s it yields.
 
 Flavours:
 
@@ -54,7 +44,11 @@ from typing import Literal
 
 import orjson
 
+from mitmllm.protocol.detect import by_name
+from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.toolspec import ToolSpec
+from mitmllm.protocol.toolspec import kind_of as _kind
 
 Flavour = Literal["none", "openai", "anthropic", "gemini"]
 FLAVOURS: tuple[Flavour, ...] = ("none", "openai", "anthropic", "gemini")
@@ -65,7 +59,6 @@ def default_schema() -> dict[str, Any]:
     return {"type": "object", "properties": {}, "additionalProperties": False}
 
 
-_OPENAI_FORMATS = ("openai-chat", "openai-responses")
 _NAME_OK = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NAME_BAD_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 _NAME_MAX = 64
@@ -88,12 +81,13 @@ _MAX_DEPTH = 64
 
 
 def applies(flavour: str, fmt: str) -> bool:
-    """Does `flavour` do anything to request bodies of format `fmt`?"""
-    if flavour == "openai":
-        return fmt in _OPENAI_FORMATS
-    if flavour == "anthropic":
-        return fmt == "anthropic"
-    return flavour == "gemini"
+    """Does `flavour` do anything to request bodies of format `fmt`? A flavour applies to the
+    formats whose own API enforces it; ``gemini`` to every format (Gemini's OpenAI-compatible
+    endpoint reads OpenAI bodies)."""
+    if flavour == "gemini":
+        return True
+    dialect = _dialect(fmt)
+    return flavour != "none" and dialect is not None and dialect.native_flavour == flavour
 
 
 @dataclass(slots=True)
@@ -168,23 +162,23 @@ def lint(fmt: str, body: Any, findings: Findings) -> None:
     """Report REQ-1, REQ-2 and REQ-4 on a request as it is (nothing is changed)."""
     if not isinstance(body, dict):
         return
+    dialect = _dialect(fmt)
+    if dialect is None:
+        return
     tools = body.get("tools")
     for i, tool in enumerate(tools if isinstance(tools, list) else ()):
-        if not isinstance(tool, dict):
-            continue
-        kind = tool.get("type")
-        if fmt == "openai-chat" and kind != "function":
-            findings.add("REQ-2", f"tools[{i}] has type {kind!r}, not 'function'")
-        elif fmt in ("anthropic", "openai-responses") and kind == "custom":
-            findings.add("REQ-2", f"tool {_label(tool.get('name'), i)} has type 'custom'")
+        problem = dialect.tool_type_problem(i, tool) if isinstance(tool, dict) else None
+        if problem:
+            findings.add("REQ-2", problem)
+    native = dialect.native_flavour
     for fn in _functions(fmt, body, []):
         name = _label(fn.name, fn.index)
         schema = fn.spec.get(fn.schema_key, _MISSING) if fn.schema_key else _MISSING
-        if fmt in _OPENAI_FORMATS and fn.schema_key and schema is not _MISSING:
+        if native == "openai" and fn.schema_key and schema is not _MISSING:
             problem = _openai_schema_problem(schema)
             if problem:
                 findings.add("REQ-1", f"tool {name} parameters {problem}")
-        if fmt == "anthropic" and isinstance(schema, dict):
+        if native == "anthropic" and isinstance(schema, dict):
             combinators = [k for k in ("oneOf", "anyOf", "allOf") if k in schema]
             if combinators:
                 findings.add(
@@ -192,87 +186,28 @@ def lint(fmt: str, body: Any, findings: Findings) -> None:
                 )
 
 
-# --- where tools live ------------------------------------------------------------------------
+# --- where tools live (each dialect knows its own format) ----------------------------------------
 
 _MISSING: Any = object()
 
 
-@dataclass(slots=True)
-class _Fn:
-    """A named tool declaration: `spec` holds its name (and schema under `schema_key`)."""
-
-    owner: list[Any]  # the list holding the declaration's entry
-    index: int
-    pointer: str  # the entry
-    spec: dict[str, Any]
-    spec_pointer: str
-    schema_key: str | None  # None: a tool without a JSON schema (grammar tools)
-
-    @property
-    def name(self) -> Any:
-        return self.spec.get("name")
-
-    @property
-    def schema_pointer(self) -> str:
-        return f"{self.spec_pointer}/{self.schema_key}"
+def _dialect(fmt: str) -> Dialect | None:
+    return by_name(fmt)
 
 
-def _functions(fmt: str, body: dict[str, Any], notes: list[SchemaChange]) -> Iterator[_Fn]:
-    tools = _list(body, "tools", "/tools", notes)
-    for i, tool in enumerate(tools):
-        ptr = f"/tools/{i}"
-        if not isinstance(tool, dict):
-            notes.append(_note(None, ptr, f"tool is {_kind(tool)}, not an object"))
-            continue
-        kind = tool.get("type")
-        if fmt == "anthropic" and kind in (None, "custom"):
-            yield _Fn(tools, i, ptr, tool, ptr, "input_schema")
-        elif fmt == "openai-chat" and kind in ("function", "custom"):
-            spec = tool.get(kind)
-            if isinstance(spec, dict):
-                key = "parameters" if kind == "function" else None
-                yield _Fn(tools, i, ptr, spec, f"{ptr}/{kind}", key)
-            else:
-                notes.append(_note(None, f"{ptr}/{kind}", f"{kind} is {_kind(spec)}"))
-        elif fmt == "openai-responses" and kind in ("function", "custom"):
-            yield _Fn(tools, i, ptr, tool, ptr, "parameters" if kind == "function" else None)
-        elif fmt == "gemini":
-            key = "functionDeclarations"
-            if key not in tool:
-                key = "function_declarations"
-            decls = _list(tool, key, f"{ptr}/{key}", notes)
-            for j, decl in enumerate(decls):
-                dptr = f"{ptr}/{key}/{j}"
-                if isinstance(decl, dict):
-                    yield _Fn(decls, j, dptr, decl, dptr, "parameters")
-                else:
-                    notes.append(_note(None, dptr, f"declaration is {_kind(decl)}"))
-    if fmt == "openai-chat":
-        functions = _list(body, "functions", "/functions", notes)
-        for i, fn in enumerate(functions):
-            ptr = f"/functions/{i}"
-            if isinstance(fn, dict):
-                yield _Fn(functions, i, ptr, fn, ptr, "parameters")
-            else:
-                notes.append(_note(None, ptr, f"function is {_kind(fn)}, not an object"))
-
-
-def _list(obj: dict[str, Any], key: str, ptr: str, notes: list[SchemaChange]) -> list[Any]:
-    """obj[key] if it is a list; [] if absent or null; [] and a note otherwise."""
-    value = obj.get(key)
-    if isinstance(value, list):
-        return value
-    if value is not None:
-        notes.append(_note(None, ptr, f"{key} is {_kind(value)}, not a list"))
-    return []
+def _functions(fmt: str, body: dict[str, Any], notes: list[SchemaChange]) -> Iterator[ToolSpec]:
+    dialect = _dialect(fmt)
+    if dialect is None:
+        return iter(())
+    return dialect.tool_specs(body, lambda ptr, reason: notes.append(_note(None, ptr, reason)))
 
 
 # --- openai ----------------------------------------------------------------------------------
 
 
-def _openai(fmt: str, body: dict[str, Any], fns: list[_Fn], out: Sanitized) -> None:
-    keep: list[_Fn] = []
-    drop: list[_Fn] = []
+def _openai(fmt: str, body: dict[str, Any], fns: list[ToolSpec], out: Sanitized) -> None:
+    keep: list[ToolSpec] = []
+    drop: list[ToolSpec] = []
     for fn in fns:
         name = fn.name
         if name is None or (isinstance(name, str) and not name.strip()):
@@ -316,7 +251,7 @@ def _openai_schema_problem(schema: Any) -> str | None:
     return None
 
 
-def _openai_schema(fn: _Fn, out: Sanitized) -> None:
+def _openai_schema(fn: ToolSpec, out: Sanitized) -> None:
     key = fn.schema_key
     assert key is not None
     tool, ptr = fn.name, fn.schema_pointer
@@ -393,7 +328,7 @@ def _default_reason(schema: Any) -> str | None:
     return None
 
 
-def _openai_names(fmt: str, body: dict[str, Any], fns: list[_Fn], out: Sanitized) -> None:
+def _openai_names(fmt: str, body: dict[str, Any], fns: list[ToolSpec], out: Sanitized) -> None:
     taken = {fn.name for fn in fns if _NAME_OK.fullmatch(fn.name)}
     renamed: dict[str, str] = {}  # client -> upstream
     for fn in fns:
@@ -446,52 +381,14 @@ def _upstream_name(name: str, taken: set[str]) -> str:
 
 def _name_references(fmt: str, body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(pointer, object with a "name") for every place a request refers to a tool by name."""
-    choice = body.get("tool_choice")
-    if fmt == "openai-chat":
-        if isinstance(choice, dict):
-            yield from _dicts("/tool_choice/function", choice.get("function"))
-            allowed = choice.get("allowed_tools")
-            tools = allowed.get("tools") if isinstance(allowed, dict) else None
-            for i, t in enumerate(tools if isinstance(tools, list) else ()):
-                if isinstance(t, dict):
-                    yield from _dicts(
-                        f"/tool_choice/allowed_tools/tools/{i}/function", t.get("function")
-                    )
-        yield from _dicts("/function_call", body.get("function_call"))
-        messages = body.get("messages")
-        for i, m in enumerate(messages if isinstance(messages, list) else ()):
-            if not isinstance(m, dict):
-                continue
-            if m.get("role") in ("tool", "function"):
-                yield f"/messages/{i}", m
-            yield from _dicts(f"/messages/{i}/function_call", m.get("function_call"))
-            calls = m.get("tool_calls")
-            for j, call in enumerate(calls if isinstance(calls, list) else ()):
-                if isinstance(call, dict):
-                    yield from _dicts(
-                        f"/messages/{i}/tool_calls/{j}/function", call.get("function")
-                    )
-    elif fmt == "openai-responses":
-        if isinstance(choice, dict):
-            yield from _dicts("/tool_choice", choice)
-            tools = choice.get("tools")
-            for i, t in enumerate(tools if isinstance(tools, list) else ()):
-                yield from _dicts(f"/tool_choice/tools/{i}", t)
-        items = body.get("input")
-        for i, item in enumerate(items if isinstance(items, list) else ()):
-            if isinstance(item, dict) and item.get("type") in ("function_call", "custom_tool_call"):
-                yield f"/input/{i}", item
-
-
-def _dicts(ptr: str, value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    if isinstance(value, dict):
-        yield ptr, value
+    dialect = _dialect(fmt)
+    return dialect.tool_name_references(body) if dialect is not None else iter(())
 
 
 # --- anthropic -------------------------------------------------------------------------------
 
 
-def _anthropic(fns: list[_Fn], out: Sanitized) -> None:
+def _anthropic(fns: list[ToolSpec], out: Sanitized) -> None:
     for fn in fns:
         if fn.spec.get("type") == "custom":
             del fn.spec["type"]
@@ -522,7 +419,7 @@ def _anthropic(fns: list[_Fn], out: Sanitized) -> None:
 # --- gemini ----------------------------------------------------------------------------------
 
 
-def _gemini(fn: _Fn, out: Sanitized) -> None:
+def _gemini(fn: ToolSpec, out: Sanitized) -> None:
     key = fn.schema_key
     if key is None or key not in fn.spec:
         return
@@ -739,14 +636,6 @@ def _note(tool: str | None, path: str, reason: str, rule: str | None = None) -> 
 
 def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), "a number" if _is_number(value) else type(value).__name__
-    )
 
 
 def _label(name: Any, index: int) -> str:
