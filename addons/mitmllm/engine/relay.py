@@ -802,7 +802,11 @@ async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:
                 return await content.readany()
         except TimeoutError:
             pass
-    # Bytes that arrived while the event loop was busy elsewhere are not a stall.
+    # Bytes that arrived while the event loop was busy elsewhere are not a stall. Sockets that
+    # became readable meanwhile are read on the loop's next turns (one to poll them, one to run
+    # their callbacks), so give it those before judging.
+    for _ in range(2):
+        await asyncio.sleep(0)
     if content.at_eof():
         return b""
     return content.read_nowait() or None
