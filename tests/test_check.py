@@ -31,7 +31,9 @@ def run(*paths: Path, **kw: object) -> tuple[int, str]:
 def test_a_healthy_recording_is_ok_and_exits_0() -> None:
     status, text = run(HEALTHY)
     assert status == 0
-    assert text.splitlines()[0] == f"{HEALTHY}: anthropic, 15 events, complete: ok"
+    assert text.splitlines()[0] == (
+        f"{HEALTHY}: anthropic, 15 events, complete, tokens 472 in, 89 out: ok"
+    )
 
 
 def test_a_spliced_keepalive_is_a_table_of_rule_severity_event_and_message() -> None:
@@ -54,6 +56,7 @@ def test_json_follows_its_documented_schema() -> None:
     spliced, healthy = (f.streams[0] for f in report.files)
     assert [f.kind for f in report.files] == ["sse", "sse"]
     assert spliced.format == "anthropic" and spliced.events == 16 and spliced.complete is True
+    assert healthy.usage == {"input": 472, "output": 89}
     first = data["files"][0]["streams"][0]["findings"][0]
     assert set(first) == {"rule", "severity", "event", "offset", "message"}
     assert healthy.findings == [] and report.totals.streams == 2

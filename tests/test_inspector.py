@@ -93,6 +93,7 @@ async def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> Non
         await addon.response(f)
         meta = f.metadata["mitmllm"]
         assert meta["format"] == "anthropic" and meta["events"] == 7 and meta["findings"] == []
+        assert meta["usage"] == {"input": 5, "output": 3}
         assert f.response.raw_content == HEALTHY
         assert not f.marked and not f.comment
 

@@ -27,9 +27,10 @@ from pydantic import BaseModel
 from pydantic import Field
 
 from mitmllm.engine import fixtures
+from mitmllm.engine.report import FlowReport
+from mitmllm.engine.report import Usage
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Finding
-from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.rules import Severity
 from mitmllm.protocol.stream import StreamChecker
 
@@ -72,6 +73,11 @@ class StreamOut(BaseModel):
     events: int | None = Field(default=None, description="SSE blocks read (null: not a stream).")
     complete: bool | None = Field(
         default=None, description="The stream's success terminator arrived (null: no stream)."
+    )
+    usage: dict[str, int] = Field(
+        default_factory=dict,
+        description="Token counts the response carried: input, output, cache_read, cache_write, "
+        "reasoning (those it has).",
     )
     findings: list[FindingOut] = Field(default_factory=list)
     suppressed: dict[str, int] = Field(
@@ -132,8 +138,13 @@ def check_sse(path: Path, data: bytes, dialect: str | None) -> list[StreamOut]:
     checker = StreamChecker(chosen, autodetect=chosen is None)
     checker.feed(data)
     checker.close()
-    fmt = checker.dialect.name if checker.dialect else None
-    return [_stream_out(str(path), fmt, checker.findings, checker.events, _complete(checker))]
+    found, v = checker.dialect, checker.validator
+    report = FlowReport(format=found.name if found else None, stream=True)
+    report.findings, report.events = checker.findings, checker.events
+    if found is not None and v is not None:
+        report.complete = v.complete
+        report.usage = Usage.from_dict(found.usage(v.usage))
+    return [_stream_out(str(path), report)]
 
 
 def check_fixture(path: Path) -> list[StreamOut]:
@@ -142,16 +153,11 @@ def check_fixture(path: Path) -> list[StreamOut]:
     except fixtures.FixtureError as e:
         raise Unreadable(str(e)) from e
     result = fixtures.replay_fixture(fixture)
-    stream = fixture.response is not None and fixture.stream
-    return [
-        _stream_out(
-            str(path),
-            fixture.format,
-            result.findings,
-            result.events if stream else None,
-            result.terminal == "complete" if stream else None,
-        )
-    ]
+    report = FlowReport(format=fixture.format, model=fixture.model, stream=fixture.stream)
+    report.findings = result.findings
+    if fixture.response is not None and fixture.stream:
+        report.events, report.complete = result.events, result.terminal == "complete"
+    return [_stream_out(str(path), report)]
 
 
 def check_flows(path: Path) -> list[StreamOut]:
@@ -168,37 +174,23 @@ def check_flows(path: Path) -> list[StreamOut]:
                 if not isinstance(flow, http.HTTPFlow):
                     continue
                 report = stored_report(flow)
-                if report is None:
-                    continue
-                out.append(
-                    _stream_out(
-                        f"{path}#{n}",
-                        report.format,
-                        report.findings,
-                        report.events,
-                        report.complete if report.events is not None else None,
-                    )
-                )
+                if report is not None:
+                    out.append(_stream_out(f"{path}#{n}", report))
     except FlowReadException as e:
         raise Unreadable(f"not a mitmproxy flow file ({e})") from e
     return out
 
 
-def _complete(checker: StreamChecker) -> bool | None:
-    v = checker.validator
-    return bool(v.complete) if v is not None else None
-
-
-def _stream_out(
-    name: str, fmt: str | None, findings: Findings, events: int | None, complete: bool | None
-) -> StreamOut:
+def _stream_out(name: str, report: FlowReport) -> StreamOut:
+    """One stream's result: what its flow report says."""
     return StreamOut(
         name=name,
-        format=fmt,
-        events=events,
-        complete=complete,
-        findings=[FindingOut.of(f) for f in findings],
-        suppressed=dict(findings.suppressed),
+        format=report.format,
+        events=report.events,
+        complete=report.complete if report.events is not None else None,
+        usage=report.usage.to_dict() if report.usage is not None else {},
+        findings=[FindingOut.of(f) for f in report.findings],
+        suppressed=dict(report.findings.suppressed),
     )
 
 
@@ -286,6 +278,9 @@ def _headline(s: StreamOut) -> str:
         parts.append(f"{s.events} events")
     if s.complete is not None:
         parts.append("complete" if s.complete else "incomplete")
+    usage = Usage.from_dict(s.usage)
+    if usage is not None:
+        parts.append(f"tokens {usage}")
     worst = min((x.severity for x in s.findings), key=_ORDER.__getitem__, default=None)
     verdict = "ok" if worst is None else f"{len(s.findings)} finding(s), worst {worst}"
     return f"{s.name}: {', '.join(parts)}: {verdict}"

@@ -6,6 +6,8 @@ Rewriter      request: model rules, parameters, tool schemas; response: restamp 
 Failover      request: route through the relay; responseheaders: show the serving upstream
 Inspector     responseheaders: tap the stream; response/error: findings, marks, summary
 Recorder      response/error: write fixtures (after the inspector, so findings are in)
+Metrics       response/error: count the finished flow (optional Prometheus endpoint)
+Runtime       running: start-up housekeeping, the ready line
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from mitmllm.glue.contentview import register
 from mitmllm.glue.failover import Failover
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
+from mitmllm.glue.metrics import MetricsExporter
 from mitmllm.glue.recorder import Recorder
 from mitmllm.glue.rewriter import Rewriter
 from mitmllm.glue.runtime import Runtime
@@ -30,13 +33,15 @@ def inspection_addons() -> list[Any]:
 def all_addons(*, script: bool = False) -> list[Any]:
     """Every addon, in hook order; `script` when mitmproxy loads them from a script (-s)."""
     config = ConfigLoader(log_startup_errors=script)
+    failover = Failover(config)
     return [
         config,
         Recognizer(),
         Rewriter(config),
-        Failover(config),
+        failover,
         Inspector(),
         Recorder(config),
+        MetricsExporter(failover.breakers),
         Runtime(),
     ]
 
