@@ -883,4 +883,7 @@ NOT_FROM_UPSTREAM: dict[str, str] = {
     "started: seeded by a fail-over case, not a single upstream's stream",
     "RLY-3": "the relay's outcome when the serving upstream fails after the response started: "
     "seeded by a fail-over case",
+    "XLT-4": "a translation's outcome when an upstream's stream, legal in its own format "
+    "(interleaved Chat tool calls), cannot be written in the client's: a translated hop's, not a "
+    "single upstream's stream",
 }
