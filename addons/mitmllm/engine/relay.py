@@ -68,9 +68,11 @@ from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Repairer
+from mitmllm.protocol.rules import RULES
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import is_event_stream
 
@@ -146,6 +148,8 @@ class Attempt:
     retry_after: float | None = None
     committed: bool = False
     findings: str | None = None
+    #: what mitmllm mended in this upstream's stream (its FIX-* findings, as dicts)
+    repairs: list[dict[str, Any]] | None = None
 
     @property
     def failed(self) -> bool:
@@ -337,7 +341,7 @@ class _Exchange:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
                 if self.checker is not None:  # what was wrong with the failed stream, too
-                    attempt.findings = self.checker.findings.summary()
+                    _record_findings(attempt, self.checker.findings)
                     self.checker = None
                 attempt.outcome, attempt.error = fail.outcome, fail.error
                 attempt.retry_after = fail.retry_after
@@ -680,7 +684,7 @@ class _Exchange:
             committed = True
             await self._commit(up, hop, attempt, info, t0)
         await self._write(gate.take())
-        attempt.findings = upstream.findings.summary()
+        _record_findings(attempt, upstream.findings)
         v = client.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (
@@ -741,6 +745,8 @@ class _Exchange:
         if attempt.outcome in ("pending", "ok"):
             attempt.outcome = "failed_after_commit"
         attempt.error = message
+        if self.checker is not None:
+            _record_findings(attempt, self.checker.findings)
         self.plan.outcome = "failed_after_commit"
         logger.warning(
             "relay %s: %s; ending the stream with an error event", self.plan.route, message
@@ -810,22 +816,50 @@ class _Exchange:
         return resp
 
 
+def _record_findings(attempt: Attempt, findings: Findings) -> None:
+    """What the upstream's stream broke, and what mitmllm mended in it, on the attempt."""
+    attempt.findings = findings.summary()
+    repairs = [f for f in findings if f.rule.startswith("FIX-")]
+    if repairs:
+        attempt.repairs = [
+            {**f.to_dict(), "mends": ", ".join(RULES[f.rule].mends)} for f in repairs
+        ]
+
+
 def _copy_json(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
 async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:
     """The next chunk within `wait` seconds (b"" at the end of the body), or None if none came."""
-    if wait > 0:
-        try:
-            async with asyncio.timeout(wait):
-                return await content.readany()
-        except TimeoutError:
-            pass
-    # Bytes that arrived while the event loop was busy elsewhere are not a stall.
-    if content.at_eof():
-        return b""
-    return content.read_nowait() or None
+    try:
+        if wait > 0:
+            try:
+                async with asyncio.timeout(wait):
+                    return await content.readany()
+            except TimeoutError:
+                pass
+        # Bytes that arrived while the event loop was busy elsewhere are not a stall.
+        if content.at_eof():
+            return b""
+        return content.read_nowait() or None
+    except aiohttp.ClientPayloadError:
+        rest = _received(content)
+        if rest:
+            return rest  # the failure is raised again by the next read
+        raise
+
+
+def _received(content: aiohttp.StreamReader) -> bytes:
+    """Bytes that arrived before the connection failed. aiohttp raises the failure on the next
+    read even while they wait in its buffer, but a stream cut after its content must still
+    commit and pass that content on, whenever the relay got round to reading it."""
+    try:
+        if content._buffer:
+            return content._read_nowait(-1)
+    except Exception:  # aiohttp's internals moved: the failure is raised as it is
+        logger.debug("could not read the bytes before a connection failure", exc_info=True)
+    return b""
 
 
 async def _read_some(up: aiohttp.ClientResponse, limit: int, timeout: float) -> bytes:

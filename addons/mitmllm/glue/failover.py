@@ -38,6 +38,8 @@ from mitmllm.glue.configaddon import ConfigLoader
 from mitmllm.glue.flowstate import LLMFlow
 from mitmllm.protocol import detect
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.findings import Finding
+from mitmllm.protocol.findings import Severity
 
 logger = logging.getLogger("mitmllm.failover")
 
@@ -192,6 +194,7 @@ class Failover:
                 )
             )
         t = config.timeouts(route)
+        repair = config.repair_of(route)
         key = None
         if route.sticky is not None:
             key = session_key(route.sticky.key, flow.request.headers, state.request)
@@ -208,9 +211,12 @@ class Failover:
                 idle=t.idle,
                 total=t.total,
                 keepalive=t.keepalive,
+                first_byte=t.first_byte,
             ),
             forward_client_credentials=route.forward_client_credentials,
             early_commit=route.early_commit,
+            repair=repair.enabled,
+            fails=None if repair.fail_on is None else frozenset(repair.fail_on),
             prepare=_prepare(state.dialect),
             sticky_key=key,
         )
@@ -224,7 +230,7 @@ class Failover:
         if state.dialect is None:
             return
         if plan.served is None:
-            if plan.early_commit:  # headers went out before any upstream answered
+            if plan.headers_early:  # headers went out before any upstream committed
                 state.rewrites.append(self._deferred_rewrites(state))
             return
         state.rewrites.extend(self._response_rewrites(state))
@@ -282,7 +288,7 @@ class Failover:
         if TOKEN_HEADER in flow.request.headers:  # the flow never got response headers
             self.relay.revoke(flow.request.headers[TOKEN_HEADER])
             self._show_upstream(flow, state)
-        elif plan.early_commit and plan.served is not None:  # served after headers went out
+        elif plan.headers_early and plan.served is not None:  # served after headers went out
             self._show_upstream(flow, state)
         attempts = [a.to_dict() for a in plan.attempts]
         outcome = plan.outcome
@@ -293,6 +299,12 @@ class Failover:
         state.info["attempts"] = attempts
         state.info["relay"] = outcome
         f = state.findings
+        served = next((a for a in reversed(plan.attempts) if a.committed), None)
+        if served is not None and served.repairs:
+            # what mitmllm changed in what the client got is the flow's to show (FIX-*)
+            f.extend([Finding.from_dict(r) for r in served.repairs])
+            if not f.by_severity(Severity.ERROR):
+                state.info["repaired"] = True
         if plan.served is not None:
             state.info["upstream"] = plan.served.upstream.name
             index = next((i for i, h in enumerate(plan.hops) if h is plan.served), 0)

@@ -41,6 +41,8 @@ class LLMFlow:
     served_model: str | None = None
     # The fail-over plan (mitmllm.engine.relay.Plan) of a routed flow.
     plan: Any = None
+    # The commit gate of an inspect-only flow whose stream is repaired (mitmllm_repair).
+    gate: Any = None
     finalized: bool = False
 
     @property

@@ -30,6 +30,8 @@ from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.gate import Gate
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
 from mitmllm.protocol.stream import check_head
@@ -104,6 +106,21 @@ class Inspector:
             ":arrows_counterclockwise:",
             "flow.marked for flows a fallback upstream served without errors.",
         )
+        loader.add_option(
+            "mitmllm_repair",
+            bool,
+            False,
+            """Repair the event streams of flows that are not routed, as routes do: keep-alives
+            spliced inside events, indices, a missing terminator after a complete answer (never
+            text, tool arguments, stop reasons or usage). The flow keeps what the upstream sent
+            and its findings, and records each repair as a FIX-* finding.""",
+        )
+        loader.add_option(
+            "mitmllm_marker_repaired",
+            str,
+            ":wrench:",
+            "flow.marked for flows whose stream mitmllm repaired so that the client got no error.",
+        )
         loader.add_option("mitmllm_summary", bool, True, "Log one summary line per LLM flow.")
         loader.add_option(
             "mitmllm_worker",
@@ -115,7 +132,12 @@ class Inspector:
         )
 
     def configure(self, updated: set[str]) -> None:
-        for name in ("mitmllm_marker_error", "mitmllm_marker_warning", "mitmllm_marker_failover"):
+        for name in (
+            "mitmllm_marker_error",
+            "mitmllm_marker_warning",
+            "mitmllm_marker_failover",
+            "mitmllm_marker_repaired",
+        ):
             if name in updated:
                 value = getattr(ctx.options, name)
                 if value and not (value.startswith(":") and value.endswith(":") and len(value) > 2):
@@ -173,8 +195,11 @@ class Inspector:
             resp.stream = True
             return
         t0 = flow.request.timestamp_start
-        if self.worker is not None and self.worker.alive and not state.rewrites:
+        repair = ctx.options.mitmllm_repair and state.plan is None  # routes repair in the relay
+        if self.worker is not None and self.worker.alive and not state.rewrites and not repair:
             state.tap = FramingTap(self.worker, state.format, state.request, t0)
+        elif repair:
+            state.tap = Tap(repairing_pipeline(state), t0)
         else:
             checker = StreamChecker(
                 state.dialect, state.findings, request=state.request, autodetect=True
@@ -249,6 +274,8 @@ class Inspector:
                 result = await self._worker_result(tap, state)
             else:
                 result = StreamResult.of(tap.pipeline.checker)
+                if tap.pipeline.repairer is not None:
+                    record_repair(state, tap.pipeline)
         elif resp is not None and not resp.stream:
             check_body(
                 state.dialect,
@@ -264,6 +291,36 @@ class Inspector:
             line = summary_line(flow, state)
             level = logging.WARNING if state.findings.worst == Severity.ERROR else logging.INFO
             logger.log(level, line)
+
+
+def repairing_pipeline(state: LLMFlow) -> Pipeline:
+    """The tap's pipeline for an inspect-only flow with repairs on: what the upstream sent is
+    checked into the flow's findings (with the repairs made), what the client gets on its own,
+    and a commit gate records what a fail-over route would have made of the stream."""
+    upstream = StreamChecker(state.dialect, state.findings, request=state.request, autodetect=True)
+    client = StreamChecker(state.dialect, request=state.request, autodetect=True)
+    repairer = Repairer(state.dialect, state.findings, request=state.request)
+    gate = state.gate = Gate(state.dialect, client.findings, collect=False)
+    return Pipeline(
+        client, state.rewrites, upstream=upstream, repairer=repairer, on_event=gate.push
+    )
+
+
+def record_repair(state: LLMFlow, pipeline: Pipeline) -> None:
+    """What the client got after the repairs, and what a route's gate would have decided."""
+    client = pipeline.checker.findings
+    state.info["client"] = client.summary()
+    if (
+        pipeline.repairer is not None
+        and pipeline.repairer.repairs
+        and not client.by_severity(Severity.ERROR)
+    ):
+        state.info["repaired"] = True
+    gate = state.gate
+    if gate is not None:
+        gate.close()
+        if gate.failed:
+            state.info["gate"] = f"a route would fail over: {gate.outcome} ({gate.reason})"
 
 
 def write_metadata(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None = None) -> None:
@@ -311,10 +368,13 @@ def flag(flow: http.HTTPFlow, state: LLMFlow) -> None:
     worst = state.findings.worst
     if worst is None:
         return
-    if worst == Severity.ERROR:
+    repaired = state.info.get("repaired")
+    if worst == Severity.ERROR and not repaired:
         marker = ctx.options.mitmllm_marker_error
     elif state.info.get("fell_back"):
         marker = ctx.options.mitmllm_marker_failover
+    elif repaired:
+        marker = ctx.options.mitmllm_marker_repaired
     elif worst == Severity.WARNING:
         marker = ctx.options.mitmllm_marker_warning
     else:
@@ -322,7 +382,14 @@ def flag(flow: http.HTTPFlow, state: LLMFlow) -> None:
     if marker and not flow.marked:
         flow.marked = marker
     first = next((f for f in state.findings if f.severity == worst), next(iter(state.findings)))
-    text = f"{state.findings.summary()} | {first.rule}: {first.message}"
+    # what each upstream of a routed flow sent, so that ~comment finds its rules too
+    attempts = [
+        f"{a['upstream']}: {a['findings']}"
+        for a in state.info.get("attempts") or ()
+        if a.get("findings") not in (None, "ok")
+    ]
+    upstreams = f" | {'; '.join(attempts)}" if attempts else ""
+    text = f"{state.findings.summary()}{upstreams} | {first.rule}: {first.message}"
     flow.comment = text if len(text) <= 240 else text[:239] + "…"
 
 
