@@ -105,3 +105,28 @@ def test_request_view_shows_rewrites_before_and_after() -> None:
     text = render_request(body, detect.by_name("anthropic"), "/v1/messages", meta)
     assert "rewritten to: claude-sonnet-4-5 (rule alias)" in text
     assert "before: {}" in text and 'after:  {"type": "object", "properties": {}}' in text
+
+
+def test_stream_view_of_a_repaired_flow_says_what_the_upstream_sent_and_what_was_mended() -> None:
+    flow = _flow(HEALTHY)
+    flow.metadata["mitmllm"] = {
+        "summary": "SSE-18, PAY-1, FIX-2",
+        "client": "ok",
+        "findings": [
+            {"rule": "SSE-18", "severity": "error", "event": 3, "message": "cut"},
+            {"rule": "FIX-2", "severity": "info", "event": 2, "message": "keep-alive removed"},
+        ],
+    }
+    text = LLMStreamContentview().prettify(HEALTHY, _metadata(flow, flow.response))
+    head = text.splitlines()
+    assert head[0] == "repaired by mitmllm; the upstream sent SSE-18, PAY-1, FIX-2"
+    assert "validate as: ok" in head[1]
+    assert head[2].startswith("  FIX-2 @event 2 (mends SSE-18, PAY-1") and "removed" in head[2]
+    assert "Anthropic Messages" in text
+
+
+def test_stream_view_of_an_unrepaired_flow_has_no_repair_header() -> None:
+    flow = _flow(HEALTHY)
+    flow.metadata["mitmllm"] = {"findings": [], "summary": "ok"}
+    text = LLMStreamContentview().prettify(HEALTHY, _metadata(flow, flow.response))
+    assert text.startswith("Anthropic Messages")

@@ -2,6 +2,8 @@
 
 * "LLM stream": a response event stream as numbered events with a one-line summary each, the
   findings inline at the event they concern, then the message a client would have assembled.
+  The body is what the client got; when mitmllm repaired the stream, a header says what the
+  upstream sent and each repair (FIX-*) made on the way.
 * "LLM request": model, stream flag, tools (names and schema sizes), message count, and what
   mitmllm rewrote.
 
@@ -28,6 +30,7 @@ from mitmllm.protocol.dialect import SENTINEL
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.rules import RULES
 from mitmllm.protocol.stream import check_stream
 from mitmllm.protocol.stream import is_event_stream
 
@@ -100,6 +103,25 @@ def render_stream(data: bytes, dialect: Dialect | None, request: Any = None) -> 
     return "\n".join(out) + "\n"
 
 
+def render_repairs(meta: dict[str, Any]) -> str:
+    """What the upstream sent and what mitmllm mended, for a flow whose stream it repaired."""
+    repairs = [f for f in meta.get("findings") or () if str(f.get("rule", "")).startswith("FIX-")]
+    if not repairs:
+        return ""
+    sent = [
+        f"{a.get('upstream')}: {a['findings']}"
+        for a in meta.get("attempts") or ()
+        if a.get("committed") and a.get("findings")
+    ] or [str(meta.get("summary", ""))]
+    out = [f"repaired by mitmllm; the upstream sent {'; '.join(sent)}"]
+    out.append(f"the client got these bytes, which validate as: {meta.get('client', '-')}")
+    for f in repairs:
+        where = f" @event {f['event']}" if f.get("event") is not None else ""
+        mends = ", ".join(RULES[f["rule"]].mends) if f["rule"] in RULES else ""
+        out.append(f"  {f['rule']}{where} (mends {mends}): {f.get('message', '')}")
+    return "\n".join(out) + "\n\n"
+
+
 def _describe(ev: Any, payload: Any, dialect: Dialect | None) -> str:
     if payload is NO_DATA:
         if ev.is_blank:
@@ -154,10 +176,10 @@ class LLMStreamContentview(Contentview):
         return "LLM stream"
 
     def prettify(self, data: bytes, metadata: Metadata) -> str:
-        dialect, body = _flow_dialect(
-            metadata.flow if isinstance(metadata.flow, http.HTTPFlow) else None
-        )
-        return render_stream(data, dialect, body)
+        flow = metadata.flow if isinstance(metadata.flow, http.HTTPFlow) else None
+        dialect, body = _flow_dialect(flow)
+        meta = (flow.metadata.get(METADATA_KEY) or {}) if flow is not None else {}
+        return render_repairs(meta) + render_stream(data, dialect, body)
 
     def render_priority(self, data: bytes, metadata: Metadata) -> float:
         msg = metadata.http_message
