@@ -23,9 +23,11 @@ proxy *ARGS:
 check *ARGS:
     mitmllm check {{ARGS}}
 
-# Run the whole test suite (installs Debian's chromium for the browser test when it can).
+# Run the whole test suite (installs Debian's chromium for the browser test and Claude Code for
+# its end-to-end test when it can).
 test *ARGS:
     .ci/install-browser || echo "chromium could not be installed: the browser test will be skipped"
+    .ci/install-claude-code || echo "Claude Code could not be installed: its test will be skipped"
     pytest {{ARGS}}
 
 # Run the headless-Chromium test of mitmweb with mitmllm.

@@ -169,6 +169,8 @@ async def test_sdk_helper_gets_a_correct_message_or_the_documented_outcome(
             assert finished, f"{row.key}: no end reason"
             if row.group is Group.REWRITE and row.fmt == OPENAI_CHAT:
                 assert tools == (LONG_TOOL_NAME,)  # its own tool name, not the upstream's
+            elif row.scenario == "tool-index-1":  # mended: one call, as the first block
+                assert len(tools) == 1 and text == "", (row.key, tools, text)
             else:
                 assert text == TEXTS.get(row.scenario, TEXT), (row.key, text)
                 assert model is not None and row.request_model.split("~")[0] in model
@@ -181,5 +183,7 @@ async def test_sdk_helper_gets_a_correct_message_or_the_documented_outcome(
         assert expected_rules(row.scenario, row.fmt) <= flagged, meta["summary"]
     if outcome.startswith("silent"):
         assert flow.marked, "a silent failure must be flagged"
+    if row.group is Group.REPAIR:  # the same breakage as a broken row, mended on its route
+        assert meta["upstream"].endswith("primary") and "FIX-" in meta["summary"]
     if row.group is Group.FAILOVER and row.served_by == "fallback":
         assert meta["upstream"].endswith("fallback") and "RLY-1" in meta["summary"]

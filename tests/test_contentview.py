@@ -252,3 +252,24 @@ def test_views_render_broken_input_without_raising() -> None:
         assert render_stream(body, None)
     for request in ({}, {"messages": "x"}, {"messages": [1, {"content": 3}]}, [1]):
         assert render_request(request, ANTHROPIC, "/v1/messages", FlowReport())
+
+
+def test_stream_view_of_a_repaired_flow_says_what_the_upstream_sent_and_what_was_mended() -> None:
+    flow = _flow(HEALTHY)
+    report = FlowReport(format="anthropic", client="ok", client_clean=True)
+    report.findings.add("SSE-18", "cut", event=3)
+    report.repairs = [Repair("FIX-2", "SSE-18, PAY-1", "keep-alive removed", event=2)]
+    flow.metadata[METADATA_KEY] = report.to_metadata()
+    text = LLMStreamContentview().prettify(HEALTHY, _metadata(flow, flow.response))
+    lines = text.splitlines()
+    mended = lines.index("--- repairs: 1 ---")
+    assert lines[mended + 1] == "   FIX-2 mends SSE-18, PAY-1 @event 2: keep-alive removed"
+    assert lines[mended + 2].endswith("validates as: ok")
+    assert "SSE-18" in text and "Anthropic Messages" in text
+
+
+def test_stream_view_of_an_unrepaired_flow_has_no_repairs() -> None:
+    flow = _flow(HEALTHY)
+    flow.metadata[METADATA_KEY] = FlowReport(format="anthropic").to_metadata()
+    text = LLMStreamContentview().prettify(HEALTHY, _metadata(flow, flow.response))
+    assert "repairs" not in text and "Anthropic Messages" in text

@@ -292,3 +292,16 @@ def test_REQ_1_quick_run_tool_schema_is_sanitized_upstream_and_named_back(quick_
     body = flow.response.raw_content if flow.response else None
     assert body is not None and LONG_TOOL_NAME.encode() in body
     assert tool["function"]["name"].encode() not in body
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in QUICK if r.group is Group.REPAIR], ids=lambda r: r.key.replace(" ", "-")
+)
+def test_quick_run_repaired_rows_are_served_mended_by_the_primary(quick_run: Run, row: Row) -> None:
+    flow = quick_run.flows[row.key]
+    meta = flow.metadata["mitmllm"]
+    assert meta["upstream"] == upstream_name(row.fmt, "primary") and "fell_back" not in meta
+    (attempt,) = meta["attempts"]
+    assert attempt["outcome"] == "ok" and attempt["repairs"]
+    assert any(r.startswith("FIX-") for r in _rules(flow)) and flow.marked == ":wrench:"
+    assert meta["complete"] is True

@@ -380,7 +380,7 @@ async def test_RLY_3_failure_after_commit_ends_with_an_error_event(
     assert len(primary.received) == len(FORMATS) and fallback.received == []
     for fmt in FORMATS:
         if (scenario, fmt) == ("truncated", ANTHROPIC):
-            continue  # only message_stop is missing: mended (tests/test_failover_repair.py)
+            continue  # only message_stop is missing: mended (tests/test_repair_through_proxy.py)
         with checking(fmt):
             # the client raised after part of the answer; the stream never looked complete
             reply = replies[fmt]

@@ -33,6 +33,7 @@ from mitmllm.mock.scenarios import SCENARIOS
 from mitmllm.mock.scenarios import Action
 from mitmllm.mock.scenarios import Plan
 from mitmllm.mock.scenarios import Step
+from mitmllm.mock.scenarios import carries_tool_result
 from mitmllm.mock.scenarios import expected_rules
 from mitmllm.mock.scenarios import plan_request
 from mitmllm.mock.scenarios import rechunk
@@ -838,3 +839,37 @@ def test_dialect_modules_are_named_as_expected() -> None:
         with contextlib.suppress(ModuleNotFoundError):
             found += hasattr(importlib.import_module(f"mitmllm.protocol.{module}"), "DIALECT")
     assert found == 4
+
+
+# --- a turn that carries a tool's result is answered in text ------------------------------------
+
+TOOL_RESULT_TURNS = {
+    ANTHROPIC: {
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f"}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1"}]},
+            {"role": "system", "content": "a reminder Claude Code appends"},
+        ]
+    },
+    OPENAI_CHAT: {"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "1"}]},
+    OPENAI_RESPONSES: {"input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]},
+    GEMINI: {"contents": [{"role": "user", "parts": [{"functionResponse": {"name": "f"}}]}]},
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_tool_scenario_answers_the_turn_with_the_tool_result_in_text(fmt: str) -> None:
+    """A mock that called a tool on every turn would keep an agent looping on its tools."""
+    body = {**request_body(fmt, tools=True), **TOOL_RESULT_TURNS[fmt]}
+    assert carries_tool_result(fmt, body)
+    assert not carries_tool_result(fmt, request_body(fmt, tools=True))
+    data = plan(fmt, "tool", body=body).body()
+    call = {
+        ANTHROPIC: b'"type":"tool_use"',
+        OPENAI_CHAT: b'"tool_calls":[',
+        OPENAI_RESPONSES: b'"type":"function_call"',
+        GEMINI: b'"functionCall"',
+    }[fmt]
+    assert b"Hello" in data and call not in data
+    assert call in plan(fmt, "tool", body=request_body(fmt, tools=True)).body()

@@ -10,6 +10,8 @@ Four groups, in the order the demo runs them:
   CRLF), passed through and validated;
 * **broken**: streams broken on purpose, sent straight to the primary (no route): the client gets
   the upstream's bytes unchanged, and mitmllm flags the flow with the rules they break;
+* **repair**: routed like fail-over, broken in ways a repair mends: the primary serves, and the
+  client gets the mended stream, next to
 * **fail-over**: routed through the relay (the model ends in ``-failover``): a failure before the
   first content event moves to the fallback unseen, a failure after it ends the stream with the
   format's own error event;
@@ -66,6 +68,7 @@ ROW_HEADER = "x-mitmllm-demo-row"
 class Group(StrEnum):
     HEALTHY = "healthy"
     BROKEN = "broken"
+    REPAIR = "repair"
     FAILOVER = "fail-over"
     REWRITE = "rewrite"
 
@@ -80,6 +83,8 @@ _NOTES = {
     "validated",
     Group.BROKEN: "sent straight to the primary: the client gets its bytes unchanged, "
     "mitmllm flags the flow",
+    Group.REPAIR: "routed: the same kinds of breakage, mended on the way, so the primary "
+    "serves a stream the client's SDK reads",
     Group.FAILOVER: "routed: a failure before the first content event moves to the fallback "
     "unseen; after it, the stream ends with an error event",
     Group.REWRITE: "the configuration's model rules rewrite the request and restore the answer",
@@ -111,7 +116,7 @@ class Row:
 
     @property
     def routed(self) -> bool:
-        return self.group is Group.FAILOVER
+        return self.group in (Group.FAILOVER, Group.REPAIR)
 
     @property
     def request_model(self) -> str:
@@ -129,6 +134,10 @@ def _healthy(
 
 def _broken(fmt: str, scenario: str, did: str, *, quick: bool = False) -> Row:
     return Row(Group.BROKEN, fmt, scenario, did, quick=quick)
+
+
+def _repair(fmt: str, scenario: str, did: str, *, quick: bool = False, label: str = "") -> Row:
+    return Row(Group.REPAIR, fmt, scenario, did, quick, "primary", label or f"{scenario} fixed")
 
 
 def _failover(
@@ -166,6 +175,16 @@ ROWS: tuple[Row, ...] = (
     _broken(ANTHROPIC, "no-final-blank", "last event without its blank line"),
     _broken(OPENAI_CHAT, "no-final-blank", "last event without its blank line"),
     _broken(ANTHROPIC, "drop", "text, then the connection closes"),
+    _repair(ANTHROPIC, "keepalive-race", "a keep-alive spliced into every event", quick=True),
+    _repair(
+        GEMINI, "keepalive-mid-data", "keep-alive inside a data: line", label="keepalive fixed"
+    ),
+    _repair(ANTHROPIC, "tool-index-1", "tool_use block at index 1, none at 0"),
+    _repair(OPENAI_CHAT, "tool-index-1", "tool call at index 1, none at 0"),
+    _repair(ANTHROPIC, "truncated", "ends after message_delta, before message_stop"),
+    _repair(OPENAI_CHAT, "missing-done", "a whole stream without [DONE]"),
+    _repair(OPENAI_RESPONSES, "double-start", "a second response.created before content"),
+    _repair(OPENAI_CHAT, "no-final-blank", "last event without its blank line"),
     _failover(ANTHROPIC, "overloaded", "HTTP 529 overloaded_error", quick=True),
     _failover(OPENAI_CHAT, "overloaded", "HTTP 503 server_error"),
     _failover(GEMINI, "overloaded", "HTTP 503 UNAVAILABLE"),
@@ -180,7 +199,7 @@ ROWS: tuple[Row, ...] = (
     ),
     _failover(OPENAI_CHAT, "stall-after-commit", "text, then 5 s of silence", served_by="primary"),
     _failover(ANTHROPIC, "json-error-200", "HTTP 200 with a JSON error body"),
-    _failover(GEMINI, "json-error-200", "HTTP 200 with a JSON error body", quick=True),
+    _failover(GEMINI, "json-error-200", "HTTP 200 with a JSON error body"),
     _failover(OPENAI_CHAT, "inband-error-first", "an error chunk as the first event"),
     _failover(OPENAI_CHAT, "rate-limited", "HTTP 429, retry-after: 2"),
     _failover(ANTHROPIC, "bad-request", "HTTP 400 invalid_request_error", served_by="primary"),

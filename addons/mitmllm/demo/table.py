@@ -130,8 +130,9 @@ def client_received(row: Row, answer: Answer) -> str:
     return f"{answer.describe()} as {answer.model}"
 
 
-#: Info findings worth a column: what mitmllm did to a request (REQ) and a route (RLY).
-_INFO_SHOWN = ("REQ-", "RLY-")
+#: Info findings worth a column: what mitmllm did to a request (REQ), a route (RLY) and a
+#: stream (FIX).
+_INFO_SHOWN = ("REQ-", "RLY-", "FIX-")
 
 
 def _name(name: str) -> str:

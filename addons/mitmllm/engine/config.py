@@ -67,6 +67,8 @@ from mitmllm.protocol.detect import names
 from mitmllm.protocol.models import ModelRule
 from mitmllm.protocol.models import Param
 from mitmllm.protocol.models import When
+from mitmllm.protocol.rules import RULES
+from mitmllm.protocol.rules import STREAM_FAMILIES
 from mitmllm.protocol.schemas import FLAVOURS
 from mitmllm.protocol.schemas import Flavour
 from mitmllm.protocol.schemas import applies
@@ -517,6 +519,14 @@ class Timeouts(_Section):
     keepalive: Duration = Field(
         default=15.0, description="Send the client a keep-alive after this much silence."
     )
+    first_byte: Duration | None = Field(
+        default=10.0,
+        description="When a stream has sent no content for this long, send the client its "
+        "response headers and keep-alives, so a client with a shorter read timeout does not give "
+        "up; fail-over still moves on until content is sent (when every upstream then fails, the "
+        "client gets the format's error event instead of an HTTP status). null: hold the headers "
+        "until content.",
+    )
 
 
 class TimeoutOverrides(_Section):
@@ -529,6 +539,50 @@ class TimeoutOverrides(_Section):
     idle: Duration | None = Field(default=None, description="See defaults.timeouts.idle.")
     total: Duration | None = Field(default=None, description="See defaults.timeouts.total.")
     keepalive: Duration | None = Field(default=None, description="See defaults.timeouts.keepalive.")
+    first_byte: Duration | None = Field(
+        default=None, description="See defaults.timeouts.first_byte."
+    )
+
+
+def _stream_rule(value: str) -> str:
+    rule = RULES.get(value)
+    if rule is None or rule.family not in STREAM_FAMILIES:
+        close = difflib.get_close_matches(value, list(RULES), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise PydanticCustomError(
+            "unknown_rule",
+            "not a rule of an event stream (SSE, PAY, ANT, OAI, RSP, GEM)",
+            {"hint": hint + "the README lists every rule"},
+        )
+    return value
+
+
+StreamRule = Annotated[str, AfterValidator(_stream_rule)]
+
+
+class Repair(_Section):
+    """Mending broken streams (`mitmllm.protocol.repair`) and what fails an attempt."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Mend what a repair can (keep-alives inside events, indices, missing "
+        "terminators after a complete answer; never text, tool arguments, stop reasons or usage) "
+        "before the commit gate judges a stream.",
+    )
+    fail_on: tuple[StreamRule, ...] | None = Field(
+        default=None,
+        description="Rules whose findings (on the stream after repairs, before the client saw "
+        "any content) fail an attempt, so the next upstream is tried. Left out: every error rule "
+        "whose client effect breaks the answer (see the README's rules); [] never fails on a "
+        "finding.",
+    )
+
+
+class RepairOverride(_Section):
+    """Per-route repair settings; what is left out comes from the top-level repair."""
+
+    enabled: bool | None = Field(default=None, description="See repair.enabled.")
+    fail_on: tuple[StreamRule, ...] | None = Field(default=None, description="See repair.fail_on.")
 
 
 class Sticky(_Section):
@@ -562,6 +616,9 @@ class Route(_Section):
         "fail-over then ends once headers are out.",
     )
     sticky: Sticky | None = Field(default=None, description="Conversation stickiness.")
+    repair: RepairOverride = Field(
+        default=RepairOverride(), description="Overrides of the top-level repair."
+    )
 
 
 # --- the rest --------------------------------------------------------------------------------
@@ -625,6 +682,7 @@ class Config(_Section):
     routes: tuple[Route, ...] = Field(default=(), description="Fail-over routes, first match wins.")
     defaults: Defaults = Field(default=Defaults(), description="Defaults for routes.")
     breaker: Breaker = Field(default=Breaker(), description="Circuit breakers.")
+    repair: Repair = Field(default=Repair(), description="Mending broken streams of routed flows.")
     capture: Capture = Field(default=Capture(), description="Fixture capture.")
 
     _rules: tuple[ModelRule, ...] = PrivateAttr(())
@@ -659,6 +717,11 @@ class Config(_Section):
         """`route`'s timeouts: its overrides on top of defaults.timeouts."""
         overrides = route.timeouts.model_dump(exclude_none=True)
         return self.defaults.timeouts.model_copy(update=overrides)
+
+    def repair_of(self, route: Route) -> Repair:
+        """`route`'s repair settings: its overrides on top of the top-level repair."""
+        overrides = route.repair.model_dump(exclude_none=True)
+        return self.repair.model_copy(update=overrides)
 
     def route_format(self, route: Route) -> Format:
         """The wire format a route takes: its match's, or else its chain's."""

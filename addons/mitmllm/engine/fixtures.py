@@ -79,6 +79,7 @@ from mitmllm.protocol.detect import Recognised
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.rules import RULES
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
@@ -212,6 +213,11 @@ class Fixture(_Model):
     format: str | None = None
     model: str | None = None
     stream: bool = False
+    repair: bool = Field(
+        default=False,
+        description="the stream was repaired on its way to the client (mitmllm_repair): "
+        "replayed with the repairs",
+    )
     time: str | None = Field(default=None, description="request start, ISO 8601 UTC")
     expect: Expect = Field(default_factory=lambda: Expect())
     redacted: list[str] = Field(default_factory=list)
@@ -274,6 +280,8 @@ def _compact(data: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in d.items() if not (k in _OPTIONAL and v in ("", [], {}))}
 
     out = prune(data)
+    if not out.get("repair", True):
+        del out["repair"]  # written only where it matters
     for key in ("request", "response", "expect"):
         if isinstance(out.get(key), dict):
             out[key] = prune(out[key])
@@ -714,7 +722,12 @@ def replay_fixture(fixture: Fixture) -> Result:
         findings.add("TAP-2", f"event stream is {encoding}-encoded; passed through unvalidated")
         return Result(findings, body, _terminal(fixture, findings, None, stream=False))
     checker = StreamChecker(req.dialect, findings, request=req.body, autodetect=req.autodetect)
-    pipeline = Pipeline(checker)
+    if fixture.repair:  # findings of what the upstream sent, with the repairs; the client's bytes
+        client = StreamChecker(req.dialect, request=req.body, autodetect=req.autodetect)
+        repairer = Repairer(req.dialect, findings, request=req.body)
+        pipeline = Pipeline(client, upstream=checker, repairer=repairer)
+    else:
+        pipeline = Pipeline(checker)
     out = [pipeline.feed(piece) for piece, _ in resp.pieces()]
     # A stream the upstream cut is checked for truncation like the live inspector does, but
     # not one the client walked away from: that says nothing about the upstream.
@@ -725,7 +738,7 @@ def replay_fixture(fixture: Fixture) -> Result:
     return Result(
         findings,
         b"".join(out),
-        _terminal(fixture, findings, checker, stream=True),
+        _terminal(fixture, findings, pipeline.checker, stream=True),
         pipeline.events,
     )
 
@@ -863,6 +876,7 @@ def from_flow(
         format=fmt,
         model=model,
         stream=bool(stream),
+        repair=bool(extras["repair"]) if "repair" in extras else _repaired(metadata),
         time=extras.get("time") or _iso(t0),
         error=flow.error.msg if flow.error else None,
         attempts=hoisted.get("attempts"),
@@ -888,6 +902,12 @@ def from_flow(
     fixture = redact(fixture, redact_names)
     fixture.expect = replay_fixture(fixture).expectation(_upstream(fixture))
     return fixture
+
+
+def _repaired(metadata: dict[str, Any]) -> bool:
+    """Did mitmllm repair the flow's stream on its way to the client (in the tap)?"""
+    ours = metadata.get("mitmllm")
+    return isinstance(ours, dict) and "client" in ours
 
 
 def _response_record(
@@ -1029,6 +1049,8 @@ def to_flow(fixture: Fixture) -> http.HTTPFlow:
     if fixture.attempts is not None:
         ours["attempts"] = copy.deepcopy(fixture.attempts)
     metadata["mitmllm"] = ours
+    if fixture.repair:
+        extras["repair"] = True
     metadata[EXTRAS_KEY] = {k: v for k, v in extras.items() if v is not None}
     flow.metadata = metadata
     return flow

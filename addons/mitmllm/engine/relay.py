@@ -64,11 +64,13 @@ from aiohttp import web
 from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.report import Attempt
+from mitmllm.engine.report import Repair
 from mitmllm.protocol.credentials import AUTH_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Repairer
@@ -317,7 +319,7 @@ class _Exchange:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
                 if self.checker is not None:  # what was wrong with the failed stream, too
-                    attempt.findings = list(self.checker.findings)
+                    _record_findings(attempt, self.checker.findings)
                     self.checker = None
                 attempt.outcome, attempt.error = fail.outcome, fail.error
                 attempt.retry_after = fail.retry_after
@@ -660,7 +662,7 @@ class _Exchange:
             committed = True
             await self._commit(up, hop, attempt, info, t0)
         await self._write(gate.take())
-        attempt.findings = list(upstream.findings)
+        _record_findings(attempt, upstream.findings)
         v = client.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (
@@ -721,6 +723,8 @@ class _Exchange:
         if attempt.outcome in ("pending", "ok"):
             attempt.outcome = "failed_after_commit"
         attempt.error = message
+        if self.checker is not None:
+            _record_findings(attempt, self.checker.findings)
         self.plan.outcome = "failed_after_commit"
         logger.warning(
             "relay %s: %s; ending the stream with an error event", self.plan.route, message
@@ -790,26 +794,51 @@ class _Exchange:
         return resp
 
 
+def _record_findings(attempt: Attempt, findings: Findings) -> None:
+    """What the upstream's stream broke, and what mitmllm mended in it (its FIX-* findings),
+    on the attempt."""
+    attempt.findings = [f for f in findings if not f.rule.startswith("FIX-")]
+    attempt.repairs = [Repair.from_finding(f) for f in findings if f.rule.startswith("FIX-")]
+
+
 def _copy_json(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
 async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:
     """The next chunk within `wait` seconds (b"" at the end of the body), or None if none came."""
-    if wait > 0:
-        try:
-            async with asyncio.timeout(wait):
-                return await content.readany()
-        except TimeoutError:
-            pass
-    # Bytes that arrived while the event loop was busy elsewhere are not a stall. Sockets that
-    # became readable meanwhile are read on the loop's next turns (one to poll them, one to run
-    # their callbacks), so give it those before judging.
-    for _ in range(2):
-        await asyncio.sleep(0)
-    if content.at_eof():
-        return b""
-    return content.read_nowait() or None
+    try:
+        if wait > 0:
+            try:
+                async with asyncio.timeout(wait):
+                    return await content.readany()
+            except TimeoutError:
+                pass
+        # Bytes that arrived while the event loop was busy elsewhere are not a stall. Sockets
+        # that became readable meanwhile are read on the loop's next turns (one to poll them,
+        # one to run their callbacks), so give it those before judging.
+        for _ in range(2):
+            await asyncio.sleep(0)
+        if content.at_eof():
+            return b""
+        return content.read_nowait() or None
+    except aiohttp.ClientPayloadError:
+        rest = _received(content)
+        if rest:
+            return rest  # the failure is raised again by the next read
+        raise
+
+
+def _received(content: aiohttp.StreamReader) -> bytes:
+    """Bytes that arrived before the connection failed. aiohttp raises the failure on the next
+    read even while they wait in its buffer, but a stream cut after its content must still
+    commit and pass that content on, whenever the relay got round to reading it."""
+    try:
+        if content._buffer:
+            return content._read_nowait(-1)
+    except Exception:  # aiohttp's internals moved: the failure is raised as it is
+        logger.debug("could not read the bytes before a connection failure", exc_info=True)
+    return b""
 
 
 async def _read_some(up: aiohttp.ClientResponse, limit: int, timeout: float) -> bytes:

@@ -73,6 +73,19 @@ class Repair:
         return d
 
     @classmethod
+    def from_finding(cls, f: Finding) -> Repair:
+        """A repair from the FIX-* finding the repairer recorded."""
+        rule = RULES.get(f.rule)
+        mends = ", ".join(rule.mends) if rule is not None else ""
+        return cls(f.rule, mends, f.message, f.event, f.offset)
+
+    def to_finding(self) -> Finding:
+        """The repair as the FIX-* finding it was recorded as (``~comment FIX-`` finds it)."""
+        rule = RULES.get(self.rule)
+        severity = rule.severity if rule is not None else Severity.INFO
+        return Finding(self.rule, severity, self.message, self.event, self.offset)
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Repair:
         return cls(
             rule=str(d.get("rule", "")),
@@ -214,6 +227,12 @@ class FlowReport:
     # --- verdict ---
     findings: Findings = field(default_factory=Findings)
     repairs: list[Repair] = field(default_factory=list)  # what the client got mended
+    #: what the client got after the repairs (inspect-only flows with repairs on): its findings
+    #: in one line, and whether it had no error
+    client: str | None = None
+    client_clean: bool | None = None
+    #: what a fail-over route's commit gate would have made of the stream (inspect-only flows)
+    gate: str | None = None
 
     # --- questions the flag, the log line and the recorder ask ---
 
@@ -250,6 +269,15 @@ class FlowReport:
             or self.upstream_failed
         )
 
+    @property
+    def repaired(self) -> bool:
+        """mitmllm mended the stream and the client got it without an error."""
+        if not self.repairs:
+            return False
+        if self.client_clean is not None:
+            return self.client_clean
+        return self.findings.worst is not Severity.ERROR
+
     # --- flow.metadata ---
 
     def to_metadata(self) -> dict[str, Any]:
@@ -269,6 +297,8 @@ class FlowReport:
             meta["attempts"] = [a.to_dict() for a in self.attempts]
         if self.repairs:
             meta["repairs"] = [r.to_dict() for r in self.repairs]
+            if self.repaired:
+                meta["repaired"] = True  # ~meta repaired
         meta["findings"] = self.findings.to_list()
         if self.findings.suppressed:
             meta["suppressed"] = dict(self.findings.suppressed)
@@ -338,6 +368,9 @@ _SCALARS = (
     "duration_ms",
     "end_error",
     "undelivered_bytes",
+    "client",
+    "client_clean",
+    "gate",
 )
 #: Fields left out while false or zero (what did not happen).
 _UNSET_WHEN_FALSE = frozenset({"fell_back", "events_rewritten", "body_rewritten"})
@@ -363,6 +396,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "duration_ms": (int, float),
     "end_error": str,
     "undelivered_bytes": int,
+    "client": str,
+    "client_clean": bool,
+    "gate": str,
 }
 
 

@@ -5,7 +5,8 @@
   arguments, tool results with the call they answer), and what mitmllm rewrote.
 * "LLM stream": for a response event stream, first what happened (the time to the first event
   and in total, usage, how the response ended, every attempt of a routed flow with its findings,
-  the repairs), then the answer a client assembles, then the numbered events with the findings
+  the repairs, what the client's stream validates as after them), then the answer a client
+  assembles, then the numbered events with the findings
   at the event they concern.
 * "LLM response": the same story for a whole (JSON) response body, then the body.
 
@@ -156,6 +157,10 @@ def story(report: FlowReport, usage: Usage | None = None) -> list[str]:
         for r in report.repairs:
             where = f" @event {r.event}" if r.event is not None else ""
             out += _wrap(f"{r.rule} mends {r.mends}{where}: {r.message}", "   ")
+        if report.client is not None:
+            out.append(f"   the client got the mended stream, which validates as: {report.client}")
+    if report.gate:
+        out.append(report.gate)
     return out
 
 

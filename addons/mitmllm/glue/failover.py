@@ -210,6 +210,7 @@ class Failover:
                 )
             )
         t = config.timeouts(route)
+        repair = config.repair_of(route)
         key = None
         if route.sticky is not None:
             key = session_key(route.sticky.key, flow.request.headers, state.request)
@@ -226,9 +227,12 @@ class Failover:
                 idle=t.idle,
                 total=t.total,
                 keepalive=t.keepalive,
+                first_byte=t.first_byte,
             ),
             forward_client_credentials=route.forward_client_credentials,
             early_commit=route.early_commit,
+            repair=repair.enabled,
+            fails=None if repair.fail_on is None else frozenset(repair.fail_on),
             prepare=_prepare(state.dialect),
             sticky_key=key,
         )
@@ -242,7 +246,7 @@ class Failover:
         if state.dialect is None:
             return
         if plan.served is None:
-            if plan.early_commit:  # headers went out before any upstream answered
+            if plan.headers_early:  # headers went out before any upstream committed
                 state.rewrites.append(self._deferred_rewrites(state))
             return
         state.rewrites.extend(self._response_rewrites(state))
@@ -300,7 +304,7 @@ class Failover:
         if TOKEN_HEADER in flow.request.headers:  # the flow never got response headers
             self.relay.revoke(flow.request.headers[TOKEN_HEADER])
             self._show_upstream(flow, state, plan)
-        elif plan.early_commit and plan.served is not None:  # served after headers went out
+        elif plan.headers_early and plan.served is not None:  # served after headers went out
             self._show_upstream(flow, state, plan)
         outcome = plan.outcome
         last = plan.attempts[-1] if plan.attempts else None
@@ -312,6 +316,11 @@ class Failover:
         report.attempts = plan.attempts
         report.relay = outcome
         f = report.findings
+        served = next((a for a in reversed(plan.attempts) if a.committed), None)
+        if served is not None and served.repairs:
+            # What mitmllm changed in what the client got is the flow's to show (FIX-*).
+            report.repairs = list(served.repairs)
+            f.extend([r.to_finding() for r in served.repairs])
         if plan.served is not None:
             report.upstream = plan.served.upstream.name
             index = next((i for i, h in enumerate(plan.hops) if h is plan.served), 0)

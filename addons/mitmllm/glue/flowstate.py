@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mitmllm.engine.relay import Plan
     from mitmllm.glue.tap import FramingTap
     from mitmllm.glue.tap import Tap
+    from mitmllm.protocol.gate import Gate
 
 
 @dataclass
@@ -38,6 +39,8 @@ class LLMFlow:
     rewrites: list[Rewrite] = field(default_factory=list)
     # The fail-over plan of a routed flow; the relay fills its attempts.
     plan: Plan | None = None
+    # The commit gate of an inspect-only flow whose stream is repaired (mitmllm_repair).
+    gate: Gate | None = None
     finalized: bool = False
 
     @property

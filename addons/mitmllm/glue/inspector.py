@@ -24,6 +24,7 @@ from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.report import METADATA_KEY
 from mitmllm.engine.report import End
 from mitmllm.engine.report import FlowReport
+from mitmllm.engine.report import Repair
 from mitmllm.engine.report import Usage
 from mitmllm.engine.report import client_gone
 from mitmllm.engine.validation import StreamResult
@@ -37,6 +38,8 @@ from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.gate import Gate
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.rules import RULES
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import check_body
@@ -124,6 +127,7 @@ class Markers:
     error: str = ":x:"
     warning: str = ":warning:"
     failover: str = ":arrows_counterclockwise:"
+    repaired: str = ":wrench:"
 
 
 WORKER_TIMEOUT = 10.0  # seconds to wait for a stream's result from the validation worker
@@ -135,6 +139,7 @@ class Inspector:
         self.markers = Markers()
         self.summary = True
         self.use_worker = False
+        self.repair = False
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -155,6 +160,21 @@ class Inspector:
             ":arrows_counterclockwise:",
             "flow.marked for flows a fallback upstream served without errors.",
         )
+        loader.add_option(
+            "mitmllm_repair",
+            bool,
+            False,
+            """Repair the event streams of flows that are not routed, as routes do: keep-alives
+            spliced inside events, indices, a missing terminator after a complete answer (never
+            text, tool arguments, stop reasons or usage). The flow keeps what the upstream sent
+            and its findings, and records each repair as a FIX-* finding.""",
+        )
+        loader.add_option(
+            "mitmllm_marker_repaired",
+            str,
+            ":wrench:",
+            "flow.marked for flows whose stream mitmllm repaired so that the client got no error.",
+        )
         loader.add_option("mitmllm_summary", bool, True, "Log one summary line per LLM flow.")
         loader.add_option(
             "mitmllm_worker",
@@ -166,7 +186,12 @@ class Inspector:
         )
 
     def configure(self, updated: set[str]) -> None:
-        names = ("mitmllm_marker_error", "mitmllm_marker_warning", "mitmllm_marker_failover")
+        names = (
+            "mitmllm_marker_error",
+            "mitmllm_marker_warning",
+            "mitmllm_marker_failover",
+            "mitmllm_marker_repaired",
+        )
         if updated.intersection(names):
             for name in names:
                 value = getattr(ctx.options, name)
@@ -179,9 +204,12 @@ class Inspector:
                 error=ctx.options.mitmllm_marker_error,
                 warning=ctx.options.mitmllm_marker_warning,
                 failover=ctx.options.mitmllm_marker_failover,
+                repaired=ctx.options.mitmllm_marker_repaired,
             )
         if "mitmllm_summary" in updated:
             self.summary = ctx.options.mitmllm_summary
+        if "mitmllm_repair" in updated:
+            self.repair = ctx.options.mitmllm_repair
         if "mitmllm_worker" in updated:
             self.use_worker = ctx.options.mitmllm_worker
             if self.use_worker:
@@ -213,8 +241,11 @@ class Inspector:
             resp.stream = True
             return
         t0 = flow.request.timestamp_start
-        if self.worker is not None and self.worker.alive and not state.rewrites:
+        repair = self.repair and state.plan is None  # routes repair in the relay
+        if self.worker is not None and self.worker.alive and not state.rewrites and not repair:
             state.tap = FramingTap(self.worker, state.format, state.request, t0)
+        elif repair:
+            state.tap = Tap(repairing_pipeline(state), t0)
         else:
             checker = StreamChecker(
                 state.dialect, state.findings, request=state.request, autodetect=True
@@ -313,6 +344,8 @@ class Inspector:
                 result = await self._worker_result(tap, state, end_checks)
             else:
                 result = StreamResult.of(tap.pipeline.checker)
+                if tap.pipeline.repairer is not None:
+                    record_repair(state, tap.pipeline)
             if tap.finished or (result is not None and result.complete):
                 # A client may close as soon as the terminal event is in (the OpenAI SDKs do,
                 # after [DONE]): it got the whole answer.
@@ -343,6 +376,33 @@ class Inspector:
         if self.summary:
             level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
             logger.log(level, summary_line(flow, report))
+
+
+def repairing_pipeline(state: LLMFlow) -> Pipeline:
+    """The tap's pipeline for an inspect-only flow with repairs on: what the upstream sent is
+    checked into the flow's findings (with the repairs made), what the client gets on its own,
+    and a commit gate records what a fail-over route would have made of the stream."""
+    upstream = StreamChecker(state.dialect, state.findings, request=state.request, autodetect=True)
+    client = StreamChecker(state.dialect, request=state.request, autodetect=True)
+    repairer = Repairer(state.dialect, state.findings, request=state.request)
+    gate = state.gate = Gate(state.dialect, client.findings, collect=False)
+    return Pipeline(
+        client, state.rewrites, upstream=upstream, repairer=repairer, on_event=gate.push
+    )
+
+
+def record_repair(state: LLMFlow, pipeline: Pipeline) -> None:
+    """What the client got after the repairs, and what a route's gate would have decided."""
+    report = state.report
+    client = pipeline.checker.findings
+    report.client = client.summary()
+    report.client_clean = not client.by_severity(Severity.ERROR)
+    report.repairs = [Repair.from_finding(f) for f in state.findings if f.rule.startswith("FIX-")]
+    gate = state.gate
+    if gate is not None:
+        gate.close()
+        if gate.failed:
+            report.gate = f"a route would fail over: {gate.outcome} ({gate.reason})"
 
 
 def fill_report(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None = None) -> None:
@@ -379,10 +439,12 @@ def flag(flow: http.HTTPFlow, report: FlowReport, markers: Markers) -> None:
     worst = report.worst
     if worst is None:
         return
-    if worst == Severity.ERROR:
+    if worst == Severity.ERROR and not report.repaired:
         marker = markers.error
     elif report.fell_back:
         marker = markers.failover
+    elif report.repaired:
+        marker = markers.repaired
     elif worst == Severity.WARNING:
         marker = markers.warning
     else:

@@ -263,9 +263,9 @@ class Recorder:
             upstream, chunks = bytes(copy.body), list(copy.chunks)
         elif state is not None and state.tap is not None:
             tap = state.tap
-            # The pipeline is lossless: unless it rewrote events, the client got the upstream's
-            # bytes (all of them once the stream ended).
-            if tap.finished and not tap.rewritten:
+            # The pipeline is lossless: unless it rewrote or repaired events, the client got the
+            # upstream's bytes (all of them once the stream ended).
+            if tap.finished and not tap.rewritten and not tap.repairs:
                 upstream, chunks = bytes(tap.sent), list(tap.chunks)
         return fixtures.from_flow(
             f, upstream_body=upstream, chunks=chunks, redact_names=self.redact

@@ -33,6 +33,7 @@ class StreamRecord:
     """What a tap keeps about the stream it passes on."""
 
     rewritten = 0  # events the tap changed
+    repairs = 0  # repairs the tap made
 
     def __init__(self, t0: float, clock: Callable[[], float] = time.time) -> None:
         self.t0 = t0  # request start, same clock as mitmproxy's timestamps
@@ -92,6 +93,11 @@ class Tap(StreamRecord):
     @property
     def rewritten(self) -> int:  # type: ignore[override]
         return self.pipeline.rewritten
+
+    @property
+    def repairs(self) -> int:  # type: ignore[override]
+        repairer = self.pipeline.repairer
+        return repairer.repairs if repairer is not None else 0
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         try:

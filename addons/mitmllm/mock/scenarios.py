@@ -324,6 +324,12 @@ class Context:
     def eol(self) -> str:
         return "\r\n" if self.fmt == GEMINI else "\n"
 
+    @property
+    def answers_tool_result(self) -> bool:
+        """Does the request's last turn carry a tool's result? (Then the model answers it in
+        text: a mock that called a tool on every turn would keep an agent looping.)"""
+        return carries_tool_result(self.fmt, self.request)
+
     def tool_calls(self, n: int) -> tuple[ToolCall, ...]:
         tools = request_tools(self.fmt, self.request)
         declared = [(name, sample_arguments(schema)) for name, schema in tools]
@@ -1667,6 +1673,42 @@ def plan_request(
     return build_plan(scenario, ctx)
 
 
+def _reply(scenario: Scenario, ctx: Context) -> Reply:
+    reply = scenario.reply(ctx)
+    if reply.tools and ctx.answers_tool_result:
+        return Reply(text=TEXT)
+    return reply
+
+
+def carries_tool_result(fmt: str, request: Mapping[str, Any]) -> bool:
+    """Is the last turn of `request` (a request body of `fmt`) a tool's result?"""
+    if fmt == GEMINI:
+        turns = request.get("contents")
+        parts = turns[-1].get("parts") if isinstance(turns, list) and turns else None
+        return isinstance(parts, list) and any(
+            isinstance(p, dict) and "functionResponse" in p for p in parts
+        )
+    if fmt == OPENAI_RESPONSES:
+        items = request.get("input")
+        last = items[-1] if isinstance(items, list) and items else None
+        return isinstance(last, dict) and str(last.get("type", "")).endswith("_output")
+    messages = request.get("messages")
+    turns = (
+        [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+        if isinstance(messages, list)
+        else []
+    )  # Claude Code appends system reminders after a turn
+    last = turns[-1] if turns else None
+    if last is None:
+        return False
+    if fmt == OPENAI_CHAT:
+        return last.get("role") == "tool"
+    content = last.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+
+
 def build_plan(scenario: Scenario, ctx: Context) -> Plan:
     """`scenario`'s answer in `ctx`'s format, for a stream or a JSON request."""
     if scenario.error is not None:
@@ -1680,13 +1722,13 @@ def build_plan(scenario: Scenario, ctx: Context) -> Plan:
         )
     if not ctx.stream:
         used = SCENARIOS[DEFAULT_SCENARIO] if scenario.stream_only else scenario
-        body = orjson.dumps(_BODIES[ctx.fmt](ctx, used.reply(ctx)))
+        body = orjson.dumps(_BODIES[ctx.fmt](ctx, _reply(used, ctx)))
         length = len(body)
         if used.json is _json_big:
             length += body.count(_BIG_TOKEN) * (ctx.options.big_bytes - len(_BIG_TOKEN))
         steps = rechunk(used.json(ctx, body), ctx.options.chunk_size)
         return _json_answer(ctx, scenario.name, steps, length)
-    items = scenario.shape(ctx, scenario.reply(ctx))
+    items = scenario.shape(ctx, _reply(scenario, ctx))
     steps = rechunk(pace(items, ctx.gap), ctx.options.chunk_size)
     headers = [
         ("content-type", "text/event-stream; charset=utf-8" if ctx.sse else "application/json"),

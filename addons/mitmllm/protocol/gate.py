@@ -64,8 +64,10 @@ class Gate:
         findings: Findings,
         *,
         fails: Collection[str] | None = None,
+        collect: bool = True,
     ) -> None:
         self.dialect = dialect
+        self.collect = collect  # keep the bytes for `take` (False: only decide, as the tap does)
         self.findings = findings  # of what the client would get
         self.fails = DEFAULT_FAILS if fails is None else frozenset(fails)
         self.verdict = Verdict.HOLD
@@ -104,11 +106,13 @@ class Gate:
             return self.verdict
         if self.committed:
             self.verdict = Verdict.PASS
-            self._out.append(ev.raw)
+            if self.collect:
+                self._out.append(ev.raw)
             return self.verdict
         if self._broken(ev, payload):
             return self.verdict
-        self._out.append(ev.raw)
+        if self.collect:
+            self._out.append(ev.raw)
         dialect = self.dialect
         content = dialect.is_content(ev, payload) if dialect is not None else is_json(payload)
         if content:
