@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.splice import apply
 from mitmllm.protocol.stream import StreamChecker
 
 
@@ -70,3 +71,11 @@ def assert_chunking_invariant(
     assert parts.raws == whole.raws  # type: ignore[attr-defined]
     assert parts.findings.to_list() == whole.findings.to_list()
     assert b"".join(parts.raws) + parts.trailing == body  # type: ignore[attr-defined]
+
+
+def rewrote(rewrite: Any, payload: Any, *args: Any) -> bool:
+    """Call a dialect's `restamp` / `rename_tools` and make its edits to `payload`, as the
+    pipeline does; True if there were any."""
+    edits = rewrite(payload, *args)
+    apply(payload, edits)
+    return bool(edits)

@@ -966,3 +966,47 @@ async def test_sticky_session_is_released_when_its_upstream_breaks(tmp_path: Pat
     assert after.validator().complete
     assert [r.json["user"] for r in primary.received] == ["u1", "u1"], "back to the primary"
     assert [r.json["user"] for r in fallback.received] == ["u1", "u1"]
+
+
+# --- splices: a fallback's answer differs from its bytes in the model value only -----------------
+
+ANTHROPIC_BYTES = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",'
+    b'"role":"assistant", "model" : "claude-fallback","content":[],"stop_reason":null,'
+    b'"usage":{"input_tokens":123456789012345678901234567890,"output_tokens":1}}}\n\n',
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+    b'{"type":"text_delta","text":"\\u2028 \\u003c \\u00e9 \\ud83d\\ude00 \\/ caf\xc3\xa9"}}\n\n',
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+    b'"usage":{"output_tokens":123456789012345678901234567890}}\n\n',
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+]
+
+
+async def test_fallback_answer_and_request_change_only_the_model_bytes(tmp_path: Path) -> None:
+    fmt = ANTHROPIC
+    body = (
+        b'{"model" : "claude-sonnet-4-6", "max_tokens": 64, "stream": true, "messages": [{"role"'
+        b': "user", "content": "\\/ \\u00e9 \\ud83d\\ude00 \\u2028"}], "metadata": {"n":'
+        b" 123456789012345678901234567890}}"
+    )
+    steps = [(0.0, c) for c in ANTHROPIC_BYTES]
+    async with MockUpstream(default_scenario="overloaded") as primary:
+        async with ScriptedUpstream(steps=steps) as fallback:
+            cfg = config(
+                [upstream("primary", primary.url, fmt), upstream("fallback", fallback.url, fmt)],
+                ["primary", fallback_hop("fallback", fmt)],
+            )
+            async with failover_proxy(write_config(tmp_path, cfg), primary.url) as proxy:
+                async with aiohttp.ClientSession(auto_decompress=False) as http:
+                    url = proxy.url + request_path(fmt)
+                    headers = auth_header(fmt, CLIENT_KEY) | {"content-type": "application/json"}
+                    async with http.post(url, data=body, headers=headers) as resp:
+                        got = await resp.read()
+    assert resp.status == 200
+    sent = b"".join(ANTHROPIC_BYTES)
+    assert got == sent.replace(b'"claude-fallback"', b'"claude-sonnet-4-6"')
+    (seen,) = fallback.received
+    assert seen.body == body.replace(b'"claude-sonnet-4-6"', b'"claude-fallback"')

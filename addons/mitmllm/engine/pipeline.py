@@ -2,6 +2,11 @@
 
     chunk -> decode (SSE codec) -> parse (JSON) -> rewrite -> check (validators) -> emit
 
+A rewrite reads the parsed payload and returns edits at key paths; they are spliced into the
+event's bytes (`mitmllm.protocol.splice`), so a restamped event differs from the upstream's in the
+bytes of the model value only. The unterminated final block is rewritten too when its data is
+whole JSON.
+
 It is synchronous and does no I/O, so the mitmproxy tap (called from inside the proxy core) and the
 relay (async) share it. Three promises:
 
@@ -20,17 +25,20 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.splice import Edit
+from mitmllm.protocol.splice import SpliceError
+from mitmllm.protocol.splice import apply
+from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.stream import StreamChecker
 
 logger = logging.getLogger(__name__)
 
-#: Mutates a parsed payload in place; returns True if it changed anything.
-Rewrite = Callable[[Any], bool]
+#: Reads a parsed payload; returns the edits that rewrite it (none: leave it as it is).
+Rewrite = Callable[[Any], Sequence[Edit]]
 
 
 class Pipeline:
@@ -48,6 +56,7 @@ class Pipeline:
         self.closed = False
         self.events = 0
         self.rewritten = 0
+        self.tail = b""  # what was emitted for the unterminated final block
 
     @property
     def findings(self) -> Findings:
@@ -75,13 +84,55 @@ class Pipeline:
         except Exception as e:
             return self._fail(e, [])
         out = []
-        for ev, payload in pairs:  # already checked by the checker; rewrite is too late to matter
-            self.events += 1
-            if self.on_event is not None:
-                self.on_event(ev, payload)
-            out.append(ev.raw)
-        out.append(self.checker.trailing)
+        try:
+            for ev, payload in pairs:  # the checker has checked them as the upstream sent them
+                self.events += 1
+                if self.rewrites and is_json(payload):
+                    ev = self._rewrite(ev, payload)
+                if self.on_event is not None:
+                    self.on_event(ev, payload)
+                out.append(ev.raw)
+            partial = self.checker.partial
+            if partial is not None and self.rewrites:
+                partial = self._rewrite_partial(partial)
+        except Exception as e:
+            self.tail = self.checker.trailing
+            held = self._fail(e, [ev for ev, _ in pairs[len(out) :]])
+            return b"".join(out) + held + self.tail
+        self.tail = partial.raw if partial is not None else b""
+        out.append(self.tail)
         return b"".join(out)
+
+    def _rewrite(self, ev: Event, payload: Any) -> Event:
+        """`ev` with the rewrites' edits spliced in (and made to `payload` too)."""
+        edits: list[Edit] = []
+        for rewrite in self.rewrites:
+            edits += rewrite(payload)
+        if not edits:
+            return ev
+        try:
+            new = splice_event(ev, edits)
+        except SpliceError as e:
+            self.checker.findings.add(
+                "TAP-3",
+                f"event {ev.index} not rewritten ({e}); passed on as the upstream sent it",
+                event=ev.index,
+                offset=ev.offset,
+            )
+            return ev
+        apply(payload, edits)
+        self.rewritten += 1
+        return new
+
+    def _rewrite_partial(self, ev: Event) -> Event:
+        """The unterminated final block reaches the client too: rewritten like any other
+        when its data is whole JSON (a cut payload is left as it is)."""
+        if ev.data is None:
+            return ev
+        payload, _ = parse_json(ev.data)  # the sentinel and cut JSON are not JSON
+        if not is_json(payload):
+            return ev
+        return self._rewrite(ev, payload)
 
     def _process(self, events: list[Event]) -> bytes:
         checker = self.checker
@@ -92,12 +143,7 @@ class Pipeline:
             try:
                 payload = checker.parse(ev)
                 if rewrites and is_json(payload):
-                    changed = False
-                    for rewrite in rewrites:
-                        changed |= rewrite(payload)
-                    if changed:
-                        ev = ev.with_data(orjson.dumps(payload).decode("utf-8"))
-                        self.rewritten += 1
+                    ev = self._rewrite(ev, payload)
                 checker.check(ev, payload)
                 if on_event is not None:
                     on_event(ev, payload)

@@ -51,7 +51,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
@@ -144,8 +143,9 @@ class Attempt:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-#: Prepares the upstream request for one hop: (path, json body) -> (path, body bytes, info).
-Prepare = Callable[[Hop, str, Any], tuple[str, bytes | None, dict[str, Any]]]
+#: Prepares the upstream request for one hop: (path, parsed body, the client's body bytes) ->
+#: (path, body bytes or None for the client's, info). It must not change the parsed body.
+Prepare = Callable[[Hop, str, Any, bytes], tuple[str, bytes | None, dict[str, Any]]]
 
 
 @dataclass
@@ -398,7 +398,7 @@ class _Exchange:
         body: bytes | None = self.body
         info: dict[str, Any] = {}
         if plan.prepare is not None and body_json is not None and is_json(body_json):
-            path, new_body, info = plan.prepare(hop, path, _copy_json(body_json))
+            path, new_body, info = plan.prepare(hop, path, body_json, self.body)
             if new_body is not None:
                 body = new_body
         url = upstream.base_url.rstrip("/") + path
@@ -630,12 +630,12 @@ class _Exchange:
                 raise _Fail("inband_error", state.error[:300], up.status)
             if state.content:  # the first content arrived in the final flush
                 committed = True
-                held.append(tail if not checker.trailing else tail[: -len(checker.trailing)])
+                held.append(tail[: len(tail) - len(pipeline.tail)])
                 await self._commit(up, hop, attempt, info, t0, held)
             else:
                 raise _Fail("empty", _empty_reason(checker), up.status)
         else:
-            complete_tail = tail[: -len(checker.trailing)] if checker.trailing else tail
+            complete_tail = tail[: len(tail) - len(pipeline.tail)]
             if complete_tail:
                 await self._write(complete_tail)
         attempt.findings = checker.findings.summary()
@@ -796,10 +796,6 @@ class _GateState:
                 return
         if not self.content and self.dialect.is_content(ev, payload):
             self.content = True
-
-
-def _copy_json(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value))
 
 
 def _empty_reason(checker: StreamChecker) -> str:

@@ -29,6 +29,7 @@ from mitmllm.engine.relay import TOKEN_HEADER
 from mitmllm.engine.relay import Hop
 from mitmllm.engine.relay import Plan
 from mitmllm.engine.relay import Relay
+from mitmllm.engine.rewrite import edits_of
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.rewrite import rewrite_request
 from mitmllm.engine.sticky import StickySessions
@@ -38,6 +39,8 @@ from mitmllm.glue.configaddon import ConfigLoader
 from mitmllm.glue.flowstate import LLMFlow
 from mitmllm.protocol import detect
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.payload import copy_json
+from mitmllm.protocol.splice import Edit
 
 logger = logging.getLogger("mitmllm.failover")
 
@@ -93,13 +96,16 @@ class _StickyByRoute:
 def _prepare(dialect: Dialect) -> relaymod.Prepare:
     """Per-hop request rewriting: the hop's model mapping and tool flavour."""
 
-    def prepare(hop: Hop, raw_path: str, body: Any) -> tuple[str, bytes | None, dict[str, Any]]:
+    def prepare(
+        hop: Hop, raw_path: str, body: Any, raw: bytes
+    ) -> tuple[str, bytes | None, dict[str, Any]]:
         path, sep, query = raw_path.partition("?")
         model = hop.map_model(dialect.request_model(path, body))
-        rw = rewrite_request(dialect, path, body, model=model, flavour=hop.flavour)
+        rw = rewrite_request(dialect, path, copy_json(body), model=model, flavour=hop.flavour)
+        new_body = rw.body_bytes(raw, body) if rw.body_changed else None
         info = rw.to_dict()
         info["model"] = rw.model_to or rw.model_from
-        return rw.path + sep + query, rw.body_bytes() if rw.body_changed else None, info
+        return rw.path + sep + query, new_body, info
 
     return prepare
 
@@ -245,16 +251,13 @@ class Failover:
         decides before it sends the first content event; keep-alives come earlier)."""
         built: list[Rewrite] | None = None
 
-        def rewrite(payload: Any) -> bool:
+        def rewrite(payload: Any) -> list[Edit]:
             nonlocal built
             if built is None:
                 if state.plan.served is None:
-                    return False
+                    return []
                 built = self._response_rewrites(state)
-            changed = False
-            for r in built:
-                changed |= r(payload)
-            return changed
+            return edits_of(built, payload)
 
         return rewrite
 

@@ -60,6 +60,7 @@ class StreamChecker:
         self._id_seen = False
         self._invalid_prev = False  # the previous block's data failed to parse
         self.trailing = b""
+        self.partial: Event | None = None  # the unterminated final block, if any
         self.closed = False
 
     # --- steps ---------------------------------------------------------------------------------
@@ -177,6 +178,7 @@ class StreamChecker:
         if partial is not None:
             report_notes(partial, f)
             self.trailing = partial.raw
+            self.partial = partial
             what = f"event {partial.event!r}" if partial.event else "partial event"
             f.add(
                 "SSE-14",
