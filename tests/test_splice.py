@@ -346,3 +346,21 @@ def test_values_nested_deeper_than_one_match_skips() -> None:
     assert splice(text, [Edit(("model",), "y")]) == text.replace(b'"x"', b'"y"')
     path = ("deep", *([0] * 12), "model")
     assert json.loads(splice(text, [Edit(path, "z")]))["deep"][0][0][0][0][0][0][0][0][0][0][0][0]
+
+
+def test_events_that_begin_alike_are_spliced_alike() -> None:
+    # The scan remembers where the last event's key was; bytes that begin the same way must
+    # still give the right span, and a later repeat of the key must still win.
+    first = b'{"id":"c","model":"up","choices":[]}'
+    assert splice(first, [Edit(("model",), "x")]) == b'{"id":"c","model":"x","choices":[]}'
+    later = b'{"id":"c","model":"up","choices":[],"model":"again"}'
+    assert (
+        splice(later, [Edit(("model",), "x")])
+        == b'{"id":"c","model":"up","choices":[],"model":"x"}'
+    )
+    n1 = b'{"id":"c","model":1,"x":0}'
+    assert splice(n1, [Edit(("model",), 5)]) == b'{"id":"c","model":5,"x":0}'
+    n2 = b'{"id":"c","model":12}'
+    assert splice(n2, [Edit(("model",), 5)]) == b'{"id":"c","model":5}'
+    short = b'{"id":"c","model":"u"}'
+    assert splice(short, [Edit(("model",), "x")]) == b'{"id":"c","model":"x"}'

@@ -106,40 +106,35 @@ _OPEN = frozenset(b"[{")
 
 
 def _nested(depth: int) -> bytes:
-    """A JSON value nested at most `depth` containers deep, as a pattern. Commas are not
-    checked (the bytes were parsed as JSON already); brackets and strings decide the extent."""
-    value = _STR + rb"|" + _NUMBER + rb"|true|false|null"
+    """A JSON value nested at most `depth` containers deep, as a pattern that grows linearly
+    with `depth`. It is lenient (objects and arrays share one shape: items with an optional
+    key, commas not checked) because the bytes were parsed as JSON already: brackets and strings
+    decide the extent, and on JSON that is exact."""
+    scalar = _STR + rb"|" + _NUMBER + rb"|true|false|null"
+    value = scalar
     for _ in range(depth):
-        inner = rb"(?:" + value + rb")"
         value = (
-            _STR
-            + rb"|"
-            + _NUMBER
-            + rb"|true|false|null|\{"
+            scalar
+            + rb"|[\[{]"
             + _WS_CHARS
-            + rb"(?:"
+            + rb"(?:(?:"
             + _STR
             + _WS_CHARS
             + rb":"
             + _WS_CHARS
-            + inner
+            + rb")?(?:"
+            + value
+            + rb")"
             + _WS_CHARS
             + rb",?"
             + _WS_CHARS
-            + rb")*+\}|\["
-            + _WS_CHARS
-            + rb"(?:"
-            + inner
-            + _WS_CHARS
-            + rb",?"
-            + _WS_CHARS
-            + rb")*+\]"
+            + rb")*+[\]}]"
         )
     return rb"(?:" + value + rb")"
 
 
 # Most values of LLM payloads nest less deep than this: skipped by one match, no Python loop.
-_SHALLOW = _nested(6)
+_SHALLOW = _nested(10)
 _SHALLOW_VALUE = re.compile(_SHALLOW, re.S)
 
 
@@ -217,7 +212,6 @@ def _members(buf: bytes, pos: int, end: int) -> tuple[list[_Member], int]:
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-@lru_cache(maxsize=256)
 def _finder(key: str) -> re.Pattern[bytes] | None:
     """For a plain key: ``{``, the members with string or scalar values before it, and the
     key and colon itself, as one lazy match (no Python loop for the members it passes)."""
@@ -242,15 +236,34 @@ def _finder(key: str) -> re.Pattern[bytes] | None:
     )
 
 
+@lru_cache(maxsize=256)
+def _key(key: str) -> tuple[bytes, re.Pattern[bytes] | None]:
+    return _want(key), _finder(key)
+
+
+#: Per plain key, the bytes from an object's ``{`` through the member's value and one byte more,
+#: and where the value starts, as last found. Consecutive events of a stream mostly begin with
+#: the same bytes (id, object, created, model): when they do, the scan would find the same span.
+_SEEN: dict[str, tuple[bytes, int]] = {}
+
+
 def _member(buf: bytes, pos: int, end: int, key: str) -> tuple[int, int] | None:
     """The value span of the last member named `key` of the object at `pos` (None: absent)."""
-    want = _want(key)
-    finder = _finder(key)
+    want, finder = _key(key)
     if finder is not None:
-        m = finder.match(buf, pos, end)
-        if m is not None:
-            vstart = m.end()
-            vend = _skip(buf, vstart, end)
+        seen = _SEEN.get(key)
+        if seen is not None and pos + len(seen[0]) <= end and buf.startswith(seen[0], pos):
+            vstart, vend = pos + seen[1], pos + len(seen[0]) - 1
+        else:
+            m = finder.match(buf, pos, end)
+            if m is None:
+                vstart = -1
+            else:
+                vstart = m.end()
+                vend = _skip(buf, vstart, end)
+                if vend < end:  # the byte after a number ends it: part of what was read
+                    _SEEN[key] = (buf[pos : vend + 1], vstart - pos)
+        if vstart >= 0:
             # The last member with the key, unless a later one may repeat it: spelled the same,
             # or (a plain key) with a \\u escape. Anything after it counts: a cheap, safe test.
             if buf.find(want, vend, end) == -1 and buf.find(b"\\u", vend, end) == -1:
@@ -425,7 +438,9 @@ def replacements(
     end = len(buf) if end is None else end
     if not edits:
         return []
-    pos = _WS.match(buf, start, end).end()  # type: ignore[union-attr]
+    pos = start
+    if pos >= end or buf[pos] not in _OPEN:
+        pos = _WS.match(buf, start, end).end()  # type: ignore[union-attr]
     if len(edits) == 1 and edits[0].path and edits[0].value is not DELETE:
         # The common case (a restamp): walk the path, no tree.
         edit = edits[0]
@@ -549,8 +564,13 @@ def splice(buf: bytes, edits: Sequence[Edit], start: int = 0, end: int | None = 
     every byte of it no edit names, are kept. Raises `SpliceError` when a path cannot be found
     in bytes that are not the JSON the edits were made for."""
     reps = replacements(buf, edits, start, end)
-    if not reps:
-        return buf
+    return _replace(buf, reps) if reps else buf
+
+
+def _replace(buf: bytes, reps: list[Replacement]) -> bytes:
+    if len(reps) == 1:
+        s, e, new = reps[0]
+        return buf[:s] + new + buf[e:]
     parts = []
     prev = 0
     for s, e, new in reps:
@@ -591,15 +611,57 @@ def splice_event(ev: Event, edits: Sequence[Edit]) -> Event:
     if not edits:
         return ev
     raw = ev.raw
-    spans = data_spans(raw, ev.offset == 0)
+    span = _one_data_line(raw) if ev.data_lines == 1 else None
+    spans = [span] if span is not None else data_spans(raw, ev.offset == 0)
     if not spans:
         raise SpliceError("the event has no data to edit")
     if len(spans) == 1:
         s, e = spans[0]
-        new_raw = splice(raw, edits, s, e)
+        reps = replacements(raw, edits, s, e)
+        if not reps:
+            return ev
+        new_raw = _replace(raw, reps)
+        if ev.data is not None and len(reps) == 1 and e <= len(raw):
+            # One data line: the new event is the old one with new data; nothing to re-parse.
+            r_start, r_end, new = reps[0]
+            data = (raw[s:r_start] + new + raw[r_end:e]).decode("utf-8", "replace")
+            return Event(
+                ev.index,
+                ev.offset,
+                new_raw,
+                ev.event,
+                data,
+                ev.id,
+                ev.retry,
+                ev.comments,
+                1,
+                ev.terminated,
+            )
     else:
         new_raw = _splice_lines(raw, spans, edits)
     return parse_block(new_raw, ev.index, ev.offset, terminated=ev.terminated)
+
+
+def _one_data_line(raw: bytes) -> tuple[int, int] | None:
+    """The data span of a block with one data line and LF or CRLF line ends, found without a
+    line loop (None: another shape, for `data_spans`)."""
+    eol = b"\n"
+    if b"\r" in raw:
+        if raw.count(b"\r") != raw.count(b"\r\n"):
+            return None
+        eol = b"\r\n"
+    if raw.startswith(b"data:"):
+        at = 0
+    else:
+        at = raw.find(b"\ndata:")
+        if at == -1:
+            return None
+        at += 1
+    value = at + 6 if raw.startswith(b" ", at + 5) else at + 5
+    line_end = raw.find(eol, at)
+    if line_end == -1:
+        line_end = len(raw)
+    return min(value, line_end), line_end
 
 
 def _splice_lines(raw: bytes, spans: list[tuple[int, int]], edits: Sequence[Edit]) -> bytes:
