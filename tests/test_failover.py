@@ -912,6 +912,23 @@ async def test_retry_after_ms_is_honoured_too(tmp_path: Path) -> None:
         assert remaining is not None and 1 < remaining <= 1.5
 
 
+async def test_a_failed_trial_waits_the_latest_retry_after_not_the_default(tmp_path: Path) -> None:
+    fmt = OPENAI_CHAT
+    body = dialect(fmt).error_body(429, "slow down", "rate_limit_error")
+    headers = {"content-type": "application/json", "retry-after-ms": "300"}
+    async with ScriptedUpstream(429, headers, [(0, body)]) as limited, MockUpstream() as fallback:
+        async with two_hops(tmp_path, limited.url, fallback.url, formats=[fmt]) as proxy:
+            breaker = failover_of(proxy).breakers[primary_of(fmt)]
+            assert (await ask(proxy.url, fmt)).complete
+            first = breaker.remaining()
+            await until(lambda: breaker.remaining() is None, what="the retry-after to pass")
+            assert (await ask(proxy.url, fmt)).complete  # the trial: 429, retry-after 300 ms again
+            again = breaker.remaining()
+    assert len(limited.received) == 2
+    assert first is not None and 0 < first <= 0.3
+    assert again is not None and 0 < again <= 0.3, "not the 30 s window of a trip"
+
+
 # --- sticky sessions ----------------------------------------------------------------------------
 
 
