@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import orjson
 import pytest
 
@@ -580,6 +581,89 @@ async def test_client_credentials_never_reach_another_host(
             assert credentials_in(f.headers, f.query) == {"sk-fallback-own-key"}
             assert "sk-fallback-own-key" in f.headers[OWN_AUTH[fmt]]
             assert CLIENT_KEY not in repr(f), "not in a header, the query or the body"
+
+
+async def test_client_credentials_never_reach_another_port_of_the_same_host(
+    tmp_path: Path,
+) -> None:
+    # Same host name, another port: another origin. The keyless fallback gets no credential.
+    async with MockUpstream(default_scenario="overloaded") as primary, MockUpstream() as fallback:
+        assert primary.url.split(":")[1] == fallback.url.split(":")[1]  # //127.0.0.1
+        cfg = per_format(primary.url, fallback.url)
+        async with failover_proxy(write_config(tmp_path, cfg), primary.url) as proxy:
+            raws = await asyncio.gather(
+                *(
+                    post(proxy.url, fmt, query={"key": CLIENT_KEY} if fmt == GEMINI else None)
+                    for fmt in FORMATS
+                )
+            )
+            # The Anthropic SDK with a bearer token, as the issue saw it.
+            sdk = anthropic.AsyncAnthropic(auth_token=CLIENT_KEY, base_url=proxy.url, max_retries=0)
+            message = await sdk.messages.create(
+                model=CLIENT_MODEL[ANTHROPIC],
+                max_tokens=20,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+            await sdk.close()
+    assert message.content
+    for fmt, raw in zip(FORMATS, raws, strict=True):
+        with checking(fmt):
+            assert raw.status == 200 and raw.validator().complete
+            assert all(CLIENT_KEY in credentials_in(p.headers, p.query) for p in primary.received)
+            for f in (r for r in fallback.received if r.fmt == fmt):
+                assert credentials_in(f.headers, f.query) == set()
+                assert CLIENT_KEY not in repr(f)
+    assert len(fallback.received) == len(FORMATS) + 1
+
+
+ECHO_KEY = "sk-primary-own-key-echoed"
+
+
+async def test_keys_an_upstream_echoes_are_masked_everywhere_mitmllm_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An upstream that repeats the keys it was sent in its error message: neither the client's
+    # key nor the upstream's own may reach metadata, the comment, the log or a fixture.
+    fmt = ANTHROPIC
+    monkeypatch.setenv("MITMLLM_TEST_ECHO_KEY", ECHO_KEY)
+    body = dialect(fmt).error_body(
+        500, f"bad keys: x-api-key={ECHO_KEY} client={CLIENT_KEY}", "api_error"
+    )
+    json_headers = {"content-type": "application/json"}
+    captures = tmp_path / "captures"
+    async with ScriptedUpstream(500, json_headers, [(0, body)]) as echoing:
+        async with MockUpstream() as fallback:
+            cfg = config(
+                [
+                    upstream("primary", echoing.url, fmt, api_key_env="MITMLLM_TEST_ECHO_KEY"),
+                    upstream("fallback", fallback.url, fmt),
+                ],
+                ["primary", "fallback"],
+            )
+            async with failover_proxy(
+                write_config(tmp_path, cfg),
+                echoing.url,
+                mitmllm_capture="all",
+                mitmllm_capture_dir=str(captures),
+            ) as proxy:
+                raw = await post(proxy.url, fmt)
+                (flow,) = await proxy.log.wait(1)
+    assert raw.status == 200
+    (seen,) = echoing.received
+    assert seen.headers["x-api-key"] == ECHO_KEY  # the upstream's own key went to it
+    assert CLIENT_KEY not in repr(seen)
+    first = meta(flow)["attempts"][0]
+    assert first["outcome"] == "http_500" and "<redacted>" in first["error"]
+    written = [p.read_text() for p in captures.rglob("*.json")]
+    assert written, "the flow was recorded"
+    for where, text in [
+        ("metadata", orjson.dumps(flow.metadata).decode()),
+        ("comment", flow.comment),
+        ("log", caplog.text),
+        ("fixture", "\n".join(written)),
+    ]:
+        assert ECHO_KEY not in text, where
+        assert CLIENT_KEY not in text, where
 
 
 async def test_each_upstream_gets_its_own_key(

@@ -25,6 +25,7 @@ from mitmllm.engine.replay import ReplayUpstream
 from mitmllm.glue import flowstate
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.recorder import Recorder
+from mitmllm.protocol.splice import Edit
 from tests.proxyharness import running_proxy
 
 REQUEST = {"model": "m-1", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -172,15 +173,14 @@ def test_rewritten_streams_keep_the_upstream_body_and_the_client_body(
     f = llm_flow()
     inspector.request(f)
 
-    def bump(payload: Any) -> bool:
+    def bump(payload: Any) -> list[Edit]:
         if isinstance(payload, dict) and "n" in payload:
-            payload["n"] = 2
-            return True
-        return False
+            return [Edit(("n",), 2)]
+        return []
 
     flowstate.get(f).rewrites.append(bump)  # type: ignore[union-attr]
     sent = stream(inspector, recorder, f, CHUNKS)
-    assert sent != HEALTHY
+    assert sent == HEALTHY.replace(b'{"n": 1}', b'{"n": 2}')
     [fx] = written(tmp_path)
     assert fx.response is not None
     assert fx.response.content == HEALTHY and fx.response.client_content == sent

@@ -25,6 +25,8 @@ from mitmllm.engine.relay import Plan
 from mitmllm.engine.relay import Relay
 from mitmllm.engine.relay import Timeouts
 from mitmllm.engine.relay import Upstream
+from mitmllm.engine.relay import _Exchange
+from mitmllm.engine.relay import origin_of
 from mitmllm.engine.relay import redact_url
 from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import GEMINI
@@ -59,7 +61,7 @@ def plan(fmt: str, urls: Sequence[str], **timeouts: float) -> Plan:
         hops=hops,
         dialect=d,
         wants_stream=True,
-        client_host="127.0.0.1",
+        client_origin=("http", "127.0.0.1", 1),
         timeouts=Timeouts(**timeouts),
     )
 
@@ -249,3 +251,48 @@ async def test_events_that_arrive_while_the_loop_is_busy_are_not_a_stall(relay: 
         raw = await send(relay, ANTHROPIC, token)
     assert raw.body == body
     assert p.attempts[0].outcome == "ok"
+
+
+# --- origins --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://API.example.com/v1", ("https", "api.example.com", 443)),
+        ("https://api.example.com:443", ("https", "api.example.com", 443)),
+        ("http://api.example.com", ("http", "api.example.com", 80)),
+        ("http://api.example.com:8443/x", ("http", "api.example.com", 8443)),
+        ("http://127.0.0.1:9000", ("http", "127.0.0.1", 9000)),
+    ],
+)
+def test_origin_is_scheme_host_and_port(url: str, origin: tuple[str, str, int]) -> None:
+    assert origin_of(url) == origin
+
+
+def test_client_credentials_go_only_to_the_origin_the_client_addressed() -> None:
+    d = dialect(ANTHROPIC)
+    same = Upstream("same", "https://api.example.com", d)
+    http = Upstream("http", "http://api.example.com:443", d)  # same host and port, other scheme
+    port = Upstream("port", "https://api.example.com:8443", d)
+    p = Plan("r", [Hop(same), Hop(http), Hop(port)], d, True, ("https", "api.example.com", 443))
+    ex = _Exchange(Relay(env={}), p, _Request(), b"")
+    assert [ex._may_forward(u) for u in (same, http, port)] == [True, False, False]
+    p.forward_client_credentials = True  # the route says otherwise
+    assert all(ex._may_forward(u) for u in (same, http, port))
+
+
+class _Request:
+    """What `_Exchange` reads of the client's request before an attempt."""
+
+    headers = {"x-api-key": "sk-client-key-0001"}
+    query_string = "key=sk-client-query-key"
+
+
+def test_every_credential_in_play_is_masked() -> None:
+    d = dialect(GEMINI)
+    up = Upstream("own", "https://x.example", d, api_key_env="OWN")
+    p = Plan("r", [Hop(up)], d, True, ("https", "x.example", 443))
+    ex = _Exchange(Relay(env={"OWN": "sk-upstream-own-key"}), p, _Request(), b"")
+    text = "sk-client-key-0001 / sk-client-query-key / sk-upstream-own-key / short"
+    assert ex.mask(text) == "<redacted> / <redacted> / <redacted> / short"

@@ -477,15 +477,17 @@ def _slug(text: str) -> str:
 # --- redaction ------------------------------------------------------------------------------------
 
 
-def redact(fixture: Fixture, extra: Iterable[str] = ()) -> Fixture:
+def redact(fixture: Fixture, extra: Iterable[str] = (), *, known: Iterable[str] = ()) -> Fixture:
     """A copy of `fixture` with every secret removed, and where it was listed in ``redacted``.
 
-    `extra` adds header, query parameter and JSON field names to `SECRET_NAMES`.
+    `extra` adds header, query parameter and JSON field names to `SECRET_NAMES`; `known` adds
+    secret values to hunt everywhere (the upstreams' own keys, which no header of the flow
+    carries, but an upstream's error message may echo).
     """
     names = SECRET_NAMES | {n.strip().lower() for n in extra if n.strip()}
     fx = fixture.model_copy(deep=True)
     found: set[str] = set()
-    secrets: set[str] = set()
+    secrets: set[str] = {s for s in known if s and not _masked(s)}
 
     def headers(pairs: list[tuple[str, str]], where: str) -> list[tuple[str, str]]:
         out = []
@@ -822,8 +824,9 @@ def from_flow(
     upstream_body: bytes | None = None,
     chunks: Sequence[tuple[int, float]] | None = None,
     redact_names: Iterable[str] = (),
+    secrets: Iterable[str] = (),
 ) -> Fixture:
-    """A redacted fixture for `flow`.
+    """A redacted fixture for `flow` (`secrets`: more values to hunt, see `redact`).
 
     `upstream_body` and `chunks` come from a live flow's tap (the bytes the upstream sent and when
     each chunk arrived). Without them the flow's stored body is used as one chunk, and a note
@@ -878,8 +881,8 @@ def from_flow(
     if extras:
         fixture.redacted = list(extras.get("redacted", []))
         fixture.expect = Expect.model_validate(extras.get("expect", {}))
-        return redact(fixture, redact_names)
-    fixture = redact(fixture, redact_names)
+        return redact(fixture, redact_names, known=secrets)
+    fixture = redact(fixture, redact_names, known=secrets)
     fixture.expect = replay_fixture(fixture).expectation(_upstream(fixture))
     return fixture
 

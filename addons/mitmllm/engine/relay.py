@@ -28,8 +28,11 @@ Per attempt::
 * Client cancellation (mitmproxy closes the connection) stops the chain and closes the upstream
   at once, and is never counted as an upstream failure.
 * Credentials: each upstream authenticates with its own secret (from an environment variable).
-  The client's credentials go only to the host the client addressed, unless the route says
-  otherwise. The relay answers only requests that carry a one-time token issued by the addon.
+  The client's credentials go only to the origin (scheme, host and port) the client addressed,
+  unless the route says otherwise. Every credential in play (the client's, the upstreams' own)
+  is masked in what the relay records and logs, so an upstream that echoes a key in an error
+  does not put it into metadata, findings or logs. The relay answers only requests that carry a
+  one-time token issued by the addon.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import unquote_plus
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -78,6 +82,24 @@ HOP_BY_HOP = frozenset(
     }
 )  # fmt: skip
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: What replaces a credential in the relay's records and logs.
+MASK = "<redacted>"
+# Shorter values are too likely to occur by chance (a key of "x" would mask every x).
+MIN_SECRET = 8
+
+Origin = tuple[str, str, int]
+
+
+def origin_of(url: str) -> Origin:
+    """(scheme, host, port) of a URL, lower-case, with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme, 0)
 
 
 # --- what the addon hands to the relay ---------------------------------------------------------
@@ -105,6 +127,10 @@ class Upstream:
     @property
     def host(self) -> str:
         return (urlsplit(self.base_url).hostname or "").lower()
+
+    @property
+    def origin(self) -> Origin:
+        return origin_of(self.base_url)
 
 
 @dataclass(frozen=True)
@@ -156,7 +182,8 @@ class Plan:
     hops: list[Hop]
     dialect: Dialect
     wants_stream: bool
-    client_host: str
+    #: (scheme, host, port) the client addressed: the only origin its credentials may go to
+    client_origin: Origin
     timeouts: Timeouts = field(default_factory=Timeouts)
     forward_client_credentials: bool = False
     early_commit: bool = False
@@ -302,6 +329,7 @@ class _Exchange:
         self.response: web.StreamResponse | None = None  # headers sent once set
         self.last_write = 0.0
         self.checker: StreamChecker | None = None  # the current attempt's stream checker
+        self.secrets = _secrets_of(request.headers, request.query_string, plan, relay.env)
 
     async def run(self) -> web.StreamResponse:
         plan = self.plan
@@ -321,7 +349,7 @@ class _Exchange:
                 if self.checker is not None:  # what was wrong with the failed stream, too
                     attempt.findings = self.checker.findings.summary()
                     self.checker = None
-                attempt.outcome, attempt.error = fail.outcome, fail.error
+                attempt.outcome, attempt.error = fail.outcome, self.mask(fail.error)
                 attempt.retry_after = fail.retry_after
                 if fail.status is not None:  # a stall after a 200 keeps the 200 on record
                     attempt.status = fail.status
@@ -333,7 +361,7 @@ class _Exchange:
                     plan.route,
                     hop.upstream.name,
                     fail.outcome,
-                    fail.error,
+                    attempt.error,
                     "; trying the next upstream" if i + 1 < len(hops) else "",
                 )
                 continue
@@ -468,8 +496,16 @@ class _Exchange:
             raise
         return task.result()
 
+    def mask(self, text: str) -> str:
+        """`text` with every credential in play replaced (for records, logs, messages)."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
     def _may_forward(self, upstream: Upstream) -> bool:
-        return self.plan.forward_client_credentials or upstream.host == self.plan.client_host
+        """The client's credentials go to the origin it addressed, or where the route says."""
+        return self.plan.forward_client_credentials or upstream.origin == self.plan.client_origin
 
     def _upstream_headers(self, upstream: Upstream) -> dict[str, str] | None:
         forward = self._may_forward(upstream)
@@ -701,7 +737,7 @@ class _Exchange:
     ) -> None:
         if attempt.outcome in ("pending", "ok"):
             attempt.outcome = "failed_after_commit"
-        attempt.error = message
+        attempt.error = message = self.mask(message)
         self.plan.outcome = "failed_after_commit"
         logger.warning(
             "relay %s: %s; ending the stream with an error event", self.plan.route, message
@@ -859,6 +895,28 @@ def _kind_for(fail: _Fail | None) -> str:
     if fail.outcome.endswith("timeout"):
         return "timeout_error"
     return "api_error"
+
+
+def _secrets_of(
+    headers: Mapping[str, str], query: str, plan: Plan, env: Mapping[str, str]
+) -> list[str]:
+    """Every credential value a routed request brings into play, longest first: the client's
+    (headers, query) and the keys of the chain's upstreams."""
+    found: set[str] = set()
+    for k, v in headers.items():
+        if k.lower() in CREDENTIAL_HEADERS:
+            found.add(v.strip())
+            found.add(v.split()[-1] if v.split() else v)
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        if name.lower() in CREDENTIAL_QUERY and value:
+            found.update({value, unquote_plus(value)})
+    for hop in plan.hops:
+        if hop.upstream.api_key_env:
+            secret = env.get(hop.upstream.api_key_env)
+            if secret:
+                found.add(secret)
+    return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
 
 
 def _strip_credential_query(url: str) -> str:

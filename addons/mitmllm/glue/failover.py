@@ -207,7 +207,13 @@ class Failover:
             hops=hops,
             dialect=state.dialect,
             wants_stream=state.wants_stream,
-            client_host=flow.request.pretty_host.lower(),
+            # What the client addressed (the reverse target in reverse mode), before the
+            # request is pointed at the relay.
+            client_origin=(
+                flow.request.scheme.lower(),
+                flow.request.host.lower(),
+                flow.request.port,
+            ),
             timeouts=relaymod.Timeouts(
                 connect=t.connect,
                 first_event=t.first_event,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable
@@ -267,8 +268,20 @@ class Recorder:
             if tap.finished and not tap.rewritten:
                 upstream, chunks = bytes(tap.sent), list(tap.chunks)
         return fixtures.from_flow(
-            f, upstream_body=upstream, chunks=chunks, redact_names=self.redact
+            f,
+            upstream_body=upstream,
+            chunks=chunks,
+            redact_names=self.redact,
+            secrets=self._upstream_keys(),
         )
+
+    def _upstream_keys(self) -> list[str]:
+        """The configured upstreams' own keys: hunted in fixtures like the client's."""
+        config = self._config
+        if config is None:
+            return []
+        names = {u.api_key_env for u in config.upstreams if u.api_key_env}
+        return [v for v in (os.environ.get(n) for n in sorted(names)) if v]
 
 
 def _ended(f: http.HTTPFlow) -> bool:
