@@ -16,11 +16,11 @@ columns := "--set web_columns=icon --set web_columns=path --set web_columns=meth
 
 # Open mitmweb with mitmllm and the demo's flows (run `just demo` first).
 web *ARGS:
-    mitmweb -s {{addon}} --rfile {{out}}/flows.mitm {{columns}} {{ARGS}}
+    mitmweb -s {{addon}} --listen-host 127.0.0.1 --rfile {{out}}/flows.mitm {{columns}} {{ARGS}}
 
-# Run mitmdump with mitmllm in front of your clients (pass mitmproxy options, e.g. --mode reverse:https://api.anthropic.com).
+# Run mitmdump with mitmllm in front of your clients, on loopback (pass mitmproxy options, e.g. --mode reverse:https://api.anthropic.com).
 proxy *ARGS:
-    mitmdump -s {{addon}} {{ARGS}}
+    mitmdump -s {{addon}} --listen-host 127.0.0.1 {{ARGS}}
 
 # Run the whole test suite (installs Debian's chromium for the browser test when it can).
 test *ARGS:
