@@ -3,7 +3,9 @@
 For every LLM call it asks the upstream for an uncompressed body, taps event streams as they pass
 (whole events only, never buffering SSE), checks non-streaming bodies, and when the flow ends
 writes the findings to `flow.metadata["mitmllm"]`, a one-line `flow.comment` and `flow.marked`,
-stores the client-facing bytes so mitmweb shows them, and logs one summary line.
+stores the client-facing bytes so mitmweb shows them, and logs one summary line. What it stores
+of a stream is bounded by `mitmllm_keep_body` (the start and the end of a longer one, around a
+marker, and TAP-4 on the flow); `mitmllm_spill_dir` keeps longer ones whole on disk.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
+from typing import BinaryIO
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import http
 
+from mitmllm.engine.keep import DEFAULT_LIMIT
+from mitmllm.engine.keep import KEEP_OPTION
+from mitmllm.engine.keep import KeptBody
+from mitmllm.engine.keep import limit_of
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.validation import StreamResult
 from mitmllm.engine.validation import ValidationWorker
@@ -68,9 +76,14 @@ class Recognizer:
 WORKER_TIMEOUT = 10.0  # seconds to wait for a stream's result from the validation worker
 
 
+SPILL_OPTION = "mitmllm_spill_dir"
+
+
 class Inspector:
     def __init__(self) -> None:
         self.worker: ValidationWorker | None = None
+        self.keep: int | None = DEFAULT_LIMIT
+        self.spill_dir: Path | None = None
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -113,6 +126,21 @@ class Inspector:
             frames events, which keeps the proxy's throughput at high event rates. Streams whose
             events mitmllm rewrites are still validated in the proxy.""",
         )
+        loader.add_option(
+            KEEP_OPTION,
+            str,
+            "16MiB",
+            """How much of an event stream a flow keeps for mitmweb, saved flows and fixtures
+            (e.g. 16MiB, or all). A longer stream keeps its first and last half of this around
+            a marker, and the flow says so (TAP-4); findings always cover the whole stream.""",
+        )
+        loader.add_option(
+            SPILL_OPTION,
+            str,
+            "",
+            """A folder where streams longer than mitmllm_keep_body are written whole, one file
+            per flow (named in the flow's metadata as body_file). Empty: not kept on disk.""",
+        )
 
     def configure(self, updated: set[str]) -> None:
         for name in ("mitmllm_marker_error", "mitmllm_marker_warning", "mitmllm_marker_failover"):
@@ -129,6 +157,23 @@ class Inspector:
             elif self.worker is not None:
                 self.worker.stop()
                 self.worker = None
+        if KEEP_OPTION in updated:
+            text = getattr(ctx.options, KEEP_OPTION)
+            try:
+                self.keep = limit_of(text)
+            except ValueError as e:
+                raise exceptions.OptionsError(
+                    f"{KEEP_OPTION}={text!r}: {e}; use a size such as 16MiB, or all"
+                ) from e
+        if SPILL_OPTION in updated:
+            folder = getattr(ctx.options, SPILL_OPTION).strip()
+            self.spill_dir = Path(folder).expanduser() if folder else None
+            spill_dir = self.spill_dir
+            if spill_dir is not None and spill_dir.exists() and not spill_dir.is_dir():
+                raise exceptions.OptionsError(
+                    f"{SPILL_OPTION}={folder!r} is not a folder; name a folder (it is "
+                    "created when the first long stream arrives)"
+                )
         if "mitmllm_hosts" in updated:
             for h in ctx.options.mitmllm_hosts:
                 if not h or any(c in h for c in "/ "):
@@ -173,14 +218,26 @@ class Inspector:
             resp.stream = True
             return
         t0 = flow.request.timestamp_start
+        body = self.kept_body(flow)
         if self.worker is not None and self.worker.alive and not state.rewrites:
-            state.tap = FramingTap(self.worker, state.format, state.request, t0)
+            state.tap = FramingTap(self.worker, state.format, state.request, t0, body=body)
         else:
             checker = StreamChecker(
                 state.dialect, state.findings, request=state.request, autodetect=True
             )
-            state.tap = Tap(Pipeline(checker, state.rewrites), t0)
+            state.tap = Tap(Pipeline(checker, state.rewrites), t0, body=body)
         resp.stream = state.tap  # type: ignore[assignment]  # mitmproxy's stub lists no list
+
+    def kept_body(self, flow: http.HTTPFlow) -> KeptBody:
+        """What the flow will keep of its stream (see the options)."""
+        folder = self.spill_dir
+
+        def spill() -> BinaryIO:
+            assert folder is not None
+            folder.mkdir(parents=True, exist_ok=True)
+            return open(folder / f"{flow.id}.sse", "wb")  # noqa: SIM115 (closed at the end)
+
+        return KeptBody(self.keep, spill=spill if folder else None, option=KEEP_OPTION)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         await self._finish(flow)
@@ -236,7 +293,8 @@ class Inspector:
             if resp.raw_content is None:
                 # After streaming the body is gone; store what the client got (record only, the
                 # wire is done). Also after an abort: mitmweb then shows what did arrive.
-                resp.raw_content = bytes(tap.sent)
+                resp.raw_content = tap.sent
+            _note_kept(tap.body, state)
             if not tap.finished:
                 # The connection died mid-stream: run the end-of-stream checks (truncation) on
                 # what arrived. What the tap still held never reached the client.
@@ -264,6 +322,22 @@ class Inspector:
             line = summary_line(flow, state)
             level = logging.WARNING if state.findings.worst == Severity.ERROR else logging.INFO
             logger.log(level, line)
+
+
+def _note_kept(body: KeptBody, state: LLMFlow) -> None:
+    """Say on the flow when what it keeps is not the whole stream, and where the rest went."""
+    body.close()
+    if not body.cut:
+        return
+    state.info["body_kept"] = {"bytes": body.total - body.cut, "of": body.total, "cut": body.cut}
+    where = f"the start and the end of {body.total} bytes ({KEEP_OPTION})"
+    if body.spill_name is not None:
+        state.info["body_file"] = body.spill_name
+        where += f"; the whole stream is in {body.spill_name}"
+    if body.spill_error is not None:
+        state.info["body_file_error"] = body.spill_error
+        where += f"; writing it to {SPILL_OPTION} failed ({body.spill_error})"
+    state.findings.add("TAP-4", f"the flow keeps {where}")
 
 
 def write_metadata(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None = None) -> None:
