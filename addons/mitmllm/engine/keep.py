@@ -25,11 +25,11 @@ from mitmllm.engine.config import parse_size
 
 #: The option that sets the limit, and its default.
 KEEP_OPTION = "mitmllm_keep_body"
-DEFAULT_LIMIT = 16 * 1024 * 1024
+DEFAULT_LIMIT = 8 * 1024 * 1024
 
 
 def limit_of(text: str) -> int | None:
-    """The ``mitmllm_keep_body`` option: a size such as ``16MiB``, or ``all`` (no limit)."""
+    """The ``mitmllm_keep_body`` option: a size such as ``8MiB``, or ``all`` (no limit)."""
     if text.strip().lower() == "all":
         return None
     size = parse_size(text)
@@ -161,12 +161,12 @@ class KeptBody:
                 self._parts = [self._value] if self._value else []
             else:
                 head = self._head
-                tail = b"".join(self._tail)
                 glue = b"" if bytes(head[-1:]) in (b"\n", b"\r") else b"\n\n"
-                value = b"".join((head, glue, marker(self.cut, self.option), tail))
+                # One join: what is kept is held twice for a moment, never three times.
+                value = b"".join([head, glue, marker(self.cut, self.option), *self._tail])
                 view = memoryview(value)
                 self._head = view[: len(head)]
-                self._tail = deque([view[len(value) - len(tail) :]])
+                self._tail = deque([view[len(value) - self._tail_size :]])
                 self._value = value
         return self._value
 

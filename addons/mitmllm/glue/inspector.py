@@ -129,9 +129,9 @@ class Inspector:
         loader.add_option(
             KEEP_OPTION,
             str,
-            "16MiB",
+            "8MiB",
             """How much of an event stream a flow keeps for mitmweb, saved flows and fixtures
-            (e.g. 16MiB, or all). A longer stream keeps its first and last half of this around
+            (e.g. 8MiB, or all). A longer stream keeps its first and last half of this around
             a marker, and the flow says so (TAP-4); findings always cover the whole stream.""",
         )
         loader.add_option(
@@ -163,7 +163,7 @@ class Inspector:
                 self.keep = limit_of(text)
             except ValueError as e:
                 raise exceptions.OptionsError(
-                    f"{KEEP_OPTION}={text!r}: {e}; use a size such as 16MiB, or all"
+                    f"{KEEP_OPTION}={text!r}: {e}; use a size such as 8MiB, or all"
                 ) from e
         if SPILL_OPTION in updated:
             folder = getattr(ctx.options, SPILL_OPTION).strip()
