@@ -22,6 +22,7 @@ from mitmllm.bench import big
 from mitmllm.bench import codec
 from mitmllm.bench import memory
 from mitmllm.bench import proxy
+from mitmllm.bench import soak
 from mitmllm.bench.concurrency import ConcurrencySizes
 from mitmllm.bench.corpus import KiB
 from mitmllm.bench.corpus import MiB
@@ -37,6 +38,7 @@ class Sizes:
     proxy: proxy.ProxySizes
     concurrency: ConcurrencySizes
     memory: memory.MemorySizes
+    soak: soak.SoakSizes
 
 
 #: The default run: a few minutes on two cores.
@@ -54,6 +56,7 @@ DEFAULT = Sizes(
     # The load: 200 conversations at 20 tokens/s, 10 s each, opened over a second.
     concurrency=ConcurrencySizes(streams=200, events=206, rate=20, ramp=1.0, settle=1.0),
     memory=memory.MemorySizes(mib=256),
+    soak=soak.SoakSizes(streams=100, seed=1),
 )
 #: Every section end to end in seconds; its figures say little.
 QUICK = Sizes(
@@ -69,6 +72,7 @@ QUICK = Sizes(
     ),
     concurrency=ConcurrencySizes(streams=40, events=26, rate=20, ramp=0.2, settle=0.2),
     memory=memory.MemorySizes(mib=4),
+    soak=soak.SoakSizes(streams=30, seed=1),
 )
 
 
@@ -131,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: proxy.run(report, sizes.proxy, sizes.concurrency, proxy_sections),
             )
         )
+    if "soak" in args.only:
+        steps.append(("soak", lambda: soak.run(report, sizes.soak)))
     if "memory" in args.only:
         steps.append(("memory", lambda: memory.run(report, sizes.memory)))
     try:
