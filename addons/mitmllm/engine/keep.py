@@ -5,8 +5,8 @@ saved flows and fixtures would make the proxy's memory grow with it. `KeptBody` 
 body up to `limit` bytes. Beyond that it keeps the first and the last half of the limit (the
 start shows how the answer began, the end how it finished) with a marker between, an SSE comment
 saying how many bytes were left out, so that what is kept still reads as a stream. It cuts
-between the pieces it is given (the taps give whole events) wherever a piece fits, and inside a
-piece only when a single piece is larger than half the limit.
+between the pieces it is given (the taps give whole events), or inside a piece at an event
+boundary, and inside an event only when one event is larger than half the limit.
 
 With a spill file, a body that outgrows the limit goes to that file whole: what was held until
 then, and every byte after it as it passes. Nothing is lost, and memory stays bounded all the
@@ -17,11 +17,15 @@ Validation never looks at what is kept here: findings come from the whole stream
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO
 
 from mitmllm.engine.config import parse_size
+
+# The end of an SSE block: a line end, then a blank line (see `mitmllm.protocol.sse`).
+_BLANK_LINE = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
 
 #: The option that sets the limit, and its default.
 KEEP_OPTION = "mitmllm_keep_body"
@@ -142,15 +146,28 @@ class KeptBody:
             self.spill = None
 
     def _trim(self) -> None:
+        """Keep the tail within its room: whole pieces go from its start; the piece that
+        straddles the cut keeps its end from an event boundary inside it, or, one event larger
+        than half the room, its last bytes (a small event goes whole)."""
         assert self.limit is not None
         room = self.limit - self.limit // 2
         tail = self._tail
-        while self._tail_size > room and len(tail) > 1:
-            self._tail_size -= len(tail.popleft())
-        if self._tail_size > room:  # one piece larger than the room: its end
-            last = tail.pop()[-room:]
-            tail.append(last)
-            self._tail_size = len(last)
+        while self._tail_size > room:
+            first = tail.popleft()
+            self._tail_size -= len(first)
+            if self._tail_size >= room:
+                continue
+            start = len(first) - (room - self._tail_size)
+            m = _BLANK_LINE.search(first, start)
+            if m is not None and m.end() < len(first):  # an event boundary inside the piece
+                keep = first[m.end() :]
+            elif 2 * len(first) > room:  # a big event (or the end of one): its end
+                keep = first[start:]
+            else:  # a small event that does not fit: left out whole
+                keep = b""
+            if keep:
+                tail.appendleft(keep)
+                self._tail_size += len(keep)
 
     @property
     def value(self) -> bytes:
