@@ -15,7 +15,7 @@ demo *ARGS:
 web *ARGS:
     mitmllm web --rfile {{out}}/flows.mitm {{ARGS}}
 
-# Run mitmdump with mitmllm in front of your clients (pass mitmproxy options, e.g. --mode reverse:https://api.anthropic.com).
+# Run mitmdump with mitmllm in front of your clients, on loopback (pass mitmproxy options, e.g. --mode reverse:https://api.anthropic.com).
 proxy *ARGS:
     mitmllm proxy {{ARGS}}
 

@@ -13,6 +13,7 @@ from mitmllm.engine.pipeline import Pipeline
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.repair import Repairer
+from mitmllm.protocol.splice import apply
 from mitmllm.protocol.stream import StreamChecker
 
 
@@ -90,3 +91,11 @@ def repaired(
 
 def error_rules(findings: Findings) -> set[str]:
     return {f.rule for f in findings if f.severity == "error"}
+
+
+def rewrote(rewrite: Any, payload: Any, *args: Any) -> bool:
+    """Call a dialect's `restamp` / `rename_tools` and make its edits to `payload`, as the
+    pipeline does; True if there were any."""
+    edits = rewrite(payload, *args)
+    apply(payload, edits)
+    return bool(edits)

@@ -31,6 +31,7 @@ from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
 from tests.streamcheck import repaired
+from tests.streamcheck import rewrote
 from tests.streamcheck import rules
 from tests.streamcheck import run
 
@@ -655,16 +656,16 @@ def first_payload(body: bytes, name: str) -> Any:
 
 def test_restamp_stream_and_body() -> None:
     start = first_payload(S.TEXT, "message_start")
-    assert DIALECT.restamp(start, "claude-opus-4-1") is True
+    assert rewrote(DIALECT.restamp, start, "claude-opus-4-1") is True
     assert start["message"]["model"] == "claude-opus-4-1"
-    assert DIALECT.restamp(start, "claude-opus-4-1") is False  # already that model
+    assert rewrote(DIALECT.restamp, start, "claude-opus-4-1") is False  # already that model
     body = {"type": "message", "model": "gpt-4o", "content": []}
-    assert DIALECT.restamp(body, "claude-opus-4-1") is True
+    assert rewrote(DIALECT.restamp, body, "claude-opus-4-1") is True
     assert body["model"] == "claude-opus-4-1"
     delta = first_payload(S.TEXT, "content_block_delta")
-    assert DIALECT.restamp(delta, "x") is False
+    assert rewrote(DIALECT.restamp, delta, "x") is False
     assert "model" not in delta
-    assert DIALECT.restamp(INVALID, "x") is False
+    assert rewrote(DIALECT.restamp, INVALID, "x") is False
 
 
 def test_rename_tools_stream_and_body() -> None:
@@ -674,9 +675,9 @@ def test_rename_tools_stream_and_body() -> None:
             0, {"type": "tool_use", "id": "t", "name": "upstream_weather", "input": {}}
         ).split(b"data: ", 1)[1]
     )
-    assert DIALECT.rename_tools(start, names) is True
+    assert rewrote(DIALECT.rename_tools, start, names) is True
     assert start["content_block"]["name"] == "get_weather"
-    assert DIALECT.rename_tools(start, names) is False
+    assert rewrote(DIALECT.rename_tools, start, names) is False
     body = {
         "type": "message",
         "content": [
@@ -685,10 +686,12 @@ def test_rename_tools_stream_and_body() -> None:
             {"type": "tool_use", "id": "b", "name": "other", "input": {}},
         ],
     }
-    assert DIALECT.rename_tools(body, names) is True
+    assert rewrote(DIALECT.rename_tools, body, names) is True
     assert [b.get("name") for b in body["content"]] == [None, "get_weather", "other"]
     assert body["content"][0]["text"] == "upstream_weather"
-    assert DIALECT.rename_tools(first_payload(S.TEXT, "content_block_start"), names) is False
+    assert (
+        rewrote(DIALECT.rename_tools, first_payload(S.TEXT, "content_block_start"), names) is False
+    )
 
 
 # --- commit gate and synthesis ------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -35,6 +36,10 @@ from mitmllm.bench.corpus import proxy_events
 from mitmllm.bench.latency import PacedRun
 from mitmllm.bench.latency import PacedStream
 from mitmllm.bench.latency import paced_run
+from mitmllm.bench.memory import HEADER_BYTES
+from mitmllm.bench.memory import _serve_stream
+from mitmllm.bench.memory import expected_bytes
+from mitmllm.bench.memory import stream_parts
 from mitmllm.bench.proxy import ADDON
 from mitmllm.bench.proxy import DIRECT
 from mitmllm.bench.proxy import GC_SCRIPT
@@ -446,3 +451,34 @@ def test_concurrency_figures_judge_the_relay_p99_target_from_the_measurements(
     out = printed.getvalue()
     assert "2, max 90 ms" in out
     assert ("2 full garbage collections" in out) is not met
+
+
+# --- memory: the long stream --------------------------------------------------------------------
+
+
+def test_memory_stream_is_a_healthy_anthropic_stream() -> None:
+    head, chunk, tail = stream_parts()
+    assert chunk.endswith(b"\n\n") and len(chunk) <= 64 * KiB
+    findings, pairs, checker = check_stream(detect.by_name("anthropic"), head + chunk * 3 + tail)
+    assert not findings.to_list() and checker.validator is not None
+    assert checker.validator.complete
+
+
+async def test_memory_upstream_sends_the_bytes_it_promises() -> None:
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", _serve_stream)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with http_client() as client:
+            for total in (1, 300 * KiB, 2 * MiB):
+                async with client.post(
+                    f"http://127.0.0.1:{port}/v1/messages", headers={HEADER_BYTES: str(total)}
+                ) as resp:
+                    got = len(await resp.read())
+                assert got == expected_bytes(total) >= total
+    finally:
+        await runner.cleanup()

@@ -185,6 +185,11 @@ def wait(seconds: float) -> Callable[[Breaker, Clock], None]:
     return lambda b, clock: clock.advance(seconds)
 
 
+def told(kind: Kind, seconds: float) -> Callable[[Breaker, Clock], None]:
+    """A failure that carried retry-after: `seconds`."""
+    return lambda b, clock: b.record(kind, "x", retry_after=seconds)
+
+
 def cooldown(seconds: float) -> Callable[[Breaker, Clock], None]:
     return lambda b, clock: b.cooldown(seconds)
 
@@ -207,6 +212,10 @@ TABLE = [
     ("closed-cancelled-not-counted", start_closed_two_failures, do(Kind.CANCELLED), CLOSED,
      [], 2, None),
     ("closed-cooldown", start_closed, cooldown(10), OPEN, [(CLOSED, OPEN)], 0, 10),
+    ("closed-failure-with-retry-after", start_closed, told(Kind.FAILED, 7), OPEN,
+     [(CLOSED, OPEN)], 1, 7),
+    ("closed-failure-reaching-threshold-with-retry-after", start_closed_two_failures,
+     told(Kind.FAILED, 7), OPEN, [(CLOSED, OPEN)], 3, 7),
     ("open-window-over", start_open, wait(30), HALF_OPEN, [(OPEN, HALF_OPEN)], 3, None),
     ("open-window-not-over", start_open, wait(29.5), OPEN, [], 3, 0.5),
     ("open-refuses", start_open, admit, OPEN, [], 3, 30),
@@ -217,6 +226,12 @@ TABLE = [
     ("open-forced-rejected-not-counted", start_open_forced, do(Kind.REJECTED), OPEN, [], 3, 30),
     ("open-forced-cancelled-not-counted", start_open_forced, do(Kind.CANCELLED), OPEN,
      [], 3, 30),
+    ("open-forced-failure-with-retry-after", start_open_forced, told(Kind.FAILED, 7), OPEN,
+     [(OPEN, OPEN)], 4, 7),
+    ("open-failure-begun-earlier-with-shorter-retry-after", start_open, told(Kind.FAILED, 5),
+     OPEN, [], 4, 30),
+    ("open-failure-begun-earlier-with-longer-retry-after", start_open, told(Kind.FAILED, 100),
+     OPEN, [(OPEN, OPEN)], 4, 100),
     ("open-cooldown-shorter", start_open, cooldown(5), OPEN, [], 3, 30),
     ("open-cooldown-longer", start_open, cooldown(100), OPEN, [(OPEN, OPEN)], 3, 100),
     ("half-open-admits-one-trial", start_trial, admit, HALF_OPEN, [], 3, None),
@@ -224,6 +239,8 @@ TABLE = [
      None),
     ("half-open-trial-failure", start_trial, do(Kind.FAILED), OPEN, [(HALF_OPEN, OPEN)], 4, 60),
     ("half-open-trial-broken", start_trial, do(Kind.BROKEN), OPEN, [(HALF_OPEN, OPEN)], 4, 60),
+    ("half-open-trial-failure-with-retry-after", start_trial, told(Kind.FAILED, 7), OPEN,
+     [(HALF_OPEN, OPEN)], 4, 7),
     ("half-open-failure-begun-earlier", start_half_open, do(Kind.FAILED), HALF_OPEN, [], 4, None),
     ("half-open-success-begun-earlier", start_half_open, do(Kind.OK), CLOSED,
      [(HALF_OPEN, CLOSED)], 0, None),
@@ -442,6 +459,25 @@ def test_record_with_retry_after_counts_and_cools_down(clock: Clock) -> None:
     assert b.remaining() == 20  # open already; the later ones are failures of earlier attempts
 
 
+def test_a_trial_that_is_told_to_wait_again_waits_what_it_was_told(clock: Clock) -> None:
+    # retry-after: 7, the trial after it gets 429 with retry-after: 7 again: open for 7 s, not
+    # for the default 30 s window of a trip.
+    bs = Breakers(["a", "b"], clock=clock)
+    limited = Attempt("http_429", 429, retry_after=7.0)
+    for _ in range(3):  # enough to trip it, were it not told when to come back
+        bs.record_attempt("a", limited)
+    assert bs["a"].remaining() == 7
+    clock.advance(7)
+    assert bs.order(["a", "b"]) == ["a", "b"]  # the trial
+    bs.record_attempt("a", limited)
+    assert bs["a"].remaining() == 7
+    assert bs["a"].level == 0 and bs["a"].trips == 0
+    clock.advance(7)
+    assert bs.order(["a"]) == ["a"]
+    bs.record_attempt("a", Attempt("http_429", 429, retry_after=2.0))  # a shorter word wins
+    assert bs["a"].remaining() == 2
+
+
 # --- Breakers: order() ----------------------------------------------------------------------
 
 
@@ -617,6 +653,7 @@ OPS = st.lists(
         st.tuples(st.just("record"), st.sampled_from(list(Kind))),
         st.tuples(st.just("wait"), st.floats(0, 400)),
         st.tuples(st.just("cooldown"), st.floats(-10, 1000)),
+        st.tuples(st.just("told"), st.floats(-10, 1000)),
         st.tuples(st.just("admit"), st.booleans()),
     ),
     max_size=40,
@@ -642,6 +679,9 @@ def test_breaker_invariants(ops: list[tuple[str, object]], neutral: Kind) -> Non
         elif op == "cooldown":
             assert isinstance(arg, float)
             b.cooldown(arg)
+        elif op == "told":
+            assert isinstance(arg, float)
+            b.record(Kind.FAILED, "429", retry_after=arg)
         else:
             b.admit(force=bool(arg))
         left = b.remaining()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anthropic
 import openai
 import orjson
 import pytest
@@ -588,6 +589,89 @@ async def test_client_credentials_never_reach_another_host(
             assert CLIENT_KEY not in repr(f), "not in a header, the query or the body"
 
 
+async def test_client_credentials_never_reach_another_port_of_the_same_host(
+    tmp_path: Path,
+) -> None:
+    # Same host name, another port: another origin. The keyless fallback gets no credential.
+    async with MockUpstream(default_scenario="overloaded") as primary, MockUpstream() as fallback:
+        assert primary.url.split(":")[1] == fallback.url.split(":")[1]  # //127.0.0.1
+        cfg = per_format(primary.url, fallback.url)
+        async with failover_proxy(write_config(tmp_path, cfg), primary.url) as proxy:
+            raws = await asyncio.gather(
+                *(
+                    post(proxy.url, fmt, query={"key": CLIENT_KEY} if fmt == GEMINI else None)
+                    for fmt in FORMATS
+                )
+            )
+            # The Anthropic SDK with a bearer token, as the issue saw it.
+            sdk = anthropic.AsyncAnthropic(auth_token=CLIENT_KEY, base_url=proxy.url, max_retries=0)
+            message = await sdk.messages.create(
+                model=CLIENT_MODEL[ANTHROPIC],
+                max_tokens=20,
+                messages=[{"role": "user", "content": "hi"}],
+            )
+            await sdk.close()
+    assert message.content
+    for fmt, raw in zip(FORMATS, raws, strict=True):
+        with checking(fmt):
+            assert raw.status == 200 and raw.validator().complete
+            assert all(CLIENT_KEY in credentials_in(p.headers, p.query) for p in primary.received)
+            for f in (r for r in fallback.received if r.fmt == fmt):
+                assert credentials_in(f.headers, f.query) == set()
+                assert CLIENT_KEY not in repr(f)
+    assert len(fallback.received) == len(FORMATS) + 1
+
+
+ECHO_KEY = "sk-primary-own-key-echoed"
+
+
+async def test_keys_an_upstream_echoes_are_masked_everywhere_mitmllm_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An upstream that repeats the keys it was sent in its error message: neither the client's
+    # key nor the upstream's own may reach metadata, the comment, the log or a fixture.
+    fmt = ANTHROPIC
+    monkeypatch.setenv("MITMLLM_TEST_ECHO_KEY", ECHO_KEY)
+    body = dialect(fmt).error_body(
+        500, f"bad keys: x-api-key={ECHO_KEY} client={CLIENT_KEY}", "api_error"
+    )
+    json_headers = {"content-type": "application/json"}
+    captures = tmp_path / "captures"
+    async with ScriptedUpstream(500, json_headers, [(0, body)]) as echoing:
+        async with MockUpstream() as fallback:
+            cfg = config(
+                [
+                    upstream("primary", echoing.url, fmt, api_key_env="MITMLLM_TEST_ECHO_KEY"),
+                    upstream("fallback", fallback.url, fmt),
+                ],
+                ["primary", "fallback"],
+            )
+            async with failover_proxy(
+                write_config(tmp_path, cfg),
+                echoing.url,
+                mitmllm_capture="all",
+                mitmllm_capture_dir=str(captures),
+            ) as proxy:
+                raw = await post(proxy.url, fmt)
+                (flow,) = await proxy.log.wait(1)
+    assert raw.status == 200
+    (seen,) = echoing.received
+    assert seen.headers["x-api-key"] == ECHO_KEY  # the upstream's own key went to it
+    assert CLIENT_KEY not in repr(seen)
+    first = meta(flow)["attempts"][0]
+    assert first["outcome"] == "http_500" and "<redacted>" in first["error"]
+    written = [p.read_text() for p in captures.rglob("*.json")]
+    assert written, "the flow was recorded"
+    for where, text in [
+        ("metadata", orjson.dumps(flow.metadata).decode()),
+        ("comment", flow.comment),
+        ("log", caplog.text),
+        ("fixture", "\n".join(written)),
+    ]:
+        assert ECHO_KEY not in text, where
+        assert CLIENT_KEY not in text, where
+
+
 async def test_each_upstream_gets_its_own_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -918,6 +1002,23 @@ async def test_retry_after_ms_is_honoured_too(tmp_path: Path) -> None:
         assert remaining is not None and 1 < remaining <= 1.5
 
 
+async def test_a_failed_trial_waits_the_latest_retry_after_not_the_default(tmp_path: Path) -> None:
+    fmt = OPENAI_CHAT
+    body = dialect(fmt).error_body(429, "slow down", "rate_limit_error")
+    headers = {"content-type": "application/json", "retry-after-ms": "300"}
+    async with ScriptedUpstream(429, headers, [(0, body)]) as limited, MockUpstream() as fallback:
+        async with two_hops(tmp_path, limited.url, fallback.url, formats=[fmt]) as proxy:
+            breaker = failover_of(proxy).breakers[primary_of(fmt)]
+            assert (await ask(proxy.url, fmt)).complete
+            first = breaker.remaining()
+            await until(lambda: breaker.remaining() is None, what="the retry-after to pass")
+            assert (await ask(proxy.url, fmt)).complete  # the trial: 429, retry-after 300 ms again
+            again = breaker.remaining()
+    assert len(limited.received) == 2
+    assert first is not None and 0 < first <= 0.3
+    assert again is not None and 0 < again <= 0.3, "not the 30 s window of a trip"
+
+
 # --- sticky sessions ----------------------------------------------------------------------------
 
 
@@ -1033,3 +1134,47 @@ async def test_a_client_that_leaves_a_routed_stream_is_a_client_disconnect(
     assert m["relay"] == "cancelled" and m["attempts"][-1]["outcome"] == "cancelled"
     assert not any(f["severity"] == "error" for f in m["findings"]), m["findings"]
     assert not flow.marked and not is_flagged(flow)
+
+
+# --- splices: a fallback's answer differs from its bytes in the model value only -----------------
+
+ANTHROPIC_BYTES = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",'
+    b'"role":"assistant", "model" : "claude-fallback","content":[],"stop_reason":null,'
+    b'"usage":{"input_tokens":123456789012345678901234567890,"output_tokens":1}}}\n\n',
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+    b'{"type":"text_delta","text":"\\u2028 \\u003c \\u00e9 \\ud83d\\ude00 \\/ caf\xc3\xa9"}}\n\n',
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+    b'"usage":{"output_tokens":123456789012345678901234567890}}\n\n',
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+]
+
+
+async def test_fallback_answer_and_request_change_only_the_model_bytes(tmp_path: Path) -> None:
+    fmt = ANTHROPIC
+    body = (
+        b'{"model" : "claude-sonnet-4-6", "max_tokens": 64, "stream": true, "messages": [{"role"'
+        b': "user", "content": "\\/ \\u00e9 \\ud83d\\ude00 \\u2028"}], "metadata": {"n":'
+        b" 123456789012345678901234567890}}"
+    )
+    steps = [(0.0, c) for c in ANTHROPIC_BYTES]
+    async with MockUpstream(default_scenario="overloaded") as primary:
+        async with ScriptedUpstream(steps=steps) as fallback:
+            cfg = config(
+                [upstream("primary", primary.url, fmt), upstream("fallback", fallback.url, fmt)],
+                ["primary", fallback_hop("fallback", fmt)],
+            )
+            async with failover_proxy(write_config(tmp_path, cfg), primary.url) as proxy:
+                async with aiohttp.ClientSession(auto_decompress=False) as http:
+                    url = proxy.url + request_path(fmt)
+                    headers = auth_header(fmt, CLIENT_KEY) | {"content-type": "application/json"}
+                    async with http.post(url, data=body, headers=headers) as resp:
+                        got = await resp.read()
+    assert resp.status == 200
+    sent = b"".join(ANTHROPIC_BYTES)
+    assert got == sent.replace(b'"claude-fallback"', b'"claude-sonnet-4-6"')
+    (seen,) = fallback.received
+    assert seen.body == body.replace(b'"claude-sonnet-4-6"', b'"claude-fallback"')

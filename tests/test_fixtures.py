@@ -366,6 +366,17 @@ def test_redaction_is_recorded_where_it_happened() -> None:
     assert fixtures.redact(fx) == fx
 
 
+def test_known_secrets_no_header_carries_are_hunted_too() -> None:
+    # An upstream's own key is never in the flow's headers, but its error message may echo it.
+    f = tflow.tflow(resp=True)
+    own = "sk-upstream-own-key-123"
+    f.comment = f"primary: http_500 bad key {own}"
+    f.metadata["mitmllm"] = {"attempts": [{"error": f"bad key {own}"}]}
+    fx = fixtures.from_flow(f, secrets=[own])
+    assert own not in fx.to_json()
+    assert fx.redacted == ["attempts", "comment"]
+
+
 def test_secret_in_a_non_utf8_body_is_masked_before_base64() -> None:
     f = _with_secret("x-api-key")
     body = b"data: \xff" + SECRET.encode() + b"\n\n"

@@ -23,6 +23,7 @@ from mitmllm.protocol.gemini import DIALECT
 from mitmllm.protocol.gemini import GeminiValidator
 from mitmllm.protocol.gemini import State
 from mitmllm.protocol.rules import RULES
+from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import decode_all
 from mitmllm.protocol.stream import check_body
@@ -34,6 +35,7 @@ from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
 from tests.streamcheck import repaired
+from tests.streamcheck import rewrote
 from tests.streamcheck import rules
 
 FIRST = gs.sse(gs.chunk(gs.text("Hello"), use=gs.usage(9)))
@@ -484,31 +486,30 @@ def test_request_tools() -> None:
 
 def test_restamp_sets_model_version() -> None:
     c = gs.chunk(gs.text("x"))
-    assert DIALECT.restamp(c, "gemini-2.5-pro")
+    assert rewrote(DIALECT.restamp, c, "gemini-2.5-pro")
     assert c["modelVersion"] == "gemini-2.5-pro"
-    assert not DIALECT.restamp(c, "gemini-2.5-pro")
+    assert not rewrote(DIALECT.restamp, c, "gemini-2.5-pro")
     bare: dict[str, Any] = {"candidates": []}
-    assert not DIALECT.restamp(bare, "m")
+    assert not rewrote(DIALECT.restamp, bare, "m")
     assert "modelVersion" not in bare
-    assert not DIALECT.restamp(dict(gs.ERROR_CHUNK), "m")
-    assert not DIALECT.restamp(INVALID, "m")
-    assert not DIALECT.restamp(None, "m")
+    assert not rewrote(DIALECT.restamp, dict(gs.ERROR_CHUNK), "m")
+    assert not rewrote(DIALECT.restamp, INVALID, "m")
+    assert not rewrote(DIALECT.restamp, None, "m")
 
 
 def test_restamp_whole_bodies() -> None:
     body = gs.chunk(gs.text("x"), finish="STOP")
-    assert DIALECT.restamp(body, "alias")
+    assert rewrote(DIALECT.restamp, body, "alias")
     assert body["modelVersion"] == "alias"
     array = [gs.chunk(gs.text("a")), {"usageMetadata": {}}, gs.chunk(gs.text("b"))]
-    assert DIALECT.restamp(array, "alias")
+    assert rewrote(DIALECT.restamp, array, "alias")
     assert [c.get("modelVersion") for c in array] == ["alias", None, "alias"]
 
 
 def test_restamp_keeps_the_event_byte_identical_but_for_the_model() -> None:
     ev = decode_all(FIRST)[0][0]
     payload = json.loads(ev.data or "")
-    DIALECT.restamp(payload, "alias")
-    out = ev.with_data(json.dumps(payload, separators=(",", ": ")))
+    out = splice_event(ev, DIALECT.restamp(payload, "alias"))
     assert out.raw == FIRST.replace(gs.MODEL.encode(), b"alias")
     assert rules(DIALECT, out.raw + LAST) == {"GEM-7"}  # the model changed mid-stream
 
@@ -520,21 +521,21 @@ def test_rename_tools() -> None:
         gs.call("other", {}),
     )
     names = {"mcp__weather__get": "get_weather"}
-    assert DIALECT.rename_tools(c, names)
+    assert rewrote(DIALECT.rename_tools, c, names)
     calls = [
         p["functionCall"]["name"]
         for p in c["candidates"][0]["content"]["parts"]
         if "functionCall" in p
     ]
     assert calls == ["get_weather", "other"]
-    assert not DIALECT.rename_tools(c, names)
-    assert not DIALECT.rename_tools(gs.chunk(gs.text("x")), names)
-    assert not DIALECT.rename_tools(gs.ERROR_CHUNK, names)
+    assert not rewrote(DIALECT.rename_tools, c, names)
+    assert not rewrote(DIALECT.rename_tools, gs.chunk(gs.text("x")), names)
+    assert not rewrote(DIALECT.rename_tools, gs.ERROR_CHUNK, names)
     array = [gs.chunk(gs.call("mcp__weather__get", {}))]
-    assert DIALECT.rename_tools(array, names)
+    assert rewrote(DIALECT.rename_tools, array, names)
     assert array[0]["candidates"][0]["content"]["parts"][0]["functionCall"]["name"] == "get_weather"
     odd = {"candidates": [{"content": {"parts": [{"functionCall": {"name": ["x"]}}, 3]}}, 4]}
-    assert not DIALECT.rename_tools(odd, names)
+    assert not rewrote(DIALECT.rename_tools, odd, names)
 
 
 # --- commit gate ------------------------------------------------------------------------------
@@ -811,8 +812,8 @@ def test_no_payload_crashes_the_dialect(payloads: list[Any]) -> None:
         DIALECT.is_content(ev, payload)
         DIALECT.summarize(ev, payload)
         DIALECT.error_of(payload)
-        DIALECT.restamp(payload, "m")
-        DIALECT.rename_tools(payload, {"STOP": "x"})
+        rewrote(DIALECT.restamp, payload, "m")
+        rewrote(DIALECT.rename_tools, payload, {"STOP": "x"})
     DIALECT.assemble(got)
     DIALECT.check_json_response(200, payloads[0], Findings())
     assert all(x.rule != "TAP-1" for x in f)

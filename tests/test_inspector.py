@@ -40,6 +40,7 @@ from mitmllm.protocol.rules import Severity
 from tests.anthropic_streams import SHORT_TEXT as HEALTHY
 from tests.anthropic_streams import SHORT_TEXT_INDEX_1 as INDEX_1
 from tests.proxyharness import running_proxy
+from tests.relayharness import ScriptedUpstream
 
 
 def _flow(body: dict | None = None) -> http.HTTPFlow:
@@ -415,3 +416,53 @@ async def test_explicit_https_proxy_with_mitmproxy_ca(tmp_path) -> None:  # type
             await http_client.aclose()
     finally:
         await runner.cleanup()
+
+
+# --- a long stream: what the flow keeps is bounded, findings are whole -------------------------
+
+
+def long_stream(deltas: int) -> bytes:
+    """HEALTHY with `deltas` text deltas, one of them (in the middle) not JSON (PAY-1)."""
+    head, _, rest = HEALTHY.partition(b"event: content_block_delta")
+    delta = b"event: content_block_delta" + rest[: rest.index(b"\n\n") + 2]
+    middle = [delta] * deltas
+    middle[deltas // 2] = b"event: content_block_delta\ndata: {not json\n\n"
+    return head + b"".join(middle) + rest[rest.index(b"\n\n") + 2 :]
+
+
+async def test_a_long_stream_keeps_its_start_and_end_and_all_its_findings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    body = long_stream(3000)  # ~350 KB
+    steps = [(0.0, body[i : i + 4096]) for i in range(0, len(body), 4096)]
+    spill = tmp_path / "spill"
+    async with ScriptedUpstream(steps=steps) as upstream:
+        async with running_proxy(
+            [Inspector()],
+            mode=f"reverse:{upstream.url}",
+            mitmllm_keep_body="16KiB",
+            mitmllm_spill_dir=str(spill),
+        ) as proxy:
+            client = anthropic.AsyncAnthropic(api_key="k", base_url=proxy.url, max_retries=0)
+            got = bytearray()
+            async with client.messages.with_streaming_response.create(
+                model="claude-test",
+                max_tokens=10,
+                stream=True,
+                messages=[{"role": "user", "content": "hi"}],
+            ) as resp:
+                async for piece in resp.iter_bytes():
+                    got += piece
+            await client.close()
+            (f,) = await proxy.log.wait(1)
+    assert bytes(got) == body  # the client gets every byte
+    kept = f.response.raw_content
+    assert len(kept) <= 16 * 1024 + 100
+    assert kept.startswith(body[:2000]) and kept.endswith(body[-2000:])
+    assert b"bytes of the stream were not kept here (mitmllm_keep_body)" in kept
+    meta = f.metadata["mitmllm"]
+    assert meta["body_kept"]["of"] == len(body) and meta["body_kept"]["cut"] > 300_000
+    rules = {x["rule"] for x in meta["findings"]}
+    assert {"TAP-4", "PAY-1"} <= rules  # PAY-1 lies in the part not kept: found all the same
+    assert meta["events"] == body.count(b"\n\n")
+    assert (spill / f"{f.id}.sse").read_bytes() == body
+    assert meta["body_file"] == str(spill / f"{f.id}.sse")
+    assert "TAP-4" in f.comment.split(" | ")[0]  # mitmweb's comment column says so

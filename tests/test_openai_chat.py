@@ -52,6 +52,7 @@ from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
 from tests.streamcheck import repaired
+from tests.streamcheck import rewrote
 
 CALL = "call_JMW1whyEaYG438VE1OIflxA2"
 
@@ -801,29 +802,31 @@ def test_request_tools() -> None:
 
 def test_restamp_stream_chunk_and_completion() -> None:
     c = text("Hi")
-    assert DIALECT.restamp(c, "claude-via-proxy") is True
+    assert rewrote(DIALECT.restamp, c, "claude-via-proxy") is True
     assert c["model"] == "claude-via-proxy"
-    assert DIALECT.restamp(c, "claude-via-proxy") is False
+    assert rewrote(DIALECT.restamp, c, "claude-via-proxy") is False
     completion = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
         "model": "gpt-4o-mini",
         "choices": [],
     }
-    assert DIALECT.restamp(completion, "gpt-4o") is True and completion["model"] == "gpt-4o"
+    assert (
+        rewrote(DIALECT.restamp, completion, "gpt-4o") is True and completion["model"] == "gpt-4o"
+    )
 
 
 def test_restamp_leaves_annotations_and_errors_alone() -> None:
     annotation = chunk([], id="", created=0, model="", object="", prompt_filter_results=[])
-    assert DIALECT.restamp(annotation, "gpt-4o") is False and annotation["model"] == ""
+    assert rewrote(DIALECT.restamp, annotation, "gpt-4o") is False and annotation["model"] == ""
     err = {"error": {"message": "x"}}
-    assert DIALECT.restamp(err, "gpt-4o") is False and "model" not in err
-    assert DIALECT.restamp(SENTINEL, "gpt-4o") is False
+    assert rewrote(DIALECT.restamp, err, "gpt-4o") is False and "model" not in err
+    assert rewrote(DIALECT.restamp, SENTINEL, "gpt-4o") is False
 
 
 def test_restamped_stream_validates() -> None:
     _, pairs, _ = check_stream(DIALECT, TEXT, request=STREAM_REQUEST)
-    changed = [DIALECT.restamp(p, "alias") for _, p in pairs]
+    changed = [rewrote(DIALECT.restamp, p, "alias") for _, p in pairs]
     assert changed.count(True) == 7  # every chunk incl. the usage chunk; not [DONE]
     body = b"".join(
         ev.with_data(json.dumps(p)).raw if isinstance(p, dict) else ev.raw for ev, p in pairs
@@ -836,13 +839,13 @@ def test_restamped_stream_validates() -> None:
 def test_rename_tools_in_stream_fragments() -> None:
     names = {"mcp__weather__get": "get_weather"}
     first = tool_start(0, CALL, "mcp__weather__get")
-    assert DIALECT.rename_tools(first, names) is True
+    assert rewrote(DIALECT.rename_tools, first, names) is True
     assert first["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "get_weather"
-    assert DIALECT.rename_tools(first, names) is False
-    assert DIALECT.rename_tools(tool_args(0, "{}"), names) is False
-    assert DIALECT.rename_tools(text("mcp__weather__get"), names) is False
+    assert rewrote(DIALECT.rename_tools, first, names) is False
+    assert rewrote(DIALECT.rename_tools, tool_args(0, "{}"), names) is False
+    assert rewrote(DIALECT.rename_tools, text("mcp__weather__get"), names) is False
     legacy = one({"function_call": {"name": "mcp__weather__get", "arguments": ""}})
-    assert DIALECT.rename_tools(legacy, names) is True
+    assert rewrote(DIALECT.rename_tools, legacy, names) is True
     assert legacy["choices"][0]["delta"]["function_call"]["name"] == "get_weather"
 
 
@@ -872,10 +875,10 @@ def test_rename_tools_in_a_completion() -> None:
             }
         ],
     }
-    assert DIALECT.rename_tools(completion, {"up_a": "a"}) is True
+    assert rewrote(DIALECT.rename_tools, completion, {"up_a": "a"}) is True
     calls = completion["choices"][0]["message"]["tool_calls"]
     assert [c["function"]["name"] for c in calls] == ["a", "keep"]
-    assert DIALECT.rename_tools(completion, {}) is False
+    assert rewrote(DIALECT.rename_tools, completion, {}) is False
 
 
 # --- commit gate --------------------------------------------------------------------------------
@@ -1129,8 +1132,8 @@ def test_no_payload_crashes_the_dialect(payloads: list[Any], done: bool, request
         DIALECT.is_content(ev, p)
         DIALECT.summarize(ev, p)
         DIALECT.error_of(p)
-        DIALECT.rename_tools(p, {"up_f": "f"})
-        DIALECT.restamp(p, "alias")
+        rewrote(DIALECT.rename_tools, p, {"up_f": "f"})
+        rewrote(DIALECT.restamp, p, "alias")
         DIALECT.check_json_response(200, p, Findings(), request)
     DIALECT.request_tools(request)
 

@@ -38,6 +38,7 @@ from tests.streamcheck import error_rules
 from tests.streamcheck import errors
 from tests.streamcheck import findings
 from tests.streamcheck import repaired
+from tests.streamcheck import rewrote
 
 Payloads = list[dict[str, Any]]
 
@@ -741,16 +742,18 @@ def test_request_tools() -> None:
 def test_restamp_stream_events_and_bodies() -> None:
     p = S.number(S.text_stream())
     created, delta, completed = p[0], p[S.find(p, DELTA)], p[-1]
-    assert DIALECT.restamp(created, "client-model") and created["response"]["model"] == (
+    assert rewrote(DIALECT.restamp, created, "client-model") and created["response"]["model"] == (
         "client-model"
     )
-    assert not DIALECT.restamp(created, "client-model")  # already what the client asked for
-    assert not DIALECT.restamp(delta, "client-model") and "model" not in delta
-    assert DIALECT.restamp(completed, "client-model")
+    assert not rewrote(
+        DIALECT.restamp, created, "client-model"
+    )  # already what the client asked for
+    assert not rewrote(DIALECT.restamp, delta, "client-model") and "model" not in delta
+    assert rewrote(DIALECT.restamp, completed, "client-model")
     whole = S.response("completed", [])
-    assert DIALECT.restamp(whole, "client-model") and whole["model"] == "client-model"
-    assert not DIALECT.restamp({"error": {"message": "x"}}, "client-model")
-    assert not DIALECT.restamp(SENTINEL, "client-model")
+    assert rewrote(DIALECT.restamp, whole, "client-model") and whole["model"] == "client-model"
+    assert not rewrote(DIALECT.restamp, {"error": {"message": "x"}}, "client-model")
+    assert not rewrote(DIALECT.restamp, SENTINEL, "client-model")
 
 
 def test_rename_tools_in_items_argument_dones_and_responses() -> None:
@@ -765,7 +768,7 @@ def test_rename_tools_in_items_argument_dones_and_responses() -> None:
         for tool in q.get("response", {}).get("tools", []):
             if tool.get("name") == "get_weather":
                 tool["name"] = "get_weather_v2"
-    changed = [DIALECT.rename_tools(q, names) for q in p]
+    changed = [rewrote(DIALECT.rename_tools, q, names) for q in p]
     renamed = {q["type"] for q, c in zip(p, changed, strict=True) if c}
     assert renamed == {
         "response.created",
@@ -777,10 +780,10 @@ def test_rename_tools_in_items_argument_dones_and_responses() -> None:
     }
     text = orjson.dumps(p).decode()
     assert "get_weather_v2" not in text and '"patch"' not in text
-    assert not any(DIALECT.rename_tools(q, names) for q in p)  # nothing left to map
+    assert not any(rewrote(DIALECT.rename_tools, q, names) for q in p)  # nothing left to map
     body = S.response("completed", [S.function_call(0, "get_weather_v2", ["{}"])[1]])
-    assert DIALECT.rename_tools(body, names) and body["output"][0]["name"] == "get_weather"
-    assert not DIALECT.rename_tools(body, {})
+    assert rewrote(DIALECT.rename_tools, body, names) and body["output"][0]["name"] == "get_weather"
+    assert not rewrote(DIALECT.rename_tools, body, {})
 
 
 # --- commit gate and synthesis --------------------------------------------------------------------

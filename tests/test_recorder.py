@@ -26,6 +26,7 @@ from mitmllm.glue import flowstate
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
 from mitmllm.glue.recorder import Recorder
+from mitmllm.protocol.splice import Edit
 from tests.proxyharness import running_proxy
 
 REQUEST = {"model": "m-1", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -173,15 +174,14 @@ def test_rewritten_streams_keep_the_upstream_body_and_the_client_body(
     f = llm_flow()
     Recognizer().request(f)
 
-    def bump(payload: Any) -> bool:
+    def bump(payload: Any) -> list[Edit]:
         if isinstance(payload, dict) and "n" in payload:
-            payload["n"] = 2
-            return True
-        return False
+            return [Edit(("n",), 2)]
+        return []
 
     flowstate.get(f).rewrites.append(bump)  # type: ignore[union-attr]
     sent = stream(inspector, recorder, f, CHUNKS)
-    assert sent != HEALTHY
+    assert sent == HEALTHY.replace(b'{"n": 1}', b'{"n": 2}')
     [fx] = written(tmp_path)
     assert fx.response is not None
     assert fx.response.content == HEALTHY and fx.response.client_content == sent
@@ -310,3 +310,34 @@ async def test_record_through_the_proxy_then_replay_the_recording(tmp_path: Path
     assert gaps2 == pytest.approx(gaps1, abs=30), "chunk timing replayed"
     assert second.expect == first.expect
     assert fixtures.fixture_name(second) == fixtures.fixture_name(first)
+
+
+async def test_a_long_stream_is_recorded_as_its_start_and_its_end(tmp_path: Path) -> None:
+    events = [b'data: {"n": %d, "pad": "%s"}\r\n\r\n' % (i, b"x" * 80) for i in range(2000)]
+    chunks = [b"".join(events[i : i + 20]) for i in range(0, len(events), 20)]
+    whole = b"".join(events)
+    gen = _upstream(chunks, gap=0)
+    port = await anext(gen)
+    try:
+        async with running_proxy(
+            [Inspector(), Recorder()],
+            mode=f"reverse:http://127.0.0.1:{port}",
+            mitmllm_capture="all",
+            mitmllm_capture_dir=str(tmp_path),
+            mitmllm_keep_body="8KiB",
+        ) as proxy:
+            async with aiohttp.ClientSession() as s, s.post(proxy.url, json=REQUEST) as resp:
+                got = await resp.read()
+            await proxy.log.wait(1)
+    finally:
+        await gen.aclose()
+    assert got == whole
+    [fx] = written(tmp_path)
+    assert fx.response is not None
+    kept = fx.response.content
+    assert len(kept) <= 8 * 1024 + 100
+    assert kept.startswith(events[0]) and kept.endswith(events[-1])
+    assert b"not kept here (mitmllm_keep_body)" in kept
+    assert any(f"the stream was {len(whole)} bytes" in n for n in fx.notes)
+    assert fx.response.timing == "unknown"  # offsets past a cut fit no kept body
+    assert fx.comment.startswith("TAP-4")  # the flow said so, and the fixture keeps it

@@ -8,6 +8,7 @@ upstreams are the mock or scripted byte sequences.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import threading
 import time
@@ -18,6 +19,10 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from mitmllm.engine.relay import TOKEN_HEADER
 from mitmllm.engine.relay import Hop
@@ -25,11 +30,14 @@ from mitmllm.engine.relay import Plan
 from mitmllm.engine.relay import Relay
 from mitmllm.engine.relay import Timeouts
 from mitmllm.engine.relay import Upstream
+from mitmllm.engine.relay import _Exchange
+from mitmllm.engine.relay import origin_of
 from mitmllm.engine.relay import redact_url
 from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import OPENAI_CHAT
 from mitmllm.mock.upstream import MockUpstream
+from mitmllm.protocol.sse import decode_all
 from mitmllm.protocol.sse import encode
 from tests.relayharness import Raw
 from tests.relayharness import ScriptedUpstream
@@ -59,7 +67,7 @@ def plan(fmt: str, urls: Sequence[str], **timeouts: float) -> Plan:
         hops=hops,
         dialect=d,
         wants_stream=True,
-        client_host="127.0.0.1",
+        client_origin=("http", "127.0.0.1", 1),
         timeouts=Timeouts(**timeouts),
     )
 
@@ -249,3 +257,96 @@ async def test_events_that_arrive_while_the_loop_is_busy_are_not_a_stall(relay: 
         raw = await send(relay, ANTHROPIC, token)
     assert raw.body == body
     assert p.attempts[0].outcome == "ok"
+
+
+# --- origins --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://API.example.com/v1", ("https", "api.example.com", 443)),
+        ("https://api.example.com:443", ("https", "api.example.com", 443)),
+        ("http://api.example.com", ("http", "api.example.com", 80)),
+        ("http://api.example.com:8443/x", ("http", "api.example.com", 8443)),
+        ("http://127.0.0.1:9000", ("http", "127.0.0.1", 9000)),
+    ],
+)
+def test_origin_is_scheme_host_and_port(url: str, origin: tuple[str, str, int]) -> None:
+    assert origin_of(url) == origin
+
+
+def test_client_credentials_go_only_to_the_origin_the_client_addressed() -> None:
+    d = dialect(ANTHROPIC)
+    same = Upstream("same", "https://api.example.com", d)
+    http = Upstream("http", "http://api.example.com:443", d)  # same host and port, other scheme
+    port = Upstream("port", "https://api.example.com:8443", d)
+    p = Plan("r", [Hop(same), Hop(http), Hop(port)], d, True, ("https", "api.example.com", 443))
+    ex = _Exchange(Relay(env={}), p, _Request(), b"")
+    assert [ex._may_forward(u) for u in (same, http, port)] == [True, False, False]
+    p.forward_client_credentials = True  # the route says otherwise
+    assert all(ex._may_forward(u) for u in (same, http, port))
+
+
+class _Request:
+    """What `_Exchange` reads of the client's request before an attempt."""
+
+    headers = {"x-api-key": "sk-client-key-0001"}
+    query_string = "key=sk-client-query-key"
+
+
+def test_every_credential_in_play_is_masked() -> None:
+    d = dialect(GEMINI)
+    up = Upstream("own", "https://x.example", d, api_key_env="OWN")
+    p = Plan("r", [Hop(up)], d, True, ("https", "x.example", 443))
+    ex = _Exchange(Relay(env={"OWN": "sk-upstream-own-key"}), p, _Request(), b"")
+    text = "sk-client-key-0001 / sk-client-query-key / sk-upstream-own-key / short"
+    assert ex.mask(text) == "<redacted> / <redacted> / <redacted> / short"
+
+
+# --- garbage ------------------------------------------------------------------------------------
+
+NOISE = st.lists(
+    st.one_of(
+        st.binary(max_size=24),
+        st.sampled_from(
+            [b"\n", b"\r\n", b"\n\n", b"data: ", b"event: x\n", b": c\n\n", b"data: {\n\n", b"\xff"]
+        ),
+    ),
+    max_size=30,
+).map(b"".join)
+
+
+async def _relay_garbage(before: bytes, after: bytes, pieces: list[int]) -> tuple[Raw, bytes]:
+    upstream = before + anthropic_started() + after
+    cuts = sorted({p % max(1, len(upstream)) for p in pieces} | {0, len(upstream)})
+    steps = [(0.0, upstream[a:b]) for a, b in itertools.pairwise(cuts) if b > a]
+    relay = Relay(env={})
+    await relay.start()
+    try:
+        async with ScriptedUpstream(steps=steps) as up:
+            p = plan(ANTHROPIC, [up.url], first_event=2.0, idle=2.0)
+            raw = await send(relay, ANTHROPIC, relay.issue(p))
+    finally:
+        await relay.stop()
+    return raw, upstream
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(NOISE, NOISE, st.lists(st.integers(0, 10_000), max_size=6))
+def test_garbage_through_the_relay_never_raises_and_loses_no_byte(
+    before: bytes, after: bytes, pieces: list[int]
+) -> None:
+    raw, upstream = asyncio.run(_relay_garbage(before, after, pieces))
+    if raw.status != 200:  # the garbage before the content made the attempt fail: an HTTP error
+        assert raw.status in (502, 504) and raw.json()["type"] == "error"
+        return
+    # Every complete event of the upstream reached the client, in order, byte for byte; at most
+    # one terminal error event follows, and the partial block at the end is all that is dropped.
+    events, partial = decode_all(upstream)
+    complete = b"".join(e.raw for e in events)
+    assert raw.body.startswith(complete)
+    rest = raw.body[len(complete) :]
+    if rest:
+        (ev,) = event_list(rest)
+        assert ev.event == "error" and orjson.loads(ev.data or "")["type"] == "error"

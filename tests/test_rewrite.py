@@ -1,7 +1,9 @@
-"""Streamed rewriting in the pipeline: only changed events are re-encoded, nothing else moves."""
+"""Rewriting in the pipeline and of requests: edits are spliced, so only the bytes of the values
+a rewrite changes differ from the sender's; nothing else moves."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -11,11 +13,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.rewrite import edits_of
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.rewrite import rewrite_request
 from mitmllm.protocol import detect
-from mitmllm.protocol.dialect import is_json
-from mitmllm.protocol.sse import decode_all
+from mitmllm.protocol.models import Param
+from mitmllm.protocol.payload import copy_json
+from mitmllm.protocol.splice import splice
 from mitmllm.protocol.stream import StreamChecker
 from tests import streamcheck
 
@@ -84,34 +88,20 @@ def _rewrite(dialect: Any, chunks: list[bytes], rewrites: list[Any]) -> tuple[by
     return out, pipeline
 
 
-def test_restamp_changes_only_the_event_that_carries_the_model() -> None:
+def test_restamp_changes_only_the_bytes_of_the_model_value() -> None:
     rewrites = response_rewrites(ANT, client_model="alias", names=None)
     out, pipeline = _rewrite(ANT, [ANTHROPIC], rewrites)
-    before, before_tail = decode_all(ANTHROPIC)
-    after, after_tail = decode_all(out)
     assert pipeline.rewritten == 1
-    assert after[0].raw.startswith(b"event: message_start\r\nid: 1\r\ndata: ")  # id, CRLF kept
-    assert orjson.loads(after[0].data)["message"]["model"] == "alias"
-    assert [e.raw for e in after[1:]] == [e.raw for e in before[1:]]  # untouched: byte-identical
-    assert after_tail is not None and after_tail.raw == before_tail.raw  # unterminated: as is
-    assert "\u00e9" in after[2].data
+    # Spacing around the key, the id field, CRLF, every other event: the upstream's bytes.
+    assert out == ANTHROPIC.replace(b'"model" :  "up-model" ,', b'"model" :  "alias" ,')
 
 
-def test_chat_restamp_and_tool_names_keep_text_exactly() -> None:
+def test_chat_restamp_and_tool_names_change_only_those_values() -> None:
     rewrites = response_rewrites(CHAT, client_model="alias", names={"up_tool": "client.tool"})
     out, pipeline = _rewrite(CHAT, [_chat()], rewrites)
     assert pipeline.rewritten == 5 and not [f for f in pipeline.findings if f.severity != "info"]
-    old = [orjson.loads(e.data) for e in decode_all(_chat())[0] if e.data != "[DONE]"]
-    new = [orjson.loads(e.data) for e in decode_all(out)[0] if e.data != "[DONE]"]
-    for a, b in zip(old, new, strict=True):
-        assert b["model"] == "alias"
-        a["model"] = "alias"
-        calls = b["choices"][0]["delta"].get("tool_calls") or []
-        if calls and "name" in calls[0]["function"]:
-            assert calls[0]["function"]["name"] == "client.tool"
-            a["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] = "client.tool"
-        assert a == b  # escaped quotes and multi-byte text survive re-encoding
-    assert out.endswith(b"data: [DONE]\n\n")
+    expected = _chat().replace(b'"up-model"', b'"alias"').replace(b'"up_tool"', b'"client.tool"')
+    assert out == expected
 
 
 def test_a_rewrite_that_changes_nothing_leaves_the_stream_byte_identical() -> None:
@@ -162,14 +152,64 @@ def test_gemini_model_lives_in_the_path() -> None:
 
 
 def test_restamp_works_on_whole_json_bodies() -> None:
-    body = {
-        "id": "msg",
-        "type": "message",
-        "role": "assistant",
-        "model": "up",
-        "content": [{"type": "tool_use", "id": "t1", "name": "up_tool", "input": {}}],
-    }
-    for rewrite in response_rewrites(ANT, client_model="alias", names={"up_tool": "mine"}):
-        assert rewrite(body)
-    assert body["model"] == "alias" and body["content"][0]["name"] == "mine"
-    assert is_json(body)
+    raw = (
+        b'{"id":"msg","type":"message","role":"assistant","model":"up","content":'
+        b'[{"type":"tool_use","id":"t1","name":"up_tool","input":{"q":"\\u00e9\\/"}}],'
+        b'"usage":{"input_tokens":123456789012345678901234567890}}'
+    )
+    body = json.loads(raw)
+    rewrites = response_rewrites(ANT, client_model="alias", names={"up_tool": "mine"})
+    edits = edits_of(rewrites, body)
+    assert len(edits) == 2
+    out = splice(raw, edits)
+    assert out == raw.replace(b'"up"', b'"alias"').replace(b'"up_tool"', b'"mine"')
+
+
+# A Chat stream whose last chunk has no blank line after it (no [DONE]), with escapes and a
+# number wider than 64 bits that re-encoding would have turned into a float.
+CHAT_CUT = (
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"up-model",'
+    b'"choices":[{"index":0,"delta":{"content":"\\u2028 \\u003c \\u00e9 \\ud83d\\ude00 \\/"},'
+    b'"finish_reason":null}]}\n\n'
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"up-model",'
+    b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":123456789012345678901234567890,"completion_tokens":1}}'
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_an_unterminated_last_event_is_restamped_too(data: st.DataObject) -> None:
+    rewrites = response_rewrites(CHAT, client_model="alias", names=None)
+    chunks = data.draw(streamcheck.chunkings(CHAT_CUT))
+    out, pipeline = _rewrite(CHAT, chunks, rewrites)
+    assert out == CHAT_CUT.replace(b'"up-model"', b'"alias"')
+    assert pipeline.rewritten == 2 and pipeline.trailing == out[out.rindex(b"data: ") :]
+    assert "SSE-14" in pipeline.findings.rules()  # still reported: it was cut
+
+
+def test_a_cut_last_event_is_passed_on_as_it_is() -> None:
+    cut = CHAT_CUT[:-40]  # the JSON of the last event is incomplete
+    out, pipeline = _rewrite(CHAT, [cut], response_rewrites(CHAT, client_model="a", names=None))
+    assert out == cut.replace(b'"up-model"', b'"a"', 1) and pipeline.rewritten == 1
+
+
+def test_request_rewrites_splice_into_the_clients_bytes() -> None:
+    raw = (
+        b'{ "model" : "alias",\n  "messages": [{"role":"user","content":"\\/ \\u00e9 \\ud83d\\ude00'
+        b' \\u2028"}],\n  "max_tokens": 500, "temperature": 0.70,'
+        b' "n": 123456789012345678901234567890}'
+    )
+    body = json.loads(raw)
+    rw = rewrite_request(
+        ANT,
+        "/v1/messages",
+        copy_json(body),
+        model="target",
+        params={"max_tokens": Param(max=100), "temperature": Param(drop=True)},
+    )
+    out = rw.body_bytes(raw, body)
+    assert out == raw.replace(b'"alias"', b'"target"').replace(b"500", b"100").replace(
+        b' "temperature": 0.70,', b""
+    )
+    assert rw.reencoded is None

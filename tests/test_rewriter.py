@@ -18,6 +18,7 @@ from mitmllm.glue.addons import all_addons
 from mitmllm.mock.upstream import MockUpstream
 from tests.proxyharness import Proxy
 from tests.proxyharness import running_proxy
+from tests.relayharness import ScriptedUpstream
 
 LONG = "mcp__workspace__" + "search_the_codebase_for_symbols_and_their_references_" * 2
 CONFIG = """
@@ -204,3 +205,80 @@ async def test_config_reload_keeps_last_good_on_a_bad_edit(setup) -> None:  # ty
         os.utime(path, (1, 1_000_000_200))
         loader.reload_if_changed()
         await asyncio.sleep(0)
+
+
+# --- splices through the proxy: only the model value's bytes differ ---------------------------
+
+SPLICE_CONFIG = """
+version: 1
+models:
+  - name: alias
+    match: client-model
+    to: up-model
+"""
+# A Chat stream with escapes (U+2028, <, é, a surrogate pair, \/), a number wider than 64 bits,
+# odd spacing, and a last chunk without its blank line (no [DONE]).
+CHAT_STREAM = [
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1, "model" : "up-model",'
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n',
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"up-model","choices":'
+    b'[{"index":0,"delta":{"content":"\\u2028 \\u003c \\u00e9 \\ud83d\\ude00 \\/ caf\xc3\xa9"},'
+    b'"finish_reason":null}]}\n\n',
+    b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"up-model",'
+    b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":123456789012345678901234567890,"completion_tokens":2,'
+    b'"total_tokens":123456789012345678901234567892}}',
+]
+CLIENT_BODY = (
+    b'{ "model" : "client-model", "stream": true,\n "messages": [{"role": "user", "content":'
+    b' "\\/ \\u00e9 \\ud83d\\ude00 \\u2028 \\u003c"}], "seed": 123456789012345678901234567890}'
+)
+
+
+async def _raw_post(url: str, body: bytes) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        async with http.post(url, data=body, headers={"content-type": "application/json"}) as resp:
+            return resp.status, await resp.read()
+
+
+async def test_restamp_through_the_proxy_changes_only_the_model_bytes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mitmllm.yaml"
+    path.write_text(SPLICE_CONFIG)
+    steps = [(0.0, c) for c in CHAT_STREAM]
+    async with ScriptedUpstream(steps=steps) as upstream:
+        async with running_proxy(
+            all_addons(), mode=f"reverse:{upstream.url}", mitmllm_config=str(path)
+        ) as proxy:
+            status, got = await _raw_post(proxy.url + "/v1/chat/completions", CLIENT_BODY)
+            flow = (await proxy.log.wait(1))[0]
+    assert status == 200
+    sent = b"".join(CHAT_STREAM)
+    # The client: the upstream's bytes with the model value changed, the unterminated last
+    # chunk included; escapes, spacing and the 30-digit integers as the upstream wrote them.
+    assert got == sent.replace(b'"up-model"', b'"client-model"')
+    # The upstream: the client's bytes with the model value changed.
+    assert upstream.received[0].body == CLIENT_BODY.replace(b'"client-model"', b'"up-model"')
+    meta = flow.metadata["mitmllm"]
+    assert meta["events_rewritten"] == 3
+    assert "SSE-14" in {f["rule"] for f in meta["findings"]}
+
+
+async def test_whole_json_bodies_are_restamped_by_splicing(tmp_path: Path) -> None:
+    path = tmp_path / "mitmllm.yaml"
+    path.write_text(SPLICE_CONFIG)
+    body = (
+        b'{"id":"c","object":"chat.completion","created":1,"model" :"up-model","choices":[{"index"'
+        b':0,"message":{"role":"assistant","content":"\\u2028\\u00e9\\/"},"finish_reason":"stop"}]'
+        b',"usage":{"prompt_tokens":123456789012345678901234567890}}'
+    )
+    headers = {"content-type": "application/json"}
+    async with ScriptedUpstream(headers=headers, steps=[(0.0, body)]) as upstream:
+        async with running_proxy(
+            all_addons(), mode=f"reverse:{upstream.url}", mitmllm_config=str(path)
+        ) as proxy:
+            request = CLIENT_BODY.replace(b'"stream": true', b'"stream": false')
+            status, got = await _raw_post(proxy.url + "/v1/chat/completions", request)
+    assert status == 200
+    assert got == body.replace(b'"up-model"', b'"client-model"')

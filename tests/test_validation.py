@@ -99,7 +99,7 @@ async def test_rewritten_streams_stay_in_the_proxy() -> None:
             def with_rewrite(flow):  # type: ignore[no-untyped-def]
                 state = flowstate.get(flow)
                 if state is not None:
-                    state.rewrites.append(lambda payload: False)
+                    state.rewrites.append(lambda payload: [])
                 original(flow)
                 seen.append(state.tap if state else None)
 

@@ -10,7 +10,12 @@ Sections, each printing its figures next to their targets:
 * ``relay``: tap-only and relay against plain mitmdump (when the addon chain has the relay):
   events/s, added time to first byte, and the latency each event gets on its way;
 * ``concurrency``: 200 streams at 20 events/s each through each setup: events/s held, added
-  per-event latency (p50, p99), the proxy's memory, CPU and full garbage collections.
+  per-event latency (p50, p99), the proxy's memory, CPU and full garbage collections;
+* ``soak``: 100 concurrent streams through the relay with faults drawn at random from the mock's
+  scenarios, and clients that go away: corrupted frames, duplicate message_starts, lost bytes and
+  the breakers' and sticky sessions' state afterwards, all of which must be nought;
+* ``memory``: one 256 MiB stream through plain mitmdump, the tap, the relay and the recorder:
+  the peak RSS of each mitmdump process, and what mitmllm adds to plain's.
 
 A benchmark prints figures; it never fails because a machine is slow. A figure that misses its
 target is marked MISS and followed by the hot spots of a profile.
@@ -18,4 +23,4 @@ target is marked MISS and followed by the hot spots of a profile.
 
 from __future__ import annotations
 
-SECTIONS: tuple[str, ...] = ("codec", "big", "proxy", "relay", "concurrency")
+SECTIONS: tuple[str, ...] = ("codec", "big", "proxy", "relay", "concurrency", "soak", "memory")

@@ -20,7 +20,9 @@ import orjson
 from mitmllm.bench import SECTIONS
 from mitmllm.bench import big
 from mitmllm.bench import codec
+from mitmllm.bench import memory
 from mitmllm.bench import proxy
+from mitmllm.bench import soak
 from mitmllm.bench.concurrency import ConcurrencySizes
 from mitmllm.bench.corpus import KiB
 from mitmllm.bench.corpus import MiB
@@ -35,6 +37,8 @@ class Sizes:
     big: big.BigSizes
     proxy: proxy.ProxySizes
     concurrency: ConcurrencySizes
+    memory: memory.MemorySizes
+    soak: soak.SoakSizes
 
 
 #: The default run: a few minutes on two cores.
@@ -51,6 +55,8 @@ DEFAULT = Sizes(
     ),
     # The load: 200 conversations at 20 tokens/s, 10 s each, opened over a second.
     concurrency=ConcurrencySizes(streams=200, events=206, rate=20, ramp=1.0, settle=1.0),
+    memory=memory.MemorySizes(mib=256),
+    soak=soak.SoakSizes(streams=100, seed=1),
 )
 #: Every section end to end in seconds; its figures say little.
 QUICK = Sizes(
@@ -65,6 +71,8 @@ QUICK = Sizes(
         latency_rate=500,
     ),
     concurrency=ConcurrencySizes(streams=40, events=26, rate=20, ramp=0.2, settle=0.2),
+    memory=memory.MemorySizes(mib=4),
+    soak=soak.SoakSizes(streams=30, seed=1),
 )
 
 
@@ -127,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: proxy.run(report, sizes.proxy, sizes.concurrency, proxy_sections),
             )
         )
+    if "soak" in args.only:
+        steps.append(("soak", lambda: soak.run(report, sizes.soak)))
+    if "memory" in args.only:
+        steps.append(("memory", lambda: memory.run(report, sizes.memory)))
     try:
         for name, step in steps:
             try:

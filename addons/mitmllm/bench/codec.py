@@ -5,7 +5,7 @@ Each format's `long` corpus goes through three stages, fed the same chunks:
 * decode: the SSE codec alone (`Decoder`);
 * validate: codec + payload parsing + the format's validator (`StreamChecker`);
 * rewrite: the whole `Pipeline` with a rewrite that restamps the model on every payload
-  (`Dialect.restamp`), which re-encodes each event it changes.
+  (`Dialect.restamp`), spliced into each event it changes.
 
 The stages take turns within each repetition, so a machine that slows down mid-run slows all of
 them alike; the first repetition warms up and is dropped, the figure is the median of the rest.
@@ -34,6 +34,7 @@ from mitmllm.bench.report import median
 from mitmllm.bench.report import profile
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.protocol import detect
+from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.stream import StreamChecker
 
@@ -83,7 +84,7 @@ def run_stage(stage: str, corpus: Corpus, chunks: list[bytes]) -> tuple[float, i
     if dialect is None:
         raise ValueError(f"no dialect named {corpus.fmt!r}")
 
-    def restamp(payload: Any) -> bool:
+    def restamp(payload: Any) -> list[Edit]:
         return dialect.restamp(payload, RESTAMP_MODEL)
 
     pipeline = Pipeline(StreamChecker(dialect, request=request), [restamp])

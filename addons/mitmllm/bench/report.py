@@ -102,7 +102,10 @@ class Figure:
 
 
 def fmt_number(x: float) -> str:
-    """About three significant figures, whole numbers above 1000: 41.2, 0.873, 123,456."""
+    """About three significant figures, whole numbers above 1000: 41.2, 0.873, 123,456; a
+    count (an int) as it is: 0, 14."""
+    if isinstance(x, int):
+        return f"{x:,}"
     if math.isnan(x):
         return "nan"
     ax = abs(x)

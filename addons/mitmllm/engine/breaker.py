@@ -16,15 +16,18 @@ One `Breaker` per upstream, three states::
     closed     success                                 closed     failures = 0
     closed     failure, failures < threshold           closed     failures += 1
     closed     failure, failures reach threshold       open       trip: window(level), level += 1
+    closed     failure with retry-after                open       until now + retry-after
     closed     retry-after (cooldown)                  open       until now + retry-after
     open       window over (seen on any call)          half_open  one trial may go
     open       success                                 closed     level = 0
     open       failure of an admitted attempt          open       re-trip: longer window
+    open       ... with retry-after                    open       until now + retry-after
     open       failure of an attempt begun earlier     open       last_error only
     open       retry-after beyond the window           open       window ends later
     half_open  admit                                   half_open  the trial is claimed
     half_open  success                                 closed     level = 0
     half_open  failure of the trial                    open       re-trip: longer window
+    half_open  ... with retry-after                    open       until now + retry-after
     half_open  failure of an attempt begun earlier     half_open  last_error only
     half_open  retry-after (cooldown)                  open       until now + retry-after
     any        client error (4xx), cancellation        same       the claim is released
@@ -42,7 +45,11 @@ upstream) lapses after `trial_lease` seconds, so a half-open breaker cannot stay
 A retry-after (429/503/529) opens the breaker until the upstream said to come back, capped at
 `max_open_for` so a bogus header cannot disable an upstream for hours. It is not a trip: the
 upstream told us when it recovers, so the window is not lengthened and the level stays. The
-attempt that carried it is still recorded as a failure in its own right.
+attempt that carried it is still recorded as a failure in its own right. Whenever a failure
+opens or re-opens the breaker (the one that reaches the threshold, a failed trial, a failed
+forced attempt), its retry-after is the window, however long the trip's would have been: the
+latest word from the upstream wins. A failure of an attempt begun earlier only lengthens an
+open window to its retry-after, never shortens it.
 
 `Breakers.order` keeps at least one upstream: when every breaker of the chain is open, the
 upstream whose window ends first is tried anyway (ties go to the earlier in the chain), since it
@@ -255,8 +262,11 @@ class Breaker:
             return True
         return False
 
-    def record(self, kind: Kind, detail: str | None = None) -> None:
-        """Report the outcome of an attempt. `detail` (e.g. ``HTTP 529``) becomes `last_error`."""
+    def record(
+        self, kind: Kind, detail: str | None = None, *, retry_after: float | None = None
+    ) -> None:
+        """Report the outcome of an attempt. `detail` (e.g. ``HTTP 529``) becomes `last_error`;
+        `retry_after` (seconds) is when the upstream said to come back."""
         self._tick()
         claimed = bool(self._claims)
         if claimed:
@@ -264,7 +274,15 @@ class Breaker:
         if kind is Kind.OK:
             self._succeed()
         elif kind.counts:
-            self._fail(detail or str(kind), claimed)
+            error = detail or str(kind)
+            if retry_after is not None and retry_after > 0 and self._reopens(claimed):
+                self.failures += 1
+                self.last_error = error
+                self._open_until_told(retry_after, f"{error}; retry-after")
+                return
+            self._fail(error, claimed)
+            if retry_after is not None:
+                self.cooldown(retry_after)
         # REJECTED and CANCELLED say nothing about the upstream: releasing the claim is all.
 
     def cooldown(self, seconds: float) -> None:
@@ -272,14 +290,9 @@ class Breaker:
         now = self._tick()
         if not seconds > 0:  # also rejects NaN
             return
-        seconds = min(float(seconds), self.max_open_for)
-        until = now + seconds
-        if self.state is State.OPEN and self.open_until >= until:
+        if self.state is State.OPEN and self.open_until >= now + min(seconds, self.max_open_for):
             return
-        old = self.state
-        self.state = State.OPEN
-        self.open_until = until
-        self._emit(old, f"retry-after {seconds:g}s")
+        self._open_until_told(seconds, "retry-after")
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -330,6 +343,20 @@ class Breaker:
         self.open_until = 0.0
         self._claims.clear()
         self._emit(old, "trial succeeded" if old is State.HALF_OPEN else "success while open")
+
+    def _reopens(self, claimed: bool) -> bool:
+        """Would a failure now open the breaker, or re-open it (see `_fail`)?"""
+        if self.state is State.CLOSED:
+            return self.failures + 1 >= self.threshold
+        return claimed
+
+    def _open_until_told(self, seconds: float, reason: str) -> None:
+        """Open until `seconds` from now (capped): the upstream's word, not a trip."""
+        seconds = min(float(seconds), self.max_open_for)
+        old = self.state
+        self.state = State.OPEN
+        self.open_until = self.clock() + seconds
+        self._emit(old, f"{reason} {seconds:g}s")
 
     def _fail(self, error: str, claimed: bool) -> None:
         self.failures += 1
@@ -449,10 +476,7 @@ class Breakers:
         retry_after: float | None = None,
     ) -> None:
         """Report an attempt's outcome; `retry_after` (seconds) also opens it for that long."""
-        b = self[name]
-        b.record(kind, detail)
-        if retry_after is not None:
-            b.cooldown(retry_after)
+        self[name].record(kind, detail, retry_after=retry_after)
 
     def record_attempt(self, name: str, attempt: Any) -> Kind | None:
         """Record a relay attempt: anything with `outcome`, `status`, `committed`, `retry_after`

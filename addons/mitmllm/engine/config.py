@@ -607,8 +607,8 @@ class Route(_Section):
     )
     forward_client_credentials: bool = Field(
         default=False,
-        description="Also send the client's own credentials to upstreams other than the host "
-        "the client addressed.",
+        description="Also send the client's own credentials to upstreams other than the origin "
+        "(scheme, host and port) the client addressed.",
     )
     early_commit: bool = Field(
         default=False,

@@ -310,9 +310,11 @@ def encode_body(data: bytes) -> tuple[str | list[str], Literal["base64"] | None]
         b64 = base64.b64encode(data).decode("ascii")
         parts = [b64[i : i + 76] for i in range(0, len(b64), 76)]
         return (parts if len(parts) > 1 else b64), "base64"
-    parts = text.split("\n")
-    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    lines = _LINES.findall(text)  # one pass, no intermediate list of parts
     return (lines if len(lines) > 1 else text), None
+
+
+_LINES = re.compile(r"[^\n]*\n|[^\n]+\Z")
 
 
 def decode_body(body: str | list[str] | None, encoding: str | None) -> bytes:
@@ -486,15 +488,21 @@ def _slug(text: str) -> str:
 # --- redaction ------------------------------------------------------------------------------------
 
 
-def redact(fixture: Fixture, extra: Iterable[str] = ()) -> Fixture:
+def redact(fixture: Fixture, extra: Iterable[str] = (), *, known: Iterable[str] = ()) -> Fixture:
     """A copy of `fixture` with every secret removed, and where it was listed in ``redacted``.
 
-    `extra` adds header, query parameter and JSON field names to `SECRET_NAMES`.
+    `extra` adds header, query parameter and JSON field names to `SECRET_NAMES`; `known` adds
+    secret values to hunt everywhere (the upstreams' own keys, which no header of the flow
+    carries, but an upstream's error message may echo).
     """
+    return _redact(fixture.model_copy(deep=True), extra, known)
+
+
+def _redact(fx: Fixture, extra: Iterable[str], known: Iterable[str]) -> Fixture:
+    """`redact` in place (for a fixture nobody else holds: no copy of a long body)."""
     names = SECRET_NAMES | {n.strip().lower() for n in extra if n.strip()}
-    fx = fixture.model_copy(deep=True)
     found: set[str] = set()
-    secrets: set[str] = set()
+    secrets: set[str] = {s for s in known if s and not _masked(s)}
 
     def headers(pairs: list[tuple[str, str]], where: str) -> list[tuple[str, str]]:
         out = []
@@ -511,12 +519,16 @@ def redact(fixture: Fixture, extra: Iterable[str] = ()) -> Fixture:
         fx.response.headers = headers(fx.response.headers, "response")
     fx.request.url = _redact_query(fx.request.url, names, found, secrets)
 
-    req_body = _redact_json_fields(fx.request.content, names, "request.body", found, secrets)
+    # Bodies are decoded once and stored again only if a mask changed them (a long body is
+    # then held once or twice, not four times).
+    req_original = fx.request.content
+    req_body = _redact_json_fields(req_original, names, "request.body", found, secrets)
     resp = fx.response
+    resp_original = resp.content if resp is not None else b""
     if resp is not None and not is_event_stream(_header(resp.headers, "content-type")):
-        resp_body = _redact_json_fields(resp.content, names, "response.body", found, secrets)
+        resp_body = _redact_json_fields(resp_original, names, "response.body", found, secrets)
     else:
-        resp_body = resp.content if resp is not None else b""
+        resp_body = resp_original
 
     # Every secret value, wherever else it shows up.
     hunted = sorted((s for s in secrets if len(s) >= MIN_SECRET_LEN), key=len, reverse=True)
@@ -536,14 +548,18 @@ def redact(fixture: Fixture, extra: Iterable[str] = ()) -> Fixture:
         if fx.attempts is not None:
             fx.attempts = _mask_tree(fx.attempts, hunted, "attempts", found)
         fx.notes = [_mask_text(n, hunted, "notes", found) for n in fx.notes]
-    fx.request.body, fx.request.encoding = _stored(req_body)
+    if req_body is not req_original:
+        fx.request.body, fx.request.encoding = _stored(req_body)
+    del req_original
     if fx.response is not None:
-        fx.response.body, fx.response.encoding = _stored(resp_body)
-        if fx.response.client_body is not None:
+        if resp_body is not resp_original:
+            fx.response.body, fx.response.encoding = _stored(resp_body)
+        del resp_original, resp_body
+        if fx.response.client_body is not None and hunted:
             client = fx.response.client_content
-            if hunted:
-                client = _mask_bytes(client, hunted, "response.client_body", found)
-            fx.response.client_body, fx.response.client_encoding = _stored(client)
+            masked = _mask_bytes(client, hunted, "response.client_body", found)
+            if masked is not client:
+                fx.response.client_body, fx.response.client_encoding = _stored(masked)
     fx.redacted = sorted(set(fx.redacted) | found)
     return fx
 
@@ -688,6 +704,10 @@ def split_url(url_or_path: str) -> tuple[str, dict[str, str]]:
     return parts.path or "/", dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
+#: The most bytes `replay_fixture` feeds the pipeline at once.
+FEED = 64 * 1024
+
+
 def replay_fixture(fixture: Fixture) -> Result:
     """Run the fixture's upstream response through the pipeline at its recorded chunking.
 
@@ -728,7 +748,13 @@ def replay_fixture(fixture: Fixture) -> Result:
         pipeline = Pipeline(client, upstream=checker, repairer=repairer)
     else:
         pipeline = Pipeline(checker)
-    out = [pipeline.feed(piece) for piece, _ in resp.pieces()]
+    # Fed at most FEED bytes at a time: a body recorded as one piece (timing unknown) would
+    # otherwise be parsed into all its events at once. The chunking changes no finding.
+    out = [
+        pipeline.feed(piece[i : i + FEED])
+        for piece, _ in resp.pieces()
+        for i in range(0, len(piece), FEED)
+    ]
     # A stream the upstream cut is checked for truncation like the live inspector does, but
     # not one the client walked away from: that says nothing about the upstream.
     if not client_gone(fixture.error):
@@ -841,8 +867,9 @@ def from_flow(
     upstream_body: bytes | None = None,
     chunks: Sequence[tuple[int, float]] | None = None,
     redact_names: Iterable[str] = (),
+    secrets: Iterable[str] = (),
 ) -> Fixture:
-    """A redacted fixture for `flow`.
+    """A redacted fixture for `flow` (`secrets`: more values to hunt, see `redact`).
 
     `upstream_body` and `chunks` come from a live flow's tap (the bytes the upstream sent and when
     each chunk arrived). Without them the flow's stored body is used as one chunk, and a note
@@ -898,8 +925,8 @@ def from_flow(
     if extras:
         fixture.redacted = list(extras.get("redacted", []))
         fixture.expect = Expect.model_validate(extras.get("expect", {}))
-        return redact(fixture, redact_names)
-    fixture = redact(fixture, redact_names)
+        return _redact(fixture, redact_names, secrets)
+    fixture = _redact(fixture, redact_names, secrets)
     fixture.expect = replay_fixture(fixture).expectation(_upstream(fixture))
     return fixture
 

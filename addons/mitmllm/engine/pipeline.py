@@ -2,6 +2,11 @@
 
     chunk -> decode (SSE codec) -> parse (JSON) -> repair -> rewrite -> check (validators) -> emit
 
+A rewrite reads the parsed payload and returns edits at key paths; they are spliced into the
+event's bytes (`mitmllm.protocol.splice`), so a restamped event differs from the upstream's in the
+bytes of the model value only. The unterminated final block is rewritten too when its data is
+whole JSON.
+
 It is synchronous and does no I/O, so the mitmproxy tap (called from inside the proxy core) and the
 relay (async) share it. With a `Repairer`, two checkers run: `upstream` validates what the upstream
 sent (its findings are the flow's, and the repairs are recorded there), and `checker` validates
@@ -10,7 +15,7 @@ what the client gets. Without one, `checker` is both. Three promises:
 * Lossless: an event no repair or rewrite changes is emitted byte-identical; with neither the
   output is the input, whatever the chunking.
 * Event-aligned: only whole events are emitted; a partial event is held until its blank line
-  arrives, and emitted as is at `close()`.
+  arrives, and emitted at `close()` (rewritten when its data is whole JSON).
 * Never raises: an internal error switches the pipeline to pass-through for the rest of the
   stream, emits everything it held unchanged, and reports TAP-1.
 """
@@ -22,18 +27,21 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.repair import Repairer
+from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.splice import Edit
+from mitmllm.protocol.splice import SpliceError
+from mitmllm.protocol.splice import apply
+from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.stream import StreamChecker
 
 logger = logging.getLogger(__name__)
 
-#: Mutates a parsed payload in place; returns True if it changed anything.
-Rewrite = Callable[[Any], bool]
+#: Reads a parsed payload; returns the edits that rewrite it (none: leave it as it is).
+Rewrite = Callable[[Any], Sequence[Edit]]
 
 
 class Pipeline:
@@ -59,16 +67,14 @@ class Pipeline:
         self.closed = False
         self.events = 0
         self.rewritten = 0
+        #: the unterminated tail passed on at the end, rewritten like any event when its data
+        #: is whole JSON (empty until closed)
+        self.trailing = b""
 
     @property
     def findings(self) -> Findings:
         """The upstream's findings (and the repairs made): the flow's."""
         return self.upstream.findings
-
-    @property
-    def trailing(self) -> bytes:
-        """The unterminated tail passed on at the end (empty until closed)."""
-        return self.checker.trailing
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
@@ -94,13 +100,55 @@ class Pipeline:
         except Exception as e:
             return self._fail(e, [])
         out = []
-        for ev, payload in pairs:  # already checked by the checker; rewrite is too late to matter
-            self.events += 1
-            if self.on_event is not None:
-                self.on_event(ev, payload)
-            out.append(ev.raw)
-        out.append(self.checker.trailing)
+        try:
+            for ev, payload in pairs:  # the checker has checked them as the upstream sent them
+                self.events += 1
+                if self.rewrites and is_json(payload):
+                    ev = self._rewrite(ev, payload)
+                if self.on_event is not None:
+                    self.on_event(ev, payload)
+                out.append(ev.raw)
+            partial = self.checker.partial
+            if partial is not None and self.rewrites:
+                partial = self._rewrite_partial(partial)
+        except Exception as e:
+            self.trailing = self.checker.trailing
+            held = self._fail(e, [ev for ev, _ in pairs[len(out) :]])
+            return b"".join(out) + held + self.trailing
+        self.trailing = partial.raw if partial is not None else b""
+        out.append(self.trailing)
         return b"".join(out)
+
+    def _rewrite(self, ev: Event, payload: Any) -> Event:
+        """`ev` with the rewrites' edits spliced in (and made to `payload` too)."""
+        edits: list[Edit] = []
+        for rewrite in self.rewrites:
+            edits += rewrite(payload)
+        if not edits:
+            return ev
+        try:
+            new = splice_event(ev, edits)
+        except SpliceError as e:  # the flow's finding: the client got the upstream's value
+            self.findings.add(
+                "TAP-3",
+                f"event {ev.index} not rewritten ({e}); passed on as the upstream sent it",
+                event=ev.index,
+                offset=ev.offset,
+            )
+            return ev
+        apply(payload, edits)
+        self.rewritten += 1
+        return new
+
+    def _rewrite_partial(self, ev: Event) -> Event:
+        """The unterminated final block reaches the client too: rewritten like any other
+        when its data is whole JSON (a cut payload is left as it is)."""
+        if ev.data is None:
+            return ev
+        payload, _ = parse_json(ev.data)  # the sentinel and cut JSON are not JSON
+        if not is_json(payload):
+            return ev
+        return self._rewrite(ev, payload)
 
     def _process(self, events: list[Event]) -> bytes:
         if self.repairer is not None:
@@ -123,15 +171,6 @@ class Pipeline:
             out.append(ev.raw)
         self.events += len(events)
         return out[0] if len(out) == 1 else b"".join(out)
-
-    def _rewrite(self, ev: Event, payload: Any) -> Event:
-        changed = False
-        for rewrite in self.rewrites:
-            changed |= rewrite(payload)
-        if not changed:
-            return ev
-        self.rewritten += 1
-        return ev.with_data(orjson.dumps(payload).decode("utf-8"))
 
     # --- with repairs ----------------------------------------------------------------------------
 
@@ -176,7 +215,11 @@ class Pipeline:
             client_partial = None
             if tail and partial is not None:
                 client_partial = partial.at(repairer.index, repairer.offset)
+                if self.rewrites:
+                    client_partial = self._rewrite_partial(client_partial)
+                    tail = client_partial.raw
             self.checker.end(client_partial, repairer.offset + len(tail))
+            self.trailing = tail
             out.append(tail)
         except Exception as e:
             return self._fail(e, [])

@@ -35,8 +35,11 @@ Per attempt::
 * Client cancellation (mitmproxy closes the connection) stops the chain and closes the upstream
   at once, and is never counted as an upstream failure.
 * Credentials: each upstream authenticates with its own secret (from an environment variable).
-  The client's credentials go only to the host the client addressed, unless the route says
-  otherwise. The relay answers only requests that carry a one-time token issued by the addon.
+  The client's credentials go only to the origin (scheme, host and port) the client addressed,
+  unless the route says otherwise. Every credential in play (the client's, the upstreams' own)
+  is masked in what the relay records and logs, so an upstream that echoes a key in an error
+  does not put it into metadata, findings or logs. The relay answers only requests that carry a
+  one-time token issued by the addon.
 """
 
 from __future__ import annotations
@@ -53,12 +56,13 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import unquote_plus
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
@@ -91,6 +95,24 @@ HOP_BY_HOP = frozenset(
     }
 )  # fmt: skip
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: What replaces a credential in the relay's records and logs.
+MASK = "<redacted>"
+# Shorter values are too likely to occur by chance (a key of "x" would mask every x).
+MIN_SECRET = 8
+
+Origin = tuple[str, str, int]
+
+
+def origin_of(url: str) -> Origin:
+    """(scheme, host, port) of a URL, lower-case, with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme, 0)
 
 
 # --- what the addon hands to the relay ---------------------------------------------------------
@@ -121,6 +143,10 @@ class Upstream:
     def host(self) -> str:
         return (urlsplit(self.base_url).hostname or "").lower()
 
+    @property
+    def origin(self) -> Origin:
+        return origin_of(self.base_url)
+
 
 @dataclass(frozen=True)
 class Hop:
@@ -137,8 +163,9 @@ class Hop:
         return model
 
 
-#: Prepares the upstream request for one hop: (path, json body) -> (path, body bytes, info).
-Prepare = Callable[[Hop, str, Any], tuple[str, bytes | None, dict[str, Any]]]
+#: Prepares the upstream request for one hop: (path, parsed body, the client's body bytes) ->
+#: (path, body bytes or None for the client's, info). It must not change the parsed body.
+Prepare = Callable[[Hop, str, Any, bytes], tuple[str, bytes | None, dict[str, Any]]]
 
 
 @dataclass
@@ -149,7 +176,8 @@ class Plan:
     hops: list[Hop]
     dialect: Dialect
     wants_stream: bool
-    client_host: str
+    #: (scheme, host, port) the client addressed: the only origin its credentials may go to
+    client_origin: Origin
     timeouts: Timeouts = field(default_factory=Timeouts)
     forward_client_credentials: bool = False
     early_commit: bool = False
@@ -301,6 +329,7 @@ class _Exchange:
         self.checker: StreamChecker | None = None  # the current attempt's upstream checker
         body_json, _ = parse_json(body) if body else (None, None)
         self.body_json: Any = body_json
+        self.secrets = _secrets_of(request.headers, request.query_string, plan, relay.env)
 
     async def run(self) -> web.StreamResponse:
         plan = self.plan
@@ -319,9 +348,9 @@ class _Exchange:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
                 if self.checker is not None:  # what was wrong with the failed stream, too
-                    _record_findings(attempt, self.checker.findings)
+                    _record_findings(attempt, self.checker.findings, self.mask)
                     self.checker = None
-                attempt.outcome, attempt.error = fail.outcome, fail.error
+                attempt.outcome, attempt.error = fail.outcome, self.mask(fail.error)
                 attempt.retry_after = fail.retry_after
                 if fail.status is not None:  # a stall after a 200 keeps the 200 on record
                     attempt.status = fail.status
@@ -333,7 +362,7 @@ class _Exchange:
                     plan.route,
                     hop.upstream.name,
                     fail.outcome,
-                    fail.error,
+                    attempt.error,
                     "; trying the next upstream" if i + 1 < len(hops) else "",
                 )
                 continue
@@ -398,7 +427,7 @@ class _Exchange:
         body: bytes | None = self.body
         info: dict[str, Any] = {}
         if plan.prepare is not None and body_json is not None and is_json(body_json):
-            path, new_body, info = plan.prepare(hop, path, _copy_json(body_json))
+            path, new_body, info = plan.prepare(hop, path, body_json, self.body)
             if new_body is not None:
                 body = new_body
         url = upstream.base_url.rstrip("/") + path
@@ -494,8 +523,16 @@ class _Exchange:
             await self._send_headers(200, {"content-type": "text/event-stream"}, None)
         await self._write(dialect.keepalive() or b"")
 
+    def mask(self, text: str) -> str:
+        """`text` with every credential in play replaced (for records, logs, messages)."""
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
     def _may_forward(self, upstream: Upstream) -> bool:
-        return self.plan.forward_client_credentials or upstream.host == self.plan.client_host
+        """The client's credentials go to the origin it addressed, or where the route says."""
+        return self.plan.forward_client_credentials or upstream.origin == self.plan.client_origin
 
     def _upstream_headers(self, upstream: Upstream) -> dict[str, str] | None:
         forward = self._may_forward(upstream)
@@ -662,7 +699,7 @@ class _Exchange:
             committed = True
             await self._commit(up, hop, attempt, info, t0)
         await self._write(gate.take())
-        _record_findings(attempt, upstream.findings)
+        _record_findings(attempt, upstream.findings, self.mask)
         v = client.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (
@@ -722,9 +759,9 @@ class _Exchange:
     ) -> None:
         if attempt.outcome in ("pending", "ok"):
             attempt.outcome = "failed_after_commit"
-        attempt.error = message
+        attempt.error = message = self.mask(message)
         if self.checker is not None:
-            _record_findings(attempt, self.checker.findings)
+            _record_findings(attempt, self.checker.findings, self.mask)
         self.plan.outcome = "failed_after_commit"
         logger.warning(
             "relay %s: %s; ending the stream with an error event", self.plan.route, message
@@ -794,15 +831,13 @@ class _Exchange:
         return resp
 
 
-def _record_findings(attempt: Attempt, findings: Findings) -> None:
+def _record_findings(attempt: Attempt, findings: Findings, mask: Callable[[str], str]) -> None:
     """What the upstream's stream broke, and what mitmllm mended in it (its FIX-* findings),
-    on the attempt."""
-    attempt.findings = [f for f in findings if not f.rule.startswith("FIX-")]
-    attempt.repairs = [Repair.from_finding(f) for f in findings if f.rule.startswith("FIX-")]
-
-
-def _copy_json(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value))
+    on the attempt; `mask` takes the credentials out of the messages (an in-band error may
+    quote them)."""
+    masked = [replace(f, message=mask(f.message)) for f in findings]
+    attempt.findings = [f for f in masked if not f.rule.startswith("FIX-")]
+    attempt.repairs = [Repair.from_finding(f) for f in masked if f.rule.startswith("FIX-")]
 
 
 async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:
@@ -880,6 +915,28 @@ def _kind_for(fail: _Fail | None) -> str:
     if fail.outcome.endswith("timeout"):
         return "timeout_error"
     return "api_error"
+
+
+def _secrets_of(
+    headers: Mapping[str, str], query: str, plan: Plan, env: Mapping[str, str]
+) -> list[str]:
+    """Every credential value a routed request brings into play, longest first: the client's
+    (headers, query) and the keys of the chain's upstreams."""
+    found: set[str] = set()
+    for k, v in headers.items():
+        if k.lower() in CREDENTIAL_HEADERS:
+            found.add(v.strip())
+            found.add(v.split()[-1] if v.split() else v)
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        if name.lower() in CREDENTIAL_QUERY and value:
+            found.update({value, unquote_plus(value)})
+    for hop in plan.hops:
+        if hop.upstream.api_key_env:
+            secret = env.get(hop.upstream.api_key_env)
+            if secret:
+                found.add(secret)
+    return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
 
 
 def _strip_credential_query(url: str) -> str:

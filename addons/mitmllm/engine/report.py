@@ -188,6 +188,31 @@ class Usage:
         return ", ".join(parts)
 
 
+@dataclass(slots=True)
+class BodyKept:
+    """How much of a long stream the flow keeps (`mitmllm_keep_body`): the start and the end of
+    `of` bytes, `kept` of them in all; the findings still cover every byte."""
+
+    kept: int
+    of: int
+
+    @property
+    def cut(self) -> int:
+        return self.of - self.kept
+
+    def to_dict(self) -> dict[str, int]:
+        return {"bytes": self.kept, "of": self.of, "cut": self.cut}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> BodyKept | None:
+        if not isinstance(d, dict):
+            return None
+        kept, of = d.get("bytes"), d.get("of")
+        if not isinstance(kept, int) or not isinstance(of, int):
+            return None
+        return cls(kept, of)
+
+
 @dataclass
 class FlowReport:
     """What mitmllm knows about one LLM flow. See the module docstring for who fills what."""
@@ -224,6 +249,9 @@ class FlowReport:
     end: End | None = None
     end_error: str | None = None  # mitmproxy's error when the response did not complete
     undelivered_bytes: int | None = None  # held by the tap when the connection died
+    body_kept: BodyKept | None = None  # set when the flow keeps only part of a long stream
+    body_file: str | None = None  # where the whole stream went (mitmllm_spill_dir)
+    body_file_error: str | None = None  # why writing it there failed
     # --- verdict ---
     findings: Findings = field(default_factory=Findings)
     repairs: list[Repair] = field(default_factory=list)  # what the client got mended
@@ -291,6 +319,8 @@ class FlowReport:
             meta["end"] = str(self.end)
         if self.usage is not None and self.usage.to_dict():
             meta["usage"] = self.usage.to_dict()
+        if self.body_kept is not None:
+            meta["body_kept"] = self.body_kept.to_dict()  # ~meta body_kept
         if self.rewrite:
             meta["rewrite"] = self.rewrite
         if self.attempts:
@@ -328,6 +358,7 @@ class FlowReport:
         elif isinstance(meta.get("aborted"), str):  # written before `end`
             report.end, report.end_error = End.UPSTREAM_FAILURE, meta["aborted"]
         report.usage = Usage.from_dict(meta.get("usage"))
+        report.body_kept = BodyKept.from_dict(meta.get("body_kept"))
         if isinstance(meta.get("rewrite"), dict):
             report.rewrite = meta["rewrite"]
         report.attempts = [
@@ -368,6 +399,8 @@ _SCALARS = (
     "duration_ms",
     "end_error",
     "undelivered_bytes",
+    "body_file",
+    "body_file_error",
     "client",
     "client_clean",
     "gate",
@@ -396,6 +429,8 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "duration_ms": (int, float),
     "end_error": str,
     "undelivered_bytes": int,
+    "body_file": str,
+    "body_file_error": str,
     "client": str,
     "client_clean": bool,
     "gate": str,

@@ -1,8 +1,10 @@
 """Request rewriting (model, parameters, tool schemas) and the matching response rewrites.
 
 Shared by the rewriter addon (the configuration's model rules, for every LLM flow) and the relay
-(each upstream's own model mapping and tool flavour). Payloads are parsed JSON: a body is only
-re-serialised when something changed, so a request no rule touches stays byte-identical.
+(each upstream's own model mapping and tool flavour). Rules work on a parsed copy of the body;
+what they changed is then spliced into the client's bytes (`body_bytes`), so escapes, spacing,
+key order and numbers of any size reach the upstream as the client wrote them, and a request no
+rule touches stays byte-identical.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-import orjson
-
 from mitmllm.engine.pipeline import Rewrite
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.models import ModelRule
 from mitmllm.protocol.models import Param
 from mitmllm.protocol.models import apply_params
 from mitmllm.protocol.schemas import sanitize
+from mitmllm.protocol.splice import Edit
+from mitmllm.protocol.splice import SpliceError
+from mitmllm.protocol.splice import diff
+from mitmllm.protocol.splice import encode
+from mitmllm.protocol.splice import splice
 
 
 @dataclass
@@ -35,13 +40,21 @@ class RequestRewrite:
     names: dict[str, str] = field(default_factory=dict)  # upstream tool name -> client's
     body_changed: bool = False
     path_changed: bool = False
+    #: why the body had to be written anew instead of spliced (None: spliced)
+    reencoded: str | None = None
 
     @property
     def changed(self) -> bool:
         return self.body_changed or self.path_changed
 
-    def body_bytes(self) -> bytes:
-        return orjson.dumps(self.body)
+    def body_bytes(self, original: bytes, before: Any) -> bytes:
+        """The client's bytes `original` (which parse to `before`) with the values this rewrite
+        changed spliced in; every other byte stays the client's."""
+        try:
+            return splice(original, diff(before, self.body))
+        except SpliceError as e:  # bytes that are not what was parsed: write the whole body
+            self.reencoded = str(e)
+            return encode(self.body)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
@@ -69,6 +82,8 @@ class RequestRewrite:
             d["changes"] = changes
         if self.names:
             d["names"] = self.names
+        if self.reencoded is not None:
+            d["reencoded"] = self.reencoded
         return d
 
 
@@ -125,7 +140,7 @@ def rule_rewrite(dialect: Dialect, path: str, body: Any, rule: ModelRule) -> Req
 def response_rewrites(
     dialect: Dialect, *, client_model: str | None, names: dict[str, str] | None
 ) -> list[Rewrite]:
-    """Rewrites that show the client its own model and tool names again."""
+    """Rewrites that show the client its own model and tool names again (as edits to splice)."""
     out: list[Rewrite] = []
     if client_model:
         out.append(lambda payload: dialect.restamp(payload, client_model))
@@ -133,3 +148,11 @@ def response_rewrites(
         mapping = dict(names)
         out.append(lambda payload: dialect.rename_tools(payload, mapping))
     return out
+
+
+def edits_of(rewrites: list[Rewrite], payload: Any) -> list[Edit]:
+    """Every edit `rewrites` make to one parsed payload."""
+    edits: list[Edit] = []
+    for rewrite in rewrites:
+        edits += rewrite(payload)
+    return edits

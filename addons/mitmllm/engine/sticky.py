@@ -200,6 +200,11 @@ class StickySessions:
             return False
         return self._entries.pop((route, key), None) is not None
 
+    def entries(self) -> list[tuple[str, str, str]]:
+        """(route, key, upstream) of every session pinned now."""
+        now = self.clock()
+        return [(r, k, up) for (r, k), (up, expiry) in self._entries.items() if expiry > now]
+
     def purge(self) -> int:
         """Drop every expired entry; returns how many."""
         now = self.clock()

@@ -1,6 +1,7 @@
 """The mitmllm addon chain, in the order the hooks must run.
 
 ConfigLoader  options and the configuration file
+Exposure      refuses routes that add upstream keys on a proxy open to the network
 Recognizer    request: is this an LLM call? (state for everyone after it)
 Rewriter      request: model rules, parameters, tool schemas; response: restamp JSON bodies
 Failover      request: route through the relay; responseheaders: show the serving upstream
@@ -16,6 +17,7 @@ from typing import Any
 
 from mitmllm.glue.configaddon import ConfigLoader
 from mitmllm.glue.contentview import register
+from mitmllm.glue.exposure import Exposure
 from mitmllm.glue.failover import Failover
 from mitmllm.glue.inspector import Inspector
 from mitmllm.glue.inspector import Recognizer
@@ -36,6 +38,7 @@ def all_addons(*, script: bool = False) -> list[Any]:
     failover = Failover(config)
     return [
         config,
+        Exposure(config),
         Recognizer(),
         Rewriter(config),
         failover,

@@ -2,7 +2,8 @@
 
 A bad file stops start-up with the loader's message (file, field path, value, line). Once
 running, the file is re-read when it changes; a bad edit keeps the last good configuration and
-logs why. Other addons read `ConfigLoader.config` and may subscribe to changes.
+logs why. Other addons read `ConfigLoader.config`, may subscribe to changes, and may add checks
+that a configuration must pass beyond its schema (one that would expose keys to the network).
 
 Loaded from a script (``mitmdump -s``), an exception from `configure` would reach the user as
 mitmproxy's traceback of the script, so at start-up the message is logged as it is instead, and
@@ -38,12 +39,21 @@ class ConfigLoader:
         self.path: str = ""
         self._mtime: float | None = None
         self._listeners: list[Callable[[Config], None]] = []
+        self._checks: list[Callable[[Config], str | None]] = []
         self._watch: asyncio.Task[None] | None = None
 
     def subscribe(self, listener: Callable[[Config], None]) -> None:
         """Call `listener(config)` now and after every successful (re)load."""
         self._listeners.append(listener)
         listener(self.config)
+
+    def add_check(self, check: Callable[[Config], str | None]) -> None:
+        """A configuration for which `check` returns a reason is refused (at start-up, on a
+        --set, and on a reload, which keeps the last good one)."""
+        self._checks.append(check)
+
+    def _problem(self, config: Config) -> str | None:
+        return next((p for p in (check(config) for check in self._checks) if p), None)
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -65,13 +75,17 @@ class ConfigLoader:
             config = load_config(path)
             mtime = os.stat(path).st_mtime
         except ConfigError as e:
-            self._refuse(f"mitmllm_config: {e}")
+            self.refuse(f"mitmllm_config: {e}")
             return
         except OSError as e:
-            self._refuse(
+            self.refuse(
                 f"mitmllm_config: cannot read {path!r} ({e.strerror}); pass the path of a YAML "
                 "file, e.g. --set mitmllm_config=mitmllm.yaml"
             )
+            return
+        problem = self._problem(config)
+        if problem is not None:
+            self.refuse(f"mitmllm_config: {problem}")
             return
         self._apply(config, path, mtime)
         for line in config.describe():
@@ -83,8 +97,9 @@ class ConfigLoader:
                 env,
             )
 
-    def _refuse(self, message: str) -> None:
-        """Reject the option: raise, or at a script's start-up log the one message."""
+    def refuse(self, message: str) -> None:
+        """Reject an option: raise, or at a script's start-up log the one message (other addons
+        that guard the configuration refuse through this too)."""
         if self.log_startup_errors and not self._running:
             logger.error("%s", message)
             return
@@ -132,6 +147,12 @@ class ConfigLoader:
                 "mitmllm config: %s is invalid; keeping the last good configuration:\n%s",
                 self.path,
                 e,
+            )
+            return False
+        problem = self._problem(config)
+        if problem is not None:
+            logger.error(
+                "mitmllm config: %s keeps the last good configuration: %s", self.path, problem
             )
             return False
         self._apply(config, self.path, mtime)

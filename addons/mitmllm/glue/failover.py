@@ -30,6 +30,7 @@ from mitmllm.engine.relay import TOKEN_HEADER
 from mitmllm.engine.relay import Hop
 from mitmllm.engine.relay import Plan
 from mitmllm.engine.relay import Relay
+from mitmllm.engine.rewrite import edits_of
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.rewrite import rewrite_request
 from mitmllm.engine.sticky import StickySessions
@@ -39,6 +40,8 @@ from mitmllm.glue.configaddon import ConfigLoader
 from mitmllm.glue.flowstate import LLMFlow
 from mitmllm.protocol import detect
 from mitmllm.protocol.dialect import Dialect
+from mitmllm.protocol.payload import copy_json
+from mitmllm.protocol.splice import Edit
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +112,16 @@ class _StickyByRoute:
 def _prepare(dialect: Dialect) -> relaymod.Prepare:
     """Per-hop request rewriting: the hop's model mapping and tool flavour."""
 
-    def prepare(hop: Hop, raw_path: str, body: Any) -> tuple[str, bytes | None, dict[str, Any]]:
+    def prepare(
+        hop: Hop, raw_path: str, body: Any, raw: bytes
+    ) -> tuple[str, bytes | None, dict[str, Any]]:
         path, sep, query = raw_path.partition("?")
         model = hop.map_model(dialect.request_model(path, body))
-        rw = rewrite_request(dialect, path, body, model=model, flavour=hop.flavour)
+        rw = rewrite_request(dialect, path, copy_json(body), model=model, flavour=hop.flavour)
+        new_body = rw.body_bytes(raw, body) if rw.body_changed else None
         info = rw.to_dict()
         info["model"] = rw.model_to or rw.model_from
-        return rw.path + sep + query, rw.body_bytes() if rw.body_changed else None, info
+        return rw.path + sep + query, new_body, info
 
     return prepare
 
@@ -220,7 +226,13 @@ class Failover:
             hops=hops,
             dialect=state.dialect,
             wants_stream=state.wants_stream,
-            client_host=flow.request.pretty_host.lower(),
+            # What the client addressed (the reverse target in reverse mode), before the
+            # request is pointed at the relay.
+            client_origin=(
+                flow.request.scheme.lower(),
+                flow.request.host.lower(),
+                flow.request.port,
+            ),
             timeouts=relaymod.Timeouts(
                 connect=t.connect,
                 first_event=t.first_event,
@@ -267,16 +279,13 @@ class Failover:
         decides before it sends the first content event; keep-alives come earlier)."""
         built: list[Rewrite] | None = None
 
-        def rewrite(payload: Any) -> bool:
+        def rewrite(payload: Any) -> list[Edit]:
             nonlocal built
             if built is None:
                 if state.plan is None or state.plan.served is None:
-                    return False
+                    return []
                 built = self._response_rewrites(state)
-            changed = False
-            for r in built:
-                changed |= r(payload)
-            return changed
+            return edits_of(built, payload)
 
         return rewrite
 

@@ -3,7 +3,9 @@
 For every LLM call it asks the upstream for an uncompressed body, taps event streams as they pass
 (whole events only, never buffering SSE), checks non-streaming bodies, and when the flow ends
 writes the findings to `flow.metadata["mitmllm"]`, a one-line `flow.comment` and `flow.marked`,
-stores the client-facing bytes so mitmweb shows them, and logs one summary line.
+stores the client-facing bytes so mitmweb shows them, and logs one summary line. What it stores
+of a stream is bounded by `mitmllm_keep_body` (the start and the end of a longer one, around a
+marker, and TAP-4 on the flow); `mitmllm_spill_dir` keeps longer ones whole on disk.
 """
 
 from __future__ import annotations
@@ -13,15 +15,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
+from typing import BinaryIO
 
 from mitmproxy import ctx
 from mitmproxy import exceptions
 from mitmproxy import flow as mflow
 from mitmproxy import http
 
+from mitmllm.engine.keep import DEFAULT_LIMIT
+from mitmllm.engine.keep import KEEP_OPTION
+from mitmllm.engine.keep import KeptBody
+from mitmllm.engine.keep import limit_of
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.report import METADATA_KEY
+from mitmllm.engine.report import BodyKept
 from mitmllm.engine.report import End
 from mitmllm.engine.report import FlowReport
 from mitmllm.engine.report import Repair
@@ -131,6 +140,7 @@ class Markers:
 
 
 WORKER_TIMEOUT = 10.0  # seconds to wait for a stream's result from the validation worker
+SPILL_OPTION = "mitmllm_spill_dir"
 
 
 class Inspector:
@@ -140,6 +150,8 @@ class Inspector:
         self.summary = True
         self.use_worker = False
         self.repair = False
+        self.keep: int | None = DEFAULT_LIMIT
+        self.spill_dir: Path | None = None
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -184,6 +196,21 @@ class Inspector:
             frames events, which keeps the proxy's throughput at high event rates. Streams whose
             events mitmllm rewrites are still validated in the proxy.""",
         )
+        loader.add_option(
+            KEEP_OPTION,
+            str,
+            "8MiB",
+            """How much of an event stream a flow keeps for mitmweb, saved flows and fixtures
+            (e.g. 8MiB, or all). A longer stream keeps its first and last half of this around
+            a marker, and the flow says so (TAP-4); findings always cover the whole stream.""",
+        )
+        loader.add_option(
+            SPILL_OPTION,
+            str,
+            "",
+            """A folder where streams longer than mitmllm_keep_body are written whole, one file
+            per flow (named in the flow's metadata as body_file). Empty: not kept on disk.""",
+        )
 
     def configure(self, updated: set[str]) -> None:
         names = (
@@ -217,6 +244,23 @@ class Inspector:
             elif self.worker is not None:
                 self.worker.stop()
                 self.worker = None
+        if KEEP_OPTION in updated:
+            text = getattr(ctx.options, KEEP_OPTION)
+            try:
+                self.keep = limit_of(text)
+            except ValueError as e:
+                raise exceptions.OptionsError(
+                    f"{KEEP_OPTION}={text!r}: {e}; use a size such as 8MiB, or all"
+                ) from e
+        if SPILL_OPTION in updated:
+            folder = getattr(ctx.options, SPILL_OPTION).strip()
+            self.spill_dir = Path(folder).expanduser() if folder else None
+            spill_dir = self.spill_dir
+            if spill_dir is not None and spill_dir.exists() and not spill_dir.is_dir():
+                raise exceptions.OptionsError(
+                    f"{SPILL_OPTION}={folder!r} is not a folder; name a folder (it is "
+                    "created when the first long stream arrives)"
+                )
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -241,17 +285,29 @@ class Inspector:
             resp.stream = True
             return
         t0 = flow.request.timestamp_start
+        body = self.kept_body(flow)
         repair = self.repair and state.plan is None  # routes repair in the relay
         if self.worker is not None and self.worker.alive and not state.rewrites and not repair:
-            state.tap = FramingTap(self.worker, state.format, state.request, t0)
+            state.tap = FramingTap(self.worker, state.format, state.request, t0, body=body)
         elif repair:
-            state.tap = Tap(repairing_pipeline(state), t0)
+            state.tap = Tap(repairing_pipeline(state), t0, body=body)
         else:
             checker = StreamChecker(
                 state.dialect, state.findings, request=state.request, autodetect=True
             )
-            state.tap = Tap(Pipeline(checker, state.rewrites), t0)
+            state.tap = Tap(Pipeline(checker, state.rewrites), t0, body=body)
         resp.stream = state.tap  # type: ignore[assignment]  # mitmproxy's stub lists no list
+
+    def kept_body(self, flow: http.HTTPFlow) -> KeptBody:
+        """What the flow will keep of its stream (see the options)."""
+        folder = self.spill_dir
+
+        def spill() -> BinaryIO:
+            assert folder is not None
+            folder.mkdir(parents=True, exist_ok=True)
+            return open(folder / f"{flow.id}.sse", "wb")  # noqa: SIM115 (closed at the end)
+
+        return KeptBody(self.keep, spill=spill if folder else None, option=KEEP_OPTION)
 
     async def response(self, flow: http.HTTPFlow) -> None:
         if not flow.live and flowstate.get(flow) is None:
@@ -331,7 +387,8 @@ class Inspector:
             if resp.raw_content is None:
                 # After streaming the body is gone; store what the client got (record only, the
                 # wire is done). Also after an abort: mitmweb then shows what did arrive.
-                resp.raw_content = bytes(tap.sent)
+                resp.raw_content = tap.sent
+            note_kept(tap.body, report)
             # The upstream's end-of-stream rules (truncation) judge the upstream: not when the
             # client is the one that went away.
             end_checks = tap.finished or not client_gone
@@ -403,6 +460,22 @@ def record_repair(state: LLMFlow, pipeline: Pipeline) -> None:
         gate.close()
         if gate.failed:
             report.gate = f"a route would fail over: {gate.outcome} ({gate.reason})"
+
+
+def note_kept(body: KeptBody, report: FlowReport) -> None:
+    """Say on the flow when what it keeps is not the whole stream, and where the rest went."""
+    body.close()
+    if not body.cut:
+        return
+    report.body_kept = BodyKept(kept=body.total - body.cut, of=body.total)
+    where = f"the start and the end of {body.total} bytes ({KEEP_OPTION})"
+    if body.spill_name is not None:
+        report.body_file = body.spill_name
+        where += f"; the whole stream is in {body.spill_name}"
+    if body.spill_error is not None:
+        report.body_file_error = body.spill_error
+        where += f"; writing it to {SPILL_OPTION} failed ({body.spill_error})"
+    report.findings.add("TAP-4", f"the flow keeps {where}")
 
 
 def fill_report(flow: http.HTTPFlow, state: LLMFlow, result: StreamResult | None = None) -> None:

@@ -9,12 +9,17 @@ It must run after the inspector: it reads ``flow.metadata["mitmllm"]`` and the i
 While capture is on it also wraps each LLM stream callable to keep the bytes exactly as the
 upstream sent them and when each chunk arrived; without that copy (capture was off, or the flow
 came from a file) the client-facing bytes are stored, and only the tap's timing or none at all.
-Secrets are redacted before anything is written (see `mitmllm.engine.fixtures`).
+What it keeps of a stream is bounded like the flow's own copy (``mitmllm_keep_body``): a longer
+stream is recorded as its start and its end around a marker, without chunk timing, and the
+fixture's notes say so. Secrets are redacted before anything is written (see
+`mitmllm.engine.fixtures`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable
@@ -33,6 +38,10 @@ from mitmproxy import http
 from mitmllm.engine import fixtures
 from mitmllm.engine.config import Config
 from mitmllm.engine.report import METADATA_KEY
+from mitmllm.engine.keep import DEFAULT_LIMIT
+from mitmllm.engine.keep import KEEP_OPTION
+from mitmllm.engine.keep import KeptBody
+from mitmllm.engine.keep import limit_of
 from mitmllm.glue import flowstate
 from mitmllm.glue.configaddon import ConfigLoader
 
@@ -51,17 +60,21 @@ class StreamCopy:
         inner: StreamCallable | bool,
         t0: float,
         clock: Callable[[], float] = time.time,
+        limit: int | None = DEFAULT_LIMIT,
     ) -> None:
         self.inner = inner
         self.t0 = t0  # request start, the clock of mitmproxy's timestamps
         self.clock = clock
-        self.body = bytearray()
-        self.chunks: list[tuple[int, float]] = []  # (offset, ms since t0)
+        self.body = KeptBody(limit, option=KEEP_OPTION)
+        self.chunks: list[tuple[int, float]] = []  # (offset, ms since t0), while not cut
 
     def __call__(self, chunk: bytes) -> Iterable[bytes] | bytes:
         if chunk:
-            self.chunks.append((len(self.body), round((self.clock() - self.t0) * 1000, 3)))
-            self.body += chunk
+            if not self.body.cut:
+                self.chunks.append((self.body.total, round((self.clock() - self.t0) * 1000, 3)))
+            elif self.chunks:
+                self.chunks = []  # offsets past a cut fit no kept body
+            self.body.append(chunk)
         if callable(self.inner):
             return self.inner(chunk)
         return [chunk] if chunk else []  # `stream = True`: pass through (always a list)
@@ -93,6 +106,7 @@ class Recorder:
         self._option_mode = "off"
         self._option_dir = "captures"
         self._option_filter: flowfilter.TFilter | None = None
+        self.keep: int | None = DEFAULT_LIMIT
         self._option_redact: tuple[str, ...] = ()
         self._config: Config | None = None
         if config is not None:
@@ -155,6 +169,9 @@ class Recorder:
             self._option_mode = mode
         if "mitmllm_capture_dir" in updated:
             self._option_dir = ctx.options.mitmllm_capture_dir
+        if KEEP_OPTION in updated:
+            with contextlib.suppress(ValueError):  # the inspector words a bad value
+                self.keep = limit_of(getattr(ctx.options, KEEP_OPTION))
         if "mitmllm_redact" in updated:
             names = [n.strip().lower() for n in ctx.options.mitmllm_redact]
             bad = [n for n in names if not n or any(c in n for c in " :=&?/")]
@@ -193,7 +210,7 @@ class Recorder:
             return
         if not seen_by_mitmllm(f) or isinstance(resp.stream, StreamCopy):
             return
-        copy = StreamCopy(resp.stream, f.request.timestamp_start)
+        copy = StreamCopy(resp.stream, f.request.timestamp_start, limit=self.keep)
         resp.stream = copy
         self._copies[f] = copy
 
@@ -257,19 +274,40 @@ class Recorder:
         """The fixture for `f`, with the upstream bytes and timing when they are known."""
         upstream: bytes | None = None
         chunks: list[tuple[int, float]] | None = None
+        cut: KeptBody | None = None
         copy = self._copies.pop(f, None)
         state = flowstate.get(f)
         if copy is not None:
-            upstream, chunks = bytes(copy.body), list(copy.chunks)
+            upstream, chunks = copy.body.value, list(copy.chunks)
+            cut = copy.body if copy.body.cut else None
         elif state is not None and state.tap is not None:
             tap = state.tap
             # The pipeline is lossless: unless it rewrote or repaired events, the client got the
             # upstream's bytes (all of them once the stream ended).
             if tap.finished and not tap.rewritten and not tap.repairs:
-                upstream, chunks = bytes(tap.sent), list(tap.chunks)
-        return fixtures.from_flow(
-            f, upstream_body=upstream, chunks=chunks, redact_names=self.redact
+                upstream, chunks = tap.sent, list(tap.chunks)
+            cut = tap.body if tap.body.cut else None
+        fixture = fixtures.from_flow(
+            f,
+            upstream_body=upstream,
+            chunks=chunks,
+            redact_names=self.redact,
+            secrets=self._upstream_keys(),
         )
+        if cut is not None:
+            fixture.notes.append(
+                f"the stream was {cut.total} bytes: the fixture keeps its start and its end "
+                f"({cut.total - cut.cut} bytes, {KEEP_OPTION}); its expectations are of those"
+            )
+        return fixture
+
+    def _upstream_keys(self) -> list[str]:
+        """The configured upstreams' own keys: hunted in fixtures like the client's."""
+        config = self._config
+        if config is None:
+            return []
+        names = {u.api_key_env for u in config.upstreams if u.api_key_env}
+        return [v for v in (os.environ.get(n) for n in sorted(names)) if v]
 
 
 def _ended(f: http.HTTPFlow) -> bool:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 from mitmproxy import http
 
 from mitmllm.engine.config import Config
 from mitmllm.engine.rewrite import RequestRewrite
+from mitmllm.engine.rewrite import edits_of
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.rewrite import rule_rewrite
 from mitmllm.glue import flowstate
@@ -26,8 +26,11 @@ from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import copy_json
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.schemas import lint
+from mitmllm.protocol.splice import SpliceError
+from mitmllm.protocol.splice import splice
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +75,13 @@ class Rewriter:
         rule = models.select(rules, models.facts(dialect.name, path, query, body, state.model))
         if rule is None:
             return None
-        work = orjson.loads(orjson.dumps(body)) if isinstance(body, dict) else body
+        work = copy_json(body) if isinstance(body, dict) else body
         rw = rule_rewrite(dialect, path, work, rule)
         if rw.path_changed:
             flow.request.path = rw.path + flow.request.path[len(path) :]
         if rw.body_changed:
-            flow.request.content = rw.body_bytes()
+            original = flow.request.get_content(strict=False) or b""
+            flow.request.content = rw.body_bytes(original, body)
             state.request = rw.body
         state.report.rewrite = rw.to_dict() | {"rule": rw.rule}
         if rw.model_to and rw.model_to != state.model:
@@ -116,16 +120,18 @@ class Rewriter:
         payload, _ = parse_json(raw)
         if not is_json(payload):
             return
-        changed = False
-        for rewrite in state.rewrites:
-            try:
-                changed |= bool(rewrite(payload))
-            except Exception:
-                logger.exception("mitmllm: response rewrite failed; body left as is")
+        try:
+            edits = edits_of(state.rewrites, payload)
+            if not edits:
                 return
-        if changed:
-            resp.content = orjson.dumps(payload)
-            state.report.body_rewritten = True
+            resp.content = splice(raw, edits)  # only the rewritten values' bytes change
+        except SpliceError as e:
+            state.findings.add("TAP-3", f"response body not rewritten ({e}); passed on as is")
+            return
+        except Exception:
+            logger.exception("mitmllm: response rewrite failed; body left as is")
+            return
+        state.report.body_rewritten = True
 
 
 def _lint(fmt: str, body: Any, findings: Findings, *, fixed: Any = None) -> None:

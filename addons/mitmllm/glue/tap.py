@@ -5,8 +5,8 @@ once per upstream chunk and once more with b"" at end of stream; it must always 
 bare b"" mid-stream ends an HTTP/1.1 chunked body) and must never raise (an exception drops the
 chunk). Both taps keep these rules whatever happens behind them, emit whole events only, and
 record what the client was sent (for mitmweb and saved flows) and when each upstream chunk
-arrived (for fixtures). They run once per chunk inside the proxy core, so they do as little as
-they can there.
+arrived (for fixtures), both bounded whatever the stream's length (`mitmllm.engine.keep`). They
+run once per chunk inside the proxy core, so they do as little as they can there.
 
 * `Tap` drives the whole pipeline in place: frame, validate, rewrite.
 * `FramingTap` only frames, and leaves validation to the `ValidationWorker` process.
@@ -21,12 +21,17 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
+from mitmllm.engine.keep import DEFAULT_LIMIT
+from mitmllm.engine.keep import KeptBody
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.validation import StreamResult
 from mitmllm.engine.validation import ValidationWorker
 from mitmllm.protocol.sse import Decoder
 
 logger = logging.getLogger(__name__)
+
+#: Chunk timings kept per stream (16 bytes each); a stream with more has no timing recorded.
+MAX_TIMINGS = 1 << 18
 
 
 class StreamRecord:
@@ -35,48 +40,52 @@ class StreamRecord:
     rewritten = 0  # events the tap changed
     repairs = 0  # repairs the tap made
 
-    def __init__(self, t0: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, t0: float, clock: Callable[[], float] = time.time, body: KeptBody | None = None
+    ) -> None:
         self.t0 = t0  # request start, same clock as mitmproxy's timestamps
         self.clock = clock
-        # What the client was sent, as the pieces the tap returned: joined once at the end,
-        # so a long stream does not keep reallocating one growing buffer.
-        self._sent: list[bytes] = []
+        # What the client was sent, kept up to a limit (the start and the end beyond it).
+        self.body = body if body is not None else KeptBody(DEFAULT_LIMIT)
         self._offsets = array("q")  # upstream offset of each chunk
         self._times = array("d")  # clock() when it arrived
+        self.timing_cut = False  # too many chunks, or a cut body: no timing kept
+        self.chunk_count = 0
         self.received = 0
         self.finished = False  # saw end of stream
         self._first_out: float | None = None
 
     def _arrived(self, chunk: bytes, now: float) -> None:
-        self._offsets.append(self.received)
-        self._times.append(now)
+        self.chunk_count += 1
+        if not self.timing_cut:
+            if len(self._offsets) >= MAX_TIMINGS or self.body.cut:
+                self.timing_cut = True  # offsets past a cut fit no kept body: drop them all
+                self._offsets, self._times = array("q"), array("d")
+            else:
+                self._offsets.append(self.received)
+                self._times.append(now)
         self.received += len(chunk)
 
     def _emitted(self, out: bytes, now: float) -> list[bytes]:
         if self._first_out is None:
             self._first_out = now
-        self._sent.append(out)
+        self.body.append(out)
         return [out]
 
     @property
     def sent(self) -> bytes:
-        """Everything the client was sent so far."""
-        if len(self._sent) > 1:
-            self._sent[:] = [b"".join(self._sent)]
-        return self._sent[0] if self._sent else b""
+        """What is kept of everything the client was sent (all of it unless `body.cut`)."""
+        return self.body.value
 
     @property
     def chunks(self) -> list[tuple[int, float]]:
-        """(upstream offset, ms since the request started) of every upstream chunk."""
+        """(upstream offset, ms since the request started) of every upstream chunk; empty when
+        the timing was not kept (`timing_cut`)."""
         t0 = self.t0
         return [
             (offset, round((t - t0) * 1000, 3))
             for offset, t in zip(self._offsets, self._times, strict=True)
         ]
-
-    @property
-    def chunk_count(self) -> int:
-        return len(self._offsets)
 
     @property
     def first_event_ms(self) -> float | None:
@@ -86,8 +95,14 @@ class StreamRecord:
 class Tap(StreamRecord):
     """Frames, validates and (when the flow has rewrites) rewrites the stream in place."""
 
-    def __init__(self, pipeline: Pipeline, t0: float, clock: Callable[[], float] = time.time):
-        super().__init__(t0, clock)
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        t0: float,
+        clock: Callable[[], float] = time.time,
+        body: KeptBody | None = None,
+    ):
+        super().__init__(t0, clock, body)
         self.pipeline = pipeline
 
     @property
@@ -113,7 +128,7 @@ class Tap(StreamRecord):
             logger.exception("mitmllm tap failed; passing the chunk through")
             self.pipeline.failed = True
             if chunk:
-                self._sent.append(chunk)
+                self.body.append(chunk)
                 return [chunk]
             return []
 
@@ -132,8 +147,9 @@ class FramingTap(StreamRecord):
         request: Any,
         t0: float,
         clock: Callable[[], float] = time.time,
+        body: KeptBody | None = None,
     ) -> None:
-        super().__init__(t0, clock)
+        super().__init__(t0, clock, body)
         self.worker = worker
         self.sid = worker.open(fmt, request)
         self.framer = Decoder()
@@ -161,7 +177,7 @@ class FramingTap(StreamRecord):
             held = bytes(self.framer._buf) + chunk
             self.framer._buf.clear()
             if held:
-                self._sent.append(held)
+                self.body.append(held)
                 return [held]
             return []
 

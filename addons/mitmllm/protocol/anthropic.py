@@ -69,6 +69,7 @@ from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.repair import renumbered
+from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 from mitmllm.protocol.toolspec import Note
@@ -898,35 +899,34 @@ class AnthropicDialect(Dialect):
             )
         return out
 
-    def restamp(self, payload: Any, model: str) -> bool:
+    def restamp(self, payload: Any, model: str) -> list[Edit]:
         """message_start.message.model in a stream; model in a non-streaming message."""
         if not isinstance(payload, dict):
-            return False
+            return []
         kind = payload.get("type")
+        path: tuple[str, ...]
         if kind == "message_start":
-            target = payload.get("message")
+            target, path = payload.get("message"), ("message", "model")
         elif kind == "message":
-            target = payload
+            target, path = payload, ("model",)
         else:
-            return False
+            return []
         if not isinstance(target, dict) or target.get("model") == model:
-            return False
-        target["model"] = model
-        return True
+            return []
+        return [Edit(path, model)]
 
-    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> bool:
+    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> list[Edit]:
         """Tool names in content_block_start blocks and in a non-streaming message's content."""
         if not names or not isinstance(payload, dict):
-            return False
+            return []
         kind = payload.get("type")
         if kind == "content_block_start":
-            return _rename_block(payload.get("content_block"), names)
+            return _rename_block(payload.get("content_block"), names, ("content_block",))
+        edits: list[Edit] = []
         if kind == "message" and isinstance(payload.get("content"), list):
-            changed = False
-            for block in payload["content"]:
-                changed = _rename_block(block, names) or changed
-            return changed
-        return False
+            for i, block in enumerate(payload["content"]):
+                edits += _rename_block(block, names, ("content", i))
+        return edits
 
     # --- commit gate and synthesis -------------------------------------------------------------
 
@@ -1059,14 +1059,14 @@ class AnthropicDialect(Dialect):
         return str(kind)
 
 
-def _rename_block(block: Any, names: Mapping[str, str]) -> bool:
+def _rename_block(block: Any, names: Mapping[str, str], at: tuple[Any, ...]) -> list[Edit]:
     if not isinstance(block, dict) or block.get("type") not in TOOL_INPUT_BLOCKS:
-        return False
-    new = names.get(block.get("name"))  # type: ignore[arg-type]
-    if new is None or new == block.get("name"):
-        return False
-    block["name"] = new
-    return True
+        return []
+    name = block.get("name")
+    new = names.get(name) if isinstance(name, str) else None
+    if new is None or new == name:
+        return []
+    return [Edit((*at, "name"), new)]
 
 
 def _assemble_envelope(out: Assembled, message: dict[str, Any]) -> None:

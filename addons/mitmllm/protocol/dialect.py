@@ -8,7 +8,8 @@ everything that is specific to one wire format, and nothing else:
   non-streaming JSON responses;
 * the repairs that answer its validator's rules (`mender`, a `mitmllm.protocol.repair.Mender`);
 * request rewriting (the model it carries, its tools) and response restamping (the model the
-  client sees, tool names mapped back);
+  client sees, tool names mapped back), the latter as edits at key paths that are spliced into
+  the upstream's bytes;
 * commit detection (is this the first content event?) and in-band failure detection;
 * the events and bodies mitmllm synthesises in its name: a terminal error event, an HTTP error
   body, a keep-alive;
@@ -43,6 +44,7 @@ from mitmllm.protocol.payload import INVALID as INVALID
 from mitmllm.protocol.payload import NO_DATA as NO_DATA
 from mitmllm.protocol.payload import SENTINEL as SENTINEL
 from mitmllm.protocol.payload import is_json as is_json
+from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.toolspec import Note
 from mitmllm.protocol.toolspec import ToolSpec
@@ -301,13 +303,17 @@ class Dialect(ABC):
     def request_tools(self, body: Any) -> list[ToolInfo]:
         return []
 
-    def restamp(self, payload: Any, model: str) -> bool:
-        """Set the model the client sees in one response payload. True if it changed."""
-        return False
+    def restamp(self, payload: Any, model: str) -> list[Edit]:
+        """The edits that show the client `model` in one response payload (none: unchanged).
 
-    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> bool:
-        """Map tool names in one response payload (upstream name -> client name)."""
-        return False
+        Rewrites read the parsed payload and say what to change as edits at key paths; the
+        caller splices them into the bytes (`mitmllm.protocol.splice`), so every other byte of
+        the event or body stays the upstream's."""
+        return []
+
+    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> list[Edit]:
+        """The edits that map tool names in one response payload (upstream name -> client's)."""
+        return []
 
     # --- commit gate and synthesis ------------------------------------------------------------
 

@@ -80,6 +80,7 @@ from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
+from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import parse_block
 from mitmllm.protocol.toolspec import Note
@@ -754,42 +755,43 @@ class GeminiDialect(Dialect):
                         out.append(ToolInfo(name=decl["name"], schema=schema))
         return out
 
-    def restamp(self, payload: Any, model: str) -> bool:
+    def restamp(self, payload: Any, model: str) -> list[Edit]:
         """Set ``modelVersion`` where the chunk or body carries one."""
         if isinstance(payload, list):
-            changed = False
-            for item in payload:
-                changed |= self.restamp(item, model)
-            return changed
+            return [
+                Edit((i, *e.path), e.value)
+                for i, item in enumerate(payload)
+                for e in self.restamp(item, model)
+            ]
         if not isinstance(payload, dict) or "modelVersion" not in payload:
-            return False
+            return []
         if payload["modelVersion"] == model:
-            return False
-        payload["modelVersion"] = model
-        return True
+            return []
+        return [Edit(("modelVersion",), model)]
 
-    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> bool:
+    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> list[Edit]:
         """Map ``candidates[].content.parts[].functionCall.name``."""
         if isinstance(payload, list):
-            changed = False
-            for item in payload:
-                changed |= self.rename_tools(item, names)
-            return changed
+            return [
+                Edit((i, *e.path), e.value)
+                for i, item in enumerate(payload)
+                for e in self.rename_tools(item, names)
+            ]
         if not isinstance(payload, dict) or not isinstance(payload.get("candidates"), list):
-            return False
-        changed = False
-        for cand in payload["candidates"]:
+            return []
+        edits: list[Edit] = []
+        for ci, cand in enumerate(payload["candidates"]):
             content = cand.get("content") if isinstance(cand, dict) else None
             parts = content.get("parts") if isinstance(content, dict) else None
-            for part in parts if isinstance(parts, list) else ():
+            for pi, part in enumerate(parts if isinstance(parts, list) else ()):
                 call = part.get("functionCall") if isinstance(part, dict) else None
                 if not isinstance(call, dict):
                     continue
                 name = call.get("name")
                 if isinstance(name, str) and names.get(name, name) != name:
-                    call["name"] = names[name]
-                    changed = True
-        return changed
+                    path = ("candidates", ci, "content", "parts", pi, "functionCall", "name")
+                    edits.append(Edit(path, names[name]))
+        return edits
 
     # --- commit gate and synthesis ------------------------------------------------------------
 

@@ -70,6 +70,7 @@ from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
+from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.toolspec import Note
 from mitmllm.protocol.toolspec import ToolSpec
@@ -892,41 +893,43 @@ class OpenAIChat(Dialect):
                 out.append(ToolInfo(fn["name"], fn.get("parameters"), "function"))
         return out
 
-    def restamp(self, payload: Any, model: str) -> bool:
+    def restamp(self, payload: Any, model: str) -> list[Edit]:
         """Every chunk's and a whole completion's `model`. Azure annotation chunks carry
         ``model: ""`` and are left as they are."""
         if not isinstance(payload, dict):
-            return False
+            return []
         current = payload.get("model")
         if not isinstance(current, str) or not current or current == model:
-            return False
-        payload["model"] = model
-        return True
+            return []
+        return [Edit(("model",), model)]
 
-    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> bool:
+    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> list[Edit]:
         """Tool names in ``choices[].delta`` (stream) or ``choices[].message`` (completion):
         ``tool_calls[].function.name`` (or ``.custom.name``) and legacy ``function_call.name``."""
         if not names or not isinstance(payload, dict):
-            return False
+            return []
         choices = payload.get("choices")
         if not isinstance(choices, list):
-            return False
-        changed = False
-        for c in choices:
+            return []
+        edits: list[Edit] = []
+        for ci, c in enumerate(choices):
             if not isinstance(c, dict):
                 continue
-            msg = c.get("delta")
+            key = "delta"
+            msg = c.get(key)
             if not isinstance(msg, dict):
-                msg = c.get("message")
+                key = "message"
+                msg = c.get(key)
                 if not isinstance(msg, dict):
                     continue
+            at = ("choices", ci, key)
             tool_calls = msg.get("tool_calls")
-            for tc in tool_calls if isinstance(tool_calls, list) else ():
+            for ti, tc in enumerate(tool_calls if isinstance(tool_calls, list) else ()):
                 if isinstance(tc, dict):
-                    changed |= _rename(tc.get("function"), names)
-                    changed |= _rename(tc.get("custom"), names)
-            changed |= _rename(msg.get("function_call"), names)
-        return changed
+                    for kind in ("function", "custom"):
+                        edits += _rename(tc.get(kind), names, (*at, "tool_calls", ti, kind))
+            edits += _rename(msg.get("function_call"), names, (*at, "function_call"))
+        return edits
 
     # --- commit gate and synthesis ----------------------------------------------------------------
 
@@ -1080,14 +1083,13 @@ def _check_tool_call(findings: Findings, pos: int, j: int, tc: Any, finish: Any)
         )
 
 
-def _rename(obj: Any, names: Mapping[str, str]) -> bool:
+def _rename(obj: Any, names: Mapping[str, str], at: tuple[Any, ...]) -> list[Edit]:
     if not isinstance(obj, dict):
-        return False
+        return []
     name = obj.get("name")
     if isinstance(name, str) and name in names and names[name] != name:
-        obj["name"] = names[name]
-        return True
-    return False
+        return [Edit((*at, "name"), names[name])]
+    return []
 
 
 def _assemble_message(i: int, msg: dict[str, Any], block: Any, blocks: dict[Any, Block]) -> None:

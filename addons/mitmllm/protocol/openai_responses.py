@@ -97,6 +97,7 @@ from mitmllm.protocol.findings import Severity
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.repair import renumbered
+from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 from mitmllm.protocol.toolspec import Note
@@ -1230,36 +1231,37 @@ class OpenAIResponses(Dialect):
                 out.append(ToolInfo(str(tool.get("name") or kind), None, kind))
         return out
 
-    def restamp(self, payload: Any, model: str) -> bool:
+    def restamp(self, payload: Any, model: str) -> list[Edit]:
         """``response.model`` in lifecycle and terminal events; ``model`` of a whole Response."""
         if not isinstance(payload, dict):
-            return False
-        target = payload.get("response") if "type" in payload else payload
+            return []
+        at: tuple[str, ...] = ("response",) if "type" in payload else ()
+        target = payload.get("response") if at else payload
         if isinstance(target, dict) and "model" in target and target["model"] != model:
-            target["model"] = model
-            return True
-        return False
+            return [Edit((*at, "model"), model)]
+        return []
 
-    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> bool:
+    def rename_tools(self, payload: Any, names: Mapping[str, str]) -> list[Edit]:
         """Tool names in function/custom call items (``output_item.added/done``, a response's
         ``output`` and echoed ``tools``/``tool_choice``) and in ``function_call_arguments.done``."""
         if not names or not isinstance(payload, dict):
-            return False
-        changed = False
+            return []
+        edits: list[Edit] = []
         etype = payload.get("type")
         if etype in (ITEM_ADDED, ITEM_DONE):
-            changed = _rename_item(payload.get("item"), names)
+            edits += _rename_item(payload.get("item"), names, ("item",))
         elif etype == ARGS_DONE:
-            changed = _rename_field(payload, names)
-        resp = payload.get("response") if etype is not None else payload
+            edits += _rename_field(payload, names, ())
+        at: tuple[str, ...] = ("response",) if etype is not None else ()
+        resp = payload.get("response") if at else payload
         if isinstance(resp, dict):
             for key in ("output", "tools"):
                 entries = resp.get(key)
                 if isinstance(entries, list):
-                    for entry in entries:
-                        changed = _rename_item(entry, names) | changed
-            changed = _rename_item(resp.get("tool_choice"), names) | changed
-        return changed
+                    for i, entry in enumerate(entries):
+                        edits += _rename_item(entry, names, (*at, key, i))
+            edits += _rename_item(resp.get("tool_choice"), names, (*at, "tool_choice"))
+        return edits
 
     # --- commit gate and synthesis --------------------------------------------------------------
 
@@ -1387,19 +1389,20 @@ class OpenAIResponses(Dialect):
         return short
 
 
-def _rename_field(entry: dict[str, Any], names: Mapping[str, str]) -> bool:
+def _rename_field(
+    entry: dict[str, Any], names: Mapping[str, str], at: tuple[Any, ...]
+) -> list[Edit]:
     name = entry.get("name")
     if isinstance(name, str) and name in names and names[name] != name:
-        entry["name"] = names[name]
-        return True
-    return False
+        return [Edit((*at, "name"), names[name])]
+    return []
 
 
-def _rename_item(entry: Any, names: Mapping[str, str]) -> bool:
+def _rename_item(entry: Any, names: Mapping[str, str], at: tuple[Any, ...]) -> list[Edit]:
     """A call item, an echoed tool or a tool_choice naming a function or custom tool."""
     if not isinstance(entry, dict) or entry.get("type") not in NAMED_ENTRIES:
-        return False
-    return _rename_field(entry, names)
+        return []
+    return _rename_field(entry, names, at)
 
 
 def _accumulate(items: dict[int, dict[str, Any]], etype: Any, p: dict[str, Any]) -> None:

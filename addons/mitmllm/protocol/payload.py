@@ -6,6 +6,7 @@ contentview) imports from here, so none of them needs another to parse JSON.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -55,3 +56,11 @@ def parse_json(data: str | bytes) -> tuple[Any, str | None]:
     except (ValueError, RecursionError) as e:
         return INVALID, str(e).split(":")[0]
     return value, "lone UTF-16 surrogate escape"
+
+
+def copy_json(value: Any) -> Any:
+    """A private copy of a parsed value, to rewrite without touching the original."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except (orjson.JSONEncodeError, orjson.JSONDecodeError):  # huge integers, lone surrogates
+        return copy.deepcopy(value)

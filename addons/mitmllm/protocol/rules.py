@@ -291,6 +291,11 @@ _TABLE: list[Rule] = [
          "the rest of the stream was passed through unchanged and not validated"),
     Rule("TAP-2", W, "the stream was decoded by mitmllm (not compressed or cut at headers)",
          "validation was skipped for this flow"),
+    Rule("TAP-3", W, "every rewrite mitmllm made could be applied to the event or body",
+         "that event or body was passed on unchanged (the upstream's model or tool name)"),
+    Rule("TAP-4", I, "the flow keeps the whole stream (within mitmllm_keep_body)",
+         "mitmweb, saved flows and fixtures show its start and its end around a marker, or "
+         "the file in mitmllm_spill_dir; findings cover all of it"),
     Rule("RLY-1", I, "the request was served by a fallback upstream",
          "the client got a complete answer from another upstream"),
     Rule("RLY-2", E, "every upstream of the chain failed before the response started",

@@ -1,0 +1,111 @@
+"""The taps under garbage: whatever bytes arrive, in whatever pieces, a tap never raises, always
+returns a list, and passes every byte on (rewrites change values, never drop or add bytes
+elsewhere); what it keeps is bounded."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from mitmllm.engine.keep import KeptBody
+from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.rewrite import response_rewrites
+from mitmllm.glue.tap import Tap
+from mitmllm.protocol import detect
+from mitmllm.protocol.sse import decode_all
+from mitmllm.protocol.stream import StreamChecker
+from tests import streamcheck
+
+#: Pieces of real streams, so that garbage also looks like events, JSON and sentinels sometimes.
+TOKENS = [
+    b"data: ",
+    b"data:",
+    b"event: message_start\n",
+    b"event: error\n",
+    b": keep-alive\n\n",
+    b"id: 1\n",
+    b"retry: x\n",
+    b"\n",
+    b"\r\n",
+    b"\r",
+    b"\n\n",
+    b"\xef\xbb\xbf",
+    b"[DONE]",
+    b'{"type":"message_start","message":{"model":"up","content":[]}}',
+    b'{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","name":"t"}}',
+    b'{"id":"c","model":"up","choices":[{"delta":{"tool_calls":[{"function":{"name":"t"}}]}}]}',
+    b'{"modelVersion":"up","candidates":[]}',
+    b'{"type":"response.created","response":{"model":"up"}}',
+    b'{"model": 12345678901234567890123456789}',
+    b'"\\u2028\\ud800',
+    b"\xff\xfe",
+    b"\xe4\xb8",
+]
+GARBAGE = st.lists(st.one_of(st.binary(max_size=24), st.sampled_from(TOKENS)), max_size=40).map(
+    b"".join
+)
+DIALECTS = [None, *(detect.by_name(n) for n in ("anthropic", "openai-chat", "gemini"))]
+
+
+def _tap(dialect: Any, rewrites: bool, limit: int | None = None) -> Tap:
+    rw = (
+        response_rewrites(dialect, client_model="alias", names={"t": "client_tool"})
+        if rewrites and dialect is not None
+        else []
+    )
+    checker = StreamChecker(dialect, autodetect=dialect is None)
+    return Tap(Pipeline(checker, rw), time.time(), body=KeptBody(limit))
+
+
+def _run(tap: Tap, chunks: list[bytes]) -> bytes:
+    out = []
+    for chunk in [*chunks, b""]:
+        result = tap(chunk)
+        assert isinstance(result, list)
+        out += result
+    return b"".join(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), GARBAGE, st.sampled_from(DIALECTS))
+def test_garbage_passes_through_whole_and_never_raises(
+    data: st.DataObject, garbage: bytes, dialect: Any
+) -> None:
+    chunks = data.draw(streamcheck.chunkings(garbage))
+    tap = _tap(dialect, rewrites=False)
+    assert _run(tap, chunks) == garbage  # not a byte lost, added or moved
+    assert not tap.pipeline.failed and "TAP-1" not in tap.pipeline.findings.rules()
+    assert tap.sent == garbage and tap.received == len(garbage)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), GARBAGE, st.sampled_from(DIALECTS[1:]))
+def test_garbage_with_rewrites_keeps_every_event(
+    data: st.DataObject, garbage: bytes, dialect: Any
+) -> None:
+    chunks = data.draw(streamcheck.chunkings(garbage))
+    tap = _tap(dialect, rewrites=True)
+    out = _run(tap, chunks)
+    assert not tap.pipeline.failed and "TAP-1" not in tap.pipeline.findings.rules()
+    before, before_tail = decode_all(garbage)
+    after, after_tail = decode_all(out)
+    assert len(after) == len(before) and (before_tail is None) == (after_tail is None)
+    changed = sum(a.raw != b.raw for a, b in zip(before, after, strict=True))
+    changed += bool(before_tail and after_tail and before_tail.raw != after_tail.raw)
+    assert changed == tap.rewritten  # only the events a rewrite named differ
+    if not tap.rewritten:
+        assert out == garbage
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data(), GARBAGE)
+def test_what_a_tap_keeps_of_garbage_is_bounded(data: st.DataObject, garbage: bytes) -> None:
+    chunks = data.draw(streamcheck.chunkings(garbage))
+    tap = _tap(None, rewrites=False, limit=64)
+    assert _run(tap, chunks) == garbage
+    assert tap.body.total == len(garbage)
+    assert len(tap.sent) <= 64 + 80  # the limit and the marker
