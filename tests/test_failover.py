@@ -1138,17 +1138,21 @@ async def test_a_client_that_leaves_a_routed_stream_is_a_client_disconnect(
 
 # --- splices: a fallback's answer differs from its bytes in the model value only -----------------
 
+# The big integers sit where no rule asks for an integer: beyond 64 bits the parser gives a float,
+# so in input_tokens or output_tokens ANT-6 / ANT-16 would fail the attempt at the commit gate.
+
 ANTHROPIC_BYTES = [
     b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",'
     b'"role":"assistant", "model" : "claude-fallback","content":[],"stop_reason":null,'
-    b'"usage":{"input_tokens":123456789012345678901234567890,"output_tokens":1}}}\n\n',
+    b'"usage":{"input_tokens":12,"output_tokens":1,'
+    b'"cache_read_input_tokens":123456789012345678901234567890}}}\n\n',
     b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
     b'"content_block":{"type":"text","text":""}}\n\n',
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
     b'{"type":"text_delta","text":"\\u2028 \\u003c \\u00e9 \\ud83d\\ude00 \\/ caf\xc3\xa9"}}\n\n',
     b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n',
     b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
-    b'"usage":{"output_tokens":123456789012345678901234567890}}\n\n',
+    b'"usage":{"output_tokens":3,"cache_read_input_tokens":123456789012345678901234567890}}\n\n',
     b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
 ]
 

@@ -436,7 +436,7 @@ async def test_a_long_stream_keeps_its_start_and_end_and_all_its_findings(tmp_pa
     spill = tmp_path / "spill"
     async with ScriptedUpstream(steps=steps) as upstream:
         async with running_proxy(
-            [Inspector()],
+            inspection_addons(),
             mode=f"reverse:{upstream.url}",
             mitmllm_keep_body="16KiB",
             mitmllm_spill_dir=str(spill),

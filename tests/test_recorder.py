@@ -320,7 +320,7 @@ async def test_a_long_stream_is_recorded_as_its_start_and_its_end(tmp_path: Path
     port = await anext(gen)
     try:
         async with running_proxy(
-            [Inspector(), Recorder()],
+            [Recognizer(), Inspector(), Recorder()],
             mode=f"reverse:http://127.0.0.1:{port}",
             mitmllm_capture="all",
             mitmllm_capture_dir=str(tmp_path),

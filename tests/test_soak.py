@@ -30,9 +30,13 @@ async def test_a_seeded_soak_corrupts_duplicates_and_loses_nothing() -> None:
     assert result.streams == sizes.streams
     assert result.corrupted_frames == 0
     assert result.duplicate_starts == 0
+    # The double-start fault's primary commits: its repeated message_start is dropped by the
+    # repair stage before the client sees it, never passed on.
+    assert result.passed_on_starts == 0
+    assert result.repaired > 0, "faults a repair mends are served, repaired"
     assert result.lost_bytes == 0
     assert result.problems == []
-    assert result.others == [], "every answer is whole, or ends with the error event"
+    assert result.others == [], "every answer is whole (or repaired), or ends with the error event"
     assert result.healthy > 0 and result.outcomes["ended with an error event"] > 0
 
 

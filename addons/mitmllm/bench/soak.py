@@ -5,13 +5,17 @@ chain is a primary that answers with that fault (the mock's scenario, chosen by 
 and a healthy fallback, with sticky sessions on. Each stream asks one route (drawn with a fixed
 seed), a share of the clients go away after a random number of bytes, and all of them run at
 once. Afterwards every answer is compared with what the upstreams sent, which the mock's plans
-reproduce byte for byte from the requests they recorded:
+reproduce byte for byte from the requests they recorded. Routes repair streams before the commit
+gate (`mitmllm.protocol.repair`), so what the client may get of an upstream's bytes is those bytes
+or what the repair stage makes of them, which the same protocol core computes offline:
 
 * corrupted frames: events the client got that are neither an upstream's event, byte for byte,
-  nor one mitmllm writes itself (a keep-alive, the terminal error event) on an event boundary;
-* duplicate ``message_start``: answers with two, where the upstream that served sent one;
+  nor a repaired one, nor one mitmllm writes itself (a keep-alive, the terminal error event) on
+  an event boundary;
+* duplicate ``message_start``: answers with two, where the upstream that served sent one; and
+  the upstream's own second ``message_start`` that reached the client (the repair drops it);
 * lost bytes on healthy streams: for every answer the relay served in full, the upstream's
-  bytes the client did not get;
+  bytes (repaired) the client did not get;
 * state: no relay request or token left over, every breaker consistent with what its upstream
   did (a fallback that never failed is closed; an upstream that never failed has no failure), and
   every sticky session on an upstream that served that session.
@@ -42,6 +46,7 @@ from mitmproxy.tools.dump import DumpMaster
 from mitmllm.bench.report import Report
 from mitmllm.bench.report import at_most
 from mitmllm.bench.report import mark
+from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.relay import UPSTREAM_HEADER
 from mitmllm.engine.sticky import session_key
 from mitmllm.glue.addons import all_addons
@@ -53,8 +58,10 @@ from mitmllm.mock.scenarios import plan_request
 from mitmllm.mock.upstream import MockUpstream
 from mitmllm.mock.upstream import ReceivedRequest
 from mitmllm.protocol import detect
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import decode_all
+from mitmllm.protocol.stream import StreamChecker
 
 SECTION = "soak"
 FALLBACK = "fallback"
@@ -133,6 +140,7 @@ class SoakResult:
     duplicate_starts: int = 0  # made by mitmllm
     passed_on_starts: int = 0  # the upstream's own second message_start, passed on
     healthy: int = 0
+    repaired: int = 0  # of the healthy: served as the repair stage mended them
     lost_bytes: int = 0
     disconnects: int = 0
     problems: list[str] = field(default_factory=list)
@@ -298,6 +306,19 @@ def sent_by(up: MockUpstream, r: ReceivedRequest) -> bytes:
     return bytes(out)
 
 
+def repaired(upstream: bytes, request: Any) -> bytes:
+    """What the relay's repair stage makes of an upstream's bytes: its whole events (the relay
+    never passes on an unterminated tail)."""
+    up, client = (
+        StreamChecker(ANTHROPIC, request=request),
+        StreamChecker(ANTHROPIC, request=request),
+    )
+    repairer = Repairer(ANTHROPIC, up.findings, request=request)
+    pipeline = Pipeline(client, upstream=up, repairer=repairer)
+    out = pipeline.feed(upstream) + pipeline.close()
+    return out[: len(out) - len(pipeline.trailing)]
+
+
 def _starts(events: list[Event]) -> int:
     return sum(1 for e in events if e.event == "message_start")
 
@@ -334,8 +355,10 @@ def check(
             continue
         up, r = served[-1]
         upstream = sent_by(up, r)
+        mended = repaired(upstream, r.json)
         up_events, up_tail = decode_all(upstream)
-        known = {e.raw for e in up_events}
+        mended_events, _ = decode_all(mended)
+        known = {e.raw for e in up_events} | {e.raw for e in mended_events}
         if up_tail is not None:
             known.add(up_tail.raw)
         events, tail = decode_all(a.body)
@@ -358,19 +381,28 @@ def check(
             result.outcomes["served whole"] += 1
             result.healthy += 1
             continue
-        # Ended early by mitmllm (after commit): the upstream's events up to a point, then the
-        # terminal error event; whatever is missing is what a broken upstream did not finish.
-        # (Keep-alives aside on both sides: the upstream may send the very same ping.)
+        if a.body == mended:
+            result.outcomes["served repaired"] += 1
+            result.healthy += 1
+            result.repaired += 1
+            continue
+        # Ended early by mitmllm (after commit): the upstream's events (or the repaired ones) up
+        # to a point, then the terminal error event; whatever is missing is what a broken
+        # upstream did not finish. (Keep-alives aside on both sides: the upstream may send the
+        # very same ping.)
         body_events = [e for e in events if e.raw != keepalive]
         if body_events and _is_error_event(body_events[-1]):
             prefix = b"".join(e.raw for e in body_events[:-1])
-            if b"".join(e.raw for e in up_events if e.raw != keepalive).startswith(prefix):
+            if any(
+                b"".join(e.raw for e in sent if e.raw != keepalive).startswith(prefix)
+                for sent in (up_events, mended_events)
+            ):
                 result.outcomes["ended with an error event"] += 1
                 continue
         result.outcomes["other"] += 1
         result.others.append(f"{a.case.fault} via {a.served_by}")
         if up.default_scenario is None and a.served_by == FALLBACK:
-            result.lost_bytes += max(0, len(upstream) - len(a.body))
+            result.lost_bytes += max(0, len(mended) - len(a.body))
             result.problems.append(f"stream {a.case.n}: the healthy fallback's answer differs")
 
 
@@ -487,6 +519,7 @@ def run(report: Report, sizes: SoakSizes) -> None:
         report.add(SECTION, "state problems afterwards", len(result.problems), "", at_most(0)),
     ]
     report.add(SECTION, "streams served whole", result.healthy, "")
+    report.add(SECTION, "of them repaired", result.repaired, "")
     report.add(SECTION, "clients that went away", result.disconnects, "")
     report.add(SECTION, "upstream double starts passed on", result.passed_on_starts, "")
     for f in figures:

@@ -29,8 +29,8 @@ from typing import Any
 
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Findings
-from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.splice import SpliceError
 from mitmllm.protocol.splice import apply

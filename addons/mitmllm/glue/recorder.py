@@ -37,11 +37,11 @@ from mitmproxy import http
 
 from mitmllm.engine import fixtures
 from mitmllm.engine.config import Config
-from mitmllm.engine.report import METADATA_KEY
 from mitmllm.engine.keep import DEFAULT_LIMIT
 from mitmllm.engine.keep import KEEP_OPTION
 from mitmllm.engine.keep import KeptBody
 from mitmllm.engine.keep import limit_of
+from mitmllm.engine.report import METADATA_KEY
 from mitmllm.glue import flowstate
 from mitmllm.glue.configaddon import ConfigLoader
 
