@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.relay import TOKEN_HEADER
 from mitmllm.engine.relay import Hop
 from mitmllm.engine.relay import Plan
@@ -37,8 +38,10 @@ from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import OPENAI_CHAT
 from mitmllm.mock.upstream import MockUpstream
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import decode_all
 from mitmllm.protocol.sse import encode
+from mitmllm.protocol.stream import StreamChecker
 from tests.relayharness import Raw
 from tests.relayharness import ScriptedUpstream
 from tests.relayharness import dialect
@@ -317,7 +320,9 @@ NOISE = st.lists(
 ).map(b"".join)
 
 
-async def _relay_garbage(before: bytes, after: bytes, pieces: list[int]) -> tuple[Raw, bytes]:
+async def _relay_garbage(
+    before: bytes, after: bytes, pieces: list[int], repair: bool
+) -> tuple[Raw, bytes]:
     upstream = before + anthropic_started() + after
     cuts = sorted({p % max(1, len(upstream)) for p in pieces} | {0, len(upstream)})
     steps = [(0.0, upstream[a:b]) for a, b in itertools.pairwise(cuts) if b > a]
@@ -326,25 +331,40 @@ async def _relay_garbage(before: bytes, after: bytes, pieces: list[int]) -> tupl
     try:
         async with ScriptedUpstream(steps=steps) as up:
             p = plan(ANTHROPIC, [up.url], first_event=2.0, idle=2.0)
+            p.repair = repair
             raw = await send(relay, ANTHROPIC, relay.issue(p))
     finally:
         await relay.stop()
     return raw, upstream
 
 
+def passed_on(upstream: bytes, repair: bool) -> bytes:
+    """The whole events the relay passes on of `upstream`: the upstream's own, or what the
+    repair stage makes of them (an unterminated tail never reaches the client)."""
+    d = dialect(ANTHROPIC)
+    request = request_body(ANTHROPIC)
+    if not repair:
+        events, _ = decode_all(upstream)
+        return b"".join(e.raw for e in events)
+    up, client = StreamChecker(d, request=request), StreamChecker(d, request=request)
+    pipeline = Pipeline(client, upstream=up, repairer=Repairer(d, up.findings, request=request))
+    out = pipeline.feed(upstream) + pipeline.close()
+    return out[: len(out) - len(pipeline.trailing)]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(NOISE, NOISE, st.lists(st.integers(0, 10_000), max_size=6))
+@given(NOISE, NOISE, st.lists(st.integers(0, 10_000), max_size=6), st.booleans())
 def test_garbage_through_the_relay_never_raises_and_loses_no_byte(
-    before: bytes, after: bytes, pieces: list[int]
+    before: bytes, after: bytes, pieces: list[int], repair: bool
 ) -> None:
-    raw, upstream = asyncio.run(_relay_garbage(before, after, pieces))
+    raw, upstream = asyncio.run(_relay_garbage(before, after, pieces, repair))
     if raw.status != 200:  # the garbage before the content made the attempt fail: an HTTP error
         assert raw.status in (502, 504) and raw.json()["type"] == "error"
         return
-    # Every complete event of the upstream reached the client, in order, byte for byte; at most
-    # one terminal error event follows, and the partial block at the end is all that is dropped.
-    events, partial = decode_all(upstream)
-    complete = b"".join(e.raw for e in events)
+    # Every complete event of the upstream (without repairs byte for byte, with them as the
+    # repair stage mends them, whatever the chunking) reached the client, in order; at most one
+    # terminal error event follows, and the partial block at the end is all that is dropped.
+    complete = passed_on(upstream, repair)
     assert raw.body.startswith(complete)
     rest = raw.body[len(complete) :]
     if rest:
