@@ -307,6 +307,26 @@ def test_every_credential_in_play_is_masked() -> None:
     assert ex.mask(text) == "<redacted> / <redacted> / <redacted> / short"
 
 
+OWN_KEY = "sk-upstream-own-key-echoed"
+
+
+async def test_a_key_an_in_band_error_quotes_is_masked_in_the_attempt(relay: Relay) -> None:
+    """The typed attempt keeps the failed stream's findings; their messages are masked too."""
+    d = dialect(ANTHROPIC)
+    echo = lifecycle_head(ANTHROPIC) + d.error_event(f"invalid x-api-key {OWN_KEY}")
+    relay.env = {"OWN": OWN_KEY}
+    async with ScriptedUpstream(steps=[(0.0, echo)]) as bad, MockUpstream() as good:
+        p = plan(ANTHROPIC, [bad.url, good.url])
+        p.hops[0] = Hop(Upstream("up0", bad.url, d, auth="x-api-key", api_key_env="OWN"))
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    assert raw.status == 200 and raw.validator().complete
+    first = p.attempts[0]
+    assert first.outcome != "ok" and first.findings, first
+    recorded = [first.error or "", *(f.message for f in first.findings)]
+    assert OWN_KEY not in " ".join(recorded)
+    assert any("<redacted>" in text for text in recorded), recorded
+
+
 # --- garbage ------------------------------------------------------------------------------------
 
 NOISE = st.lists(
