@@ -165,6 +165,14 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return type(value) is int  # not bool
 
 
+def _is_count(value: Any) -> TypeGuard[int | float]:
+    """A token count: an integer. orjson reads an integer literal beyond 64 bits as a float,
+    which the SDKs' models still take as an int, so an integral float that large is one too."""
+    return type(value) is int or (
+        type(value) is float and value.is_integer() and abs(value) >= 2.0**63
+    )
+
+
 def _index_text(value: Any) -> str:
     return "no index" if value is None else f"index {value!r}"
 
@@ -259,7 +267,7 @@ class MessageStreamValidator(StreamValidator):
         self._deltas = 0  # message_delta events seen
         self._late_block_reported = False  # ANT-16 for block events after message_delta
         self._stop_reason: Any = None  # the last message_delta's stop_reason (SDKs overwrite it)
-        self._output_tokens: int | None = None
+        self._output_tokens: int | float | None = None
         self._tool_uses = 0
         self._text_seen = False
         self._pending_json: list[tuple[str, int | None, int | None]] = []  # ANT-12 awaiting
@@ -420,7 +428,7 @@ class MessageStreamValidator(StreamValidator):
         if isinstance(usage, dict):  # cumulative counts
             self.usage = (self.usage or {}) | {k: v for k, v in usage.items() if v is not None}
         tokens = usage.get("output_tokens") if isinstance(usage, dict) else None
-        if not _is_int(tokens):
+        if not _is_count(tokens):
             what = "no usage object" if not isinstance(usage, dict) else "no integer output_tokens"
             self.report("ANT-16", f"message_delta has {what}")
         else:
@@ -728,7 +736,7 @@ def _message_start_problems(message: Any) -> list[str]:
         problems.extend(
             f"usage.{key} is not an integer"
             for key in ("input_tokens", "output_tokens")
-            if not _is_int(usage.get(key))
+            if not _is_count(usage.get(key))
         )
     return problems
 
@@ -872,7 +880,7 @@ class AnthropicDialect(Dialect):
         elif reason == "tool_use" and not tool_uses:
             findings.add("ANT-17", "stop_reason tool_use but the message has no tool_use block")
         usage = payload.get("usage")
-        if not isinstance(usage, dict) or not _is_int(usage.get("output_tokens")):
+        if not isinstance(usage, dict) or not _is_count(usage.get("output_tokens")):
             findings.add("ANT-16", "response message has no integer usage.output_tokens")
 
     def error_of(self, payload: Any) -> str | None:

@@ -51,7 +51,7 @@ def parse_json(data: str | bytes) -> tuple[Any, str | None]:
         return orjson.loads(data), None
     except orjson.JSONDecodeError:
         pass
-    try:  # orjson rejects lone surrogates and huge integers that json accepts
+    try:  # orjson rejects lone surrogates that json accepts
         value = json.loads(data)
     except (ValueError, RecursionError) as e:
         return INVALID, str(e).split(":")[0]
