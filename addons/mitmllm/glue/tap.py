@@ -97,12 +97,20 @@ class Tap(StreamRecord):
         try:
             now = self.clock()
             if chunk:
-                self._arrived(chunk, now)
+                # `_arrived`, inline: this runs once per upstream chunk inside the proxy core
+                self._offsets.append(self.received)
+                self._times.append(now)
+                self.received += len(chunk)
                 out = self.pipeline.feed(chunk)
             else:
                 self.finished = True
                 out = self.pipeline.close()
-            return self._emitted(out, now) if out else []
+            if not out:
+                return []
+            if self._first_out is None:
+                self._first_out = now
+            self._sent.append(out)
+            return [out]
         except Exception:  # the pipeline never raises; this is the last line of defence
             logger.exception("mitmllm tap failed; passing the chunk through")
             self.pipeline.failed = True
