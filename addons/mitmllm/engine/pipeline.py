@@ -25,6 +25,7 @@ import orjson
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.steady import Steady
 from mitmllm.protocol.stream import StreamChecker
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ class Pipeline:
         self.closed = False
         self.events = 0
         self.rewritten = 0
+        # Steady deltas are accepted by their bytes, only where nothing reads them one by one.
+        self.steady = (
+            Steady.of(checker.dialect.name)
+            if checker.dialect is not None and not self.rewrites and on_event is None
+            else None
+        )
 
     @property
     def findings(self) -> Findings:
@@ -57,11 +64,29 @@ class Pipeline:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
         if self.failed:
             return chunk
+        checker = self.checker
+        decoder = checker.decoder
+        taken = 0
         try:
-            events = self.checker.decoder.feed(chunk)
+            held = decoder.pending
+            steady = self.steady
+            if steady is not None and not held and steady.prefix is not None:
+                counted = checker.events
+                taken = steady.take(checker, chunk)
+                self.events += checker.events - counted
+                if taken == len(chunk):
+                    return chunk
+            events = decoder.feed(chunk[taken:] if taken else chunk)
         except Exception as e:  # a codec bug must not eat the stream
-            return self._fail(e, [])
-        return self._process(events) if events else b""
+            return chunk[:taken] + self._fail(e, [])
+        if not events:
+            return chunk[:taken]
+        out = self._process(events)
+        if out is None:  # nothing changed: the events' bytes as they came
+            if not held and not decoder.pending:
+                return chunk  # the chunk was whole events: pass the very object on
+            out = events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
+        return chunk[:taken] + out if taken else out
 
     def close(self) -> bytes:
         """End of stream: the remaining events, then the unterminated tail as is."""
@@ -83,30 +108,43 @@ class Pipeline:
         out.append(self.checker.trailing)
         return b"".join(out)
 
-    def _process(self, events: list[Event]) -> bytes:
+    def _process(self, events: list[Event]) -> bytes | None:
+        """Parse, rewrite and check `events`; the bytes to emit, or None when they are the
+        events' own bytes (no rewrite changed any), so the caller needs to build nothing."""
         checker = self.checker
         rewrites = self.rewrites
         on_event = self.on_event
-        out: list[bytes] = []
+        steady = self.steady
+        changed_any = False
         for i, ev in enumerate(events):
             try:
                 payload = checker.parse(ev)
+                if steady is not None:
+                    token = steady.before(checker, ev, payload)
+                    checker.check(ev, payload)
+                    if token is None:
+                        steady.forget()
+                    else:
+                        steady.after(checker, ev, payload, token)
+                    continue
                 if rewrites and is_json(payload):
                     changed = False
                     for rewrite in rewrites:
                         changed |= rewrite(payload)
                     if changed:
-                        ev = ev.with_data(orjson.dumps(payload).decode("utf-8"))
+                        ev = events[i] = ev.with_data(orjson.dumps(payload).decode("utf-8"))
                         self.rewritten += 1
+                        changed_any = True
                 checker.check(ev, payload)
                 if on_event is not None:
                     on_event(ev, payload)
             except Exception as e:
                 self.events += i
-                return b"".join(out) + self._fail(e, events[i:])
-            out.append(ev.raw)
+                return b"".join(ev.raw for ev in events[:i]) + self._fail(e, events[i:])
         self.events += len(events)
-        return out[0] if len(out) == 1 else b"".join(out)
+        if not changed_any:
+            return None
+        return events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
 
     def _fail(self, error: Exception, unprocessed: list[Event]) -> bytes:
         """Switch to pass-through; return every byte held so far, unchanged."""
