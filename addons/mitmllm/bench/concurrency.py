@@ -316,7 +316,7 @@ def figures(
             share = 100 * x.cpu if x.cpu is not None else None
             cpu = report.add(SECTION, f"{name}: proxy CPU", share, "% of a core", note=note)
             per_event = report.add(
-                SECTION, f"{name}: CPU per event", x.cpu_per_event, "us", note=note
+                SECTION, f"{name}: CPU per event", x.cpu_per_event, "µs", note=note
             )
             if name != plain:
                 by_plain = report.add(
