@@ -23,16 +23,21 @@ from mitmllm.bench import SECTIONS
 from mitmllm.bench import concurrency
 from mitmllm.bench.__main__ import main
 from mitmllm.bench.__main__ import parse_args
+from mitmllm.bench.corpus import CALLS
 from mitmllm.bench.corpus import FORMATS
 from mitmllm.bench.corpus import LIFECYCLE_EVENTS
+from mitmllm.bench.corpus import RESTAMP_ALIAS
 from mitmllm.bench.corpus import STAMP
 from mitmllm.bench.corpus import STAMP_DIGITS
 from mitmllm.bench.corpus import KiB
 from mitmllm.bench.corpus import MiB
 from mitmllm.bench.corpus import big_event_chunks
 from mitmllm.bench.corpus import codec_corpus
+from mitmllm.bench.corpus import delta_text
 from mitmllm.bench.corpus import group
+from mitmllm.bench.corpus import lifecycle_events
 from mitmllm.bench.corpus import proxy_events
+from mitmllm.bench.corpus import proxy_request
 from mitmllm.bench.latency import PacedRun
 from mitmllm.bench.latency import PacedStream
 from mitmllm.bench.latency import paced_run
@@ -40,19 +45,28 @@ from mitmllm.bench.memory import HEADER_BYTES
 from mitmllm.bench.memory import _serve_stream
 from mitmllm.bench.memory import expected_bytes
 from mitmllm.bench.memory import stream_parts
-from mitmllm.bench.proxy import ADDON
 from mitmllm.bench.proxy import DIRECT
 from mitmllm.bench.proxy import GC_SCRIPT
 from mitmllm.bench.proxy import PLAIN
 from mitmllm.bench.proxy import RELAY
-from mitmllm.bench.proxy import ROWS
+from mitmllm.bench.proxy import RELAY_ROWS
+from mitmllm.bench.proxy import RELAY_TTFB
+from mitmllm.bench.proxy import RESTAMP
+from mitmllm.bench.proxy import TAP
+from mitmllm.bench.proxy import WORKER
+from mitmllm.bench.proxy import EventCounter
 from mitmllm.bench.proxy import Measured
 from mitmllm.bench.proxy import Process
+from mitmllm.bench.proxy import ProxySizes
+from mitmllm.bench.proxy import Run
 from mitmllm.bench.proxy import Setup
 from mitmllm.bench.proxy import http_client
+from mitmllm.bench.proxy import plan_rows
+from mitmllm.bench.proxy import proxy_figures
 from mitmllm.bench.proxy import relay_figures
 from mitmllm.bench.proxy import relay_ready
 from mitmllm.bench.proxy import relay_unavailable
+from mitmllm.bench.proxy import sizes_figures
 from mitmllm.bench.report import MISS
 from mitmllm.bench.report import Report
 from mitmllm.bench.report import at_least
@@ -64,6 +78,7 @@ from mitmllm.bench.upstream import Connection
 from mitmllm.bench.upstream import framed
 from mitmllm.bench.upstream import paced
 from mitmllm.bench.upstream import stamp
+from mitmllm.bench.upstream import stream_format
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
@@ -103,6 +118,47 @@ def test_proxy_stream_is_healthy_with_deltas_of_150_to_200_bytes() -> None:
     deltas = [len(ev.raw) for ev, _ in pairs if ev.event == "content_block_delta"]
     assert len(deltas) == 194
     assert min(deltas) >= 150 and max(deltas) <= 200
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_proxy_stream_in_every_format_is_healthy_with_the_deltas_asked_for(fmt: str) -> None:
+    for text_bytes in (None, 4 * KiB):
+        events = proxy_events(40, fmt=fmt, text_bytes=text_bytes)
+        assert len(events) == 40
+        request = dict(CALLS[fmt].body)
+        findings, pairs, _ = check_stream(detect.by_name(fmt), b"".join(events), request=request)
+        assert problems(findings) == []
+        texts = [delta_text(i, text_bytes=text_bytes) for i in range(40 - lifecycle_events(fmt))]
+        # each delta is the first event that carries its text (Responses repeats it later)
+        sizes = [len(next(e for e in events if t.encode() in e)) for t in texts]
+        if text_bytes is None:
+            assert min(sizes) >= 150 and max(sizes) <= 400
+        else:
+            assert text_bytes < min(sizes) and max(sizes) < text_bytes + 400
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_upstream_answers_in_the_format_the_request_path_names(fmt: str) -> None:
+    path, _headers, _body = proxy_request(10, fmt=fmt, model=RESTAMP_ALIAS)
+    assert stream_format(f"POST {path} HTTP/1.1") == fmt
+    assert framed(10, 1, fmt) == tuple(
+        b"%x\r\n%b\r\n" % (len(ev), ev) for ev in proxy_events(10, fmt=fmt)
+    )
+    # The alias reaches the upstream where the format carries the model (Gemini: the path).
+    assert RESTAMP_ALIAS in (path if fmt == "gemini" else _body.decode())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(FORMATS), st.lists(st.integers(min_value=0, max_value=5000), max_size=20))
+def test_event_counter_counts_each_event_once_however_the_body_is_cut(
+    fmt: str, cuts: list[int]
+) -> None:
+    body = b"".join(proxy_events(12, fmt=fmt))
+    bounds = sorted({0, len(body), *(c % len(body) for c in cuts)})
+    counter = EventCounter(crlf=fmt == "gemini")
+    for a, b in pairwise(bounds):
+        counter.feed(body[a:b])
+    assert counter.count == 12
 
 
 @pytest.mark.parametrize("per_chunk", [1, 4])
@@ -163,7 +219,10 @@ def test_rows_of_a_relay_that_cannot_run_have_no_values_and_say_why() -> None:
     assert report.figures and all(f.value is None and f.met is None for f in report.figures)
     assert {f.section for f in report.figures} == {"relay", "concurrency"}
     out = printed.getvalue()
-    assert all(f"{label}: relay / plain: not available yet (no relay)" in out for label, _ in ROWS)
+    assert all(
+        f"{label}: relay / plain, events/s: not available yet (no relay)" in out
+        for label in RELAY_ROWS
+    )
     assert "relay: proxy RSS peak: not available yet (no relay)" in out
 
 
@@ -190,10 +249,19 @@ def test_quick_run_prints_every_section(tmp_path, capsys) -> None:  # type: igno
     assert {f["section"] for f in data["figures"]} == set(SECTIONS)
     # The issue's targets are in the figures, with a verdict wherever the relay ran.
     figures = {(f["section"], f["name"]): f for f in data["figures"]}
+    for section, name, target in [
+        ("proxy", "gemini, 4 events/chunk: tap / plain, CPU per event", "<= 1.15 x"),
+        ("proxy", "openai-chat, 1 event/chunk: tap / plain, events/s", ">= 0.900 x"),
+        ("proxy", "openai-responses, 1 event/chunk: restamp / tap, CPU per event", "<= 1.10 x"),
+        ("sizes", "64 KiB events: tap / plain, CPU per event", "<= 1.30 x"),
+    ]:
+        figure = figures[(section, name)]
+        assert figure["target"] == target and figure["met"] in (True, False), figure
     targeted = [
-        ("relay", f"{ROWS[0][0]}: relay / plain", ">= 0.700 x"),
-        ("relay", "TTFB p50 added by the relay (relay - plain)", "<= 2.00 ms"),
+        ("relay", f"{RELAY_ROWS[0]}: relay / plain, events/s", ">= 0.700 x"),
+        ("relay", RELAY_TTFB, "<= 2.00 ms"),
         ("concurrency", "relay: added latency p99", "<= 10.0 ms"),
+        ("concurrency", "relay: CPU per event / plain", "<= 1.50 x"),
     ]
     for section, name, target in targeted:
         figure = figures[(section, name)]
@@ -376,12 +444,13 @@ def test_gc_script_logs_full_collections_the_proxy_reads_back(tmp_path: Path) ->
 
 
 def measured(ttfb_ms: dict[str, float], relay_rate: float, latency: dict[str, float]) -> Measured:
-    setups = [Setup(n, None if n == DIRECT else ()) for n in (DIRECT, PLAIN, ADDON, RELAY)]
+    setups = [Setup(n, None if n == DIRECT else ()) for n in (DIRECT, PLAIN, TAP, RELAY)]
     m = Measured(setups)
-    rates = {DIRECT: 300_000.0, PLAIN: 40_000.0, ADDON: 20_000.0, RELAY: relay_rate}
-    for label, _ in ROWS:
+    rates = {DIRECT: 300_000.0, PLAIN: 40_000.0, TAP: 20_000.0, RELAY: relay_rate}
+    for label in RELAY_ROWS:
         for name, rate in rates.items():
-            m.rates[(label, name)] = [rate]
+            cpu = None if name == DIRECT else 40_000 / rate
+            m.runs[(label, name)] = [Run(40_000, 40_000 / rate, cpu)]
     for name in rates:
         m.ttfb[name] = [ttfb_ms[name] / 1000] * 5
         m.latency[name] = [latency[name]] * 50
@@ -398,14 +467,20 @@ def test_relay_figures_judge_the_rate_and_ttfb_targets_from_the_measurements(
 ) -> None:
     printed = io.StringIO()
     report = Report(out=printed)
-    ttfb = {DIRECT: 0.3, PLAIN: 2.0, ADDON: 2.1, RELAY: relay_ttfb}
-    latency = {DIRECT: 0.05, PLAIN: 0.15, ADDON: 0.25, RELAY: 0.45}
+    ttfb = {DIRECT: 0.3, PLAIN: 2.0, TAP: 2.1, RELAY: relay_ttfb}
+    latency = {DIRECT: 0.05, PLAIN: 0.15, TAP: 0.25, RELAY: 0.45}
     missed = relay_figures(report, measured(ttfb, relay_rate, latency))
     assert missed == (not met[0], not met[1])
     figures = {f.name: f for f in report.figures}
-    assert figures[f"{ROWS[0][0]}: relay / plain"].met is met[0]
-    assert figures[f"{ROWS[1][0]}: relay / plain"].target is None  # the target is per chunk
-    assert figures["TTFB p50 added by the relay (relay - plain)"].met is met[1]
+    assert figures[f"{RELAY_ROWS[0]}: relay / plain, events/s"].met is met[0]
+    # the target is at one event per chunk
+    assert figures[f"{RELAY_ROWS[1]}: relay / plain, events/s"].target is None
+    # CPU per event: one second for 40,000 events is 25 µs
+    assert figures[f"{RELAY_ROWS[0]}: relay CPU per event"].value == pytest.approx(1e6 / relay_rate)
+    assert figures[f"{RELAY_ROWS[0]}: relay / plain, CPU per event"].value == pytest.approx(
+        40_000 / relay_rate
+    )
+    assert figures[RELAY_TTFB].met is met[1]
     assert figures["per-event latency p50: direct (baseline)"].value == pytest.approx(0.05)
     assert figures["per-event latency p50 added: relay"].value == pytest.approx(0.4)
     assert figures["per-event latency added: relay / plain"].value == pytest.approx(4.0)
@@ -420,10 +495,14 @@ def loaded(
     delays = [[round(delay_ms * ms)] * 59 for _ in range(4)]
     delays[0][-20] = 400 * ms  # one straggler among some 230: the maximum, not the p99
     run = synthetic(sent, delays, rate=20)
+    for stream in run.streams:
+        stream.events = LIFECYCLE_EVENTS + 1 + len(stream.sent)
     endpoint = concurrency.Endpoint(name, 1, pid)
     if pid is None:
         return concurrency.Loaded(endpoint, run, full_collections=gcs)
-    return concurrency.Loaded(endpoint, run, 100 * 1024, 150 * 1024, 0.5, gcs)
+    # CPU time per event: the delay in ms as microseconds (a proxy that adds more costs more)
+    cpu = delay_ms * 1e-6 * sum(s.events for s in run.streams)
+    return concurrency.Loaded(endpoint, run, 100 * 1024, 150 * 1024, 0.5, gcs, cpu)
 
 
 @pytest.mark.parametrize(("relay_ms", "met"), [(8.0, True), (12.0, False)], ids=["met", "missed"])
@@ -442,7 +521,11 @@ def test_concurrency_figures_judge_the_relay_p99_target_from_the_measurements(
     figures = {f.name: f for f in report.figures}
     relay = figures["relay: added latency p99"]
     assert relay.value == pytest.approx(relay_ms) and relay.met is met
-    assert missed == ([] if met else [relay])
+    cpu = figures["relay: CPU per event / plain"]
+    assert cpu.value == pytest.approx((1.0 + relay_ms) / 2.0)
+    assert figures["relay: CPU per event"].value == pytest.approx(1.0 + relay_ms)
+    assert cpu.met is ((1.0 + relay_ms) / 2.0 <= 1.5)
+    assert missed == [f for f in (relay, cpu) if f.missed]
     assert figures["plain: added latency p99"].target is None
     assert figures["plain: added latency p50"].value == pytest.approx(1.0)
     assert figures["relay: proxy RSS peak"].value == pytest.approx(150)
@@ -482,3 +565,114 @@ async def test_memory_upstream_sends_the_bytes_it_promises() -> None:
                 assert got == expected_bytes(total) >= total
     finally:
         await runner.cleanup()
+
+
+# --- CPU time per event: the proxy and sizes sections ------------------------------------------
+
+
+def test_rows_cover_every_format_and_chunking_and_run_enough_events() -> None:
+    sizes = ProxySizes(
+        events=20_000,
+        reps=1,
+        ttfb_requests=1,
+        warmup_requests=1,
+        latency_events=16,
+        latency_rate=100,
+        stream_events=1000,
+        big_bytes=64 * MiB,
+    )
+    rows = {r.label: r for r in plan_rows(sizes, ["proxy", "sizes"], FORMATS, relay=False)}
+    for fmt in FORMATS:
+        one, four = rows[f"{fmt}, 1 event/chunk"], rows[f"{fmt}, 4 events/chunk"]
+        assert (one.per_chunk, four.per_chunk) == (1, 4)
+        assert {DIRECT, PLAIN, TAP, RESTAMP} <= set(one.setups)
+        assert (WORKER in one.setups) is (fmt == "anthropic")
+        # as many upstream chunks per run at four events per chunk as at one
+        assert one.streams * one.stream_events == 20_000
+        assert four.streams * four.stream_events == 80_000
+    big = rows["64 KiB events"]
+    assert big.text_bytes == 64 * KiB and big.streams >= 10
+    assert big.streams * big.stream_events * 64 * KiB >= 60 * MiB
+    assert RELAY not in {n for r in rows.values() for n in r.setups}
+    with_relay = plan_rows(sizes, ["relay"], FORMATS, relay=True)
+    assert [r.label for r in with_relay] == list(RELAY_ROWS)
+    assert all(r.setups == (PLAIN, TAP, RELAY) for r in with_relay)
+
+
+def runs_of(cpu_us: dict[str, float], rate: dict[str, float], label: str, m: Measured) -> None:
+    """One run per setup of 10,000 events with these figures."""
+    for name in rate:
+        cpu = cpu_us[name] * 10_000 / 1e6 if name in cpu_us else None
+        m.runs[(label, name)] = [Run(10_000, 10_000 / rate[name], cpu)]
+
+
+@pytest.mark.parametrize(("tap_us", "met"), [(45.0, True), (60.0, False)], ids=["met", "missed"])
+def test_proxy_figures_judge_cpu_per_event_against_plain_and_restamp_against_the_tap(
+    tap_us: float, met: bool
+) -> None:
+    sizes = ProxySizes(20_000, 1, 1, 1, 16, 100)
+    rows = plan_rows(sizes, ["proxy"], ["openai-chat"], relay=False)
+    m = Measured([Setup(n, None if n == DIRECT else ()) for n in (DIRECT, PLAIN, TAP, RESTAMP)])
+    m.rows = rows
+    for r in rows:
+        cpu = {PLAIN: 40.0, TAP: tap_us, RESTAMP: tap_us * 1.2}
+        rate = {DIRECT: 900_000.0, PLAIN: 24_000.0, TAP: 1e6 / tap_us, RESTAMP: 1e6 / tap_us / 1.2}
+        runs_of(cpu, rate, r.label, m)
+    report = Report(out=io.StringIO())
+    misses = proxy_figures(report, m)
+    figures = {f.name: f for f in report.figures}
+    for r in rows:
+        tap = figures[f"{r.label}: tap / plain, CPU per event"]
+        assert tap.value == pytest.approx(tap_us / 40.0) and tap.met is met
+        assert figures[f"{r.label}: tap CPU per event"].value == pytest.approx(tap_us)
+        assert figures[f"{r.label}: tap / plain, events/s"].value == pytest.approx(
+            1e6 / tap_us / 24_000
+        )
+        restamp = figures[f"{r.label}: restamp / tap, CPU per event"]
+        assert restamp.value == pytest.approx(1.2) and restamp.met is False
+    # The worst misses are profiled: the restamp row always, the tap's only when it missed.
+    assert set(misses) == ({RESTAMP} if met else {TAP, RESTAMP})
+
+
+def test_sizes_figures_give_the_cpu_each_kib_adds() -> None:
+    sizes = ProxySizes(20_000, 1, 1, 1, 16, 100, big_bytes=8 * MiB)
+    m = Measured([Setup(n, None if n == DIRECT else ()) for n in (DIRECT, PLAIN, TAP)])
+    m.rows = plan_rows(sizes, ["sizes"], FORMATS, relay=False)
+    for r in m.rows:
+        kib = (r.text_bytes or 0) / KiB
+        runs_of({PLAIN: 10 * kib, TAP: 12 * kib}, {DIRECT: 1e6, PLAIN: 1e4, TAP: 8e3}, r.label, m)
+    report = Report(out=io.StringIO())
+    worst = sizes_figures(report, m)
+    figures = {f.name: f for f in report.figures}
+    assert figures["4 KiB events: tap CPU added per KiB"].value == pytest.approx(2.0)
+    assert figures["64 KiB events: tap CPU added per KiB"].value == pytest.approx(2.0)
+    assert figures["4 KiB events: tap / plain, CPU per event"].target is None
+    big = figures["64 KiB events: tap / plain, CPU per event"]
+    assert big.value == pytest.approx(1.2) and big.met is True
+    assert worst is None
+
+
+@proc_fs
+def test_tree_cpu_seconds_count_the_children_of_a_process() -> None:
+    import subprocess
+    import sys
+
+    spin = "import time\nt = time.process_time() + 0.3\nwhile time.process_time() < t: pass"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {spin!r}])",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        seen = 0.0
+        while parent.poll() is None and time.monotonic() < deadline:
+            own = concurrency.cpu_seconds(parent.pid) or 0.0
+            seen = max(seen, (concurrency.tree_cpu_seconds(parent.pid) or 0.0) - own)
+            time.sleep(0.02)
+    finally:
+        parent.wait(30)
+    # the child's spinning shows in the tree, though the parent only waits
+    assert seen >= 0.15

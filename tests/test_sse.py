@@ -17,6 +17,8 @@ from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import decode_all
 from mitmllm.protocol.sse import encode
 from mitmllm.protocol.sse import parse_block
+from mitmllm.protocol.sse import parse_common
+from mitmllm.protocol.sse import parse_text
 from tests import streamcheck
 
 
@@ -115,6 +117,65 @@ def test_one_byte_chunks(body: bytes) -> None:
     whole, whole_partial = decode_all(body)
     assert [e.raw for e in events + more] == [e.raw for e in whole]
     assert (partial.raw if partial else None) == (whole_partial.raw if whole_partial else None)
+
+
+# The shapes the byte-level parser takes, and their near misses: every field order, spacing and
+# line end around them, and data that the grammar reports on.
+_common_name = st.sampled_from(
+    ["content_block_delta", "message_start", "", " x", "a:b", "é", "ping\x00"]
+)
+_common_data = st.one_of(
+    _text,
+    st.sampled_from(['{"a":1}', ":x", "", "[DONE]", " lead", "a\x85b", "\u2029"]),
+)
+
+
+@st.composite
+def common_blocks(draw: st.DrawFn) -> bytes:
+    """One terminated block, most of them of the common shapes."""
+    eol = draw(st.sampled_from(["\n", "\r\n", "\r", "\n"]))
+    lines = []
+    if draw(st.booleans()):
+        lines.append(
+            draw(st.sampled_from(["event: ", "event:", "Event: ", ": "])) + draw(_common_name)
+        )
+    lines.append(draw(st.sampled_from(["data: ", "data: ", "data:", "id: "])) + draw(_common_data))
+    if draw(st.integers(0, 5)) == 0:
+        lines.append(draw(st.sampled_from(["data: more", ": keep", "id: 1", "event: late"])))
+    body = "".join(line + eol for line in lines) + draw(st.sampled_from([eol, eol, "\n", "\r\n"]))
+    raw = body.encode("utf-8")
+    if draw(st.integers(0, 9)) == 0:  # sometimes: invalid UTF-8
+        i = draw(st.integers(0, len(raw) - 1))
+        raw = raw[:i] + draw(st.sampled_from([b"\xff", b"\xe2\x82", b"\xc3"])) + raw[i:]
+    return raw
+
+
+@settings(max_examples=1000, deadline=None)
+@given(common_blocks(), st.integers(0, 3))
+def test_byte_level_parser_equals_the_text_parser_wherever_it_answers(
+    raw: bytes, index: int
+) -> None:
+    """The byte-level fast path makes the very event the general parser makes, and only of
+    blocks the grammar reports nothing on: findings cannot depend on which one ran."""
+    offset = 0 if index == 0 else 17 * index
+    fast = parse_common(raw, index, offset)
+    found = Findings()
+    general = parse_text(raw, index, offset, found)
+    if fast is not None:
+        assert fast == general and fast.notes == general.notes == ()
+        assert found.to_list() == []
+    assert parse_block(raw, index, offset) == general
+
+
+def test_byte_level_parser_takes_the_shapes_llm_streams_send() -> None:
+    for raw in (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n',
+        b'data: {"choices":[]}\n\n',
+        b'data: {"candidates":[]}\r\n\r\n',
+        'data: {"text":"Grüße 東京"}\n\n'.encode(),
+        b"data: [DONE]\n\n",
+    ):
+        assert parse_common(raw, 0, 0) == parse_text(raw, 0, 0)
 
 
 # --- framing -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``python -m mitmllm.bench [--quick] [--only SECTION[,SECTION]] [--json FILE]``
+"""``python -m mitmllm.bench [--quick] [--only SECTION[,SECTION]] [--formats FORMAT[,FORMAT]]
+[--json FILE]``
 
 Prints the machine, then each section's figures, then one table with every figure, its target
 and whether it was met. Exits 0 whatever the figures; 1 only if a measurement could not be made.
@@ -24,6 +25,7 @@ from mitmllm.bench import memory
 from mitmllm.bench import proxy
 from mitmllm.bench import soak
 from mitmllm.bench.concurrency import ConcurrencySizes
+from mitmllm.bench.corpus import FORMATS
 from mitmllm.bench.corpus import KiB
 from mitmllm.bench.corpus import MiB
 from mitmllm.bench.report import Report
@@ -53,8 +55,8 @@ DEFAULT = Sizes(
         latency_events=506,
         latency_rate=500,
     ),
-    # The issue's load: 200 conversations at 20 tokens/s, 10 s each, opened over a second.
-    concurrency=ConcurrencySizes(streams=200, events=206, rate=20, ramp=1.0, settle=1.0),
+    # The issue's load: 100 conversations at 20 tokens/s, 10 s each, opened over a second.
+    concurrency=ConcurrencySizes(streams=100, events=206, rate=20, ramp=1.0, settle=1.0),
     memory=memory.MemorySizes(mib=256),
     soak=soak.SoakSizes(streams=100, seed=1),
 )
@@ -69,6 +71,8 @@ QUICK = Sizes(
         warmup_requests=2,
         latency_events=56,
         latency_rate=500,
+        stream_events=100,
+        big_bytes=2 * MiB,
     ),
     concurrency=ConcurrencySizes(streams=40, events=26, rate=20, ramp=0.2, settle=0.2),
     memory=memory.MemorySizes(mib=4),
@@ -82,6 +86,16 @@ def parse_sections(text: str) -> list[str]:
     if unknown or not wanted:
         raise argparse.ArgumentTypeError(
             f"unknown section {', '.join(unknown) or repr(text)}; choose from {','.join(SECTIONS)}"
+        )
+    return wanted
+
+
+def parse_formats(text: str) -> list[str]:
+    wanted = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in FORMATS]
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(unknown) or repr(text)}; choose from {','.join(FORMATS)}"
         )
     return wanted
 
@@ -104,6 +118,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"run only these sections ({','.join(SECTIONS)})",
     )
     parser.add_argument(
+        "--formats",
+        type=parse_formats,
+        default=list(FORMATS),
+        metavar="FORMAT[,FORMAT]",
+        help=f"the proxy section's wire formats ({','.join(FORMATS)})",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON"
     )
     return parser.parse_args(argv)
@@ -114,7 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else DEFAULT
     report = Report()
     report.machine = machine()
-    report.settings = {"quick": args.quick, "sections": args.only, **asdict(sizes)}
+    report.settings = {
+        "quick": args.quick,
+        "sections": args.only,
+        "formats": args.formats,
+        **asdict(sizes),
+    }
     report.print(
         "mitmllm bench" + (" --quick: tiny sizes, the figures mean little" if args.quick else "")
     )
@@ -132,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(
             (
                 "proxy",
-                lambda: proxy.run(report, sizes.proxy, sizes.concurrency, proxy_sections),
+                lambda: proxy.run(
+                    report, sizes.proxy, sizes.concurrency, proxy_sections, args.formats
+                ),
             )
         )
     if "soak" in args.only:

@@ -14,7 +14,8 @@ the last one opened to the first one's end. Per setup:
   of differences. The whole run's p99 (opening and closing included) is printed next to it;
 * the proxy's resident memory: the peak during the run (VmHWM of ``/proc/PID/status``, reset
   just before the run; sampled VmRSS where the reset is not allowed) next to its RSS before,
-  and the CPU time it used over the run, as a share of one core (Python runs on one);
+  and the CPU time it used over the run (its child processes' too), as a share of one core
+  (Python runs on one) and per event carried, against plain mitmdump's per event;
 * the full garbage collections the proxy ran meanwhile: each one stops every stream of the
   process for its length, which shows in the latency's tail and in no profile.
 """
@@ -44,8 +45,10 @@ from mitmllm.bench.report import mark
 from mitmllm.bench.report import ratio
 
 SECTION = "concurrency"
-#: The issue's target: the relay's p99 added per-event latency at 200 streams.
+#: The issues' targets for the relay under this load: p99 added per-event latency, and CPU time
+#: per event against plain mitmdump's.
 TARGET_ADDED_P99_MS = 10.0
+TARGET_CPU_RATIO = 1.5
 #: Seconds between two samples of a proxy's RSS, where its peak cannot be reset.
 RSS_SAMPLE = 0.1
 
@@ -85,6 +88,19 @@ class Loaded:
     rss_peak_kib: int | None = None
     cpu: float | None = None  # the proxy's CPU seconds per second of the run
     full_collections: list[float] | None = None  # ms each
+    cpu_seconds: float | None = None  # the proxy's CPU time over the run, its children's too
+
+    @property
+    def events(self) -> int:
+        """Every event the client read, all streams together."""
+        return sum(s.events for s in self.run.streams)
+
+    @property
+    def cpu_per_event(self) -> float | None:
+        """The proxy's CPU time per event carried, in microseconds."""
+        if self.cpu_seconds is None or not self.events:
+            return None
+        return self.cpu_seconds / self.events * 1e6
 
 
 # --- the proxy's memory and CPU --------------------------------------------------------------
@@ -120,6 +136,36 @@ def cpu_seconds(pid: int) -> float | None:
     # The command name in parentheses may hold spaces; the fields after it do not.
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The process's children, grandchildren, ... (Linux: /proc/PID/task/*/children)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = (task / "children").read_text(encoding="ascii").split()
+            except OSError:
+                continue
+            kids = [int(c) for c in children]
+            out += kids
+            todo += kids
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of the process and the processes it started (mitmllm's validation worker is
+    one), so work moved out of the proxy still counts; None where there is no /proc."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(child) or 0.0 for child in descendants(pid))
 
 
 class PeakRss:
@@ -165,7 +211,7 @@ async def load(
     """The concurrency load through one setup."""
     pid = endpoint.pid
     rss = PeakRss(pid) if pid is not None else None
-    cpu0 = cpu_seconds(pid) if pid is not None else None
+    cpu0 = tree_cpu_seconds(pid) if pid is not None else None
     t0 = time.monotonic_ns()
     if rss is not None:
         rss.start()
@@ -179,12 +225,13 @@ async def load(
         check=check,
     )
     t1 = time.monotonic_ns()
-    cpu1 = cpu_seconds(pid) if pid is not None else None
-    cpu = (cpu1 - cpu0) / (t1 - t0) * 1e9 if cpu0 is not None and cpu1 is not None else None
+    cpu1 = tree_cpu_seconds(pid) if pid is not None else None
+    used = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    cpu = used / (t1 - t0) * 1e9 if used is not None else None
     gcs = endpoint.full_collections(t0, t1) if endpoint.full_collections else None
     if rss is None:
         return Loaded(endpoint, run, full_collections=gcs)
-    return Loaded(endpoint, run, rss.before, await rss.stop(), cpu, gcs)
+    return Loaded(endpoint, run, rss.before, await rss.stop(), cpu, gcs, used)
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -216,9 +263,11 @@ def figures(
     *,
     baseline: str,
     targeted: str,
+    plain: str = "plain",
 ) -> list[Figure]:
     """Print and record the section's figures; those that missed their target. `baseline`
-    names the setup without a proxy, `targeted` the one the target applies to."""
+    names the setup without a proxy, `plain` plain mitmdump, `targeted` the one the targets
+    apply to."""
     steady = {x.endpoint.name: x.run.steady(sizes.settle) for x in loaded}
     base = next((x for x in loaded if x.endpoint.name == baseline), None)
     base50 = base99 = base99_all = math.nan
@@ -228,6 +277,7 @@ def figures(
         base99_all = base.run.latency(99)
     rows = []
     missed: list[Figure] = []
+    plain_cpu = next((x.cpu_per_event for x in loaded if x.endpoint.name == plain), None)
     for x in loaded:
         name = x.endpoint.name
         run = x.run
@@ -242,7 +292,7 @@ def figures(
             run.held(window) if window else math.nan,
             "events/s",
         )
-        added50 = added99 = added99_all = rss = cpu = None
+        added50 = added99 = added99_all = rss = cpu = per_event = by_plain = None
         if name == baseline:
             report.add(SECTION, f"{name}: per-event latency p50", p50, "ms")
             report.add(SECTION, f"{name}: per-event latency p99", p99, "ms")
@@ -265,6 +315,22 @@ def figures(
             rss = report.add(SECTION, f"{name}: proxy RSS peak", peak, "MiB", note=note)
             share = 100 * x.cpu if x.cpu is not None else None
             cpu = report.add(SECTION, f"{name}: proxy CPU", share, "% of a core", note=note)
+            per_event = report.add(
+                SECTION, f"{name}: CPU per event", x.cpu_per_event, "µs", note=note
+            )
+            if name != plain:
+                by_plain = report.add(
+                    SECTION,
+                    f"{name}: CPU per event / plain",
+                    ratio(x.cpu_per_event, plain_cpu)
+                    if x.cpu_per_event is not None and plain_cpu is not None
+                    else None,
+                    "x",
+                    at_most(TARGET_CPU_RATIO) if name == targeted else None,
+                    note=note or "no plain run",
+                )
+                if by_plain.missed:
+                    missed.append(by_plain)
         before = x.rss_before_kib
         rows.append(
             [
@@ -281,6 +347,8 @@ def figures(
                 f"{before / 1024:.0f} MiB" if before is not None else "-",
                 mark(rss) if rss is not None else "-",
                 f"{cpu.value:.0f}%" if cpu is not None and cpu.value is not None else "-",
+                mark(per_event) if per_event is not None else "-",
+                mark(by_plain) if by_plain is not None else "-",
                 collections(x.full_collections),
             ]
         )
@@ -299,13 +367,15 @@ def figures(
             "RSS before",
             "RSS peak",
             "CPU",
+            "CPU/event",
+            "/plain",
             "full GCs",
         ],
         rows,
     )
     for f in missed:
         x = next(x for x in loaded if f.name.startswith(f"{x.endpoint.name}: "))
-        if x.full_collections:
+        if x.full_collections and f.name.endswith("added latency p99"):
             report.print(
                 f"  note: {x.endpoint.name}: {len(x.full_collections)} full garbage collections "
                 f"in the proxy during the run, the longest {max(x.full_collections):.0f} ms; "
@@ -326,6 +396,12 @@ def collections(lengths: list[float] | None) -> str:
 def unavailable(report: Report, name: str, sizes: ConcurrencySizes, reason: str) -> None:
     """The rows of a setup that could not be loaded, and why."""
     held = f"events/s held of {sizes.streams * sizes.rate:,.0f}"
-    for what in (held, "added latency p50", "added latency p99", "proxy RSS peak"):
+    for what in (
+        held,
+        "added latency p50",
+        "added latency p99",
+        "proxy RSS peak",
+        "CPU per event / plain",
+    ):
         f = report.add(SECTION, f"{name}: {what}", None, note=reason)
         report.print(f"  {f.name}: {f.shown()}")

@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -147,13 +149,16 @@ def big_event_chunks(size: int, piece: int = 64 * KiB) -> list[bytes]:
 # --- the proxy stream ------------------------------------------------------------------------
 
 PROXY_MODEL = "claude-sonnet-4-5"
+#: The model a restamping client asks for: a model rule sends the request on under another name
+#: and restamps every model value of the answer back to this one.
+RESTAMP_ALIAS = "bench-alias"
 _PROSE = (
     "The proxy reads every event on its way to the client and checks it against the rules of "
     "its wire format, then passes it on byte for byte, so a client never notices it is there. "
 )
 
 
-#: Events of a proxy stream that are not text deltas: three before them, three after.
+#: Events of an Anthropic proxy stream that are not text deltas: three before them, three after.
 LIFECYCLE_EVENTS = 6
 #: Opens the text of a stamped delta; STAMP_DIGITS decimal digits follow: the upstream's
 #: monotonic clock in nanoseconds when it wrote the event. Nothing else in the stream holds "@".
@@ -161,30 +166,64 @@ STAMP = b"@t"
 STAMP_DIGITS = 20
 
 
+def proxy_path(fmt: str = ANTHROPIC, model: str | None = None) -> str:
+    """The path (and query) a client of `fmt` posts a stream request to."""
+    call = CALLS[fmt]
+    path = call.path
+    if fmt == GEMINI and model is not None:
+        path = re.sub(r"/models/[^/:]+:", f"/models/{model}:", path)
+    return path + ("?" + urlencode(call.query) if call.query else "")
+
+
 def proxy_request(
-    events: int, per_chunk: int = 1, *, interval_us: int | None = None
+    events: int,
+    per_chunk: int = 1,
+    *,
+    interval_us: int | None = None,
+    fmt: str = ANTHROPIC,
+    text_bytes: int | None = None,
+    model: str | None = None,
 ) -> tuple[str, dict[str, str], bytes]:
-    """(path, headers, body) of the request the client sends for a proxy stream; with
+    """(path, headers, body) of the request the client sends for a proxy stream in `fmt`; with
     `interval_us`, a stamped stream whose deltas the upstream writes that many microseconds
-    apart."""
-    call = CALLS[ANTHROPIC]
+    apart; with `text_bytes`, deltas of that much text; with `model`, asking for that model."""
+    call = CALLS[fmt]
     headers = {
         "content-type": "application/json",
-        "anthropic-version": "2023-06-01",
         "x-bench-events": str(events),
         "x-bench-per-chunk": str(per_chunk),
     }
+    if fmt == ANTHROPIC:
+        headers["anthropic-version"] = "2023-06-01"
     if interval_us is not None:
         headers["x-bench-interval-us"] = str(interval_us)
-    return call.path, headers, call.encoded()
+    if text_bytes is not None:
+        headers["x-bench-text-bytes"] = str(text_bytes)
+    body = dict(call.body)
+    if model is not None and "model" in body:
+        body["model"] = model
+    return proxy_path(fmt, model), headers, orjson.dumps(body)
 
 
-def proxy_events(total: int, *, stamped: bool = False) -> list[bytes]:
-    """A healthy Anthropic stream of `total` events (at least 7): lifecycle events around
-    text deltas of 150-200 bytes each. `stamped`: each delta's text starts with `STAMP` and
-    STAMP_DIGITS zeros, in place of prose, so the events keep their sizes."""
+def delta_text(i: int, *, stamped: bool = False, text_bytes: int | None = None) -> str:
+    """The text of the `i`th delta: 40-84 characters of prose as Claude streams them, or
+    `text_bytes` of it; `stamped`: starting with `STAMP` and room for the clock."""
+    room = f"{STAMP.decode()}{'0' * STAMP_DIGITS} " if stamped else ""
+    size = text_bytes if text_bytes is not None else 40 + (i * 13) % 45
+    start = (i * 37) % len(_PROSE)
+    prose = _PROSE * (2 + size // len(_PROSE))
+    return room + prose[start : start + max(0, size - len(room))]
+
+
+def proxy_events(
+    total: int, *, fmt: str = ANTHROPIC, stamped: bool = False, text_bytes: int | None = None
+) -> list[bytes]:
+    """A healthy stream in `fmt` of `total` events (at least the format's lifecycle events and
+    one delta): lifecycle events around text deltas of `delta_text` (150-200 bytes per Anthropic
+    delta event). `stamped`: each delta's text starts with `STAMP` and STAMP_DIGITS zeros."""
+    if fmt != ANTHROPIC:
+        return _mock_events(fmt, total, stamped=stamped, text_bytes=text_bytes)
     deltas = max(1, total - LIFECYCLE_EVENTS)
-    room = b"%b%b " % (STAMP, b"0" * STAMP_DIGITS) if stamped else b""
 
     def event(payload: dict[str, Any]) -> bytes:
         return sse.encode(orjson.dumps(payload).decode(), event=payload["type"])
@@ -211,8 +250,7 @@ def proxy_events(total: int, *, stamped: bool = False) -> list[bytes]:
         event({"type": "ping"}),
     ]
     for i in range(deltas):
-        start = (i * 37) % len(_PROSE)
-        text = room.decode() + (_PROSE * 2)[start : start + 40 + (i * 13) % 45 - len(room)]
+        text = delta_text(i, stamped=stamped, text_bytes=text_bytes)
         delta = {"type": "text_delta", "text": text}
         out.append(event({"type": "content_block_delta", "index": 0, "delta": delta}))
     out += [
@@ -227,6 +265,27 @@ def proxy_events(total: int, *, stamped: bool = False) -> list[bytes]:
         event({"type": "message_stop"}),
     ]
     return out
+
+
+# The mock's `long` reply says " word0", " word1", ...: in JSON strings, never elsewhere.
+_MOCK_WORD = re.compile(rb" word(\d+)")
+
+
+def lifecycle_events(fmt: str) -> int:
+    """Events of a proxy stream in `fmt` that are not text deltas."""
+    if fmt == ANTHROPIC:
+        return LIFECYCLE_EVENTS
+    return len(long_stream(fmt, 1).events) - 1
+
+
+def _mock_events(fmt: str, total: int, *, stamped: bool, text_bytes: int | None) -> list[bytes]:
+    """The mock's `long` stream in `fmt` with `total` events, its words replaced by prose."""
+    deltas = max(1, total - lifecycle_events(fmt))
+
+    def text(m: re.Match[bytes]) -> bytes:
+        return delta_text(int(m[1]), stamped=stamped, text_bytes=text_bytes).encode()
+
+    return [_MOCK_WORD.sub(text, ev) for ev in long_stream(fmt, deltas).events]
 
 
 def group(events: list[bytes], per_chunk: int) -> list[bytes]:

@@ -35,7 +35,9 @@ from mitmllm.bench.corpus import MiB
 from mitmllm.bench.corpus import proxy_events
 from mitmllm.bench.corpus import proxy_request
 from mitmllm.bench.proxy import PLAIN
+from mitmllm.bench.proxy import RELAY
 from mitmllm.bench.proxy import START_TIMEOUT
+from mitmllm.bench.proxy import TAP
 from mitmllm.bench.proxy import BenchError
 from mitmllm.bench.proxy import Processes
 from mitmllm.bench.proxy import Setup
@@ -56,8 +58,6 @@ HEADER_BYTES = "x-bench-bytes"
 #: Seconds one stream may take before the measurement gives up on a stuck proxy.
 STREAM_TIMEOUT = 900.0
 
-TAP = "tap"
-RELAY = "relay"
 CAPTURE = "capture"
 
 
@@ -126,8 +126,8 @@ def serve() -> None:
 
 def memory_setups(procs: Processes, upstream_port: int) -> list[Setup]:
     """plain, tap, relay, capture (see the module docstring)."""
-    by_name = {s.name: s for s in setups(procs.workdir, upstream_port, relay=False)}
-    plain, addon = by_name[PLAIN], by_name["addon"]
+    by_name = {s.name: s for s in setups(procs.workdir, upstream_port, (PLAIN, TAP))}
+    plain, addon = by_name[PLAIN], by_name[TAP]
     assert addon.args is not None
     config = procs.workdir / "memory-relay.yaml"
     config.write_text(relay_config(upstream_port), encoding="utf-8")

@@ -1,24 +1,34 @@
-"""Sections `proxy`, `relay` and `concurrency`: mitmdump with and without mitmllm, measured
-against each other in the same run.
+"""Sections `proxy`, `sizes`, `relay` and `concurrency`: mitmdump with and without mitmllm,
+measured against each other in the same run.
 
 Three processes, so that the proxy has a core: the benchmark's upstream
-(`mitmllm.bench.upstream`, one SSE event per HTTP chunk as fast as the socket takes them),
-`mitmdump` in reverse mode, and the client in this process (aiohttp, reading raw chunks and
+(`mitmllm.bench.upstream`, one SSE event per HTTP chunk, or a few, as fast as the socket takes
+them), `mitmdump` in reverse mode, and the client in this process (aiohttp, reading raw chunks and
 counting events). Each way of reaching the upstream is a `Setup`:
 
 * ``direct``: no proxy; shows the upstream and the client outrun mitmproxy;
 * ``plain``: mitmdump streaming event streams (``flow.response.stream = True``), no mitmllm;
-* ``addon``: mitmdump with ``-s mitmllm_addon.py``: every event decoded and validated on the way;
+* ``tap``: mitmdump with ``-s mitmllm_addon.py``, inspect-only: every event decoded and
+  validated on the way;
+* ``worker``: the same with ``mitmllm_worker``: the proxy frames, a process validates;
+* ``restamp``: the tap with a model rule, so every model value of the answer is restamped to
+  the alias the client asked for (`mitmllm.bench.corpus.RESTAMP_ALIAS`);
 * ``relay``: the addon plus a config file that routes the stream through mitmllm's relay; it
   joins the run when the addon chain has the ``mitmllm_config`` option (see `relay_ready`).
 
-Figures: events/s of a long stream at one event per upstream chunk and at several, and the time
-to the first body byte (TTFB) of short streams; with the relay, the latency each event gets
-through each setup (a paced, stamped stream: `mitmllm.bench.latency`). The setups take turns
-(rotating order) within each repetition, and the ratios compare medians of the same run. The
-concurrency section (`mitmllm.bench.concurrency`) then starts the setups afresh and loads them
-one after the other. Every proxy is started with ``-q`` on a free 127.0.0.1 port and killed on
-the way out, Ctrl-C included.
+The headline figure is the proxy's CPU time per event: user + system time of the mitmdump
+process (and of the processes it started: the validation worker) from ``/proc/PID/stat`` over a
+run, divided by the events the client read, next to events/s; the ratio against plain mitmdump
+measured in the same run is what the targets judge. A run is a few streams of `stream_events`
+events one after the other on one connection, so the per-flow work counts too. Rows (`Row`):
+every wire format at one and at four events per upstream chunk (section `proxy`), 4 KiB and
+64 KiB events (section `sizes`); the setups take turns (rotating order) within each repetition,
+and the figures are medians of the repetitions. The proxy section also measures the time to the
+first body byte (TTFB) of short streams; with the relay, the latency each event gets through
+each setup (a paced, stamped stream: `mitmllm.bench.latency`). The concurrency section
+(`mitmllm.bench.concurrency`) then starts the setups afresh and loads them one after the other.
+Every proxy is started with ``-q`` on a free 127.0.0.1 port and killed on the way out, Ctrl-C
+included.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import pstats
 import signal
@@ -46,7 +57,15 @@ import aiohttp
 from mitmllm.bench import concurrency
 from mitmllm.bench.concurrency import ConcurrencySizes
 from mitmllm.bench.concurrency import Endpoint
+from mitmllm.bench.concurrency import tree_cpu_seconds
+from mitmllm.bench.corpus import ANTHROPIC
+from mitmllm.bench.corpus import FORMATS
+from mitmllm.bench.corpus import GEMINI
 from mitmllm.bench.corpus import LIFECYCLE_EVENTS
+from mitmllm.bench.corpus import RESTAMP_ALIAS
+from mitmllm.bench.corpus import KiB
+from mitmllm.bench.corpus import MiB
+from mitmllm.bench.corpus import lifecycle_events
 from mitmllm.bench.corpus import proxy_events
 from mitmllm.bench.corpus import proxy_request
 from mitmllm.bench.latency import LatencyError
@@ -64,18 +83,27 @@ from mitmllm.bench.upstream import HEADER_ACCEPT_ENCODING
 from mitmllm.engine.relay import UPSTREAM_HEADER
 
 SECTION = "proxy"
+SIZES_SECTION = "sizes"
 RELAY_SECTION = "relay"
 CONCURRENCY_SECTION = "concurrency"
-SECTIONS = (SECTION, RELAY_SECTION, CONCURRENCY_SECTION)
+SECTIONS = (SECTION, SIZES_SECTION, RELAY_SECTION, CONCURRENCY_SECTION)
 
-#: The issue's targets, at one event per upstream chunk.
+#: The issues' targets for the inspect-only tap against plain mitmdump, in every row of the
+#: proxy section: CPU time per event at most, events/s at least.
+TARGET_CPU_RATIO = 1.15
 TARGET_EVENTS_RATIO = 0.9
+#: Restamping (only the model value changes) against the tap's own CPU time per event.
+TARGET_RESTAMP_RATIO = 1.10
+#: 64 KiB events: the tap's CPU time per event against plain mitmdump's.
+TARGET_BIG_CPU_RATIO = 1.3
 TARGET_ADDED_TTFB_MS = 0.5
-#: ... and the relay's, against plain mitmdump.
+#: The relay's targets against plain mitmdump (at one event per upstream chunk).
 TARGET_RELAY_EVENTS_RATIO = 0.7
 TARGET_RELAY_ADDED_TTFB_MS = 2.0
 #: Several events per upstream chunk, as a busy upstream's TCP segments carry them.
 REALISTIC_PER_CHUNK = 4
+#: The event sizes of the sizes section (text per delta, bytes): the issue's 4 KiB and 64 KiB.
+BIG_EVENTS = (4 * KiB, 64 * KiB)
 #: Events in each TTFB request: a short answer.
 SHORT_EVENTS = 8
 #: Seconds a proxy may take to start listening (mitmdump takes a few).
@@ -88,8 +116,9 @@ RELAY_UPSTREAM = "bench"
 
 DIRECT = "direct"
 PLAIN = "plain"
-ADDON = "addon"
+TAP = "tap"  # the addon, inspect-only
 WORKER = "worker"  # the addon with mitmllm_worker on: the proxy only frames
+RESTAMP = "restamp"  # the addon with a model rule that restamps every answer
 RELAY = "relay"
 
 # Runs mitmdump from this interpreter, whatever the PATH says.
@@ -171,12 +200,14 @@ class BenchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ProxySizes:
-    events: int  # events in the long stream
-    reps: int  # measured repetitions of the long stream (and the paced one) per setup and row
+    events: int  # events per run at one event per chunk (more chunks per event: as many more)
+    reps: int  # measured repetitions of each run (and the paced one) per setup and row
     ttfb_requests: int  # short requests per setup
     warmup_requests: int
     latency_events: int  # events in the paced stream of the relay's per-event latency
     latency_rate: float  # its deltas per second: light load, every event on its own
+    stream_events: int = 1000  # events per stream of a run
+    big_bytes: int = 64 * MiB  # bytes per run of the sizes section
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +221,8 @@ class Setup:
     tapped: bool = False
     #: the relay must have served the stream (it names the upstream in a response header)
     relayed: bool = False
+    #: the answer must carry the model the client asked for (a model rule restamped it)
+    restamped: bool = False
     description: str = ""
 
 
@@ -203,24 +236,49 @@ def addon_script() -> Path:
     return script
 
 
-def setups(workdir: Path, upstream_port: int, *, relay: bool) -> list[Setup]:
+def setups(workdir: Path, upstream_port: int, names: Sequence[str]) -> list[Setup]:
+    """The setups named (in the order of `SETUP_ORDER`), their scripts and configs written to
+    `workdir`."""
     plain = workdir / "plain_stream.py"
     plain.write_text(_PLAIN_SCRIPT, encoding="utf-8")
     script = str(addon_script())
-    out = [
-        Setup(DIRECT, None, description="client to upstream, no proxy"),
-        Setup(PLAIN, ("-s", str(plain)), description="mitmdump, stream=True for event streams"),
-        Setup(ADDON, ("-s", script), tapped=True, description="mitmdump -s mitmllm_addon.py"),
-        Setup(
+    restamp = workdir / "restamp.yaml"
+    restamp.write_text(restamp_config(), encoding="utf-8")
+    every = {
+        DIRECT: Setup(DIRECT, None, description="client to upstream, no proxy"),
+        PLAIN: Setup(
+            PLAIN, ("-s", str(plain)), description="mitmdump, stream=True for event streams"
+        ),
+        TAP: Setup(TAP, ("-s", script), tapped=True, description="mitmdump -s mitmllm_addon.py"),
+        WORKER: Setup(
             WORKER,
             ("-s", script, "--set", "mitmllm_worker=true"),
             tapped=True,
             description="the same, validating in the worker process",
         ),
-    ]
-    if relay:
-        out.append(relay_setup(workdir, upstream_port))
-    return out
+        RESTAMP: Setup(
+            RESTAMP,
+            ("-s", script, "--set", f"mitmllm_config={restamp}"),
+            tapped=True,
+            restamped=True,
+            description="the tap with a model rule: every answer restamped",
+        ),
+    }
+    if RELAY in names:
+        every[RELAY] = relay_setup(workdir, upstream_port)
+    return [every[n] for n in SETUP_ORDER if n in names and n in every]
+
+
+#: Every setup, in the order a run starts and lists them.
+SETUP_ORDER = (DIRECT, PLAIN, TAP, WORKER, RESTAMP, RELAY)
+#: The model the restamp setup's rule sends upstream instead of the alias.
+RESTAMP_UPSTREAM_MODEL = "bench-upstream-model"
+
+
+def restamp_config() -> str:
+    """A config file with one model rule: the alias goes upstream as another model, and every
+    answer is restamped to the alias (the upstream answers with its own model names)."""
+    return f"version: 1\nmodels:\n  - match: {RESTAMP_ALIAS}\n    to: {RESTAMP_UPSTREAM_MODEL}\n"
 
 
 # --- the relay: one more entry ---------------------------------------------------------------
@@ -446,6 +504,26 @@ def processes() -> Iterator[Processes]:
 # --- the client ------------------------------------------------------------------------------
 
 
+class EventCounter:
+    """Counts the events of a body read in chunks cut anywhere: the blank lines that end them
+    (LF LF; CRLF CRLF in a CRLF-framed stream), counted as if the body were one piece."""
+
+    __slots__ = ("sep", "count", "_tail")
+
+    def __init__(self, crlf: bool = False) -> None:
+        self.sep = b"\r\n\r\n" if crlf else b"\n\n"
+        self.count = 0
+        self._tail = b""  # the bytes after the last blank line that may start the next one
+
+    def feed(self, chunk: bytes) -> None:
+        sep = self.sep
+        data = self._tail + chunk if self._tail else chunk
+        n = data.count(sep)
+        self.count += n
+        end = data.rfind(sep) + len(sep) if n else 0
+        self._tail = data[max(end, len(data) - len(sep) + 1) :]
+
+
 @dataclass(frozen=True, slots=True)
 class Stream:
     """One response as the client saw it."""
@@ -455,6 +533,7 @@ class Stream:
     events: int
     accept_encoding: str  # what the upstream was asked for
     served_by: str | None  # the upstream the relay names, if the relay served it
+    model_seen: bool = False  # the model the client asked for came back in the body
 
     @property
     def rate(self) -> float:
@@ -467,16 +546,23 @@ async def fetch(
     events: int,
     per_chunk: int,
     *,
+    fmt: str = ANTHROPIC,
+    text_bytes: int | None = None,
+    model: str | None = None,
     profile: str | None = None,
 ) -> Stream:
-    """One streaming request; events are counted as the blank lines that end them. With
-    `profile`, a profiling proxy adds the flow to the profile of that name."""
-    path, headers, body = proxy_request(events, per_chunk)
+    """One streaming request in `fmt` (asking for `model`, if given); events are counted as the
+    blank lines that end them. With `profile`, a profiling proxy adds the flow to the profile
+    of that name."""
+    path, headers, body = proxy_request(
+        events, per_chunk, fmt=fmt, text_bytes=text_bytes, model=model
+    )
     if profile:
         headers[PROFILE_HEADER] = profile
     url = f"http://127.0.0.1:{port}{path}"
-    count = 0
-    last = b""
+    counter = EventCounter(crlf=fmt == GEMINI)
+    marker = model.encode() if model else None
+    model_seen = False
     first: float | None = None
     t0 = time.perf_counter()
     async with client.post(url, data=body, headers=headers) as resp:
@@ -486,14 +572,15 @@ async def fetch(
         async for chunk in resp.content.iter_any():
             if first is None:
                 first = time.perf_counter()
-            count += chunk.count(b"\n\n") + (last == b"\n" and chunk[:1] == b"\n")
-            last = chunk[-1:]
+            counter.feed(chunk)
+            if marker is not None and not model_seen:
+                model_seen = marker in chunk
         end = time.perf_counter()
         seen = resp.headers.get(HEADER_ACCEPT_ENCODING, "")
         served_by = resp.headers.get(UPSTREAM_HEADER)
     if first is None:
         raise BenchError(f"{url} sent an empty body")
-    return Stream(first - t0, end - t0, count, seen, served_by)
+    return Stream(first - t0, end - t0, counter.count, seen, served_by, model_seen)
 
 
 def http_client() -> aiohttp.ClientSession:
@@ -519,6 +606,11 @@ def check(setup: Setup, stream: Stream | PacedStream, expected: int) -> None:
         )
     if setup.relayed and stream.served_by != RELAY_UPSTREAM:
         raise BenchError(f"{setup.name}: the stream did not come through the relay")
+    if isinstance(stream, Stream) and setup.restamped and not stream.model_seen:
+        raise BenchError(
+            f"{setup.name}: the answer does not carry the model {RESTAMP_ALIAS!r} the client "
+            "asked for: the model rule did not restamp it"
+        )
     if isinstance(stream, PacedStream) and stream.stamps != expected - LIFECYCLE_EVENTS:
         raise BenchError(
             f"{setup.name}: {stream.stamps} stamped deltas arrived whole, "
@@ -526,7 +618,85 @@ def check(setup: Setup, stream: Stream | PacedStream, expected: int) -> None:
         )
 
 
-# --- measurement -----------------------------------------------------------------------------
+# --- what is measured --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One stream shape of the throughput runs, and the setups that carry it."""
+
+    label: str
+    fmt: str
+    per_chunk: int  # events per upstream chunk
+    text_bytes: int | None  # text per delta; None: 40-84 characters, as Claude streams them
+    setups: tuple[str, ...]
+    stream_events: int  # events per stream
+    streams: int  # streams per run, one after the other on one connection
+
+
+def row_label(fmt: str, per_chunk: int) -> str:
+    return f"{fmt}, {per_chunk} event{'s' if per_chunk > 1 else ''}/chunk"
+
+
+def size_label(text_bytes: int) -> str:
+    return f"{text_bytes // KiB} KiB events"
+
+
+def plan_rows(
+    sizes: ProxySizes, sections: Sequence[str], formats: Sequence[str], *, relay: bool
+) -> list[Row]:
+    """The rows the selected sections need, each with the union of their setups."""
+    wanted: dict[tuple[str, int, int | None], list[str]] = {}
+
+    def want(fmt: str, per_chunk: int, text_bytes: int | None, names: Sequence[str]) -> None:
+        have = wanted.setdefault((fmt, per_chunk, text_bytes), [])
+        have += [n for n in names if n not in have]
+
+    for per_chunk in (1, REALISTIC_PER_CHUNK):
+        if SECTION in sections:
+            for fmt in formats:
+                extra = [WORKER] if fmt == ANTHROPIC else []
+                want(fmt, per_chunk, None, [DIRECT, PLAIN, TAP, RESTAMP, *extra])
+        if relay and RELAY_SECTION in sections:
+            want(ANTHROPIC, per_chunk, None, [PLAIN, TAP, RELAY])
+    if SIZES_SECTION in sections:
+        for big in BIG_EVENTS:
+            want(ANTHROPIC, 1, big, [DIRECT, PLAIN, TAP])
+    rows = []
+    for (fmt, per_chunk, size), names in wanted.items():
+        if size is None:
+            total = sizes.events * per_chunk
+            per_stream = min(sizes.stream_events, total)
+            label = row_label(fmt, per_chunk)
+        else:
+            # Big events: a run of about big_bytes, in ten streams or more.
+            total = max(10 * (LIFECYCLE_EVENTS + 1), sizes.big_bytes // size)
+            per_stream = min(sizes.stream_events, total // 10)
+            label = size_label(size)
+        per_stream = max(per_stream, lifecycle_events(fmt) + 1)
+        ordered = tuple(n for n in SETUP_ORDER if n in names)
+        rows.append(
+            Row(label, fmt, per_chunk, size, ordered, per_stream, max(1, total // per_stream))
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Streams of one row through one setup, one after the other."""
+
+    events: int
+    seconds: float
+    cpu: float | None  # CPU seconds of the proxy (and its children) over the run; None: direct
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def cpu_per_event(self) -> float:
+        """Microseconds of the proxy's CPU time per event (NaN without a proxy)."""
+        return self.cpu / self.events * 1e6 if self.cpu is not None else math.nan
 
 
 @dataclass
@@ -549,9 +719,9 @@ class Running:
         return next((s for s in self.setups if s.name == name), None)
 
 
-async def start(procs: Processes, report: Report, *, relay: bool) -> Running:
+async def start(procs: Processes, report: Report, names: Sequence[str]) -> Running:
     upstream = await procs.upstream()
-    all_setups = setups(procs.workdir, upstream.port, relay=relay)
+    all_setups = setups(procs.workdir, upstream.port, names)
     proxies = {s.name: procs.proxy(s, upstream.port) for s in all_setups if s.args is not None}
     t0 = time.perf_counter()
     await asyncio.gather(*(procs.listening(p) for p in proxies.values()))
@@ -566,57 +736,109 @@ class Measured:
     """What one run measured, per setup."""
 
     setups: list[Setup]
-    #: events/s of the long stream, per (row label, setup name)
-    rates: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    #: the runs of each (row label, setup name)
+    runs: dict[tuple[str, str], list[Run]] = field(default_factory=dict)
     #: TTFB in seconds per setup
     ttfb: dict[str, list[float]] = field(default_factory=dict)
     #: per-event latency in ms per setup: every delta of the paced streams but their first
     latency: dict[str, list[float]] = field(default_factory=dict)
 
+    def rate(self, label: str, name: str) -> float:
+        """Median events/s of the row through the setup (NaN if not measured)."""
+        return median([r.rate for r in self.runs.get((label, name), [])])
 
-#: (label, events per upstream chunk) of the long-stream rows; the targets apply to the first.
-ROWS: tuple[tuple[str, int], ...] = (
-    ("1 event/chunk", 1),
-    (f"{REALISTIC_PER_CHUNK} events/chunk", REALISTIC_PER_CHUNK),
-)
+    def cpu(self, label: str, name: str) -> float:
+        """Median CPU time per event (µs) of the row through the setup (NaN if not measured)."""
+        runs = self.runs.get((label, name), [])
+        return median([r.cpu_per_event for r in runs if r.cpu is not None])
+
+    def row(self, label: str) -> Row | None:
+        return next((r for r in self.rows if r.label == label), None)
+
+
 #: Events of the paced stream that warms a setup up before its latency is measured.
 PACED_WARMUP_EVENTS = 16
 
 
-def expected_events(events: int) -> int:
-    return len(proxy_events(events))
+@functools.cache
+def expected_events(events: int, fmt: str = ANTHROPIC, text_bytes: int | None = None) -> int:
+    return len(proxy_events(events, fmt=fmt, text_bytes=text_bytes))
+
+
+async def run_streams(
+    client: aiohttp.ClientSession,
+    running: Running,
+    setup: Setup,
+    row: Row,
+    streams: int | None = None,
+    *,
+    profile: str | None = None,
+) -> Run:
+    """The row's streams (or `streams` of them) through `setup`, with the proxy's CPU time."""
+    pid = running.pid(setup)
+    port = running.port(setup)
+    expected = expected_events(row.stream_events, row.fmt, row.text_bytes)
+    model = RESTAMP_ALIAS if setup.restamped else None
+    cpu0 = tree_cpu_seconds(pid) if pid is not None else None
+    t0 = time.perf_counter()
+    events = 0
+    for _ in range(row.streams if streams is None else streams):
+        got = await fetch(
+            client,
+            port,
+            row.stream_events,
+            row.per_chunk,
+            fmt=row.fmt,
+            text_bytes=row.text_bytes,
+            model=model,
+            profile=profile,
+        )
+        check(setup, got, expected)
+        events += got.events
+    seconds = time.perf_counter() - t0
+    cpu1 = tree_cpu_seconds(pid) if pid is not None else None
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    return Run(events, seconds, cpu)
 
 
 async def measure(
-    client: aiohttp.ClientSession, running: Running, sizes: ProxySizes, *, event_latency: bool
+    client: aiohttp.ClientSession,
+    running: Running,
+    rows: Sequence[Row],
+    sizes: ProxySizes,
+    *,
+    ttfb: Sequence[str],
+    event_latency: bool,
 ) -> Measured:
-    """Throughput and TTFB per setup; with `event_latency`, the per-event latency too."""
-    all_setups = running.setups
-    m = Measured(all_setups)
-    long_total = expected_events(sizes.events)
+    """Every row through its setups; TTFB through the setups named in `ttfb`; with
+    `event_latency`, the per-event latency through every setup."""
+    m = Measured(running.setups, list(rows))
     short_total = expected_events(SHORT_EVENTS)
+    ttfb_setups = [s for s in running.setups if s.name in ttfb]
     # Warm-up: connections, caches, the upstream's framing; and proof of each setup's path.
-    for s in all_setups:
-        port = running.port(s)
-        check(s, await fetch(client, port, sizes.events, 1), long_total)
-        for _ in range(sizes.warmup_requests):
-            check(s, await fetch(client, port, SHORT_EVENTS, 1), short_total)
+    for s in running.setups:
+        if s.name in ttfb:
+            for _ in range(sizes.warmup_requests):
+                check(s, await fetch(client, running.port(s), SHORT_EVENTS, 1), short_total)
         if event_latency:
             await paced(client, running, s, PACED_WARMUP_EVENTS, sizes.latency_rate)
-    for label, per_chunk in ROWS:
+    for row in rows:
+        row_setups = [s for s in running.setups if s.name in row.setups]
+        for s in row_setups:
+            await run_streams(client, running, s, row, streams=1)
         for rep in range(sizes.reps):
-            for s in rotated(all_setups, rep):
-                got = await fetch(client, running.port(s), sizes.events, per_chunk)
-                check(s, got, long_total)
-                m.rates.setdefault((label, s.name), []).append(got.rate)
-    for i in range(sizes.ttfb_requests):
-        for s in rotated(all_setups, i):
+            for s in rotated(row_setups, rep):
+                run = await run_streams(client, running, s, row)
+                m.runs.setdefault((row.label, s.name), []).append(run)
+    for i in range(sizes.ttfb_requests if ttfb_setups else 0):
+        for s in rotated(ttfb_setups, i):
             got = await fetch(client, running.port(s), SHORT_EVENTS, 1)
             check(s, got, short_total)
             m.ttfb.setdefault(s.name, []).append(got.ttfb)
     if event_latency:
         for rep in range(sizes.reps):
-            for s in rotated(all_setups, rep):
+            for s in rotated(running.setups, rep):
                 lat = await paced(client, running, s, sizes.latency_events, sizes.latency_rate)
                 m.latency.setdefault(s.name, []).extend(lat)
     return m
@@ -639,6 +861,8 @@ async def paced(
 
 def rotated(items: list[Setup], n: int) -> list[Setup]:
     """`items` starting at position n: no setup always goes first."""
+    if not items:
+        return []
     k = n % len(items)
     return items[k:] + items[:k]
 
@@ -657,17 +881,19 @@ async def profiled(
     workloads: Sequence[str],
     sizes: ProxySizes,
     load: ConcurrencySizes | None = None,
+    row: Row | None = None,
 ) -> dict[str, pstats.Stats]:
-    """Run each workload (STREAM: the long stream; TTFB: short requests; LOAD: a shorter
+    """Run each workload (STREAM: a run of `row`; TTFB: short requests; LOAD: a shorter
     concurrency load) through `setup` with every flow profiled; their stats."""
     out = procs.workdir / f"{setup.name}.prof"
     proc = procs.proxy(setup, upstream.port, profile_to=out)
     await procs.listening(proc)
+    alone = Running(upstream, [setup], {setup.name: proc})
     async with http_client() as client:
         await fetch(client, proc.port, SHORT_EVENTS, 1)  # the first connection, not profiled
         for workload in workloads:
-            if workload == STREAM:
-                await fetch(client, proc.port, sizes.events, 1, profile=workload)
+            if workload == STREAM and row is not None:
+                await run_streams(client, alone, setup, row, profile=workload)
             elif workload == LOAD and load is not None:
                 deltas = round(PROFILE_LOAD_SECONDS * load.rate)
                 events = min(load.events, LIFECYCLE_EVENTS + deltas)
@@ -700,18 +926,23 @@ async def print_hot_spots(
     workloads: Sequence[str],
     sizes: ProxySizes,
     load: ConcurrencySizes | None = None,
+    row: Row | None = None,
 ) -> None:
     """Profile `setup` under each workload (a fresh proxy, so the figures' processes stay as
     they were) and print the hot spots."""
     if not workloads:
         return
-    stats = await profiled(procs, setup, running.upstream, workloads, sizes, load)
+    stats = await profiled(procs, setup, running.upstream, workloads, sizes, load, row)
     what = {
-        STREAM: "a long stream",
+        STREAM: f"a run of {row.label}" if row is not None else "a run",
         TTFB: "short requests",
         LOAD: f"{load.streams if load else 0} paced streams",
     }
-    title = {ADDON: "mitmdump + addon", RELAY: "mitmdump + addon + relay"}.get(setup.name, "")
+    title = {
+        TAP: "mitmdump + addon",
+        RESTAMP: "mitmdump + addon, restamping",
+        RELAY: "mitmdump + addon + relay",
+    }.get(setup.name, "")
     for workload in workloads:
         report.print()
         if workload in stats:
@@ -726,8 +957,15 @@ async def print_hot_spots(
 MEASUREMENT_ERRORS = (BenchError, LatencyError, aiohttp.ClientError, TimeoutError)
 
 
-def run(report: Report, sizes: ProxySizes, load: ConcurrencySizes, sections: Sequence[str]) -> None:
-    """The proxy, relay and concurrency sections (those selected), on one set of processes."""
+def run(
+    report: Report,
+    sizes: ProxySizes,
+    load: ConcurrencySizes,
+    sections: Sequence[str],
+    formats: Sequence[str] = FORMATS,
+) -> None:
+    """The proxy, sizes, relay and concurrency sections (those selected), the proxy section's
+    rows in `formats`."""
     relay_reason = relay_ready()
     wanted = [s for s in SECTIONS if s in sections]
     if wanted == [RELAY_SECTION] and relay_reason is not None:
@@ -735,7 +973,7 @@ def run(report: Report, sizes: ProxySizes, load: ConcurrencySizes, sections: Seq
         return
     allow_open_files(8 * load.streams + 256)
     try:
-        asyncio.run(_run(report, sizes, load, wanted, relay_reason))
+        asyncio.run(_run(report, sizes, load, wanted, formats, relay_reason))
     except MEASUREMENT_ERRORS as e:
         failed(report, wanted, e)
 
@@ -766,30 +1004,26 @@ async def _run(
     sizes: ProxySizes,
     load: ConcurrencySizes,
     sections: Sequence[str],
+    formats: Sequence[str],
     relay_reason: str | None,
 ) -> None:
     """The selected sections; without the relay (`relay_reason` says why) its rows say so."""
     relay = relay_reason is None
-    want_proxy = SECTION in sections
     want_relay = RELAY_SECTION in sections and relay
+    rows = plan_rows(sizes, sections, formats, relay=want_relay)
+    throughput = [s for s in (SECTION, SIZES_SECTION, RELAY_SECTION) if s in sections]
     with processes() as procs:
-        if want_proxy or want_relay:
-            if want_proxy:
-                report.heading(
-                    "proxy: mitmdump + mitmllm against plain mitmdump (stream=True), same run"
-                )
-                report.print(
-                    "  upstream: one Anthropic event (150-200 bytes) per HTTP chunk, in its own "
-                    f"process; long stream: {sizes.events:,} events, median of {sizes.reps}; "
-                    f"TTFB: {sizes.ttfb_requests} requests of {SHORT_EVENTS} events"
-                )
-            else:
-                relay_heading(report, sizes)
+        if rows:
+            describe_runs(report, rows, sizes)
+            ttfb = [n for n in (DIRECT, PLAIN, TAP, WORKER) if SECTION in sections]
+            if want_relay:
+                ttfb += [n for n in (PLAIN, TAP, RELAY) if n not in ttfb]
+            used = {n for r in rows for n in r.setups} | set(ttfb)
             try:
-                running = await start(procs, report, relay=want_relay)
-                await _proxy_and_relay(report, procs, running, sizes, want_proxy, want_relay)
+                running = await start(procs, report, sorted(used))
+                await _throughput(report, procs, running, rows, sizes, sections, ttfb, want_relay)
             except MEASUREMENT_ERRORS as e:
-                failed(report, [s for s in (SECTION, RELAY_SECTION) if s in sections], e)
+                failed(report, [s for s in throughput if s != RELAY_SECTION or relay], e)
             finally:
                 # The concurrency run gets processes of its own: its memory figures must not
                 # carry what these ones kept of the long streams.
@@ -799,7 +1033,8 @@ async def _run(
         if CONCURRENCY_SECTION in sections:
             concurrency.describe(report, load)
             try:
-                running = await start(procs, report, relay=relay)
+                names = [DIRECT, PLAIN, TAP, WORKER] + ([RELAY] if relay else [])
+                running = await start(procs, report, names)
                 await _concurrency(report, procs, running, sizes, load)
             except MEASUREMENT_ERRORS as e:
                 failed(report, [CONCURRENCY_SECTION], e)
@@ -807,30 +1042,64 @@ async def _run(
                 concurrency.unavailable(report, RELAY, load, relay_reason)
 
 
-async def _proxy_and_relay(
+def describe_runs(report: Report, rows: Sequence[Row], sizes: ProxySizes) -> None:
+    report.heading("throughput runs: mitmdump with and without mitmllm, same run")
+    report.print(
+        "  upstream: in its own process, one event (or several) per HTTP chunk; a run: streams "
+        f"of up to {sizes.stream_events:,} events one after the other; median of {sizes.reps} "
+        "runs per row and setup, setups in rotating order"
+    )
+    report.print(
+        "  CPU per event: user + system time of the mitmdump process (and its children) from "
+        "/proc/PID/stat over the run / events read; ratios against plain mitmdump of the same "
+        "run"
+    )
+    report.table(
+        ["row", "format", "events/chunk", "streams x events", "setups"],
+        [
+            [
+                r.label,
+                r.fmt,
+                str(r.per_chunk),
+                f"{r.streams} x {r.stream_events:,}",
+                ", ".join(r.setups),
+            ]
+            for r in rows
+        ],
+    )
+
+
+async def _throughput(
     report: Report,
     procs: Processes,
     running: Running,
+    rows: Sequence[Row],
     sizes: ProxySizes,
-    want_proxy: bool,
+    sections: Sequence[str],
+    ttfb: Sequence[str],
     want_relay: bool,
 ) -> None:
     async with http_client() as client:
-        m = await measure(client, running, sizes, event_latency=want_relay)
-    if want_proxy:
-        missed_rate, missed_ttfb = proxy_figures(report, m)
-        addon = running.setup(ADDON)
-        assert addon is not None
-        workloads = [w for w, missed in ((STREAM, missed_rate), (TTFB, missed_ttfb)) if missed]
-        await print_hot_spots(report, procs, running, addon, workloads, sizes)
+        m = await measure(client, running, rows, sizes, ttfb=ttfb, event_latency=want_relay)
+    if SECTION in sections:
+        misses = proxy_figures(report, m)
+        for name, (row, missed_ttfb) in misses.items():
+            setup = running.setup(name)
+            assert setup is not None
+            workloads = ([STREAM] if row is not None else []) + ([TTFB] if missed_ttfb else [])
+            await print_hot_spots(report, procs, running, setup, workloads, sizes, row=row)
+    if SIZES_SECTION in sections:
+        worst = sizes_figures(report, m)
+        tap = running.setup(TAP)
+        if worst is not None and tap is not None:
+            await print_hot_spots(report, procs, running, tap, [STREAM], sizes, row=worst)
     if want_relay:
-        if want_proxy:
-            relay_heading(report, sizes)
         missed_rate, missed_ttfb = relay_figures(report, m)
         relay = running.setup(RELAY)
         assert relay is not None
         workloads = [w for w, missed in ((STREAM, missed_rate), (TTFB, missed_ttfb)) if missed]
-        await print_hot_spots(report, procs, running, relay, workloads, sizes)
+        row = m.row(row_label(ANTHROPIC, 1))
+        await print_hot_spots(report, procs, running, relay, workloads, sizes, row=row)
 
 
 async def _concurrency(
@@ -857,105 +1126,238 @@ async def _concurrency(
                     check=functools.partial(check, s, expected=expected_events(load.events)),
                 )
             )
-    missed = concurrency.figures(report, loaded, load, baseline=DIRECT, targeted=RELAY)
+    missed = concurrency.figures(report, loaded, load, baseline=DIRECT, targeted=RELAY, plain=PLAIN)
     relay = running.setup(RELAY)
     if missed and relay is not None:
         await print_hot_spots(report, procs, running, relay, [LOAD], sizes, load)
 
 
-def _rate(m: Measured, label: str, name: str) -> float:
-    return median(m.rates.get((label, name), []))
+# --- figures ---------------------------------------------------------------------------------
 
 
-def proxy_figures(report: Report, m: Measured) -> tuple[bool, bool]:
-    """Print and record the proxy section; (events/s target missed, TTFB target missed)."""
+def ratio_name(label: str, a: str, b: str, what: str) -> str:
+    """The name of a ratio figure: ``anthropic, 1 event/chunk: tap / plain, CPU per event``."""
+    return f"{label}: {a} / {b}, {what}"
+
+
+CPU = "CPU per event"
+RATE = "events/s"
+
+
+def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bool]]:
+    """Print and record the proxy section. The setups to profile: by name, the row whose
+    target it missed worst (None: none) and whether the TTFB target was missed."""
+    report.heading("proxy: the tap and restamping against plain mitmdump (stream=True), same run")
+    rows = [r for r in m.rows if TAP in r.setups and r.text_bytes is None and PLAIN in r.setups]
+    rows = [r for r in rows if RESTAMP in r.setups]
     table = []
-    missed_rate = False
-    for i, (label, _per_chunk) in enumerate(ROWS):
-        direct, plain, addon, worker = (_rate(m, label, n) for n in (DIRECT, PLAIN, ADDON, WORKER))
-        fd = report.add(SECTION, f"{label}: direct", direct, "events/s")
-        fp = report.add(SECTION, f"{label}: plain mitmdump", plain, "events/s")
-        fa = report.add(SECTION, f"{label}: mitmdump + addon", addon, "events/s")
-        fw = report.add(
-            SECTION, f"{label}: mitmdump + addon, validation worker", worker, "events/s"
-        )
-        ratio = report.add(
+    worst: dict[str, tuple[float, Row]] = {}
+    for r in rows:
+        label = r.label
+        rate = {n: m.rate(label, n) for n in r.setups}
+        cpu = {n: m.cpu(label, n) for n in r.setups}
+        for n in r.setups:
+            report.add(SECTION, f"{label}: {n} {RATE}", rate[n], RATE)
+            if n != DIRECT:
+                report.add(SECTION, f"{label}: {n} {CPU}", cpu[n], "µs")
+        tap_cpu = report.add(
             SECTION,
-            f"{label}: addon / plain",
-            addon / plain,
+            ratio_name(label, TAP, PLAIN, CPU),
+            ratio(cpu[TAP], cpu[PLAIN]),
             "x",
-            at_least(TARGET_EVENTS_RATIO) if i == 0 else None,
+            at_most(TARGET_CPU_RATIO),
         )
-        wratio = report.add(
+        tap_rate = report.add(
             SECTION,
-            f"{label}: addon with validation worker / plain",
-            worker / plain,
+            ratio_name(label, TAP, PLAIN, RATE),
+            ratio(rate[TAP], rate[PLAIN]),
             "x",
-            at_least(TARGET_EVENTS_RATIO) if i == 0 else None,
+            at_least(TARGET_EVENTS_RATIO),
         )
-        # The upstream and client must outrun the proxy, or the ratios measure them instead.
+        restamp = report.add(
+            SECTION,
+            ratio_name(label, RESTAMP, TAP, CPU),
+            ratio(cpu[RESTAMP], cpu[TAP]),
+            "x",
+            at_most(TARGET_RESTAMP_RATIO),
+        )
         headroom = report.add(
-            SECTION, f"{label}: direct / plain", direct / plain, "x", at_least(1.0)
+            SECTION,
+            ratio_name(label, DIRECT, PLAIN, RATE),
+            ratio(rate[DIRECT], rate[PLAIN]),
+            "x",
+            at_least(1.0),
         )
-        missed_rate |= ratio.missed and wratio.missed
+        worker = "-"
+        if WORKER in r.setups:
+            report.add(
+                SECTION, ratio_name(label, WORKER, PLAIN, CPU), ratio(cpu[WORKER], cpu[PLAIN]), "x"
+            )
+            wrate = report.add(
+                SECTION,
+                ratio_name(label, WORKER, PLAIN, RATE),
+                ratio(rate[WORKER], rate[PLAIN]),
+                "x",
+                at_least(TARGET_EVENTS_RATIO) if r.per_chunk == 1 else None,
+            )
+            worker = f"{cpu[WORKER]:.1f} / {mark(wrate)}"
+        if tap_cpu.missed or tap_rate.missed:
+            score = tap_cpu.value or 0.0
+            if TAP not in worst or score > worst[TAP][0]:
+                worst[TAP] = (score, r)
+        if restamp.missed:
+            score = restamp.value or 0.0
+            if RESTAMP not in worst or score > worst[RESTAMP][0]:
+                worst[RESTAMP] = (score, r)
         table.append(
             [
                 label,
-                mark(fd),
-                mark(fp),
-                mark(fa),
-                mark(ratio),
-                mark(fw),
-                mark(wratio),
+                f"{rate[PLAIN]:,.0f}",
+                f"{cpu[PLAIN]:.1f}",
+                f"{rate[TAP]:,.0f}",
+                f"{cpu[TAP]:.1f}",
+                mark(tap_cpu),
+                mark(tap_rate),
+                f"{cpu[RESTAMP]:.1f}",
+                mark(restamp),
+                worker,
                 mark(headroom),
             ]
         )
     report.table(
         [
-            "events/s",
-            "direct",
-            "plain",
-            "addon",
-            "addon/plain",
-            "worker",
-            "worker/plain",
+            "row",
+            "plain ev/s",
+            "plain µs/ev",
+            "tap ev/s",
+            "tap µs/ev",
+            "tap/plain CPU",
+            "tap/plain ev/s",
+            "restamp µs/ev",
+            "restamp/tap CPU",
+            "worker µs/ev / ev/s vs plain",
             "direct/plain",
         ],
         table,
     )
+    report.print(
+        f"  targets: tap CPU per event <= {TARGET_CPU_RATIO:g}x plain and events/s >= "
+        f"{TARGET_EVENTS_RATIO:g}x plain in every row; restamp <= {TARGET_RESTAMP_RATIO:g}x the "
+        "tap's CPU per event"
+    )
     report.print()
+    missed_ttfb = ttfb_figures(report, m)
+    out: dict[str, tuple[Row | None, bool]] = {n: (r, False) for n, (_s, r) in worst.items()}
+    if missed_ttfb:
+        out[TAP] = (out.get(TAP, (None, False))[0], True)
+    return out
+
+
+def ttfb_figures(report: Report, m: Measured) -> bool:
+    """The time to first byte of short streams per setup; True if the target was missed."""
     ttfb_rows = []
     p50: dict[str, float] = {}
     for s in m.setups:
-        if s.name == RELAY:
+        if s.name not in m.ttfb or s.name == RELAY:
             continue
-        xs = [t * 1000 for t in m.ttfb.get(s.name, [])]
+        xs = [t * 1000 for t in m.ttfb[s.name]]
         p50[s.name] = percentile(xs, 50)
         f50 = report.add(SECTION, f"TTFB p50: {s.name}", p50[s.name], "ms")
         f90 = report.add(SECTION, f"TTFB p90: {s.name}", percentile(xs, 90), "ms")
         ttfb_rows.append([s.name, mark(f50), mark(f90), s.description])
+    if TAP not in p50 or PLAIN not in p50:
+        return False
     added = report.add(
         SECTION,
-        "TTFB p50 added by the addon (addon - plain)",
-        p50[ADDON] - p50[PLAIN],
+        "TTFB p50 added by the tap (tap - plain)",
+        p50[TAP] - p50[PLAIN],
         "ms",
         at_most(TARGET_ADDED_TTFB_MS),
     )
     plain_ttfb = [t * 1000 for t in m.ttfb.get(PLAIN, [])]
-    addon_ttfb = [t * 1000 for t in m.ttfb.get(ADDON, [])]
+    tap_ttfb = [t * 1000 for t in m.ttfb.get(TAP, [])]
     added90 = report.add(
         SECTION,
-        "TTFB p90 added by the addon (addon - plain)",
-        percentile(addon_ttfb, 90) - percentile(plain_ttfb, 90),
+        "TTFB p90 added by the tap (tap - plain)",
+        percentile(tap_ttfb, 90) - percentile(plain_ttfb, 90),
         "ms",
     )
-    ratio = report.add(SECTION, "TTFB p50 addon / plain", p50[ADDON] / p50[PLAIN], "x")
+    by_plain = report.add(SECTION, "TTFB p50 tap / plain", ratio(p50[TAP], p50[PLAIN]), "x")
     report.table(["TTFB", "p50", "p90", "setup"], ttfb_rows)
     report.print(
-        f"  added by the addon: p50 {mark(added)}, p90 {mark(added90)}; "
-        f"addon/plain p50 {mark(ratio)}"
+        f"  added by the tap: p50 {mark(added)}, p90 {mark(added90)}; "
+        f"tap/plain p50 {mark(by_plain)}"
     )
-    return missed_rate, added.missed
+    return added.missed
+
+
+def sizes_figures(report: Report, m: Measured) -> Row | None:
+    """Print and record the sizes section; the row to profile (the worst missed), or None."""
+    report.heading("sizes: big events through the tap against plain mitmdump, same run")
+    table = []
+    worst: tuple[float, Row] | None = None
+    for r in m.rows:
+        if r.text_bytes is None:
+            continue
+        label = r.label
+        rate = {n: m.rate(label, n) for n in r.setups}
+        cpu = {n: m.cpu(label, n) for n in r.setups}
+        for n in (PLAIN, TAP):
+            report.add(SIZES_SECTION, f"{label}: {n} {RATE}", rate[n], RATE)
+            report.add(SIZES_SECTION, f"{label}: {n} {CPU}", cpu[n], "µs")
+        target = at_most(TARGET_BIG_CPU_RATIO) if r.text_bytes >= 64 * KiB else None
+        by_plain = report.add(
+            SIZES_SECTION,
+            ratio_name(label, TAP, PLAIN, CPU),
+            ratio(cpu[TAP], cpu[PLAIN]),
+            "x",
+            target,
+        )
+        per_kib = report.add(
+            SIZES_SECTION,
+            f"{label}: tap CPU added per KiB",
+            (cpu[TAP] - cpu[PLAIN]) / (r.text_bytes / KiB),
+            "µs",
+        )
+        headroom = report.add(
+            SIZES_SECTION,
+            ratio_name(label, DIRECT, PLAIN, RATE),
+            ratio(rate[DIRECT], rate[PLAIN]),
+            "x",
+            at_least(1.0),
+        )
+        if by_plain.missed and (worst is None or (by_plain.value or 0.0) > worst[0]):
+            worst = (by_plain.value or 0.0, r)
+        mb = r.text_bytes / 1e6
+        table.append(
+            [
+                label,
+                f"{rate[PLAIN] * mb:.0f} MB/s",
+                f"{cpu[PLAIN]:.0f}",
+                f"{rate[TAP] * mb:.0f} MB/s",
+                f"{cpu[TAP]:.0f}",
+                mark(by_plain),
+                mark(per_kib),
+                mark(headroom),
+            ]
+        )
+    report.table(
+        [
+            "row",
+            "plain",
+            "plain µs/ev",
+            "tap",
+            "tap µs/ev",
+            "tap/plain CPU",
+            "added per KiB",
+            "direct/plain",
+        ],
+        table,
+    )
+    report.print(
+        f"  target: 64 KiB events cost the tap <= {TARGET_BIG_CPU_RATIO:g}x plain's CPU per event"
+    )
+    return worst[1] if worst else None
 
 
 RELAY_TTFB = "TTFB p50 added by the relay (relay - plain)"
@@ -963,51 +1365,75 @@ RELAY_TTFB = "TTFB p50 added by the relay (relay - plain)"
 LATENCY_NAMES = {
     DIRECT: "per-event latency p50: direct (baseline)",
     PLAIN: "per-event latency p50 added: plain",
-    ADDON: "per-event latency p50 added: tap-only",
+    TAP: "per-event latency p50 added: tap-only",
     WORKER: "per-event latency p50 added: tap-only, validation worker",
+    RESTAMP: "per-event latency p50 added: restamp",
     RELAY: "per-event latency p50 added: relay",
 }
 LATENCY_RATIOS = (
     "per-event latency added: relay / plain",
     "per-event latency added: relay / tap-only",
 )
-
-
-def relay_heading(report: Report, sizes: ProxySizes) -> None:
-    report.heading("relay: tap-only and relay against plain mitmdump, same run")
-    report.print(
-        f"  per-event latency: one paced stream of {sizes.latency_events - LIFECYCLE_EVENTS} "
-        f"stamped deltas at {sizes.latency_rate:g}/s per setup and repetition; per delta after "
-        "the first, client receive - upstream send; added = a proxy's percentile - the direct "
-        "run's"
-    )
+#: The rows of the relay section.
+RELAY_ROWS = (row_label(ANTHROPIC, 1), row_label(ANTHROPIC, REALISTIC_PER_CHUNK))
 
 
 def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
-    """The relay against tap-only (the addon) and plain mitmdump, from the same run; (events/s
-    target missed, TTFB target missed)."""
+    """The relay against tap-only and plain mitmdump, from the same run; (events/s target
+    missed, TTFB target missed)."""
+    report.heading("relay: tap-only and relay against plain mitmdump, same run")
     report.print(
         "  note: the relay reads the upstream in bulk and writes whole events in batches, so "
         "mitmproxy handles fewer, larger chunks than the upstream wrote"
     )
     rows = []
     missed_rate = False
-    for i, (label, _per_chunk) in enumerate(ROWS):
-        plain, addon, relay = (_rate(m, label, n) for n in (PLAIN, ADDON, RELAY))
-        fr = report.add(RELAY_SECTION, f"{label}: relay", relay, "events/s")
+    for i, label in enumerate(RELAY_ROWS):
+        plain, tap, relay = (m.rate(label, n) for n in (PLAIN, TAP, RELAY))
+        cpu_plain, cpu_relay = m.cpu(label, PLAIN), m.cpu(label, RELAY)
+        fr = report.add(RELAY_SECTION, f"{label}: relay {RATE}", relay, RATE)
         fp = report.add(
             RELAY_SECTION,
-            f"{label}: relay / plain",
-            relay / plain,
+            ratio_name(label, RELAY, PLAIN, RATE),
+            ratio(relay, plain),
             "x",
             at_least(TARGET_RELAY_EVENTS_RATIO) if i == 0 else None,
         )
-        fa = report.add(RELAY_SECTION, f"{label}: relay / tap-only", relay / addon, "x")
+        fa = report.add(
+            RELAY_SECTION, ratio_name(label, RELAY, "tap-only", RATE), ratio(relay, tap), "x"
+        )
+        fc = report.add(RELAY_SECTION, f"{label}: relay {CPU}", cpu_relay, "µs")
+        fcp = report.add(
+            RELAY_SECTION, ratio_name(label, RELAY, PLAIN, CPU), ratio(cpu_relay, cpu_plain), "x"
+        )
         missed_rate |= fp.missed
-        rows.append([label, f"{plain:,.0f}", f"{addon:,.0f}", mark(fr), mark(fp), mark(fa)])
-    report.table(["events/s", "plain", "tap-only", "relay", "relay/plain", "relay/tap-only"], rows)
+        rows.append(
+            [
+                label,
+                f"{plain:,.0f}",
+                f"{tap:,.0f}",
+                mark(fr),
+                mark(fp),
+                mark(fa),
+                mark(fc),
+                mark(fcp),
+            ]
+        )
+    report.table(
+        [
+            "events/s",
+            "plain",
+            "tap-only",
+            "relay",
+            "relay/plain",
+            "relay/tap-only",
+            "relay µs/ev",
+            "relay/plain CPU",
+        ],
+        rows,
+    )
     report.print()
-    ttfb = {n: percentile([t * 1000 for t in m.ttfb.get(n, [])], 50) for n in (PLAIN, ADDON, RELAY)}
+    ttfb = {n: percentile([t * 1000 for t in m.ttfb.get(n, [])], 50) for n in (PLAIN, TAP, RELAY)}
     added = report.add(
         RELAY_SECTION,
         RELAY_TTFB,
@@ -1015,10 +1441,14 @@ def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
         "ms",
         at_most(TARGET_RELAY_ADDED_TTFB_MS),
     )
-    by_plain = report.add(RELAY_SECTION, "TTFB p50 relay / plain", ttfb[RELAY] / ttfb[PLAIN], "x")
-    by_tap = report.add(RELAY_SECTION, "TTFB p50 relay / tap-only", ttfb[RELAY] / ttfb[ADDON], "x")
+    by_plain = report.add(
+        RELAY_SECTION, "TTFB p50 relay / plain", ratio(ttfb[RELAY], ttfb[PLAIN]), "x"
+    )
+    by_tap = report.add(
+        RELAY_SECTION, "TTFB p50 relay / tap-only", ratio(ttfb[RELAY], ttfb[TAP]), "x"
+    )
     report.print(
-        f"  TTFB p50: plain {ttfb[PLAIN]:.2f} ms, tap-only {ttfb[ADDON]:.2f} ms, relay "
+        f"  TTFB p50: plain {ttfb[PLAIN]:.2f} ms, tap-only {ttfb[TAP]:.2f} ms, relay "
         f"{ttfb[RELAY]:.2f} ms; added by the relay {mark(added)}; relay/plain {mark(by_plain)}, "
         f"relay/tap-only {mark(by_tap)}"
     )
@@ -1029,26 +1459,31 @@ def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
 
 def relay_event_latency(report: Report, m: Measured) -> None:
     """The latency each event gets through each setup, and what the proxies add to it."""
-    p50 = {s.name: percentile(m.latency.get(s.name, []), 50) for s in m.setups}
-    p99 = {s.name: percentile(m.latency.get(s.name, []), 99) for s in m.setups}
+    report.print(
+        "  per-event latency: paced streams of stamped deltas; per delta after the first, "
+        "client receive - upstream send; added = a proxy's percentile - the direct run's"
+    )
+    measured = [s for s in m.setups if m.latency.get(s.name)]
+    p50 = {s.name: percentile(m.latency[s.name], 50) for s in measured}
+    p99 = {s.name: percentile(m.latency[s.name], 99) for s in measured}
     rows = []
     added: dict[str, float] = {}
-    for s in m.setups:
+    for s in measured:
         name = s.name
         if name == DIRECT:
             f = report.add(RELAY_SECTION, LATENCY_NAMES[name], p50[name], "ms")
             added50 = added99 = "-"
         else:
-            added[name] = p50[name] - p50[DIRECT]
+            added[name] = p50[name] - p50.get(DIRECT, math.nan)
             f = report.add(RELAY_SECTION, LATENCY_NAMES[name], added[name], "ms")
             added50 = mark(f)
-            added99 = f"{p99[name] - p99[DIRECT]:.3f} ms"
+            added99 = f"{p99[name] - p99.get(DIRECT, math.nan):.3f} ms"
         rows.append(
             [
                 name,
-                f"{len(m.latency.get(name, [])):,}",
+                f"{len(m.latency[name]):,}",
                 f"{p50[name]:.3f} ms",
-                f"{percentile(m.latency.get(name, []), 90):.3f} ms",
+                f"{percentile(m.latency[name], 90):.3f} ms",
                 f"{p99[name]:.3f} ms",
                 added50,
                 added99,
@@ -1057,9 +1492,17 @@ def relay_event_latency(report: Report, m: Measured) -> None:
     report.table(
         ["per-event latency", "events", "p50", "p90", "p99", "added p50", "added p99"], rows
     )
+    nan = math.nan
     ratios = [
-        report.add(RELAY_SECTION, LATENCY_RATIOS[0], ratio(added[RELAY], added[PLAIN]), "x"),
-        report.add(RELAY_SECTION, LATENCY_RATIOS[1], ratio(added[RELAY], added[ADDON]), "x"),
+        report.add(
+            RELAY_SECTION,
+            LATENCY_RATIOS[0],
+            ratio(added.get(RELAY, nan), added.get(PLAIN, nan)),
+            "x",
+        ),
+        report.add(
+            RELAY_SECTION, LATENCY_RATIOS[1], ratio(added.get(RELAY, nan), added.get(TAP, nan)), "x"
+        ),
     ]
     report.print("  " + "; ".join(f"{f.name}: {mark(f)}" for f in ratios) + " (of the added p50)")
 
@@ -1067,11 +1510,17 @@ def relay_event_latency(report: Report, m: Measured) -> None:
 def relay_unavailable(report: Report, reason: str) -> None:
     """The relay rows while the relay cannot be measured, and why."""
     report.heading("relay: tap-only and relay against plain mitmdump")
-    figures = [
-        report.add(RELAY_SECTION, f"{label}: relay{what}", None, note=reason)
-        for label, _per_chunk in ROWS
-        for what in ("", " / plain", " / tap-only")
-    ]
+    figures = []
+    for label in RELAY_ROWS:
+        figures += [
+            report.add(RELAY_SECTION, f"{label}: relay {RATE}", None, note=reason),
+            report.add(RELAY_SECTION, ratio_name(label, RELAY, PLAIN, RATE), None, note=reason),
+            report.add(
+                RELAY_SECTION, ratio_name(label, RELAY, "tap-only", RATE), None, note=reason
+            ),
+            report.add(RELAY_SECTION, f"{label}: relay {CPU}", None, note=reason),
+            report.add(RELAY_SECTION, ratio_name(label, RELAY, PLAIN, CPU), None, note=reason),
+        ]
     figures.append(report.add(RELAY_SECTION, RELAY_TTFB, None, note=reason))
     figures += [
         report.add(RELAY_SECTION, name, None, note=reason)

@@ -8,8 +8,10 @@ chunked framing of each answer is built once and cached, and a response is a loo
 on aiohttp with a task per step, is the realistic server; this one is the fast one.) The
 benchmark measures it without a proxy too, to show it is not the bottleneck.
 
-Any POST is answered with `mitmllm.bench.corpus.proxy_events`, shaped by two request headers:
-``x-bench-events`` (events in the stream) and ``x-bench-per-chunk`` (events per HTTP chunk).
+Any POST is answered with `mitmllm.bench.corpus.proxy_events` in the wire format its path names
+(``/v1/messages``, ``/v1/chat/completions``, ``/v1/responses``, ``…:streamGenerateContent``),
+shaped by request headers: ``x-bench-events`` (events in the stream), ``x-bench-per-chunk``
+(events per HTTP chunk) and ``x-bench-text-bytes`` (text per delta, for big events).
 With ``x-bench-interval-us`` the stream is paced instead, as a model generates tokens: the
 lifecycle events at once, then one text delta per HTTP chunk every that many microseconds, each
 stamped with this process's monotonic clock (nanoseconds, shared by every process of the
@@ -35,21 +37,33 @@ from mitmllm.bench.corpus import STAMP
 from mitmllm.bench.corpus import STAMP_DIGITS
 from mitmllm.bench.corpus import group
 from mitmllm.bench.corpus import proxy_events
+from mitmllm.mock.scenarios import ANTHROPIC
+from mitmllm.mock.scenarios import route
 
 HEADER_EVENTS = "x-bench-events"
 HEADER_PER_CHUNK = "x-bench-per-chunk"
 HEADER_INTERVAL = "x-bench-interval-us"
 HEADER_ACCEPT_ENCODING = "x-bench-accept-encoding"
+HEADER_TEXT_BYTES = "x-bench-text-bytes"
 DEFAULT_EVENTS = 100
 END = b"0\r\n\r\n"
 
 
 @cache
-def framed(events: int, per_chunk: int) -> tuple[bytes, ...]:
+def framed(
+    events: int, per_chunk: int, fmt: str = ANTHROPIC, text_bytes: int | None = None
+) -> tuple[bytes, ...]:
     """The stream's HTTP chunks, each already framed for chunked transfer encoding."""
-    return tuple(
-        b"%x\r\n%b\r\n" % (len(c), c) for c in group(proxy_events(events), max(1, per_chunk))
-    )
+    stream = proxy_events(events, fmt=fmt, text_bytes=text_bytes)
+    return tuple(b"%x\r\n%b\r\n" % (len(c), c) for c in group(stream, max(1, per_chunk)))
+
+
+def stream_format(request_line: str) -> str:
+    """The wire format a request line's path asks for (Anthropic when it names none)."""
+    parts = request_line.split(" ")
+    path = parts[1].partition("?")[0] if len(parts) > 1 else ""
+    where = route("POST", path)
+    return where.fmt if where is not None else ANTHROPIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +152,11 @@ class Connection(asyncio.Protocol):
             return  # the body is still on its way
         del self.buffer[: end + 4 + length]
         self.busy = True
-        self.task = asyncio.get_running_loop().create_task(self.respond(headers))
+        self.task = asyncio.get_running_loop().create_task(
+            self.respond(stream_format(lines[0]), headers)
+        )
 
-    async def respond(self, headers: dict[str, str]) -> None:
+    async def respond(self, fmt: str, headers: dict[str, str]) -> None:
         transport = self.transport
         assert transport is not None
         interval = headers.get(HEADER_INTERVAL)
@@ -149,9 +165,12 @@ class Connection(asyncio.Protocol):
                 transport, headers, int(headers.get(HEADER_EVENTS) or DEFAULT_EVENTS), int(interval)
             )
             return
+        text_bytes = headers.get(HEADER_TEXT_BYTES)
         chunks = framed(
             int(headers.get(HEADER_EVENTS) or DEFAULT_EVENTS),
             int(headers.get(HEADER_PER_CHUNK) or 1),
+            fmt,
+            int(text_bytes) if text_bytes else None,
         )
         writable = self.writable
         transport.write(response_head(headers.get("accept-encoding", "")))

@@ -36,6 +36,7 @@ from mitmllm.protocol.splice import SpliceError
 from mitmllm.protocol.splice import apply
 from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.steady import Steady
 from mitmllm.protocol.stream import StreamChecker
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ class Pipeline:
         #: the unterminated tail passed on at the end, rewritten like any event when its data
         #: is whole JSON (empty until closed)
         self.trailing = b""
+        # Steady deltas are accepted by their bytes, only where no repair or rewrite could change
+        # an event and nothing reads the events one by one (`mitmllm.protocol.steady`).
+        self.steady = (
+            Steady.of(checker)
+            if repairer is None and not self.rewrites and on_event is None
+            else None
+        )
 
     @property
     def findings(self) -> Findings:
@@ -80,11 +88,35 @@ class Pipeline:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
         if self.failed:
             return chunk
+        if self.repairer is not None:
+            try:
+                events = self.upstream.decoder.feed(chunk)
+            except Exception as e:  # a codec bug must not eat the stream
+                return self._fail(e, [])
+            return self._process_repairing(events, self.repairer) if events else b""
+        checker = self.checker
+        decoder = checker.decoder
+        taken = 0
         try:
-            events = self.upstream.decoder.feed(chunk)
+            held = decoder.pending
+            steady = self.steady
+            if steady is not None and not held and steady.prefix is not None:
+                counted = checker.events
+                taken = steady.take(checker, chunk)
+                self.events += checker.events - counted
+                if taken == len(chunk):
+                    return chunk
+            events = decoder.feed(chunk[taken:] if taken else chunk)
         except Exception as e:  # a codec bug must not eat the stream
-            return self._fail(e, [])
-        return self._process(events) if events else b""
+            return chunk[:taken] + self._fail(e, [])
+        if not events:
+            return chunk[:taken]
+        out = self._process(events)
+        if out is None:  # nothing changed: the events' bytes as they came
+            if not held and not decoder.pending:
+                return chunk  # the chunk was whole events: pass the very object on
+            out = events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
+        return chunk[:taken] + out if taken else out
 
     def close(self) -> bytes:
         """End of stream: the remaining events, then the unterminated tail as is."""
@@ -150,27 +182,39 @@ class Pipeline:
             return ev
         return self._rewrite(ev, payload)
 
-    def _process(self, events: list[Event]) -> bytes:
-        if self.repairer is not None:
-            return self._process_repairing(events, self.repairer)
+    def _process(self, events: list[Event]) -> bytes | None:
+        """Parse, rewrite and check `events` (no repairer); the bytes to emit, or None when
+        they are the events' own bytes (no rewrite changed any), so the caller builds nothing."""
         checker = self.checker
         rewrites = self.rewrites
         on_event = self.on_event
-        out: list[bytes] = []
+        steady = self.steady
+        changed = False
         for i, ev in enumerate(events):
             try:
                 payload = checker.parse(ev)
-                if rewrites and is_json(payload):
-                    ev = self._rewrite(ev, payload)
-                checker.check(ev, payload)
+                if steady is not None:
+                    token = steady.before(checker, ev, payload)
+                    checker.check(ev, payload)
+                    if token is None:
+                        steady.forget()
+                    else:
+                        steady.after(checker, ev, payload, token)
+                    continue
+                new = self._rewrite(ev, payload) if rewrites and is_json(payload) else ev
+                checker.check(new, payload)
                 if on_event is not None:
-                    on_event(ev, payload)
+                    on_event(new, payload)
             except Exception as e:
                 self.events += i
-                return b"".join(out) + self._fail(e, events[i:])
-            out.append(ev.raw)
+                return b"".join(ev.raw for ev in events[:i]) + self._fail(e, events[i:])
+            if new is not ev:
+                events[i] = new
+                changed = True
         self.events += len(events)
-        return out[0] if len(out) == 1 else b"".join(out)
+        if not changed:
+            return None
+        return events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
 
     # --- with repairs ----------------------------------------------------------------------------
 

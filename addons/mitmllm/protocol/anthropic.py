@@ -778,6 +778,8 @@ class AnthropicDialect(Dialect):
     """Anthropic Messages: ``POST …/v1/messages`` with ``"stream": true`` in the body."""
 
     name = "anthropic"
+    # MessageStreamValidator._block_delta reads them only for being empty (has_text)
+    steady_paths = (("delta", "text"), ("delta", "thinking"))
     title = "Anthropic Messages"
     sentinel = None
     usage_fields: ClassVar[dict[str, str]] = {

@@ -118,6 +118,12 @@ class StreamValidator(ABC):
     #: the ordering rule the current event broke, when its handler words the finding
     breach: str | None = None
 
+    #: Attributes that only say where the event being judged is, for its findings: bound anew
+    #: before they are read, so they are no state (see `mitmllm.protocol.steady`).
+    CONTEXT: ClassVar[tuple[str, ...]] = ("findings", "event", "offset", "breach")
+    #: Attributes that count events and decide nothing until the stream ends.
+    COUNTERS: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self) -> None:
         self.findings = Findings()
 
@@ -267,6 +273,11 @@ class Dialect(ABC):
     @abstractmethod
     def validator(self, request: Any = None) -> StreamValidator:
         """A fresh state machine for one stream; `request` is the parsed request body."""
+
+    #: Where the events that make up most of a stream (text deltas) carry the model's text, when
+    #: the validator reads the text there only for being empty or not: such events are accepted
+    #: by their bytes once one was checked (`mitmllm.protocol.steady`). Empty: never.
+    steady_paths: ClassVar[tuple[tuple[str | int, ...], ...]] = ()
 
     def mender(self, request: Any = None) -> Mender | None:
         """The repairs of this wire format for one stream (see `mitmllm.protocol.repair`);

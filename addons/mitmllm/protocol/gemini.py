@@ -239,6 +239,8 @@ class GeminiValidator(StreamValidator):
         State.FINISHED: {ERROR_KIND: _FAIL},
     }
 
+    COUNTERS = ("chunks",)  # a count, not a decision: a steady delta adds one as well
+
     def __init__(self) -> None:
         super().__init__()
         self.state = State.START
@@ -588,6 +590,8 @@ class GeminiDialect(Dialect):
     """Gemini API and Vertex AI `generateContent` / `streamGenerateContent`."""
 
     name = "gemini"
+    # GeminiValidator reads it only for being a string and empty or not (GEM-7, output seen)
+    steady_paths = (("candidates", 0, "content", "parts", 0, "text"),)
     title = "Gemini generateContent"
     sentinel = None
     usage_key = "usageMetadata"

@@ -696,6 +696,8 @@ class OpenAIChat(Dialect):
     """OpenAI Chat Completions and every OpenAI-compatible host."""
 
     name = "openai-chat"
+    # ChatStreamValidator reads it only for being empty or not (OAI-13, OAI-14)
+    steady_paths = (("choices", 0, "delta", "content"),)
     title = "OpenAI Chat Completions"
     sentinel = SENTINEL_DATA
     usage_fields: ClassVar[dict[str, str]] = {

@@ -259,6 +259,22 @@ def parse_block(
     terminated: bool = True,
 ) -> Event:
     """Parse one complete block (or the trailing partial one) into an `Event`."""
+    if terminated:
+        common = parse_common(raw, index, offset)
+        if common is not None:
+            return common
+    return parse_text(raw, index, offset, findings, terminated=terminated)
+
+
+def parse_text(
+    raw: bytes,
+    index: int,
+    offset: int,
+    findings: Findings | Notes | None = None,
+    *,
+    terminated: bool = True,
+) -> Event:
+    """`parse_block` for any block: decode it as text and read it line by line (WHATWG)."""
     body = raw
     if offset == 0 and raw.startswith(BOM):
         body = raw[3:]
@@ -284,10 +300,6 @@ def parse_block(
         eol = "\r\n"  # CRLF only (Gemini): a plain split is exact
     else:
         eol = ""
-    if terminated and eol:
-        fast = _parse_simple(text, eol, raw, index, offset, findings)
-        if fast is not None:
-            return fast
     lines = text.split(eol) if eol else _EOL_STR.split(text)
     if lines and lines[-1] == "":
         lines.pop()  # the text ended with a terminator
@@ -388,31 +400,55 @@ def parse_block(
     )
 
 
-def _parse_simple(
-    text: str, eol: str, raw: bytes, index: int, offset: int, findings: Findings | Notes | None
-) -> Event | None:
-    """The shapes almost every LLM event has: ``data: X`` or ``event: N`` + ``data: X``, with
-    one kind of line end `eol` (LF, or CRLF only). Returns None for anything else (the general
-    parser then runs); the result is identical to the general parser's."""
-    w = len(eol)
-    end = len(text) - 2 * w  # without the line end and the blank line (indices: no copies)
-    nl = text.find(eol, 0, end)
-    if nl == -1:
-        if not text.startswith("data: "):
-            return None
-        event = None
-        data = text[6:end]
-    elif text.startswith("event: ") and text.startswith("data: ", nl + w):
-        if text.find(eol, nl + w, end) != -1:
-            return None
-        event = text[7:nl]
-        data = text[nl + w + 6 : end]
+#: Event names already seen, decoded once: a stream repeats a handful of them.
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 256
+
+
+def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
+    """The block shapes almost every LLM event has, read from the bytes: ``data: X`` or
+    ``event: N`` + ``data: X``, one kind of line end (LF, or CRLF only), and nothing the grammar
+    reports on (no comment re-wrapped as data, no line-separator hazard, valid UTF-8). Returns
+    None for anything else (`parse_block` then decodes the block as text); the result is the
+    event the general parser makes of `raw`, with no grammar findings."""
+    n = len(raw)
+    # bytes.find, not `in`: `in` first tries the argument as an integer and pays for the
+    # TypeError it catches, on every call
+    if raw.endswith(b"\n\n") and raw.find(b"\r") == -1:
+        eol = b"\n"
+    elif raw.endswith(b"\r\n\r\n") and raw.count(b"\r") == raw.count(b"\n") == raw.count(b"\r\n"):
+        eol = b"\r\n"
     else:
         return None
-    if findings is not None and (
-        data[:1] == ":" or (not data.isascii() and _LINE_SEPARATOR_HAZARDS.search(data))
-    ):
-        return None  # let the general parser word the finding
+    w = len(eol)
+    end = n - 2 * w  # the data line's end: before its line end and the blank line
+    if raw.startswith(b"data: "):
+        if raw.find(eol, 6) != end:
+            return None
+        event = None
+        start = 6
+    elif raw.startswith(b"event: "):
+        nl = raw.find(eol, 7)
+        start = nl + w + 6
+        if nl == -1 or not raw.startswith(b"data: ", nl + w) or raw.find(eol, start) != end:
+            return None
+        name = raw[7:nl]
+        event = _NAMES.get(name)
+        if event is None:
+            try:
+                event = name.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            if len(_NAMES) < _MAX_NAMES:
+                _NAMES[name] = event
+    else:
+        return None
+    try:
+        data = raw[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if data[:1] == ":" or (not data.isascii() and _LINE_SEPARATOR_HAZARDS.search(data)):
+        return None  # the general parser words the finding
     return Event(index, offset, raw, event, data, None, None, (), 1, True)
 
 
@@ -491,6 +527,10 @@ class Decoder:
             ev = self._parse(data, self._base)
             self._base += len(data)
             return [ev]
+        if not self._buf:
+            # Several blocks (and maybe the start of one more): cut them from the chunk itself;
+            # only the unfinished rest is buffered.
+            return self._take_from(data, self._block_ends(final=False, buf=data))
         self._buf += data
         return self._take(self._block_ends(final=False))
 
@@ -556,7 +596,7 @@ class Decoder:
         """
         if self._buf:
             return False
-        if not self._saw_cr and b"\r" in data:
+        if not self._saw_cr and data.find(b"\r") != -1:  # not `in`: see parse_common
             self._saw_cr = True
         n = len(data)
         if not self._saw_cr:
@@ -568,14 +608,16 @@ class Decoder:
             and data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
         )
 
-    def _block_ends(self, final: bool) -> list[int]:
-        """End offsets (in the buffer) of the complete blocks it holds.
+    def _block_ends(self, final: bool, buf: bytes | bytearray | None = None) -> list[int]:
+        """End offsets (in the buffer, or in `buf` while the buffer is empty) of the complete
+        blocks it holds.
 
         The scan resumes where the last one stopped, so a huge block arriving in pieces is
         searched once. A block ending in a CR at the very end of the input waits for the next
         byte (it may be a CRLF) unless this is the end of the stream.
         """
-        buf = self._buf
+        if buf is None:
+            buf = self._buf
         n = len(buf)
         if not self._saw_cr and buf.find(b"\r", self._scan) != -1:
             self._saw_cr = True
@@ -642,6 +684,28 @@ class Decoder:
                 events.append(self._parse(bytes(view[start:end]), self._base + start))
                 start = end
         self._consume(start)
+        return events
+
+    def skip(self, n: int) -> None:
+        """Count one whole block of `n` bytes that its consumer read without the decoder (fed
+        with nothing buffered; see `mitmllm.protocol.steady`)."""
+        self._index += 1
+        self._base += n
+
+    def _take_from(self, data: bytes, ends: list[int]) -> list[Event]:
+        """Parse the blocks of `data` (fed with nothing buffered) that end at `ends`, and buffer
+        the rest."""
+        events = []
+        start = 0
+        base = self._base
+        for end in ends:
+            events.append(self._parse(data[start:end], base + start))
+            start = end
+        if start < len(data):
+            with memoryview(data) as view:
+                self._buf += view[start:]
+        self._base = base + start
+        self._scan = max(self._scan - start, 0)
         return events
 
     def _parse(self, raw: bytes, offset: int) -> Event:

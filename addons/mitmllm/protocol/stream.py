@@ -155,6 +155,13 @@ class StreamChecker:
         if self.validator is not None:
             self.validator.on_event(ev, payload, f)
 
+    def skipped(self) -> None:
+        """Count one data event accepted without `parse` and `check` (a steady delta: see
+        `mitmllm.protocol.steady`), as `check` would have: valid JSON, no id, no finding."""
+        self.events += 1
+        self.data_events += 1
+        self._invalid_prev = False
+
     def _detect(self, ev: Event, payload: Any) -> None:
         self._autodetect = False
         dialect = from_payload(payload, ev.event)

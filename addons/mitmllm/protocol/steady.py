@@ -1,0 +1,258 @@
+"""Steady deltas: events accepted by comparing their bytes with a checked one (sans-I/O).
+
+Theory of operation
+-------------------
+Most of a long LLM stream is one event repeated: a text delta whose bytes differ from the
+previous delta's only inside one JSON string, the text. For such an event the full path (decode
+the block, parse its JSON, run the dialect's state machine) finds nothing and changes nothing,
+so `Steady` proves that once and then accepts the following events by their bytes:
+
+1. Certify. The full path checks an event whose payload carries a non-empty text at a path its
+   dialect's validator reads only for being empty (`Dialect.steady_paths`). If the validator's
+   state (`fingerprint`) is the same after the event as before, save for where it points its
+   findings (`StreamValidator.CONTEXT`) and event counters that grew by one
+   (`StreamValidator.COUNTERS`), and no finding was added, the event was a no-op for the
+   validator, and so is the same event with any other non-empty text.
+2. Learn. The text's bytes occur once in the block, quoted, and parsing the block with a probe
+   string in their place gives the same payload with the probe at that path: the bytes before
+   (`prefix`) and after (`suffix`) are fixed, and any text without ``"``, ``\\``, control
+   characters or separators between them is that JSON string and nothing else.
+3. Accept. A block that is `prefix` + such a text + `suffix` is the certified event with another
+   text: `take` counts it (codec, checker, validator counters) without building it.
+
+Anything else goes the full way, and a later certified event learns again. A stream whose
+events never certify or never repeat stops trying after `MAX_MISSES`, so it pays for the
+fingerprints a few times at most. What this proves is tested against the full path for every
+chunking (tests/test_steady.py): the same findings, validator summary and bytes.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+from typing import Any
+
+import orjson
+
+from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import parse_common
+
+if TYPE_CHECKING:
+    from mitmllm.protocol.dialect import Dialect
+    from mitmllm.protocol.stream import StreamChecker
+
+Path = tuple[str | int, ...]
+
+#: Failed certifications (or templates that accepted nothing) in a row before a stream stops
+#: trying: its events change the validator's state, or differ in more than their text.
+MAX_MISSES = 4
+#: Stands for the text while a template is learned (no character a JSON string escapes).
+PROBE = "mitmllm-steady-probe"
+#: A validator's state deeper than this is not fingerprinted (and not certified).
+MAX_DEPTH = 12
+
+
+class TooDeep(Exception):
+    """The state is nested deeper than MAX_DEPTH: certify nothing."""
+
+
+def fingerprint(obj: Any, depth: int = 0) -> Any:
+    """A comparable, hashable picture of `obj`'s value: containers and objects (their
+    ``__dict__`` and ``__slots__``) by content. Events, findings and callables are references
+    a validator keeps for reporting, not state, and compare equal."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, Enum)):
+        return obj
+    if isinstance(obj, (Event, Findings)) or callable(obj):
+        return "<ref>"
+    if depth > MAX_DEPTH:
+        raise TooDeep
+    d = depth + 1
+    if isinstance(obj, dict):
+        return ("dict", tuple((fingerprint(k, d), fingerprint(v, d)) for k, v in obj.items()))
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__, tuple(fingerprint(x, d) for x in obj))
+    if isinstance(obj, (set, frozenset)):
+        return ("set", frozenset(fingerprint(x, d) for x in obj))
+    return (type(obj).__qualname__, tuple(sorted(attributes(obj, d).items())))
+
+
+def attributes(obj: Any, depth: int = 0) -> dict[str, Any]:
+    """The fingerprints of an object's own attributes, by name."""
+    names = set(getattr(obj, "__dict__", {}))
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        names.update((slots,) if isinstance(slots, str) else slots)
+    names.discard("__dict__")
+    names.discard("__weakref__")
+    missing = object()
+    out = {}
+    for name in names:
+        value = getattr(obj, name, missing)
+        if value is not missing:
+            out[name] = fingerprint(value, depth)
+    return out
+
+
+def opaque_text(payload: Any, path: Path) -> str | None:
+    """The string at `path` in `payload`, or None."""
+    node = payload
+    for key in path:
+        if isinstance(key, int):
+            if type(node) is not list or len(node) <= key:
+                return None
+        elif type(node) is not dict:
+            return None
+        node = node[key] if isinstance(key, int) else node.get(key)
+    return node if type(node) is str else None
+
+
+def plain_text(text: bytes) -> bool:
+    """Is `text` the bytes of a JSON string that needs no escape and that the SSE grammar
+    reports nothing on: valid UTF-8, no ``"`` or ``\\``, only printable characters (no control
+    characters, no line or paragraph separators)?"""
+    if text.find(b'"') != -1 or text.find(b"\\") != -1:  # not `in`: see sse.parse_common
+        return False
+    try:
+        return text.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+def _with(payload: Any, path: Path, value: str) -> Any:
+    """A copy of `payload` with `value` at `path`."""
+    copy = orjson.loads(orjson.dumps(payload))
+    node = copy
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return copy
+
+
+class Steady:
+    """The steady-delta shortcut of one stream (see the module docstring)."""
+
+    __slots__ = ("paths", "counters", "context", "prefix", "suffix", "misses", "used")
+
+    def __init__(
+        self, paths: tuple[Path, ...], counters: tuple[str, ...] = (), context: tuple[str, ...] = ()
+    ) -> None:
+        self.paths = paths
+        self.counters = counters
+        self.context = context
+        self.prefix: bytes | None = None  # the learned template, once certified
+        self.suffix = b""
+        self.misses = 0
+        self.used = False  # the template accepted an event
+
+    @classmethod
+    def of(cls, checker: StreamChecker) -> Steady | None:
+        """The shortcut for the stream `checker` validates, if its wire format has one."""
+        dialect: Dialect | None = checker.dialect
+        validator = checker.validator
+        if dialect is None or validator is None or not dialect.steady_paths:
+            return None
+        return cls(dialect.steady_paths, validator.COUNTERS, validator.CONTEXT)
+
+    # --- the full path: certify and learn ------------------------------------------------------
+
+    def before(self, checker: StreamChecker, ev: Event, payload: Any) -> Any:
+        """Between parsing and checking an event: what `after` needs to certify it, or None
+        when it is no candidate (no text at an opaque path, or the stream stopped trying)."""
+        if self.misses >= MAX_MISSES or type(payload) is not dict or checker.validator is None:
+            return None
+        for path in self.paths:
+            text = opaque_text(payload, path)
+            if text:
+                try:
+                    state = attributes(checker.validator)
+                except TooDeep:
+                    return None
+                return path, text, state, len(checker.findings.items), _suppressed(checker)
+        return None
+
+    def after(self, checker: StreamChecker, ev: Event, payload: Any, token: Any) -> None:
+        """After checking the event `before` saw: learn its template if it certifies."""
+        path, text, state, found, suppressed = token
+        if self.prefix is not None and not self.used:
+            self.misses += 1  # the last template accepted nothing
+        self.prefix, self.used = None, False
+        if len(checker.findings.items) != found or _suppressed(checker) != suppressed:
+            self.misses += 1
+            return
+        try:
+            now = attributes(checker.validator)
+        except TooDeep:
+            self.misses += 1
+            return
+        for name in self.context:
+            state.pop(name, None)
+            now.pop(name, None)
+        for name in self.counters:
+            was, grew = state.pop(name, None), now.pop(name, None)
+            if type(was) is not int or grew != was + 1:
+                self.misses += 1
+                return
+        if now != state or not self._learn(ev, payload, path, text):
+            self.misses += 1
+
+    def _learn(self, ev: Event, payload: Any, path: Path, text: str) -> bool:
+        raw = ev.raw
+        body = text.encode("utf-8")
+        quoted = b'"' + body + b'"'
+        if not plain_text(body) or raw.count(quoted) != 1:
+            return False
+        at = raw.find(quoted) + 1
+        prefix, suffix = raw[:at], raw[at + len(body) :]
+        probe = parse_common(prefix + PROBE.encode() + suffix, ev.index, ev.offset)
+        if probe is None or probe.event != ev.event or probe.data is None:
+            return False
+        try:
+            if orjson.loads(probe.data) != _with(payload, path, PROBE):
+                return False
+        except orjson.JSONDecodeError:
+            return False
+        self.prefix, self.suffix = prefix, suffix
+        return True
+
+    def forget(self) -> None:
+        """The full path checked an event that was not certified: the state the template was
+        proven in may have changed, so the template goes."""
+        if self.prefix is not None:
+            if not self.used:
+                self.misses += 1
+            self.prefix, self.used = None, False
+
+    # --- the shortcut ----------------------------------------------------------------------------
+
+    def take(self, checker: StreamChecker, chunk: bytes) -> int:
+        """Accept the events at the start of `chunk` (fed with nothing buffered) that match the
+        template; how many bytes they take."""
+        prefix, suffix = self.prefix, self.suffix
+        if prefix is None:
+            return 0
+        validator = checker.validator
+        decoder = checker.decoder
+        pos = 0
+        n = len(chunk)
+        while pos < n and chunk.startswith(prefix, pos):
+            start = pos + len(prefix)
+            end = chunk.find(b'"', start)
+            if end <= start or not chunk.startswith(suffix, end):
+                break
+            if not plain_text(chunk[start:end]):
+                break
+            after = end + len(suffix)
+            decoder.skip(after - pos)
+            checker.skipped()
+            for name in self.counters:
+                setattr(validator, name, getattr(validator, name) + 1)
+            pos = after
+        if pos:
+            self.used = True
+            self.misses = 0
+        return pos
+
+
+def _suppressed(checker: StreamChecker) -> int:
+    return sum(checker.findings.suppressed.values())

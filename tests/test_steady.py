@@ -1,0 +1,196 @@
+"""Steady deltas: the byte-level shortcut gives what the full path gives, for every stream and
+every chunking (findings, validator summary, counts and the bytes passed on)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from mitmllm.bench.corpus import CALLS
+from mitmllm.bench.corpus import FORMATS
+from mitmllm.bench.corpus import long_stream
+from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.validation import StreamResult
+from mitmllm.protocol import detect
+from mitmllm.protocol.repair import Repairer
+from mitmllm.protocol.steady import Steady
+from mitmllm.protocol.steady import fingerprint
+from mitmllm.protocol.steady import plain_text
+from mitmllm.protocol.stream import StreamChecker
+from tests import streamcheck
+
+WORD = re.compile(rb" word(\d+)")
+#: The formats whose text deltas the shortcut may take.
+STEADY = sorted(f for f in FORMATS if detect.by_name(f).steady_paths)
+
+# Texts a model streams (most of them), and the ones the shortcut must leave to the full path.
+_plain = st.sampled_from(["Hello", " world", "a", "Grüße 東京 🙂", "x" * 300, " token", "{}"])
+_texts = st.one_of(
+    _plain,
+    _plain,
+    _plain,
+    _plain,
+    _plain,
+    st.sampled_from(['say "hi"', "back\\slash", "tab\there", "line\nbreak", "\u2028", "\u0085"]),
+    st.sampled_from(["", "nbsp\u00a0", "del\x7f", "</script>", '","index":1,"x":"']),
+    st.text(max_size=12),
+)
+
+
+def stream(fmt: str, texts: list[str], ascii_only: bool) -> list[bytes]:
+    """The mock's `long` stream in `fmt` with `texts` as its deltas, JSON-escaped as a sender
+    might (raw UTF-8, or \\u escapes)."""
+    events = long_stream(fmt, len(texts)).events
+
+    def text(m: re.Match[bytes]) -> bytes:
+        return json.dumps(texts[int(m[1])], ensure_ascii=ascii_only)[1:-1].encode()
+
+    return [WORD.sub(text, ev) for ev in events]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
+    """`events`, sometimes broken the ways streams break: reordered, dropped, repeated,
+    keep-alives and ids between events, a delta for another block, a cut end."""
+    out = list(events)
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(out) - 1))
+        kind = draw(st.sampled_from(["swap", "drop", "repeat", "ping", "id", "index", "blank"]))
+        if kind == "swap" and i + 1 < len(out):
+            out[i], out[i + 1] = out[i + 1], out[i]
+        elif kind == "drop" and len(out) > 1:
+            del out[i]
+        elif kind == "repeat":
+            out.insert(i, out[i])
+        elif kind == "ping":
+            out.insert(i, b": keep-alive\n\n")
+        elif kind == "id":
+            out[i] = b"id: 7\n" + out[i]
+        elif kind == "index":
+            out[i] = out[i].replace(b'"index":0', b'"index":1', 1)
+        elif kind == "blank":
+            out.insert(i, b"\n")
+    if draw(st.integers(0, 5)) == 0:  # cut inside the last event
+        out[-1] = out[-1][: draw(st.integers(1, len(out[-1])))]
+    return out
+
+
+@st.composite
+def chunked(draw: st.DrawFn, pieces: list[bytes]) -> list[bytes]:
+    """As an upstream writes them, a few whole events per chunk; or cut anywhere."""
+    if draw(st.booleans()):
+        return draw(streamcheck.chunkings(b"".join(pieces)))
+    out, i = [], 0
+    while i < len(pieces):
+        k = draw(st.integers(1, 4))
+        out.append(b"".join(pieces[i : i + k]))
+        i += k
+    return out
+
+
+def outcome(fmt: str, chunks: list[bytes], *, shortcut: bool) -> tuple[Any, ...]:
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body), autodetect=True)
+    pipeline = Pipeline(checker)
+    if not shortcut:
+        pipeline.steady = None
+    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    result = StreamResult.of(checker)
+    return out, result, checker.data_events, checker.sentinels, pipeline.events
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_the_shortcut_changes_no_finding_no_count_and_no_byte(data: st.DataObject) -> None:
+    fmt = data.draw(st.sampled_from(FORMATS))
+    texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
+    events = stream(fmt, texts, data.draw(st.booleans()))
+    pieces = data.draw(mutated(events))
+    chunks = data.draw(chunked(pieces))
+    full = outcome(fmt, chunks, shortcut=False)
+    assert outcome(fmt, chunks, shortcut=True) == full
+    assert full[0] == b"".join(pieces)  # nothing rewritten: the bytes pass as they came
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_a_healthy_stream_is_mostly_taken_by_its_bytes(fmt: str, per_chunk: int) -> None:
+    """The shortcut is not idle: after a delta or two, the deltas are accepted by the bytes."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    parsed = 0
+    original = checker.parse
+
+    def counting(ev: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return original(ev)
+
+    checker.parse = counting  # type: ignore[method-assign]
+    out = [pipeline.feed(c) for c in chunks]
+    pipeline.close()
+    assert b"".join(out) == b"".join(events)
+    assert all(o is c for o, c in zip(out, chunks, strict=True))  # whole chunks, not copies
+    assert checker.events == len(events) and parsed < 20
+    assert checker.findings.to_list() == []
+    assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
+
+
+def test_responses_and_pipelines_that_rewrite_repair_or_hand_events_on_have_no_shortcut() -> None:
+    """OpenAI Responses deltas carry a new sequence number each and their text is joined by the
+    validator; a pipeline that rewrites, repairs or hands events on reads every event."""
+    assert STEADY == ["anthropic", "gemini", "openai-chat"]
+    assert Steady.of(StreamChecker(detect.by_name("openai-responses"))) is None
+    assert Steady.of(StreamChecker(None)) is None
+    d = detect.by_name("anthropic")
+    checker = StreamChecker(d)
+    assert Pipeline(checker).steady is not None
+    assert Pipeline(checker, [lambda payload: []]).steady is None
+    assert Pipeline(checker, on_event=lambda ev, payload: None).steady is None
+    up = StreamChecker(d)
+    assert Pipeline(checker, upstream=up, repairer=Repairer(d, up.findings)).steady is None
+
+
+def test_plain_text_is_only_text_a_json_string_carries_unescaped() -> None:
+    assert plain_text("Grüße 東京 🙂 <b>".encode())
+    for bad in (b'say "hi"', b"back\\slash", b"tab\there", b"\xff", "\u2028".encode(), b"\x7f"):
+        assert not plain_text(bad)
+
+
+def test_fingerprint_compares_state_by_value_and_ignores_reporting_references() -> None:
+    class Block:
+        __slots__ = ("index", "parts")
+
+        def __init__(self, index: int) -> None:
+            self.index, self.parts = index, ["a"]
+
+    a, b = Block(0), Block(0)
+    assert fingerprint({"open": [a], "seen": {"x"}}) == fingerprint({"open": [b], "seen": {"x"}})
+    b.parts.append("b")
+    assert fingerprint([a]) != fingerprint([b])
+    assert fingerprint(print) == fingerprint(len)  # callables are references
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_a_healthy_stream_with_any_texts_gives_the_same_with_and_without_the_shortcut(
+    data: st.DataObject,
+) -> None:
+    fmt = data.draw(st.sampled_from(STEADY))
+    mostly_plain = st.one_of(_plain, _plain, _plain, _texts)
+    texts = data.draw(st.lists(mostly_plain, min_size=4, max_size=40))
+    events = stream(fmt, texts, data.draw(st.booleans()))
+    chunks = data.draw(chunked(events))
+    assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
