@@ -1,14 +1,13 @@
-"""Tests for the repairs' SSE layer (keep-alives inside events, the final event), the JSON splice
-they edit with, and the three promises over every wire format: the output is the same for every
-chunking, a stream whose breakage a repair covers validates without an error, and a valid stream
-passes byte-identical. The wire formats' own repairs are tested in their dialects' test modules."""
+"""Tests for the repairs' SSE layer (keep-alives inside events, the final event), the framing
+kept by the events they edit, and the three promises over every wire format: the output is the
+same for every chunking, a stream whose breakage a repair covers validates without an error, and
+a valid stream passes byte-identical. The wire formats' own repairs are tested in their
+dialects' test modules."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import settings
@@ -20,8 +19,6 @@ from mitmllm.mock.scenarios import expected_rules
 from mitmllm.mock.scenarios import plan_request
 from mitmllm.protocol import detect
 from mitmllm.protocol.dialect import Dialect
-from mitmllm.protocol.repair import splice
-from mitmllm.protocol.repair import value_span
 from mitmllm.protocol.rules import RULES
 from tests import anthropic_streams as S
 from tests.streamcheck import chunkings
@@ -169,37 +166,38 @@ def test_a_cut_final_event_stays_unterminated() -> None:
     assert "FIX-3" not in fixes(upstream) and "SSE-14" in error_rules(client)
 
 
-# --- the splice repairs edit with ---------------------------------------------------------------
+# --- what a repair edits keeps the upstream's framing --------------------------------------------
 
 
-def test_splice_changes_only_the_value_at_the_path() -> None:
-    text = '{ "index" :1,"a":{"index":7}, "s":"x\\"}", "l":[0, {"index": 1 }]}'
-    assert splice(text, ("index",), 0) == text.replace(":1,", ":0,", 1)
-    assert splice(text, ("l", 1, "index"), 9) == text.replace(" 1 }", " 9 }")
-    assert splice(text, ("missing",), 0) is None
-    assert splice("[1]", ("x",), 0) is None
-
-
-def test_splice_takes_the_last_of_a_repeated_key_as_parsers_do() -> None:
-    text = '{"i":1,"i":2}'
-    assert orjson.loads(text)["i"] == 2
-    assert value_span(text, ("i",)) == (11, 12)
-
-
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
-    max_leaves=10,
-)
-
-
-@given(JSON_VALUES, st.sampled_from([None, 2]))
-def test_value_span_finds_every_value_of_any_json(value: Any, indent: int | None) -> None:
-    text = json.dumps({"x": value, "k": [1, value]}, indent=indent, ensure_ascii=False)
-    for path in (("x",), ("k", 1)):
-        span = value_span(text, path)
-        assert span is not None
-        assert json.loads(text[span[0] : span[1]]) == value
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_a_renumbered_event_keeps_every_byte_but_the_index(eol: bytes) -> None:
+    """Index repairs are splices (`mitmllm.protocol.splice`): the upstream's spacing, key order,
+    escapes, data lines, comments between them and line ends stay; only the index's bytes
+    change. The client's checker sees the same framing, so it reports the same grammar."""
+    start = (
+        b"event: content_block_start\n"
+        b'data: {"index" : 1, "type":"content_block_start",'
+        b'"content_block":{"type":"text","text":""}}\n\n'
+    )
+    delta = (  # data over two lines, a comment between them, the second without its space
+        b"event: content_block_delta\n"
+        b'data: { "type":"content_block_delta",\n'
+        b": keep-alive\n"
+        b'data:"delta":{"type":"text_delta","text":"\\u00e9"},"index":1 }\n\n'
+    )
+    stop = b'event: content_block_stop\ndata: {"type":"content_block_stop","index":1}\n\n'
+    body = S.message(start + delta + stop).replace(b"\n", eol)
+    out, upstream, client = repaired(ANT, [body])
+    assert out == (
+        S.message(
+            start.replace(b'"index" : 1', b'"index" : 0')
+            + delta.replace(b'"index":1 }', b'"index":0 }')
+            + stop.replace(b'"index":1', b'"index":0')
+        ).replace(b"\n", eol)
+    )
+    grammar = {"SSE-6", "SSE-9", "SSE-17"}
+    assert set(upstream.rules()) == grammar | {"FIX-6", "ANT-7"}
+    assert set(client.rules()) == grammar
 
 
 # --- the three promises, over every wire format ------------------------------------------------

@@ -22,6 +22,7 @@ from mitmllm.protocol.splice import apply
 from mitmllm.protocol.splice import diff
 from mitmllm.protocol.splice import encode
 from mitmllm.protocol.splice import locate
+from mitmllm.protocol.splice import replaced
 from mitmllm.protocol.splice import splice
 from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import decode_all
@@ -182,6 +183,10 @@ def test_several_edits_at_once(doc: Any, data: st.DataObject) -> None:
         expect = expect[:s] + encode(edit.value) + expect[e:]
     assert out == expect
     assert same(json.loads(out), apply(copy.deepcopy(value), edits))
+    # the same change to a copy: the value the edits were read from stays as it was
+    before = copy.deepcopy(value)
+    assert same(replaced(value, edits), json.loads(out))
+    assert same(value, before)
 
 
 @settings(max_examples=300, deadline=None)
@@ -200,6 +205,8 @@ def test_deleting_and_inserting_members(doc: Any, data: st.DataObject) -> None:
             edits.append(Edit((*parent, key), data.draw(NEW_VALUES)))
     out = splice(text, edits)
     assert same(json.loads(out), apply(copy.deepcopy(value), edits))
+    before = copy.deepcopy(value)
+    assert same(replaced(value, edits), json.loads(out)) and same(value, before)
     if not edits:
         assert out == text
     # Bytes outside the object are untouched.

@@ -37,13 +37,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
 
-import orjson
-
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import INVALID
 from mitmllm.protocol.payload import NO_DATA
 from mitmllm.protocol.payload import SENTINEL
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.splice import Edit
+from mitmllm.protocol.splice import SpliceError
+from mitmllm.protocol.splice import replaced
+from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import KNOWN_FIELDS
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
@@ -76,105 +78,6 @@ def renumbered(mapping: dict[int, int], index: int, taken: int) -> int:
 
 
 _EOL = re.compile(rb"\r\n|\r|\n")
-
-
-# --- finding a value in JSON text, to splice it ---------------------------------------------------
-
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_SCALAR = re.compile(r"[^,\]}\s]+")
-_WS = " \t\r\n"
-
-
-def value_span(text: str, path: Sequence[str | int]) -> tuple[int, int] | None:
-    """Where the value at `path` (object keys and array positions) is in the JSON `text`.
-
-    The text is scanned, not searched: a key is matched only as a key of the object on the path,
-    and for a key repeated in one object the last one counts, as parsers read it.
-    """
-    try:
-        i = _skip(text, 0)
-        for step in path:
-            found: tuple[int, int] | None = None
-            if isinstance(step, str):
-                if text[i] != "{":
-                    return None
-                i = _skip(text, i + 1)
-                while text[i] != "}":
-                    m = _STRING.match(text, i)
-                    if m is None:
-                        return None
-                    key = orjson.loads(m.group())
-                    i = _skip(text, m.end())
-                    if text[i] != ":":
-                        return None
-                    start = _skip(text, i + 1)
-                    end = _value_end(text, start)
-                    if key == step:
-                        found = (start, end)
-                    i = _skip(text, end)
-                    if text[i] == ",":
-                        i = _skip(text, i + 1)
-            else:
-                if text[i] != "[":
-                    return None
-                i = _skip(text, i + 1)
-                n = 0
-                while text[i] != "]":
-                    end = _value_end(text, i)
-                    if n == step:
-                        found = (i, end)
-                        break
-                    n += 1
-                    i = _skip(text, end)
-                    if text[i] == ",":
-                        i = _skip(text, i + 1)
-            if found is None:
-                return None
-            i = found[0]
-        return i, _value_end(text, i)
-    except (IndexError, orjson.JSONDecodeError):
-        return None
-
-
-def _skip(text: str, i: int) -> int:
-    while text[i] in _WS:
-        i += 1
-    return i
-
-
-def _value_end(text: str, i: int) -> int:
-    ch = text[i]
-    if ch == '"':
-        m = _STRING.match(text, i)
-        if m is None:
-            raise IndexError(i)
-        return m.end()
-    if ch in "{[":
-        close = "}" if ch == "{" else "]"
-        i = _skip(text, i + 1)
-        while text[i] != close:
-            if ch == "{":
-                m = _STRING.match(text, i)
-                if m is None:
-                    raise IndexError(i)
-                i = _skip(text, m.end()) + 1  # the colon
-                i = _skip(text, i)
-            i = _skip(text, _value_end(text, i))
-            if text[i] == ",":
-                i = _skip(text, i + 1)
-        return i + 1
-    m = _SCALAR.match(text, i)
-    if m is None:
-        raise IndexError(i)
-    return m.end()
-
-
-def splice(text: str, path: Sequence[str | int], value: Any) -> str | None:
-    """`text` with the value at `path` replaced by `value` (as JSON); every other byte stays."""
-    span = value_span(text, path)
-    if span is None:
-        return None
-    return text[: span[0]] + orjson.dumps(value).decode() + text[span[1] :]
 
 
 # --- the wire format's layer ----------------------------------------------------------------------
@@ -210,12 +113,16 @@ class Mender:
         self.repairer.fix(rule_id, detail, at)
 
     def edit(self, ev: Event, payload: Any, path: Sequence[str | int], value: Any) -> Pair:
-        """The event with one value of its data replaced, every other byte kept."""
-        data = splice(ev.data or "", path, value)
-        if data is None:  # the path was read from the parsed payload, so this is not expected
+        """The event with one value of its data replaced, every other byte of the block kept
+        (fields, comments, spacing, line ends: `mitmllm.protocol.splice`), and its payload
+        with that value; the payload the upstream's checker saw is not changed."""
+        edits = [Edit(tuple(path), value)]
+        try:
+            new = splice_event(ev, edits)
+        except SpliceError:  # the path was read from the parsed payload: not expected
             return ev, payload
-        new = ev.with_data(data)
-        return new, orjson.loads(data)
+        new.notes = ev.notes  # the same framing: the same grammar findings
+        return new, replaced(payload, edits)
 
     def tail_note(self) -> str:
         """For a repair that adds events at the end: what it drops of a cut final event."""

@@ -25,7 +25,7 @@ New values are written compactly, with non-ASCII characters as UTF-8 except U+20
 `splice_event` applies edits to the data of one SSE event, keeping its fields, comments, the
 ``data:`` spacing and the line ends; `diff` turns a rewritten copy of a parsed value into the
 edits that produce it, for rewriters that work on a copy (requests); `apply` makes the same
-change to a parsed value.
+change to a parsed value, `replaced` to a copy of it.
 """
 
 from __future__ import annotations
@@ -713,6 +713,38 @@ def apply(value: Any, edits: Sequence[Edit]) -> Any:
         else:
             node[last] = edit.value
     return value
+
+
+def replaced(value: Any, edits: Sequence[Edit]) -> Any:
+    """A copy of a parsed value with `edits` made, sharing what they do not touch: only the
+    containers on their paths are copied, so `value` stays as it was."""
+    for edit in edits:
+        if not edit.path:
+            value = edit.value
+            continue
+        top = copy = _shallow(value)
+        for key in edit.path[:-1]:
+            child = _shallow(copy[key])
+            copy[key] = child
+            copy = child
+        last = edit.path[-1]
+        if edit.value is DELETE:
+            if isinstance(copy, dict):
+                copy.pop(last, None)
+            else:
+                del copy[last]
+        else:
+            copy[last] = edit.value
+        value = top
+    return value
+
+
+def _shallow(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    raise SpliceError(f"a {type(value).__name__} has no members to edit")
 
 
 def diff(before: Any, after: Any, path: Path = ()) -> list[Edit]:

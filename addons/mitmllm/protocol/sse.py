@@ -83,8 +83,9 @@ class Event:
 
     `data` is None when the block had no data field (it is then not dispatched by the WHATWG
     algorithm); otherwise it is the data lines joined by LF. `terminated` is False only for the
-    partial block returned by `Decoder.close()`. Treat events as immutable: a rewrite makes a
-    new one with `with_data`.
+    partial block returned by `Decoder.close()`. Treat events as immutable: an edit of the JSON
+    data makes a new one that keeps every other byte (`mitmllm.protocol.splice.splice_event`),
+    `with_data` one with whole new data.
     """
 
     __slots__ = (
