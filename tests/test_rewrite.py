@@ -13,13 +13,20 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.pipeline import TextBlind
 from mitmllm.engine.rewrite import edits_of
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.rewrite import rewrite_request
+from mitmllm.mock.catalogue import request as mock_request
+from mitmllm.mock.scenarios import plan_request
 from mitmllm.protocol import detect
 from mitmllm.protocol.models import Param
 from mitmllm.protocol.payload import copy_json
+from mitmllm.protocol.splice import Edit
+from mitmllm.protocol.splice import replaced
 from mitmllm.protocol.splice import splice
+from mitmllm.protocol.sse import decode_all
+from mitmllm.protocol.steady import opaque_text
 from mitmllm.protocol.stream import StreamChecker
 from tests import streamcheck
 
@@ -213,3 +220,55 @@ def test_request_rewrites_splice_into_the_clients_bytes() -> None:
         b' "temperature": 0.70,', b""
     )
     assert rw.reencoded is None
+
+
+# --- text-blind response rewrites: what lets the steady shortcut restamp -------------------------
+
+#: The wire formats whose text deltas the steady shortcut takes.
+STEADY = [d for d in detect.dialects() if d.steady_paths]
+
+
+def _mock_payloads(fmt: str, scenario: str) -> list[Any]:
+    """The JSON payloads of the mock's answer to a streaming request for `scenario`."""
+    req = mock_request(fmt, scenario, tools=scenario != "healthy")
+    plan = plan_request("POST", req.path, req.query, req.headers, req.content())
+    events, _ = decode_all(plan.body())
+    return [orjson.loads(ev.data) for ev in events if ev.data and ev.data.startswith("{")]
+
+
+def _names(value: Any) -> set[str]:
+    """Every string a "name" key holds in a payload (the tool names a stream mentions)."""
+    if isinstance(value, dict):
+        found = {v for k, v in value.items() if k == "name" and isinstance(v, str)}
+        return found.union(*(_names(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_names(v) for v in value))
+    return set()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_response_rewrites_are_text_blind(data: st.DataObject) -> None:
+    """Restamp and tool names: the same edits whatever the text at a steady path, and none at
+    it (so a steady delta is restamped as the delta that was certified; see `TextBlind`)."""
+    dialect = data.draw(st.sampled_from(STEADY))
+    scenario = data.draw(st.sampled_from(["healthy", "thinking", "tool", "parallel-tools"]))
+    payloads = _mock_payloads(dialect.name, scenario)
+    names = {n: f"client_{n}" for n in set().union(*(_names(p) for p in payloads))}
+    rewrites = response_rewrites(dialect, client_model="client-alias", names=names)
+    assert all(isinstance(r, TextBlind) for r in rewrites)
+    texts = st.text(max_size=8)
+    carried = 0
+    for payload in payloads:
+        for path in dialect.steady_paths:
+            if opaque_text(payload, path) is None:
+                continue
+            carried += 1
+            one = replaced(payload, [Edit(path, data.draw(texts))])
+            other = replaced(payload, [Edit(path, data.draw(texts))])
+            edits = edits_of(rewrites, one)
+            assert edits_of(rewrites, other) == edits
+            for edit in edits:
+                n = min(len(edit.path), len(path))
+                assert edit.path[:n] != path[:n], f"{edit} lands on the text at {path}"
+    assert carried  # every scenario streams text

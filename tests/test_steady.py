@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from mitmllm.bench.corpus import CALLS
 from mitmllm.bench.corpus import FORMATS
 from mitmllm.bench.corpus import long_stream
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.pipeline import TextBlind
+from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.validation import StreamResult
 from mitmllm.protocol import detect
 from mitmllm.protocol.repair import Repairer
@@ -62,7 +65,9 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
     out = list(events)
     for _ in range(draw(st.integers(0, 3))):
         i = draw(st.integers(0, len(out) - 1))
-        kind = draw(st.sampled_from(["swap", "drop", "repeat", "ping", "id", "index", "blank"]))
+        kind = draw(
+            st.sampled_from(["swap", "drop", "repeat", "ping", "id", "index", "blank", "model"])
+        )
         if kind == "swap" and i + 1 < len(out):
             out[i], out[i + 1] = out[i + 1], out[i]
         elif kind == "drop" and len(out) > 1:
@@ -77,6 +82,8 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
             out[i] = out[i].replace(b'"index":0', b'"index":1', 1)
         elif kind == "blank":
             out.insert(i, b"\n")
+        elif kind == "model":  # this event already names the client's model: nothing to restamp
+            out[i] = MODELS.sub(b'"' + ALIAS.encode() + b'"', out[i])
     if draw(st.integers(0, 5)) == 0:  # cut inside the last event
         out[-1] = out[-1][: draw(st.integers(1, len(out[-1])))]
     return out
@@ -95,14 +102,29 @@ def chunked(draw: st.DrawFn, pieces: list[bytes]) -> list[bytes]:
     return out
 
 
-def outcome(fmt: str, chunks: list[bytes], *, shortcut: bool) -> tuple[Any, ...]:
+#: The model the client asked for, which a restamp shows it instead of the upstream's.
+ALIAS = "client-alias"
+#: The models the corpus' streams name, per format.
+MODELS = re.compile(rb'"(claude-sonnet-4-5|gpt-4\.1|gemini-2\.5-flash|gpt-5)"')
+
+
+def restamping(fmt: str) -> list[Any]:
+    """The rewrites of a flow whose model rule sent another model upstream."""
+    dialect = detect.by_name(fmt)
+    assert dialect is not None
+    return response_rewrites(dialect, client_model=ALIAS, names={"get_weather": "weather"})
+
+
+def outcome(
+    fmt: str, chunks: list[bytes], *, shortcut: bool, rewrites: Sequence[Any] = ()
+) -> tuple[Any, ...]:
     checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body), autodetect=True)
-    pipeline = Pipeline(checker)
+    pipeline = Pipeline(checker, rewrites)
     if not shortcut:
         pipeline.steady = None
     out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
     result = StreamResult.of(checker)
-    return out, result, checker.data_events, checker.sentinels, pipeline.events
+    return out, result, checker.data_events, checker.sentinels, pipeline.events, pipeline.rewritten
 
 
 @settings(
@@ -122,14 +144,38 @@ def test_the_shortcut_changes_no_finding_no_count_and_no_byte(data: st.DataObjec
     assert full[0] == b"".join(pieces)  # nothing rewritten: the bytes pass as they came
 
 
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_with_text_blind_rewrites_the_shortcut_sends_what_the_full_path_sends(
+    data: st.DataObject,
+) -> None:
+    """Restamping (and tool names mapped back): the shortcut gives the client the bytes the full
+    path's splices give, and the same findings and counts, for mutated streams in any chunking."""
+    fmt = data.draw(st.sampled_from(FORMATS))
+    texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
+    events = stream(fmt, texts, data.draw(st.booleans()))
+    chunks = data.draw(chunked(data.draw(mutated(events))))
+    rewrites = restamping(fmt)
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
+
+
 @pytest.mark.parametrize("fmt", STEADY)
 @pytest.mark.parametrize("per_chunk", [1, 4])
-def test_a_healthy_stream_is_mostly_taken_by_its_bytes(fmt: str, per_chunk: int) -> None:
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_a_healthy_stream_is_mostly_taken_by_its_bytes(
+    fmt: str, per_chunk: int, restamp: bool
+) -> None:
     """The shortcut is not idle: after a delta or two, the deltas are accepted by the bytes."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
     checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
-    pipeline = Pipeline(checker)
+    rewrites = restamping(fmt) if restamp else []
+    pipeline = Pipeline(checker, rewrites)
     parsed = 0
     original = checker.parse
 
@@ -141,23 +187,33 @@ def test_a_healthy_stream_is_mostly_taken_by_its_bytes(fmt: str, per_chunk: int)
     checker.parse = counting  # type: ignore[method-assign]
     out = [pipeline.feed(c) for c in chunks]
     pipeline.close()
-    assert b"".join(out) == b"".join(events)
-    assert all(o is c for o, c in zip(out, chunks, strict=True))  # whole chunks, not copies
     assert checker.events == len(events) and parsed < 20
     assert checker.findings.to_list() == []
-    assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
+    sent = b"".join(events)
+    if restamp:
+        sent = MODELS.sub(b'"' + ALIAS.encode() + b'"', sent)
+    assert b"".join(out) == full[0] == sent
+    if not restamp or fmt == "anthropic":  # Anthropic deltas carry no model
+        same = [o is c for o, c in zip(out, chunks, strict=True)]
+        assert all(same[1:]) and (same[0] or restamp)  # whole chunks, not copies
+    else:  # every event carries the model: every event restamped
+        assert full[-1] == len(events) - (fmt == "openai-chat")  # [DONE] has none
 
 
 def test_responses_and_pipelines_that_rewrite_repair_or_hand_events_on_have_no_shortcut() -> None:
     """OpenAI Responses deltas carry a new sequence number each and their text is joined by the
-    validator; a pipeline that rewrites, repairs or hands events on reads every event."""
+    validator; a pipeline that repairs, hands events on or has a rewrite not known to be
+    text-blind reads every event."""
     assert STEADY == ["anthropic", "gemini", "openai-chat"]
     assert Steady.of(StreamChecker(detect.by_name("openai-responses"))) is None
     assert Steady.of(StreamChecker(None)) is None
     d = detect.by_name("anthropic")
     checker = StreamChecker(d)
     assert Pipeline(checker).steady is not None
-    assert Pipeline(checker, [lambda payload: []]).steady is None
+    assert Pipeline(checker, [lambda payload: []]).steady is None  # it could read the text
+    assert Pipeline(checker, [TextBlind(lambda payload: [])]).steady is not None
     assert Pipeline(checker, on_event=lambda ev, payload: None).steady is None
     up = StreamChecker(d)
     assert Pipeline(checker, upstream=up, repairer=Repairer(d, up.findings)).steady is None

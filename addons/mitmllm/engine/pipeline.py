@@ -45,6 +45,21 @@ logger = logging.getLogger(__name__)
 Rewrite = Callable[[Any], Sequence[Edit]]
 
 
+class TextBlind:
+    """A rewrite whose edits follow from a payload without the model's text at its dialect's
+    `steady_paths`, and never land there: a steady delta then gets the edits of the delta that
+    was certified, so the steady shortcut may take it (`mitmllm.protocol.steady`). The response
+    rewrites (restamp, tool names) are; tests/test_rewrite.py proves it for every dialect."""
+
+    __slots__ = ("rewrite",)
+
+    def __init__(self, rewrite: Rewrite) -> None:
+        self.rewrite = rewrite
+
+    def __call__(self, payload: Any) -> Sequence[Edit]:
+        return self.rewrite(payload)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -71,11 +86,14 @@ class Pipeline:
         #: the unterminated tail passed on at the end, rewritten like any event when its data
         #: is whole JSON (empty until closed)
         self.trailing = b""
-        # Steady deltas are accepted by their bytes, only where no repair or rewrite could change
-        # an event and nothing reads the events one by one (`mitmllm.protocol.steady`).
+        # Steady deltas are accepted by their bytes only where nothing reads the events one by
+        # one, no repair could change one, and every rewrite is text-blind (its edits are those
+        # of the certified delta): `mitmllm.protocol.steady`.
         self.steady = (
             Steady.of(checker)
-            if repairer is None and not self.rewrites and on_event is None
+            if repairer is None
+            and on_event is None
+            and all(isinstance(r, TextBlind) for r in self.rewrites)
             else None
         )
 
@@ -97,26 +115,36 @@ class Pipeline:
         checker = self.checker
         decoder = checker.decoder
         taken = 0
+        head = b""  # what the client gets of the events the shortcut took
+        same = True  # ... which is what the upstream sent
         try:
             held = decoder.pending
             steady = self.steady
             if steady is not None and not held and steady.prefix is not None:
                 counted = checker.events
-                taken = steady.take(checker, chunk)
+                if steady.rewrites:
+                    sent: list[bytes] = []
+                    taken = steady.take(checker, chunk, sent)
+                    self.rewritten += checker.events - counted
+                    head = b"".join(sent)
+                    same = not taken
+                else:
+                    taken = steady.take(checker, chunk)
+                    head = chunk if taken == len(chunk) else chunk[:taken]
                 self.events += checker.events - counted
                 if taken == len(chunk):
-                    return chunk
+                    return head
             events = decoder.feed(chunk[taken:] if taken else chunk)
         except Exception as e:  # a codec bug must not eat the stream
-            return chunk[:taken] + self._fail(e, [])
+            return head + self._fail(e, [])
         if not events:
-            return chunk[:taken]
+            return head
         out = self._process(events)
         if out is None:  # nothing changed: the events' bytes as they came
-            if not held and not decoder.pending:
+            if same and not held and not decoder.pending:
                 return chunk  # the chunk was whole events: pass the very object on
             out = events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
-        return chunk[:taken] + out if taken else out
+        return head + out if taken else out
 
     def close(self) -> bytes:
         """End of stream: the remaining events, then the unterminated tail as is."""
@@ -151,11 +179,16 @@ class Pipeline:
         out.append(self.trailing)
         return b"".join(out)
 
-    def _rewrite(self, ev: Event, payload: Any) -> Event:
-        """`ev` with the rewrites' edits spliced in (and made to `payload` too)."""
+    def _edits(self, payload: Any) -> list[Edit]:
+        """What the rewrites change in `payload`."""
         edits: list[Edit] = []
         for rewrite in self.rewrites:
             edits += rewrite(payload)
+        return edits
+
+    def _rewrite(self, ev: Event, payload: Any) -> Event:
+        """`ev` with the rewrites' edits spliced in (and made to `payload` too)."""
+        edits = self._edits(payload)
         if not edits:
             return ev
         try:
@@ -193,17 +226,15 @@ class Pipeline:
         for i, ev in enumerate(events):
             try:
                 payload = checker.parse(ev)
-                if steady is not None:
-                    token = steady.before(checker, ev, payload)
-                    checker.check(ev, payload)
+                token = steady.before(checker, ev, payload) if steady is not None else None
+                new = self._rewrite(ev, payload) if rewrites and is_json(payload) else ev
+                checker.check(new, payload)
+                if steady is not None:  # then nothing else reads the events
                     if token is None:
                         steady.forget()
                     else:
-                        steady.after(checker, ev, payload, token)
-                    continue
-                new = self._rewrite(ev, payload) if rewrites and is_json(payload) else ev
-                checker.check(new, payload)
-                if on_event is not None:
+                        steady.after(checker, ev, payload, token, new, self._edits)
+                elif on_event is not None:
                     on_event(new, payload)
             except Exception as e:
                 self.events += i

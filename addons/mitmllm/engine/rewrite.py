@@ -14,6 +14,7 @@ from dataclasses import field
 from typing import Any
 
 from mitmllm.engine.pipeline import Rewrite
+from mitmllm.engine.pipeline import TextBlind
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.models import ModelRule
 from mitmllm.protocol.models import Param
@@ -140,13 +141,14 @@ def rule_rewrite(dialect: Dialect, path: str, body: Any, rule: ModelRule) -> Req
 def response_rewrites(
     dialect: Dialect, *, client_model: str | None, names: dict[str, str] | None
 ) -> list[Rewrite]:
-    """Rewrites that show the client its own model and tool names again (as edits to splice)."""
+    """Rewrites that show the client its own model and tool names again (as edits to splice).
+    Neither reads nor edits the model's text, so both are `TextBlind`."""
     out: list[Rewrite] = []
     if client_model:
-        out.append(lambda payload: dialect.restamp(payload, client_model))
+        out.append(TextBlind(lambda payload: dialect.restamp(payload, client_model)))
     if names:
         mapping = dict(names)
-        out.append(lambda payload: dialect.rename_tools(payload, mapping))
+        out.append(TextBlind(lambda payload: dialect.rename_tools(payload, mapping)))
     return out
 
 

@@ -20,6 +20,13 @@ so `Steady` proves that once and then accepts the following events by their byte
 3. Accept. A block that is `prefix` + such a text + `suffix` is the certified event with another
    text: `take` counts it (codec, checker, validator counters) without building it.
 
+A pipeline that rewrites events (a model restamp, tool names mapped back) may use the shortcut
+when each of its rewrites is text-blind: its edits follow from the payload without the text at
+the steady paths, and never land there (`Pipeline`, proven for the response rewrites in
+tests/test_rewrite.py). The certified event's rewritten bytes are then the template of what the
+client gets (`out_prefix` + text + `out_suffix`), checked on the probe as well: the probe's
+payload gives the same edits, and splicing them into the probe gives that template.
+
 Anything else goes the full way, and a later certified event learns again. A stream whose
 events never certify or never repeat stops trying after `MAX_MISSES`, so it pays for the
 fingerprints a few times at most. What this proves is tested against the full path for every
@@ -28,6 +35,8 @@ chunking (tests/test_steady.py): the same findings, validator summary and bytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
 from enum import Enum
 from typing import TYPE_CHECKING
 from typing import Any
@@ -35,6 +44,10 @@ from typing import Any
 import orjson
 
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.splice import Edit
+from mitmllm.protocol.splice import SpliceError
+from mitmllm.protocol.splice import replaced
+from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import parse_common
 
@@ -119,20 +132,20 @@ def plain_text(text: bytes) -> bool:
         return False
 
 
-def _with(payload: Any, path: Path, value: str) -> Any:
-    """A copy of `payload` with `value` at `path`."""
-    copy = orjson.loads(orjson.dumps(payload))
-    node = copy
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    return copy
-
-
 class Steady:
     """The steady-delta shortcut of one stream (see the module docstring)."""
 
-    __slots__ = ("paths", "counters", "context", "prefix", "suffix", "misses", "used")
+    __slots__ = (
+        "paths",
+        "counters",
+        "context",
+        "prefix",
+        "suffix",
+        "out_prefix",
+        "out_suffix",
+        "misses",
+        "used",
+    )
 
     def __init__(
         self, paths: tuple[Path, ...], counters: tuple[str, ...] = (), context: tuple[str, ...] = ()
@@ -142,6 +155,10 @@ class Steady:
         self.context = context
         self.prefix: bytes | None = None  # the learned template, once certified
         self.suffix = b""
+        # What the client gets of such an event: the same bytes (the same objects) unless the
+        # pipeline's rewrites edit the certified event.
+        self.out_prefix = b""
+        self.out_suffix = b""
         self.misses = 0
         self.used = False  # the template accepted an event
 
@@ -171,8 +188,18 @@ class Steady:
                 return path, text, state, len(checker.findings.items), _suppressed(checker)
         return None
 
-    def after(self, checker: StreamChecker, ev: Event, payload: Any, token: Any) -> None:
-        """After checking the event `before` saw: learn its template if it certifies."""
+    def after(
+        self,
+        checker: StreamChecker,
+        ev: Event,
+        payload: Any,
+        token: Any,
+        sent: Event | None = None,
+        edits_of: Callable[[Any], Sequence[Edit]] | None = None,
+    ) -> None:
+        """After checking the event `before` saw: learn its template if it certifies. `sent` is
+        what the client got of it when the pipeline's text-blind rewrites (`edits_of`) changed
+        it."""
         path, text, state, found, suppressed = token
         if self.prefix is not None and not self.used:
             self.misses += 1  # the last template accepted nothing
@@ -193,10 +220,18 @@ class Steady:
             if type(was) is not int or grew != was + 1:
                 self.misses += 1
                 return
-        if now != state or not self._learn(ev, payload, path, text):
+        if now != state or not self._learn(ev, payload, path, text, sent, edits_of):
             self.misses += 1
 
-    def _learn(self, ev: Event, payload: Any, path: Path, text: str) -> bool:
+    def _learn(
+        self,
+        ev: Event,
+        payload: Any,
+        path: Path,
+        text: str,
+        sent: Event | None,
+        edits_of: Callable[[Any], Sequence[Edit]] | None,
+    ) -> bool:
         raw = ev.raw
         body = text.encode("utf-8")
         quoted = b'"' + body + b'"'
@@ -207,13 +242,43 @@ class Steady:
         probe = parse_common(prefix + PROBE.encode() + suffix, ev.index, ev.offset)
         if probe is None or probe.event != ev.event or probe.data is None:
             return False
+        rewritten = sent is not None and sent is not ev
         try:
-            if orjson.loads(probe.data) != _with(payload, path, PROBE):
+            if rewritten:  # the rewrites edited `payload` in place: the upstream's value is here
+                payload = orjson.loads(ev.data or "")
+            probed = replaced(payload, [Edit(path, PROBE)])
+            if orjson.loads(probe.data) != probed:
                 return False
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError:  # numbers orjson does not take: the full path, always
             return False
+        out_prefix, out_suffix = prefix, suffix
+        if edits_of is not None:
+            edits = list(edits_of(payload))
+            if list(edits_of(probed)) != edits or bool(edits) != rewritten:
+                return False
+        elif rewritten:
+            return False
+        if rewritten:
+            assert sent is not None
+            out = sent.raw
+            if out.count(quoted) != 1:
+                return False
+            at = out.find(quoted) + 1
+            out_prefix, out_suffix = out[:at], out[at + len(body) :]
+            try:
+                spliced = splice_event(probe, edits).raw
+            except SpliceError:
+                return False
+            if spliced != out_prefix + PROBE.encode() + out_suffix:
+                return False
         self.prefix, self.suffix = prefix, suffix
+        self.out_prefix, self.out_suffix = out_prefix, out_suffix
         return True
+
+    @property
+    def rewrites(self) -> bool:
+        """Does the learned template give the client other bytes than the upstream's?"""
+        return self.out_prefix is not self.prefix
 
     def forget(self) -> None:
         """The full path checked an event that was not certified: the state the template was
@@ -225,14 +290,18 @@ class Steady:
 
     # --- the shortcut ----------------------------------------------------------------------------
 
-    def take(self, checker: StreamChecker, chunk: bytes) -> int:
+    def take(self, checker: StreamChecker, chunk: bytes, out: list[bytes] | None = None) -> int:
         """Accept the events at the start of `chunk` (fed with nothing buffered) that match the
-        template; how many bytes they take."""
+        template; how many bytes they take. When the template `rewrites`, what the client gets
+        of them is appended to `out`."""
         prefix, suffix = self.prefix, self.suffix
         if prefix is None:
             return 0
         validator = checker.validator
         decoder = checker.decoder
+        counters = self.counters
+        out_prefix, out_suffix = self.out_prefix, self.out_suffix
+        rewrites = out is not None and out_prefix is not prefix
         pos = 0
         n = len(chunk)
         while pos < n and chunk.startswith(prefix, pos):
@@ -240,13 +309,16 @@ class Steady:
             end = chunk.find(b'"', start)
             if end <= start or not chunk.startswith(suffix, end):
                 break
-            if not plain_text(chunk[start:end]):
+            text = chunk[start:end]
+            if not plain_text(text):
                 break
             after = end + len(suffix)
             decoder.skip(after - pos)
             checker.skipped()
-            for name in self.counters:
+            for name in counters:
                 setattr(validator, name, getattr(validator, name) + 1)
+            if rewrites:
+                out += (out_prefix, text, out_suffix)  # type: ignore[operator]
             pos = after
         if pos:
             self.used = True
