@@ -250,3 +250,54 @@ def test_a_healthy_stream_with_any_texts_gives_the_same_with_and_without_the_sho
     events = stream(fmt, texts, data.draw(st.booleans()))
     chunks = data.draw(chunked(events))
     assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.text(max_size=20).map(str.encode),
+        # big texts, read another way: one odd byte or character among thousands
+        st.tuples(st.integers(1900, 3000), st.binary(max_size=2), st.text(max_size=2)).map(
+            lambda t: b"x" * t[0] + t[1] + t[2].encode() + b"y"
+        ),
+    )
+)
+def test_plain_text_reads_ascii_without_decoding_and_agrees_with_the_definition(
+    text: bytes,
+) -> None:
+    try:
+        expected = b'"' not in text and b"\\" not in text and text.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        expected = False
+    assert plain_text(text) == expected
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("piece", [997, 4096, 16384])
+def test_big_deltas_the_chunking_cuts_are_taken_by_their_bytes(fmt: str, piece: int) -> None:
+    """A delta that arrives in pieces is held by the shortcut (not copied into the decoder, not
+    decoded, not parsed) and goes out whole once its last byte is in."""
+    texts = [f"{i} " + "big delta text " * 2000 for i in range(12)]
+    events = stream(fmt, texts, False)
+    body = b"".join(events)
+    chunks = [body[i : i + piece] for i in range(0, len(body), piece)]
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    parsed = 0
+    original = checker.parse
+
+    def counting(ev: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return original(ev)
+
+    checker.parse = counting  # type: ignore[method-assign]
+    out = [pipeline.feed(c) for c in chunks]
+    out.append(pipeline.close())
+    assert b"".join(out) == body and parsed < len(events) - len(texts) + 3
+    ends = {len(b"".join(events[: i + 1])) for i in range(len(events))}
+    sent = 0
+    for o in out:
+        sent += len(o)
+        assert not o or sent in ends  # whole events only
+    assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)

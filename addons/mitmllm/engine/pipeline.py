@@ -114,37 +114,65 @@ class Pipeline:
             return self._process_repairing(events, self.repairer) if events else b""
         checker = self.checker
         decoder = checker.decoder
-        taken = 0
-        head = b""  # what the client gets of the events the shortcut took
-        same = True  # ... which is what the upstream sent
-        try:
-            held = decoder.pending
-            steady = self.steady
-            if steady is not None and not held and steady.prefix is not None:
+        steady = self.steady
+        sent: list[bytes] = []  # what the client gets of the events the shortcut took
+        rest = chunk
+        held = decoder.pending
+        own = True  # what goes out is `chunk`'s bytes, in order, from its start
+        if steady is not None:
+            before = steady.held[:]
+            try:
                 counted = checker.events
-                if steady.rewrites:
-                    sent: list[bytes] = []
-                    taken = steady.take(checker, chunk, sent)
-                    self.rewritten += checker.events - counted
-                    head = b"".join(sent)
-                    same = not taken
-                else:
-                    taken = steady.take(checker, chunk)
-                    head = chunk if taken == len(chunk) else chunk[:taken]
-                self.events += checker.events - counted
-                if taken == len(chunk):
-                    return head
-            events = decoder.feed(chunk[taken:] if taken else chunk)
+                if steady.open:
+                    own = False
+                    n = steady.resume(checker, rest, sent)
+                    if n is None:  # no steady event after all: the full path reads it
+                        rest = steady.release() + rest
+                        held = 1
+                    else:
+                        rest = b"" if n < 0 else rest[n:]
+                if rest and not held and not steady.open and steady.prefix is not None:
+                    n = steady.take(checker, rest, sent)
+                    rest = rest[n:]
+                done = checker.events - counted
+            except Exception as e:  # a bug must not eat the stream: all of it, as it came
+                steady.release()
+                return self._fail(e, []) + b"".join(before) + chunk
+            self.events += done
+            if steady.rewrites and done:
+                self.rewritten += done
+                own = False
+            if not rest:
+                if len(sent) == 1:
+                    return sent[0]  # `chunk` itself when the shortcut took all of it
+                return b"".join(sent)
+        try:
+            events = decoder.feed(rest)
         except Exception as e:  # a codec bug must not eat the stream
-            return head + self._fail(e, [])
+            return b"".join(sent) + self._fail(e, [])
         if not events:
-            return head
+            return b"".join(sent)
         out = self._process(events)
+        whole = own and not held and not decoder.pending
+        if steady is not None and not whole and decoder.pending and not self.failed:
+            self._adopt(steady)
         if out is None:  # nothing changed: the events' bytes as they came
-            if same and not held and not decoder.pending:
+            if whole:
                 return chunk  # the chunk was whole events: pass the very object on
             out = events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
-        return head + out if taken else out
+        return b"".join(sent) + out if sent else out
+
+    def _adopt(self, steady: Steady) -> None:
+        """The decoder holds the start of an event: when it starts as a steady delta, the
+        shortcut takes it on, so that its later pieces are matched rather than buffered."""
+        prefix = steady.prefix
+        buf = self.checker.decoder._buf
+        if prefix is None or not buf.startswith(prefix[: len(buf)]):
+            return
+        pending = bytes(buf)
+        none: list[bytes] = []
+        if steady.take(self.checker, pending, none) == len(pending) and steady.open:
+            self.checker.decoder.hand_over()
 
     def close(self) -> bytes:
         """End of stream: the remaining events, then the unterminated tail as is."""
@@ -155,11 +183,17 @@ class Pipeline:
             return b""
         if self.repairer is not None:
             return self._close_repairing(self.repairer)
+        lead = b""
+        steady = self.steady
+        if steady is not None and steady.open:  # a cut final event: the full path's now
+            lead = self._full(steady.release())
+            if self.failed:
+                return lead
         try:
             pairs = self.checker.close()
         except Exception as e:
-            return self._fail(e, [])
-        out = []
+            return lead + self._fail(e, [])
+        out = [lead]
         try:
             for ev, payload in pairs:  # the checker has checked them as the upstream sent them
                 self.events += 1
@@ -173,11 +207,24 @@ class Pipeline:
                 partial = self._rewrite_partial(partial)
         except Exception as e:
             self.trailing = self.checker.trailing
-            held = self._fail(e, [ev for ev, _ in pairs[len(out) :]])
+            held = self._fail(e, [ev for ev, _ in pairs[len(out) - 1 :]])
             return b"".join(out) + held + self.trailing
         self.trailing = partial.raw if partial is not None else b""
         out.append(self.trailing)
         return b"".join(out)
+
+    def _full(self, data: bytes) -> bytes:
+        """`data` the full way: decoded, parsed, rewritten, checked; the bytes to emit."""
+        try:
+            events = self.checker.decoder.feed(data)
+        except Exception as e:  # a codec bug must not eat the stream
+            return self._fail(e, [])
+        if not events:
+            return b""
+        out = self._process(events)
+        if out is None:
+            out = b"".join(ev.raw for ev in events)
+        return out
 
     def _edits(self, payload: Any) -> list[Edit]:
         """What the rewrites change in `payload`."""
@@ -314,4 +361,6 @@ class Pipeline:
             decoder._buf.clear()
         except Exception:  # pragma: no cover - the buffer is a bytearray
             pass
+        if self.steady is not None:  # a cut event the shortcut held (the decoder held none)
+            held += self.steady.release()
         return held

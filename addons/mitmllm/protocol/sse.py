@@ -687,6 +687,15 @@ class Decoder:
         self._consume(start)
         return events
 
+    def hand_over(self) -> bytes:
+        """The bytes held back (an unfinished block), which a consumer takes on without the
+        decoder (see `mitmllm.protocol.steady`); the decoder goes on after them as if it had
+        not seen them, and `skip` counts them once that block is complete."""
+        held = bytes(self._buf)
+        self._buf.clear()
+        self._scan = 0
+        return held
+
     def skip(self, n: int) -> None:
         """Count one whole block of `n` bytes that its consumer read without the decoder (fed
         with nothing buffered; see `mitmllm.protocol.steady`)."""

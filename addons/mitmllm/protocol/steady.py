@@ -66,6 +66,10 @@ PROBE = "mitmllm-steady-probe"
 MAX_DEPTH = 12
 
 
+#: Where in a template a cut steady event stops.
+PREFIX, TEXT, SUFFIX = range(3)
+
+
 class TooDeep(Exception):
     """The state is nested deeper than MAX_DEPTH: certify nothing."""
 
@@ -120,10 +124,27 @@ def opaque_text(payload: Any, path: Path) -> str | None:
     return node if type(node) is str else None
 
 
+#: Printable ASCII but ``"`` and ``\\``: what `plain_text` deletes to see if anything is left.
+_PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+#: From this size on, a text is checked by orjson's string scanner (control characters) rather
+#: than by a byte table: about twice as fast on big texts.
+_BIG_TEXT = 2048
+
+
 def plain_text(text: bytes) -> bool:
     """Is `text` the bytes of a JSON string that needs no escape and that the SSE grammar
     reports nothing on: valid UTF-8, no ``"`` or ``\\``, only printable characters (no control
     characters, no line or paragraph separators)?"""
+    if text.isascii():  # printable ASCII is 0x20-0x7e: no decoding
+        if len(text) < _BIG_TEXT:
+            return not text.translate(None, _PLAIN_ASCII)
+        if text.find(b'"') != -1 or text.find(b"\\") != -1 or text.find(b"\x7f") != -1:
+            return False
+        try:
+            orjson.loads(b'"' + text + b'"')  # JSON strings hold no raw control characters
+        except orjson.JSONDecodeError:
+            return False
+        return True
     if text.find(b'"') != -1 or text.find(b"\\") != -1:  # not `in`: see sse.parse_common
         return False
     try:
@@ -145,6 +166,9 @@ class Steady:
         "out_suffix",
         "misses",
         "used",
+        "held",
+        "stage",
+        "matched",
     )
 
     def __init__(
@@ -161,6 +185,11 @@ class Steady:
         self.out_suffix = b""
         self.misses = 0
         self.used = False  # the template accepted an event
+        # A steady event the chunking cut, taken so far: its bytes, where it is (PREFIX, TEXT or
+        # SUFFIX) and how much of the prefix or suffix the bytes matched.
+        self.held: list[bytes] = []
+        self.stage = TEXT
+        self.matched = 0
 
     @classmethod
     def of(cls, checker: StreamChecker) -> Steady | None:
@@ -290,40 +319,123 @@ class Steady:
 
     # --- the shortcut ----------------------------------------------------------------------------
 
-    def take(self, checker: StreamChecker, chunk: bytes, out: list[bytes] | None = None) -> int:
+    @property
+    def open(self) -> bool:
+        """Is a cut steady event being taken (its bytes held here, none in the decoder)?"""
+        return bool(self.held)
+
+    def take(self, checker: StreamChecker, chunk: bytes, out: list[bytes]) -> int:
         """Accept the events at the start of `chunk` (fed with nothing buffered) that match the
-        template; how many bytes they take. When the template `rewrites`, what the client gets
-        of them is appended to `out`."""
+        template, and hold one the chunk cuts while it still matches; how many bytes that takes.
+        What the client gets of the events accepted is appended to `out` (one slice of `chunk`
+        when the template does not rewrite: `chunk` itself when it takes all of it)."""
         prefix, suffix = self.prefix, self.suffix
         if prefix is None:
             return 0
-        validator = checker.validator
-        decoder = checker.decoder
-        counters = self.counters
-        out_prefix, out_suffix = self.out_prefix, self.out_suffix
-        rewrites = out is not None and out_prefix is not prefix
+        rewrites = self.out_prefix is not prefix
         pos = 0
         n = len(chunk)
-        while pos < n and chunk.startswith(prefix, pos):
+        while pos < n:
+            if not chunk.startswith(prefix, pos):
+                rest = chunk[pos:]
+                if len(rest) < len(prefix) and prefix.startswith(rest):
+                    self._hold(rest, PREFIX, len(rest))  # cut inside the prefix
+                break
             start = pos + len(prefix)
             end = chunk.find(b'"', start)
-            if end <= start or not chunk.startswith(suffix, end):
+            if end == -1:  # cut inside the text
+                if plain_text(chunk[start:]):
+                    self._hold(chunk[pos:], TEXT, 0)
                 break
-            text = chunk[start:end]
-            if not plain_text(text):
+            if end == start or not plain_text(chunk[start:end]):
                 break
             after = end + len(suffix)
-            decoder.skip(after - pos)
-            checker.skipped()
-            for name in counters:
-                setattr(validator, name, getattr(validator, name) + 1)
+            if after > n:  # cut inside the suffix, maybe
+                rest = chunk[end:]
+                if suffix.startswith(rest):
+                    self._hold(chunk[pos:], SUFFIX, len(rest))
+                break
+            if not chunk.startswith(suffix, end):
+                break
+            self._count(checker, after - pos)
             if rewrites:
-                out += (out_prefix, text, out_suffix)  # type: ignore[operator]
+                out += (self.out_prefix, chunk[start:end], self.out_suffix)
             pos = after
+        if pos and not rewrites:
+            out.append(chunk[:pos])
         if pos:
             self.used = True
             self.misses = 0
-        return pos
+        return n if self.held else pos  # a held event takes the rest of the chunk
+
+    def resume(self, checker: StreamChecker, chunk: bytes, out: list[bytes]) -> int | None:
+        """Go on taking the held event with `chunk`: how many of its bytes complete it (what
+        the client gets of it appended to `out`), -1 when all of them went into it and it is
+        still open, or None when it is no steady event after all (`release` its bytes for the
+        full path)."""
+        prefix, suffix = self.prefix, self.suffix
+        assert prefix is not None
+        pos = 0
+        if self.stage == PREFIX:
+            need = prefix[self.matched :]
+            got = chunk[: len(need)]
+            if not need.startswith(got):
+                return None
+            if len(got) < len(need):
+                self.matched += len(got)
+                self.held.append(chunk)
+                return -1
+            pos = len(need)
+            self.stage = TEXT
+        if self.stage == TEXT:
+            end = chunk.find(b'"', pos)
+            if not plain_text(chunk[pos:] if end == -1 else chunk[pos:end]):
+                return None
+            if end == -1:
+                self.held.append(chunk)
+                return -1
+            if sum(map(len, self.held)) + end == len(prefix):
+                return None  # an empty text: no steady delta (its event says something else)
+            pos = end
+            self.stage, self.matched = SUFFIX, 0
+        need = suffix[self.matched :]
+        got = chunk[pos : pos + len(need)]
+        if not need.startswith(got):
+            return None
+        if len(got) < len(need):
+            self.matched += len(got)
+            self.held.append(chunk)
+            return -1
+        done = pos + len(need)
+        self.held.append(chunk[:done])
+        raw = b"".join(self.held)
+        self.held = []
+        self._count(checker, len(raw))
+        if self.out_prefix is not prefix:
+            out += (self.out_prefix, raw[len(prefix) : len(raw) - len(suffix)], self.out_suffix)
+        else:
+            out.append(raw)
+        self.used = True
+        self.misses = 0
+        return done
+
+    def release(self) -> bytes:
+        """Give up the held event: its bytes, for the full path."""
+        raw = b"".join(self.held)
+        self.held = []
+        return raw
+
+    def _hold(self, piece: bytes, stage: int, matched: int) -> None:
+        self.held = [piece]
+        self.stage, self.matched = stage, matched
+
+    def _count(self, checker: StreamChecker, size: int) -> None:
+        """What the full path counts of one event it did not see."""
+        checker.decoder.skip(size)
+        checker.skipped()
+        validator = checker.validator
+        for name in self.counters:
+            setattr(validator, name, getattr(validator, name) + 1)
 
 
 def _suppressed(checker: StreamChecker) -> int:
