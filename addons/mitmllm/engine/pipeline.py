@@ -120,7 +120,7 @@ class Pipeline:
         held = decoder.pending
         own = True  # what goes out is `chunk`'s bytes, in order, from its start
         if steady is not None:
-            before = steady.held[:]
+            before = steady.held[:] if steady.held else ()
             try:
                 counted = checker.events
                 if steady.open:
@@ -165,7 +165,7 @@ class Pipeline:
     def _adopt(self, steady: Steady) -> None:
         """The decoder holds the start of an event: when it starts as a steady delta, the
         shortcut takes it on, so that its later pieces are matched rather than buffered."""
-        prefix = steady.prefix
+        prefix = steady.next_prefix(self.checker)
         buf = self.checker.decoder._buf
         if prefix is None or not buf.startswith(prefix[: len(buf)]):
             return

@@ -123,9 +123,18 @@ class StreamValidator(ABC):
     CONTEXT: ClassVar[tuple[str, ...]] = ("findings", "event", "offset", "breach")
     #: Attributes that count events and decide nothing until the stream ends.
     COUNTERS: ClassVar[tuple[str, ...]] = ()
+    #: Where each event carries a count the validator checks (a sequence number), and the
+    #: attribute that holds the count it wants next: steady deltas must carry exactly that.
+    STEADY_COUNTED: ClassVar[tuple[tuple[str | int, ...], str] | None] = None
 
     def __init__(self) -> None:
         self.findings = Findings()
+
+    def steady_sink(self) -> list[str] | None:
+        """Where the validator keeps the text of the delta it judged last, when it keeps delta
+        texts (a steady delta's text goes there too); None when it reads them only for being
+        empty (see `mitmllm.protocol.steady`)."""
+        return None
 
     def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
         self.findings, self.event, self.offset = findings, ev.index, ev.offset

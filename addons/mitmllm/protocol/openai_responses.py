@@ -453,6 +453,16 @@ class ResponsesValidator(StreamValidator):
         self._items: dict[int, _Item] = {}
         self._ids: dict[str, _Item] = {}
         self._call_ids: set[tuple[str, str]] = set()
+        self._delta_sink: _Part | None = None  # where the last delta's text went
+
+    # Steady deltas (`mitmllm.protocol.steady`): every event carries the next sequence number,
+    # and a delta's text is appended to its part.
+    COUNTERS = ("next_sequence", "_last_seq")
+    CONTEXT = (*StreamValidator.CONTEXT, "_delta_sink")
+    STEADY_COUNTED = (("sequence_number",), "next_sequence")
+
+    def steady_sink(self) -> list[str] | None:
+        return self._delta_sink.chunks if self._delta_sink is not None else None
 
     # --- classification -------------------------------------------------------------------------
 
@@ -854,6 +864,7 @@ class ResponsesValidator(StreamValidator):
         delta = p.get("delta")
         if isinstance(delta, str):
             sink.chunks.append(delta)
+            self._delta_sink = sink
         else:
             self.report("RSP-2", f"{etype} delta is {type(delta).__name__}, not a string")
 
@@ -1053,6 +1064,8 @@ class OpenAIResponses(Dialect):
     """OpenAI Responses: ``POST .../responses``."""
 
     name = "openai-responses"
+    # ResponsesValidator keeps the texts it is sent (RSP-8): steady deltas add theirs, in order
+    steady_paths = (("delta",),)
     title = "OpenAI Responses"
     usage_fields: ClassVar[dict[str, str]] = {
         "input": "input_tokens",

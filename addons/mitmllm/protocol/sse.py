@@ -696,10 +696,10 @@ class Decoder:
         self._scan = 0
         return held
 
-    def skip(self, n: int) -> None:
-        """Count one whole block of `n` bytes that its consumer read without the decoder (fed
-        with nothing buffered; see `mitmllm.protocol.steady`)."""
-        self._index += 1
+    def skip(self, n: int, blocks: int = 1) -> None:
+        """Count whole blocks of `n` bytes in all that their consumer read without the decoder
+        (fed with nothing buffered; see `mitmllm.protocol.steady`)."""
+        self._index += blocks
         self._base += n
 
     def _take_from(self, data: bytes, ends: list[int]) -> list[Event]:

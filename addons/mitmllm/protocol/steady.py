@@ -46,6 +46,8 @@ import orjson
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.splice import SpliceError
+from mitmllm.protocol.splice import data_spans
+from mitmllm.protocol.splice import locate
 from mitmllm.protocol.splice import replaced
 from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
@@ -62,6 +64,8 @@ Path = tuple[str | int, ...]
 MAX_MISSES = 4
 #: Stands for the text while a template is learned (no character a JSON string escapes).
 PROBE = "mitmllm-steady-probe"
+#: Stands for the counter (a sequence number) while a template is learned.
+PROBE_COUNT = 987654321
 #: A validator's state deeper than this is not fingerprinted (and not certified).
 MAX_DEPTH = 12
 
@@ -131,6 +135,21 @@ _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 _BIG_TEXT = 2048
 
 
+def opaque_int(payload: Any, path: Path) -> int | None:
+    """The integer (not a bool) at `path` in `payload`, or None."""
+    node = payload
+    for key in path:
+        if isinstance(key, int):
+            if type(node) is not list or len(node) <= key:
+                return None
+            node = node[key]
+        elif type(node) is not dict:
+            return None
+        else:
+            node = node.get(key)
+    return node if type(node) is int else None
+
+
 def plain_text(text: bytes) -> bool:
     """Is `text` the bytes of a JSON string that needs no escape and that the SSE grammar
     reports nothing on: valid UTF-8, no ``"`` or ``\\``, only printable characters (no control
@@ -160,36 +179,54 @@ class Steady:
         "paths",
         "counters",
         "context",
+        "counted",
         "prefix",
         "suffix",
+        "counter",
         "out_prefix",
         "out_suffix",
+        "rewrites",
+        "sink",
         "misses",
         "used",
         "held",
         "stage",
         "matched",
+        "hold_prefix",
+        "hold_suffix",
     )
 
     def __init__(
-        self, paths: tuple[Path, ...], counters: tuple[str, ...] = (), context: tuple[str, ...] = ()
+        self,
+        paths: tuple[Path, ...],
+        counters: tuple[str, ...] = (),
+        context: tuple[str, ...] = (),
+        counted: tuple[Path, str] | None = None,
     ) -> None:
         self.paths = paths
         self.counters = counters
         self.context = context
+        self.counted = counted  # (payload path, validator attribute): see StreamValidator
         self.prefix: bytes | None = None  # the learned template, once certified
         self.suffix = b""
-        # What the client gets of such an event: the same bytes (the same objects) unless the
-        # pipeline's rewrites edit the certified event.
+        # The template's counter, when its events carry one (a sequence number): the bytes
+        # before and after its digits, in the prefix (True) or in the suffix.
+        self.counter: tuple[bool, bytes, bytes] | None = None
+        # What the client gets of such an event: the same bytes unless the pipeline's rewrites
+        # edit the certified event.
         self.out_prefix = b""
         self.out_suffix = b""
+        self.rewrites = False
+        self.sink = False  # the validator keeps the texts (`StreamValidator.steady_sink`)
         self.misses = 0
         self.used = False  # the template accepted an event
         # A steady event the chunking cut, taken so far: its bytes, where it is (PREFIX, TEXT or
-        # SUFFIX) and how much of the prefix or suffix the bytes matched.
+        # SUFFIX), how much of the prefix or suffix the bytes matched, and that event's frame.
         self.held: list[bytes] = []
         self.stage = TEXT
         self.matched = 0
+        self.hold_prefix = b""
+        self.hold_suffix = b""
 
     @classmethod
     def of(cls, checker: StreamChecker) -> Steady | None:
@@ -198,7 +235,9 @@ class Steady:
         validator = checker.validator
         if dialect is None or validator is None or not dialect.steady_paths:
             return None
-        return cls(dialect.steady_paths, validator.COUNTERS, validator.CONTEXT)
+        return cls(
+            dialect.steady_paths, validator.COUNTERS, validator.CONTEXT, validator.STEADY_COUNTED
+        )
 
     # --- the full path: certify and learn ------------------------------------------------------
 
@@ -233,11 +272,27 @@ class Steady:
         if self.prefix is not None and not self.used:
             self.misses += 1  # the last template accepted nothing
         self.prefix, self.used = None, False
-        if len(checker.findings.items) != found or _suppressed(checker) != suppressed:
+        validator = checker.validator
+        if (
+            validator is None
+            or len(checker.findings.items) != found
+            or _suppressed(checker) != suppressed
+        ):
             self.misses += 1
             return
+        sink = validator.steady_sink()
         try:
-            now = attributes(checker.validator)
+            if sink is None:
+                now = attributes(validator)
+            else:  # the only other change allowed: the text appended where the validator keeps it
+                if not sink or sink[-1] != text:
+                    self.misses += 1
+                    return
+                sink.pop()
+                try:
+                    now = attributes(validator)
+                finally:
+                    sink.append(text)
         except TooDeep:
             self.misses += 1
             return
@@ -249,11 +304,14 @@ class Steady:
             if type(was) is not int or grew != was + 1:
                 self.misses += 1
                 return
-        if now != state or not self._learn(ev, payload, path, text, sent, edits_of):
+        if now != state or not self._learn(checker, ev, payload, path, text, sent, edits_of):
             self.misses += 1
+            return
+        self.sink = sink is not None
 
     def _learn(
         self,
+        checker: StreamChecker,
         ev: Event,
         payload: Any,
         path: Path,
@@ -268,14 +326,25 @@ class Steady:
             return False
         at = raw.find(quoted) + 1
         prefix, suffix = raw[:at], raw[at + len(body) :]
-        probe = parse_common(prefix + PROBE.encode() + suffix, ev.index, ev.offset)
+        rewritten = sent is not None and sent is not ev
+        probe_edits = [Edit(path, PROBE)]
+        counter = None
+        probe_raw = prefix + PROBE.encode() + suffix
+        if self.counted is not None:
+            if rewritten:
+                return False
+            found = self._counter(checker, ev, payload, at, len(body))
+            if found is None:
+                return False
+            counter, probe_raw = found
+            probe_edits.append(Edit(self.counted[0], PROBE_COUNT))
+        probe = parse_common(probe_raw, ev.index, ev.offset)
         if probe is None or probe.event != ev.event or probe.data is None:
             return False
-        rewritten = sent is not None and sent is not ev
         try:
             if rewritten:  # the rewrites edited `payload` in place: the upstream's value is here
                 payload = orjson.loads(ev.data or "")
-            probed = replaced(payload, [Edit(path, PROBE)])
+            probed = replaced(payload, probe_edits)
             if orjson.loads(probe.data) != probed:
                 return False
         except orjson.JSONDecodeError:  # numbers orjson does not take: the full path, always
@@ -300,14 +369,46 @@ class Steady:
                 return False
             if spliced != out_prefix + PROBE.encode() + out_suffix:
                 return False
-        self.prefix, self.suffix = prefix, suffix
-        self.out_prefix, self.out_suffix = out_prefix, out_suffix
+        self.prefix, self.suffix, self.counter = prefix, suffix, counter
+        self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
         return True
 
-    @property
-    def rewrites(self) -> bool:
-        """Does the learned template give the client other bytes than the upstream's?"""
-        return self.out_prefix is not self.prefix
+    def _counter(
+        self, checker: StreamChecker, ev: Event, payload: Any, at: int, size: int
+    ) -> tuple[tuple[bool, bytes, bytes], bytes] | None:
+        """Where the certified event's counter is: the bytes around its digits, and the probe
+        with another count; None when it is not a plain integer where the validator wants it."""
+        assert self.counted is not None and checker.validator is not None
+        cpath, attr = self.counted
+        value = opaque_int(payload, cpath)
+        if value is None or getattr(checker.validator, attr, None) != value + 1:
+            return None
+        raw = ev.raw
+        spans = data_spans(raw, ev.offset == 0)
+        if len(spans) != 1:
+            return None
+        try:
+            span = locate(raw, cpath, *spans[0])
+        except SpliceError:
+            return None
+        if span is None or raw[span[0] : span[1]] != b"%d" % value:
+            return None
+        cs, ce = span
+        probe = PROBE.encode()
+        count = b"%d" % PROBE_COUNT
+        if ce <= at:  # in the prefix
+            a, b = raw[:cs], raw[ce:at]
+            probe_raw = a + count + b + probe + raw[at + size :]
+            in_prefix = True
+        elif cs >= at + size:  # in the suffix
+            a, b = raw[at + size : cs], raw[ce:]
+            probe_raw = raw[:at] + probe + a + count + b
+            in_prefix = False
+        else:
+            return None
+        if not b or b[:1].isdigit() or b[:1] in b".eE":
+            return None  # the digits must end where the template says
+        return (in_prefix, a, b), probe_raw
 
     def forget(self) -> None:
         """The full path checked an event that was not certified: the state the template was
@@ -324,6 +425,21 @@ class Steady:
         """Is a cut steady event being taken (its bytes held here, none in the decoder)?"""
         return bool(self.held)
 
+    def next_prefix(self, checker: StreamChecker) -> bytes | None:
+        """How the next event starts if it is a steady one (None: no template)."""
+        if self.prefix is None or self.counter is None:
+            return self.prefix
+        return self._frame(checker, 0)[0]
+
+    def _frame(self, checker: StreamChecker, k: int) -> tuple[bytes, bytes]:
+        """The prefix and suffix of the `k`-th event from now (its counter's digits in place)."""
+        assert self.prefix is not None and self.counted is not None and self.counter is not None
+        in_prefix, a, b = self.counter
+        digits = b"%d" % (getattr(checker.validator, self.counted[1]) + k)
+        if in_prefix:
+            return a + digits + b, self.suffix
+        return self.prefix, a + digits + b
+
     def take(self, checker: StreamChecker, chunk: bytes, out: list[bytes]) -> int:
         """Accept the events at the start of `chunk` (fed with nothing buffered) that match the
         template, and hold one the chunk cuts while it still matches; how many bytes that takes.
@@ -332,38 +448,51 @@ class Steady:
         prefix, suffix = self.prefix, self.suffix
         if prefix is None:
             return 0
-        rewrites = self.out_prefix is not prefix
-        pos = 0
+        rewrites, counter = self.rewrites, self.counter
+        texts: list[bytes] | None = [] if self.sink else None
+        startswith, find = chunk.startswith, chunk.find
+        pos = taken = 0
         n = len(chunk)
         while pos < n:
-            if not chunk.startswith(prefix, pos):
+            if counter is not None:
+                prefix, suffix = self._frame(checker, taken)
+            if not startswith(prefix, pos):
                 rest = chunk[pos:]
                 if len(rest) < len(prefix) and prefix.startswith(rest):
-                    self._hold(rest, PREFIX, len(rest))  # cut inside the prefix
+                    self._hold(rest, PREFIX, len(rest), prefix, suffix)  # cut inside the prefix
                 break
             start = pos + len(prefix)
-            end = chunk.find(b'"', start)
+            end = find(b'"', start)
             if end == -1:  # cut inside the text
                 if plain_text(chunk[start:]):
-                    self._hold(chunk[pos:], TEXT, 0)
+                    self._hold(chunk[pos:], TEXT, 0, prefix, suffix)
                 break
-            if end == start or not plain_text(chunk[start:end]):
+            if end == start:
+                break
+            text = chunk[start:end]
+            # short printable ASCII (most deltas): nothing is left once it is deleted
+            if (end - start >= _BIG_TEXT or text.translate(None, _PLAIN_ASCII)) and not (
+                plain_text(text)
+            ):
                 break
             after = end + len(suffix)
             if after > n:  # cut inside the suffix, maybe
                 rest = chunk[end:]
                 if suffix.startswith(rest):
-                    self._hold(chunk[pos:], SUFFIX, len(rest))
+                    self._hold(chunk[pos:], SUFFIX, len(rest), prefix, suffix)
                 break
-            if not chunk.startswith(suffix, end):
+            if not startswith(suffix, end):
                 break
-            self._count(checker, after - pos)
+            taken += 1
             if rewrites:
-                out += (self.out_prefix, chunk[start:end], self.out_suffix)
+                out += (self.out_prefix, text, self.out_suffix)
+            if texts is not None:
+                texts.append(text)
             pos = after
-        if pos and not rewrites:
-            out.append(chunk[:pos])
-        if pos:
+        if taken:
+            self._count(checker, taken, pos, texts)
+            if not rewrites:
+                out.append(chunk[:pos])
             self.used = True
             self.misses = 0
         return n if self.held else pos  # a held event takes the rest of the chunk
@@ -373,8 +502,7 @@ class Steady:
         the client gets of it appended to `out`), -1 when all of them went into it and it is
         still open, or None when it is no steady event after all (`release` its bytes for the
         full path)."""
-        prefix, suffix = self.prefix, self.suffix
-        assert prefix is not None
+        prefix, suffix = self.hold_prefix, self.hold_suffix
         pos = 0
         if self.stage == PREFIX:
             need = prefix[self.matched :]
@@ -410,9 +538,10 @@ class Steady:
         self.held.append(chunk[:done])
         raw = b"".join(self.held)
         self.held = []
-        self._count(checker, len(raw))
-        if self.out_prefix is not prefix:
-            out += (self.out_prefix, raw[len(prefix) : len(raw) - len(suffix)], self.out_suffix)
+        text = raw[len(prefix) : len(raw) - len(suffix)]
+        self._count(checker, 1, len(raw), [text] if self.sink else None)
+        if self.rewrites:
+            out += (self.out_prefix, text, self.out_suffix)
         else:
             out.append(raw)
         self.used = True
@@ -425,17 +554,25 @@ class Steady:
         self.held = []
         return raw
 
-    def _hold(self, piece: bytes, stage: int, matched: int) -> None:
+    def _hold(self, piece: bytes, stage: int, matched: int, prefix: bytes, suffix: bytes) -> None:
         self.held = [piece]
         self.stage, self.matched = stage, matched
+        self.hold_prefix, self.hold_suffix = prefix, suffix
 
-    def _count(self, checker: StreamChecker, size: int) -> None:
-        """What the full path counts of one event it did not see."""
-        checker.decoder.skip(size)
-        checker.skipped()
+    def _count(
+        self, checker: StreamChecker, events: int, size: int, texts: list[bytes] | None
+    ) -> None:
+        """What the full path does for `events` events of `size` bytes it did not see."""
+        checker.decoder.skip(size, events)
+        checker.skipped(events)
         validator = checker.validator
+        assert validator is not None
+        if texts:
+            sink = validator.steady_sink()
+            assert sink is not None
+            sink.extend(t.decode("utf-8") for t in texts)
         for name in self.counters:
-            setattr(validator, name, getattr(validator, name) + 1)
+            setattr(validator, name, getattr(validator, name) + events)
 
 
 def _suppressed(checker: StreamChecker) -> int:

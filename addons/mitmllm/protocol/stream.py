@@ -155,11 +155,11 @@ class StreamChecker:
         if self.validator is not None:
             self.validator.on_event(ev, payload, f)
 
-    def skipped(self) -> None:
-        """Count one data event accepted without `parse` and `check` (a steady delta: see
+    def skipped(self, events: int = 1) -> None:
+        """Count data events accepted without `parse` and `check` (steady deltas: see
         `mitmllm.protocol.steady`), as `check` would have: valid JSON, no id, no finding."""
-        self.events += 1
-        self.data_events += 1
+        self.events += events
+        self.data_events += events
         self._invalid_prev = False
 
     def _detect(self, ev: Event, payload: Any) -> None:
