@@ -36,6 +36,8 @@ from mitmllm.protocol.splice import SpliceError
 from mitmllm.protocol.splice import apply
 from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import parse_block
+from mitmllm.protocol.sse import parse_common
 from mitmllm.protocol.steady import Steady
 from mitmllm.protocol.stream import StreamChecker
 
@@ -272,6 +274,19 @@ class Pipeline:
         changed = False
         for i, ev in enumerate(events):
             try:
+                if steady is not None and steady.prefix is not None:
+                    # a steady delta the decoder cut from the chunk: no need to parse it either
+                    sent: list[bytes] = []
+                    raw = ev.raw
+                    if steady.take(checker, raw, sent, decoded=True) == len(raw):
+                        if steady.rewrites:
+                            self.rewritten += 1
+                            new_raw = b"".join(sent)
+                            events[i] = parse_common(new_raw, ev.index, ev.offset) or parse_block(
+                                new_raw, ev.index, ev.offset
+                            )
+                            changed = True
+                        continue
                 payload = checker.parse(ev)
                 token = steady.before(checker, ev, payload) if steady is not None else None
                 new = self._rewrite(ev, payload) if rewrites and is_json(payload) else ev

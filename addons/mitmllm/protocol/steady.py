@@ -78,11 +78,16 @@ class TooDeep(Exception):
     """The state is nested deeper than MAX_DEPTH: certify nothing."""
 
 
+#: Values that are their own picture.
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes})
+
+
 def fingerprint(obj: Any, depth: int = 0) -> Any:
     """A comparable, hashable picture of `obj`'s value: containers and objects (their
     ``__dict__`` and ``__slots__``) by content. Events, findings and callables are references
     a validator keeps for reporting, not state, and compare equal."""
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, Enum)):
+    kind = type(obj)
+    if kind in _SCALARS or isinstance(obj, (bool, int, float, str, bytes, Enum)):
         return obj
     if isinstance(obj, (Event, Findings)) or callable(obj):
         return "<ref>"
@@ -92,23 +97,38 @@ def fingerprint(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, dict):
         return ("dict", tuple((fingerprint(k, d), fingerprint(v, d)) for k, v in obj.items()))
     if isinstance(obj, (list, tuple)):
-        return (type(obj).__name__, tuple(fingerprint(x, d) for x in obj))
+        return (kind.__name__, tuple(fingerprint(x, d) for x in obj))
     if isinstance(obj, (set, frozenset)):
         return ("set", frozenset(fingerprint(x, d) for x in obj))
-    return (type(obj).__qualname__, tuple(sorted(attributes(obj, d).items())))
+    return (kind.__qualname__, tuple(sorted(attributes(obj, d).items())))
+
+
+#: The slot names of each class whose objects were fingerprinted.
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def _slots(cls: type) -> tuple[str, ...]:
+    names = _SLOTS.get(cls)
+    if names is None:
+        found: set[str] = set()
+        for base in cls.__mro__:
+            slots = base.__dict__.get("__slots__", ())
+            found.update((slots,) if isinstance(slots, str) else slots)
+        found.discard("__dict__")
+        found.discard("__weakref__")
+        names = _SLOTS[cls] = tuple(found)
+    return names
 
 
 def attributes(obj: Any, depth: int = 0) -> dict[str, Any]:
     """The fingerprints of an object's own attributes, by name."""
-    names = set(getattr(obj, "__dict__", {}))
-    for cls in type(obj).__mro__:
-        slots = cls.__dict__.get("__slots__", ())
-        names.update((slots,) if isinstance(slots, str) else slots)
-    names.discard("__dict__")
-    names.discard("__weakref__")
-    missing = object()
     out = {}
-    for name in names:
+    own = getattr(obj, "__dict__", None)
+    if own:
+        for name, value in own.items():
+            out[name] = fingerprint(value, depth)
+    missing = object()
+    for name in _slots(type(obj)):
         value = getattr(obj, name, missing)
         if value is not missing:
             out[name] = fingerprint(value, depth)
@@ -440,11 +460,14 @@ class Steady:
             return a + digits + b, self.suffix
         return self.prefix, a + digits + b
 
-    def take(self, checker: StreamChecker, chunk: bytes, out: list[bytes]) -> int:
+    def take(
+        self, checker: StreamChecker, chunk: bytes, out: list[bytes], *, decoded: bool = False
+    ) -> int:
         """Accept the events at the start of `chunk` (fed with nothing buffered) that match the
         template, and hold one the chunk cuts while it still matches; how many bytes that takes.
         What the client gets of the events accepted is appended to `out` (one slice of `chunk`
-        when the template does not rewrite: `chunk` itself when it takes all of it)."""
+        when the template does not rewrite: `chunk` itself when it takes all of it). `decoded`:
+        `chunk` is one block the decoder returned (and counted)."""
         prefix, suffix = self.prefix, self.suffix
         if prefix is None:
             return 0
@@ -490,7 +513,7 @@ class Steady:
                 texts.append(text)
             pos = after
         if taken:
-            self._count(checker, taken, pos, texts)
+            self._count(checker, taken, 0 if decoded else pos, texts)
             if not rewrites:
                 out.append(chunk[:pos])
             self.used = True
@@ -563,7 +586,8 @@ class Steady:
         self, checker: StreamChecker, events: int, size: int, texts: list[bytes] | None
     ) -> None:
         """What the full path does for `events` events of `size` bytes it did not see."""
-        checker.decoder.skip(size, events)
+        if size:
+            checker.decoder.skip(size, events)
         checker.skipped(events)
         validator = checker.validator
         assert validator is not None
