@@ -22,6 +22,8 @@ from mitmllm.engine.pipeline import TextBlind
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.validation import StreamResult
 from mitmllm.protocol import detect
+from mitmllm.protocol.gate import Gate
+from mitmllm.protocol.gate import Verdict
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.steady import Steady
 from mitmllm.protocol.steady import fingerprint
@@ -66,7 +68,9 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
     for _ in range(draw(st.integers(0, 3))):
         i = draw(st.integers(0, len(out) - 1))
         kind = draw(
-            st.sampled_from(["swap", "drop", "repeat", "ping", "id", "index", "blank", "model"])
+            st.sampled_from(
+                ["swap", "drop", "repeat", "ping", "id", "index", "blank", "model", "inside"]
+            )
         )
         if kind == "swap" and i + 1 < len(out):
             out[i], out[i + 1] = out[i + 1], out[i]
@@ -84,6 +88,9 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
             out.insert(i, b"\n")
         elif kind == "model":  # this event already names the client's model: nothing to restamp
             out[i] = MODELS.sub(b'"' + ALIAS.encode() + b'"', out[i])
+        elif kind == "inside":  # a keep-alive spliced into the event (the repairs rejoin it)
+            at = draw(st.integers(1, max(1, len(out[i]) - 3)))
+            out[i] = out[i][:at] + b"\n: keep-alive\n\n" + out[i][at:]
     if draw(st.integers(0, 5)) == 0:  # cut inside the last event
         out[-1] = out[-1][: draw(st.integers(1, len(out[-1])))]
     return out
@@ -213,6 +220,7 @@ def test_pipelines_that_repair_hand_events_on_or_rewrite_blindly_have_no_shortcu
     assert Pipeline(checker, [lambda payload: []]).steady is None  # it could read the text
     assert Pipeline(checker, [TextBlind(lambda payload: [])]).steady is not None
     assert Pipeline(checker, on_event=lambda ev, payload: None).steady is None
+    assert Pipeline(checker, gate=Gate(d, checker.findings)).steady is None  # the gate judges
     up = StreamChecker(d)
     assert Pipeline(checker, upstream=up, repairer=Repairer(d, up.findings)).steady is None
 
@@ -299,3 +307,92 @@ def test_big_deltas_the_chunking_cuts_are_taken_by_their_bytes(fmt: str, piece: 
         sent += len(o)
         assert not o or sent in ends  # whole events only
     assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
+
+
+# --- the relay's pipeline: repairs and a commit gate ---------------------------------------------
+
+
+def gated(fmt: str, chunks: list[bytes], *, shortcut: bool) -> tuple[Any, ...]:
+    """A stream through the relay's pipeline (the upstream's checker, the repairs, the client's
+    checker, the commit gate): what the gate lets out and decides after each chunk, and what
+    every part of it holds at the end."""
+    dialect = detect.by_name(fmt)
+    request = dict(CALLS[fmt].body)
+    upstream = StreamChecker(dialect, request=request)
+    client = StreamChecker(dialect, request=request)
+    repairer = Repairer(dialect, upstream.findings, request=request)
+    gate = Gate(dialect, client.findings)
+    pipeline = Pipeline(client, upstream=upstream, repairer=repairer, gate=gate)
+    if not shortcut:
+        pipeline.gated = None
+    seen = []
+    for chunk in [*chunks, None]:
+        if chunk is None:
+            pipeline.close()
+            gate.close()
+        else:
+            pipeline.feed(chunk)
+        seen.append((gate.take(), gate.verdict, gate.outcome, gate.progress, gate.events))
+    return (
+        seen,
+        StreamResult.of(upstream),
+        StreamResult.of(client),
+        upstream.findings.to_list(),
+        client.findings.to_list(),
+        repairer.repairs,
+        (repairer.index, repairer.offset),
+        pipeline.events,
+        client.trailing,
+    )
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
+    data: st.DataObject,
+) -> None:
+    """After commit, steady deltas pass the relay's pipeline by their bytes: the client gets
+    the same bytes when the gate lets them out, the gate decides the same, and both checkers and
+    the repairs hold the same, for broken streams the repairs mend (or not) in any chunking."""
+    fmt = data.draw(st.sampled_from(FORMATS))
+    texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
+    events = stream(fmt, texts, data.draw(st.booleans()))
+    chunks = data.draw(chunked(data.draw(mutated(events))))
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+
+
+@pytest.mark.parametrize("fmt", [f for f in STEADY if f != "openai-responses"])
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
+    fmt: str, per_chunk: int
+) -> None:
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    dialect = detect.by_name(fmt)
+    upstream, client = StreamChecker(dialect), StreamChecker(dialect)
+    gate = Gate(dialect, client.findings)
+    pipeline = Pipeline(
+        client, upstream=upstream, repairer=Repairer(dialect, upstream.findings), gate=gate
+    )
+    parsed = 0
+    original = upstream.parse
+
+    def counting(ev: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return original(ev)
+
+    upstream.parse = counting  # type: ignore[method-assign]
+    out = b""
+    for c in chunks:
+        pipeline.feed(c)
+        out += gate.take()
+    pipeline.close()
+    gate.close()
+    assert out + gate.take() == b"".join(events) and gate.verdict is Verdict.PASS
+    assert parsed < 20 and gate.progress == gate.events - (fmt == "anthropic")  # the ping
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)

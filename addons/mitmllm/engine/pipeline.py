@@ -29,7 +29,10 @@ from typing import Any
 
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.gate import Gate
+from mitmllm.protocol.gate import Verdict
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.repair import At
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.splice import Edit
 from mitmllm.protocol.splice import SpliceError
@@ -39,9 +42,17 @@ from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import parse_block
 from mitmllm.protocol.sse import parse_common
 from mitmllm.protocol.steady import Steady
+from mitmllm.protocol.steady import TooDeep
+from mitmllm.protocol.steady import attributes
+from mitmllm.protocol.steady import unchanged
 from mitmllm.protocol.stream import StreamChecker
 
 logger = logging.getLogger(__name__)
+
+#: A repairer's and its mender's attributes that only say where they are in the stream (and
+#: their links to each other): they move on with every event.
+_REPAIRER_PLACE = frozenset({"_last", "_index", "_offset", "findings", "mender"})
+_MENDER_PLACE = frozenset({"repairer"})
 
 #: Reads a parsed payload; returns the edits that rewrite it (none: leave it as it is).
 Rewrite = Callable[[Any], Sequence[Edit]]
@@ -71,16 +82,20 @@ class Pipeline:
         on_event: Callable[[Event, Any], object] | None = None,
         repairer: Repairer | None = None,
         upstream: StreamChecker | None = None,
+        gate: Gate | None = None,
     ) -> None:
         if (repairer is None) != (upstream is None):
             raise ValueError(
                 "a repairing pipeline needs both the repairer and the upstream checker"
             )
+        if gate is not None and on_event is not None:
+            raise ValueError("a pipeline hands its events to a gate or to on_event, not both")
         self.checker = checker  # what the client gets
         self.upstream = upstream if upstream is not None else checker  # what the upstream sent
         self.repairer = repairer
         self.rewrites = tuple(rewrites)
-        self.on_event = on_event
+        self.gate = gate  # judges what the client gets (the relay's commit gate)
+        self.on_event = on_event if gate is None else gate.push
         self.failed = False
         self.closed = False
         self.events = 0
@@ -94,8 +109,20 @@ class Pipeline:
         self.steady = (
             Steady.of(checker)
             if repairer is None
-            and on_event is None
+            and self.on_event is None
             and all(isinstance(r, TextBlind) for r in self.rewrites)
+            else None
+        )
+        # With a repairer and a gate (the relay), steady deltas after commit go by their bytes
+        # too, once one is proven a no-op for both checkers, the repairs and the gate; not where
+        # each event carries a count (the repairs renumber it).
+        self.gated = (
+            Steady.of(self.upstream)
+            if repairer is not None
+            and gate is not None
+            and not self.rewrites
+            and self.upstream.validator is not None
+            and self.upstream.validator.STEADY_COUNTED is None
             else None
         )
 
@@ -109,11 +136,7 @@ class Pipeline:
         if self.failed:
             return chunk
         if self.repairer is not None:
-            try:
-                events = self.upstream.decoder.feed(chunk)
-            except Exception as e:  # a codec bug must not eat the stream
-                return self._fail(e, [])
-            return self._process_repairing(events, self.repairer) if events else b""
+            return self._feed_repairing(chunk, self.repairer)
         checker = self.checker
         decoder = checker.decoder
         steady = self.steady
@@ -311,20 +334,121 @@ class Pipeline:
 
     # --- with repairs ----------------------------------------------------------------------------
 
+    def _feed_repairing(self, chunk: bytes, repairer: Repairer) -> bytes:
+        decoder = self.upstream.decoder
+        head = b""
+        rest = chunk
+        gated, gate = self.gated, self.gate
+        if (
+            gated is not None
+            and gated.prefix is not None
+            and gate is not None
+            and gate.committed
+            and not decoder.pending
+        ):
+            index, offset = decoder.index, decoder.offset
+            try:
+                n = gated.take(self.upstream, chunk, [], hold=False)
+                if n:
+                    k = decoder.index - index
+                    head = chunk if n == len(chunk) else chunk[:n]
+                    self._passed(At(index + k - 1, offset + gated.last_start), k, head)
+            except Exception as e:  # a bug must not eat the stream: all of it, as it came
+                return self._fail(e, []) + chunk
+            if n == len(chunk):
+                return head
+            rest = chunk[n:]
+        try:
+            events = decoder.feed(rest)
+        except Exception as e:  # a codec bug must not eat the stream
+            return head + self._fail(e, [])
+        if not events:
+            return head
+        return head + self._process_repairing(events, repairer)
+
+    def _passed(self, last: At, events: int, raw: bytes) -> None:
+        """Steady deltas after commit, which the upstream's checker counted: what the repairs,
+        the client's checker and the gate would have done with them."""
+        assert self.repairer is not None and self.gate is not None and self.gated is not None
+        client = self.checker
+        client.skipped(events)
+        validator = client.validator
+        for name in self.gated.counters:
+            setattr(validator, name, getattr(validator, name) + events)
+        self.repairer.passed(last, events, len(raw))
+        self.gate.passed(raw, events)
+        self.events += events
+
     def _process_repairing(self, events: list[Event], repairer: Repairer) -> bytes:
         upstream = self.upstream
+        gated, gate = self.gated, self.gate
         out: list[bytes] = []
         for i, ev in enumerate(events):
             try:
+                live = gated is not None and gate is not None and gate.committed
+                if live and gated.prefix is not None:  # type: ignore[union-attr]
+                    raw = ev.raw
+                    if gated.take(upstream, raw, [], decoded=True, hold=False) == len(raw):  # type: ignore[union-attr]
+                        self._passed(At(ev.index, ev.offset), 1, raw)
+                        out.append(raw)
+                        continue
                 notes = ev.notes
                 payload = upstream.parse(ev)
+                token = gated.before(upstream, ev, payload) if live else None  # type: ignore[union-attr]
+                state = self._gated_state() if token is not None else None
                 upstream.check(ev, payload)
                 ev.notes = notes  # the grammar findings of the block, for the client's side too
-                for mended, mended_payload in repairer.feed(ev, payload):
+                pairs = repairer.feed(ev, payload)
+                for mended, mended_payload in pairs:
                     out.append(self._emit(mended, mended_payload))
+                if gated is not None:
+                    if token is None:
+                        gated.forget()
+                    else:
+                        same = self._gated_same(state, ev, payload, pairs)
+                        gated.after(upstream, ev, payload, token, also=same)
             except Exception as e:
                 return b"".join(out) + self._fail(e, events[i:])
         return b"".join(out)
+
+    def _gated_state(self) -> Any:
+        """What a steady delta must leave as it was besides the upstream's checker: the
+        client's checker, the repairs (but where they are in the stream) and the gate."""
+        client, repairer, gate = self.checker, self.repairer, self.gate
+        assert repairer is not None and gate is not None
+        try:
+            return (
+                attributes(client.validator),
+                len(client.findings.items),
+                sum(client.findings.suppressed.values()),
+                attributes(repairer, skip=_REPAIRER_PLACE),
+                attributes(repairer.mender, skip=_MENDER_PLACE) if repairer.mender else None,
+                (gate.progress, gate._data, gate.events),
+            )
+        except TooDeep:
+            return None
+
+    def _gated_same(self, state: Any, ev: Event, payload: Any, pairs: list[Any]) -> bool:
+        """Did the event leave `state` as it was, pass the repairs unchanged and go out?"""
+        if state is None or len(pairs) != 1:
+            return False
+        mended, mended_payload = pairs[0]
+        if mended.raw is not ev.raw or mended_payload is not payload:
+            return False
+        now = self._gated_state()
+        if now is None:
+            return False
+        client, repairer, gate = self.checker, self.repairer, self.gate
+        assert repairer is not None and gate is not None and self.gated is not None
+        if gate.verdict is not Verdict.PASS:
+            return False
+        progress, data, events = state[5]
+        if now[5] != (progress + 1, data + 1, events + 1):
+            return False
+        validator = client.validator
+        assert validator is not None
+        gated = self.gated
+        return unchanged(state[0], now[0], gated.counters, gated.context) and state[1:5] == now[1:5]
 
     def _emit(self, ev: Event, payload: Any) -> bytes:
         """Rewrite and check one event of what the client gets."""

@@ -642,17 +642,18 @@ class _Exchange:
         # What the upstream sent (the attempt's findings, with the repairs made) and what the
         # client gets; the gate judges the latter.
         upstream = self.checker = StreamChecker(dialect)
-        gate: Gate
         if plan.repair:
             client = StreamChecker(dialect)
             repairer = Repairer(dialect, upstream.findings, request=self.body_json)
-            pipeline = Pipeline(
-                client, upstream=upstream, repairer=repairer, on_event=lambda e, p: gate.push(e, p)
-            )
         else:
-            client = upstream
-            pipeline = Pipeline(upstream, on_event=lambda e, p: gate.push(e, p))
+            client, repairer = upstream, None
         gate = Gate(dialect, client.findings, fails=plan.fails)
+        pipeline = Pipeline(
+            client,
+            upstream=upstream if repairer is not None else None,
+            repairer=repairer,
+            gate=gate,
+        )
         committed = False
         progress = 0
         last_event = clock()

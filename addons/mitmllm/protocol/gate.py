@@ -120,6 +120,19 @@ class Gate:
             self.commit_event = ev.index
         return self.verdict
 
+    def passed(self, raw: bytes, events: int) -> None:
+        """`events` content events (`raw`, their bytes) after commit, judged by the caller
+        as `push` would judge them: data, not heartbeats (steady deltas: see
+        `mitmllm.protocol.steady`)."""
+        if not self.committed:
+            raise ValueError("only a committed gate passes events unseen")
+        self.events += events
+        self.progress += events
+        self._data += events
+        self.verdict = Verdict.PASS
+        if self.collect:
+            self._out.append(raw)
+
     def take(self) -> bytes:
         """The bytes that may go to the client now (nothing while holding or after failing)."""
         if not self.committed or not self._out:

@@ -164,7 +164,7 @@ class Repairer:
         self.repairs = 0  # repairs made (including repeats the findings cap hides)
         self._held: Pair | None = None  # a block that may continue in the next one
         self._between: list[Pair] = []  # comments and blanks that came while holding
-        self._last: Event | None = None  # the last upstream event seen
+        self._last: Event | At | None = None  # the last upstream event seen
         self._comments = set(KEEPALIVE_COMMENTS)
         self._index = 0  # the client's next event number
         self._offset = 0  # ... and its byte offset
@@ -178,6 +178,14 @@ class Repairer:
     def offset(self) -> int:
         """The bytes the client got so far."""
         return self._offset
+
+    def passed(self, last: At, events: int, size: int) -> None:
+        """`events` upstream events of `size` bytes, the last one at `last`, that this repairer
+        would have passed on unchanged went by unseen (steady deltas: see
+        `mitmllm.protocol.steady`)."""
+        self._last = last  # where a later repair defaults to
+        self._index += events
+        self._offset += size
 
     def held_bytes(self) -> bytes:
         """Everything held back so far, as it came (to pass on unmended after an internal
@@ -398,6 +406,16 @@ class Repairer:
             self._index += 1
             self._offset += len(ev.raw)
         return out
+
+
+class At:
+    """Where an upstream event was, for a repair recorded later at it."""
+
+    __slots__ = ("index", "offset")
+
+    def __init__(self, index: int, offset: int) -> None:
+        self.index = index
+        self.offset = offset
 
 
 def _lines(raw: bytes) -> list[bytes]:

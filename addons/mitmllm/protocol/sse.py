@@ -514,6 +514,11 @@ class Decoder:
         return self._base
 
     @property
+    def index(self) -> int:
+        """The number of the next block."""
+        return self._index
+
+    @property
     def pending(self) -> int:
         """Bytes held back: received but not yet part of a complete block."""
         return len(self._buf)

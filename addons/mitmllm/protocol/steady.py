@@ -120,18 +120,20 @@ def _slots(cls: type) -> tuple[str, ...]:
     return names
 
 
-def attributes(obj: Any, depth: int = 0) -> dict[str, Any]:
-    """The fingerprints of an object's own attributes, by name."""
+def attributes(obj: Any, depth: int = 0, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The fingerprints of an object's own attributes (but those in `skip`), by name."""
     out = {}
     own = getattr(obj, "__dict__", None)
     if own:
         for name, value in own.items():
-            out[name] = fingerprint(value, depth)
+            if name not in skip:
+                out[name] = fingerprint(value, depth)
     missing = object()
     for name in _slots(type(obj)):
-        value = getattr(obj, name, missing)
-        if value is not missing:
-            out[name] = fingerprint(value, depth)
+        if name not in skip:
+            value = getattr(obj, name, missing)
+            if value is not missing:
+                out[name] = fingerprint(value, depth)
     return out
 
 
@@ -153,6 +155,21 @@ _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 #: From this size on, a text is checked by orjson's string scanner (control characters) rather
 #: than by a byte table: about twice as fast on big texts.
 _BIG_TEXT = 2048
+
+
+def unchanged(
+    before: dict[str, Any], now: dict[str, Any], counters: Sequence[str], context: Sequence[str]
+) -> bool:
+    """Are two pictures of an object's attributes (`attributes`) the same, save for `context`
+    (changed or not) and `counters` (grown by one)? Both are changed."""
+    for name in context:
+        before.pop(name, None)
+        now.pop(name, None)
+    for name in counters:
+        was, grew = before.pop(name, None), now.pop(name, None)
+        if type(was) is not int or grew != was + 1:
+            return False
+    return now == before
 
 
 def opaque_int(payload: Any, path: Path) -> int | None:
@@ -214,6 +231,7 @@ class Steady:
         "matched",
         "hold_prefix",
         "hold_suffix",
+        "last_start",
     )
 
     def __init__(
@@ -247,6 +265,7 @@ class Steady:
         self.matched = 0
         self.hold_prefix = b""
         self.hold_suffix = b""
+        self.last_start = 0  # where in its chunk the last event `take` accepted starts
 
     @classmethod
     def of(cls, checker: StreamChecker) -> Steady | None:
@@ -284,17 +303,20 @@ class Steady:
         token: Any,
         sent: Event | None = None,
         edits_of: Callable[[Any], Sequence[Edit]] | None = None,
+        *,
+        also: bool = True,
     ) -> None:
         """After checking the event `before` saw: learn its template if it certifies. `sent` is
         what the client got of it when the pipeline's text-blind rewrites (`edits_of`) changed
-        it."""
+        it; `also` False: something else the event went through did not stay as it was."""
         path, text, state, found, suppressed = token
         if self.prefix is not None and not self.used:
             self.misses += 1  # the last template accepted nothing
         self.prefix, self.used = None, False
         validator = checker.validator
         if (
-            validator is None
+            not also
+            or validator is None
             or len(checker.findings.items) != found
             or _suppressed(checker) != suppressed
         ):
@@ -316,15 +338,9 @@ class Steady:
         except TooDeep:
             self.misses += 1
             return
-        for name in self.context:
-            state.pop(name, None)
-            now.pop(name, None)
-        for name in self.counters:
-            was, grew = state.pop(name, None), now.pop(name, None)
-            if type(was) is not int or grew != was + 1:
-                self.misses += 1
-                return
-        if now != state or not self._learn(checker, ev, payload, path, text, sent, edits_of):
+        if not unchanged(state, now, self.counters, self.context) or not self._learn(
+            checker, ev, payload, path, text, sent, edits_of
+        ):
             self.misses += 1
             return
         self.sink = sink is not None
@@ -461,13 +477,19 @@ class Steady:
         return self.prefix, a + digits + b
 
     def take(
-        self, checker: StreamChecker, chunk: bytes, out: list[bytes], *, decoded: bool = False
+        self,
+        checker: StreamChecker,
+        chunk: bytes,
+        out: list[bytes],
+        *,
+        decoded: bool = False,
+        hold: bool = True,
     ) -> int:
         """Accept the events at the start of `chunk` (fed with nothing buffered) that match the
         template, and hold one the chunk cuts while it still matches; how many bytes that takes.
         What the client gets of the events accepted is appended to `out` (one slice of `chunk`
         when the template does not rewrite: `chunk` itself when it takes all of it). `decoded`:
-        `chunk` is one block the decoder returned (and counted)."""
+        `chunk` is one block the decoder returned (and counted); `hold` False: hold nothing."""
         prefix, suffix = self.prefix, self.suffix
         if prefix is None:
             return 0
@@ -481,13 +503,13 @@ class Steady:
                 prefix, suffix = self._frame(checker, taken)
             if not startswith(prefix, pos):
                 rest = chunk[pos:]
-                if len(rest) < len(prefix) and prefix.startswith(rest):
+                if hold and len(rest) < len(prefix) and prefix.startswith(rest):
                     self._hold(rest, PREFIX, len(rest), prefix, suffix)  # cut inside the prefix
                 break
             start = pos + len(prefix)
             end = find(b'"', start)
             if end == -1:  # cut inside the text
-                if plain_text(chunk[start:]):
+                if hold and plain_text(chunk[start:]):
                     self._hold(chunk[pos:], TEXT, 0, prefix, suffix)
                 break
             if end == start:
@@ -501,7 +523,7 @@ class Steady:
             after = end + len(suffix)
             if after > n:  # cut inside the suffix, maybe
                 rest = chunk[end:]
-                if suffix.startswith(rest):
+                if hold and suffix.startswith(rest):
                     self._hold(chunk[pos:], SUFFIX, len(rest), prefix, suffix)
                 break
             if not startswith(suffix, end):
@@ -511,6 +533,7 @@ class Steady:
                 out += (self.out_prefix, text, self.out_suffix)
             if texts is not None:
                 texts.append(text)
+            self.last_start = pos
             pos = after
         if taken:
             self._count(checker, taken, 0 if decoded else pos, texts)
