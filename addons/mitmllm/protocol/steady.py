@@ -35,6 +35,7 @@ chunking (tests/test_steady.py): the same findings, validator summary and bytes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from collections.abc import Sequence
 from enum import Enum
@@ -152,6 +153,9 @@ def opaque_text(payload: Any, path: Path) -> str | None:
 
 #: Printable ASCII but ``"`` and ``\\``: what `plain_text` deletes to see if anything is left.
 _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
+#: A short text of printable ASCII but ``"`` and ``\\``, as a pattern (the rest is read by
+#: `plain_text`).
+_PLAIN_RUN = rb"[ !#-\[\]-~]{1,2047}"
 #: From this size on, a text is checked by orjson's string scanner (control characters) rather
 #: than by a byte table: about twice as fast on big texts.
 _BIG_TEXT = 2048
@@ -232,6 +236,7 @@ class Steady:
         "hold_prefix",
         "hold_suffix",
         "last_start",
+        "pattern",
     )
 
     def __init__(
@@ -266,6 +271,8 @@ class Steady:
         self.hold_prefix = b""
         self.hold_suffix = b""
         self.last_start = 0  # where in its chunk the last event `take` accepted starts
+        # The template with a short printable ASCII text, as one match (most deltas)
+        self.pattern: re.Pattern[bytes] | None = None
 
     @classmethod
     def of(cls, checker: StreamChecker) -> Steady | None:
@@ -407,6 +414,11 @@ class Steady:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
+        self.pattern = (
+            re.compile(re.escape(prefix) + _PLAIN_RUN + re.escape(suffix))
+            if counter is None and not rewritten
+            else None
+        )
         return True
 
     def _counter(
@@ -498,6 +510,15 @@ class Steady:
         startswith, find = chunk.startswith, chunk.find
         pos = taken = 0
         n = len(chunk)
+        pattern = self.pattern
+        if pattern is not None and texts is None:  # the common case: one match per event
+            match = pattern.match
+            m = match(chunk)
+            while m is not None:
+                taken += 1
+                self.last_start = pos
+                pos = m.end()
+                m = match(chunk, pos)
         while pos < n:
             if counter is not None:
                 prefix, suffix = self._frame(checker, taken)
