@@ -176,6 +176,21 @@ def unchanged(
     return now == before
 
 
+def _pattern(
+    prefix: bytes, suffix: bytes, counter: tuple[bool, bytes, bytes] | None
+) -> re.Pattern[bytes]:
+    """A template as a regular expression: group `text` a short printable ASCII text, group
+    `count` the counter's digits (matched against the count wanted by the caller)."""
+    text = b"(?P<text>" + _PLAIN_RUN + b")"
+    if counter is None:
+        return re.compile(re.escape(prefix) + text + re.escape(suffix))
+    in_prefix, a, b = counter
+    digits = re.escape(a) + rb"(?P<count>[0-9]{1,18})" + re.escape(b)
+    if in_prefix:
+        return re.compile(digits + text + re.escape(suffix))
+    return re.compile(re.escape(prefix) + text + digits)
+
+
 def opaque_int(payload: Any, path: Path) -> int | None:
     """The integer (not a bool) at `path` in `payload`, or None."""
     node = payload
@@ -271,7 +286,8 @@ class Steady:
         self.hold_prefix = b""
         self.hold_suffix = b""
         self.last_start = 0  # where in its chunk the last event `take` accepted starts
-        # The template with a short printable ASCII text, as one match (most deltas)
+        # The template with a short printable ASCII text and the counter's digits (if any), as
+        # one match (most deltas)
         self.pattern: re.Pattern[bytes] | None = None
 
     @classmethod
@@ -414,11 +430,7 @@ class Steady:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
-        self.pattern = (
-            re.compile(re.escape(prefix) + _PLAIN_RUN + re.escape(suffix))
-            if counter is None and not rewritten
-            else None
-        )
+        self.pattern = None if rewritten else _pattern(prefix, suffix, counter)
         return True
 
     def _counter(
@@ -511,14 +523,27 @@ class Steady:
         pos = taken = 0
         n = len(chunk)
         pattern = self.pattern
-        if pattern is not None and texts is None:  # the common case: one match per event
+        if pattern is not None:  # the common case: one match per event
             match = pattern.match
             m = match(chunk)
-            while m is not None:
-                taken += 1
-                self.last_start = pos
-                pos = m.end()
-                m = match(chunk, pos)
+            if counter is None and texts is None:
+                while m is not None:
+                    taken += 1
+                    self.last_start = pos
+                    pos = m.end()
+                    m = match(chunk, pos)
+            else:
+                assert self.counted is not None
+                count = getattr(checker.validator, self.counted[1])
+                while m is not None:
+                    if counter is not None and m.group("count") != b"%d" % (count + taken):
+                        break
+                    if texts is not None:
+                        texts.append(m.group("text"))
+                    taken += 1
+                    self.last_start = pos
+                    pos = m.end()
+                    m = match(chunk, pos)
         while pos < n:
             if counter is not None:
                 prefix, suffix = self._frame(checker, taken)
