@@ -68,6 +68,7 @@ from mitmllm.protocol.conversation import str_or_none
 from mitmllm.protocol.conversation import text_of
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import SENTINEL
+from mitmllm.protocol.payload import event_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -694,7 +695,7 @@ class ChatWriter(StreamWriter):
 
     @staticmethod
     def _data(payload: dict[str, Any]) -> bytes:
-        return encode(orjson.dumps(payload).decode())
+        return encode(event_json(payload))
 
 
 class ChatConverter(Converter):
@@ -728,7 +729,7 @@ class ChatConverter(Converter):
         return _render_error(error)
 
     def error_event(self, error: ApiError) -> bytes:
-        return encode(orjson.dumps(error_object(error)).decode())
+        return encode(event_json(error_object(error)))
 
     def reader(self, findings: Findings) -> StreamReader:
         return ChatReader(findings)
