@@ -1035,6 +1035,24 @@ def _first_block_at_1(ctx: Context, reply: Reply) -> Iterable[Item]:
     return frames(ctx, reply, first_index=1)
 
 
+def _interleaved_tools(ctx: Context, reply: Reply) -> Iterable[Item]:
+    """Chat tool-call fragments of parallel calls alternate between the calls (some bridges
+    stream calls side by side): every call opens, then the argument fragments take turns."""
+    items = list(frames(ctx, reply))
+    calls = [i for i, f in enumerate(items) if b'"tool_calls"' in f.data]
+    heads = [i for i in calls if b'"type":"function"' in items[i].data]
+    if len(heads) < 2:
+        return items
+    by_call = [
+        [items[i] for i in calls if start <= i < end]
+        for start, end in zip(heads, [*heads[1:], calls[-1] + 1], strict=True)
+    ]
+    reordered = [call[0] for call in by_call]
+    for fragments in itertools.zip_longest(*(call[1:] for call in by_call)):
+        reordered += [f for f in fragments if f is not None]
+    return [*items[: calls[0]], *reordered, *items[calls[-1] + 1 :]]
+
+
 def _keepalive_mid_event(ctx: Context, reply: Reply) -> Iterable[Item]:
     """A keep-alive comment and its blank line land between `event:` and `data:`: the blank
     line dispatches a data-less event and orphans the data."""
@@ -1347,6 +1365,16 @@ _TABLE: tuple[Scenario, ...] = (
         _per(anthropic={"ANT-7"}, chat={"OAI-10"}),
         reply=_bare_tool_reply,
         shape=_first_block_at_1,
+        stream_only=True,
+    ),
+    Scenario(
+        "interleaved-tools",
+        "a sentence, then two tool calls whose Chat argument fragments take turns",
+        "openai-python accumulates both; helpers that finalize a call when the next begins cut "
+        "it short",
+        _per(chat={"OAI-11"}),
+        reply=_parallel_tools_reply,
+        shape=_interleaved_tools,
         stream_only=True,
     ),
     Scenario(

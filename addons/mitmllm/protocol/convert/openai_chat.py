@@ -517,9 +517,12 @@ class ChatReader(StreamReader):
         self.tool = -1  # the upstream tool-call index of the open (or last) call
         self.tools_seen = 0
         self.finished = False
+        self.failed = False
         self.warned_choices = False
 
     def read(self, ev: Event, payload: Any) -> list[StreamEvent]:
+        if self.failed:
+            return []  # the client's stream already ended with an error
         if payload is SENTINEL:
             return self._close_block() + [End()]
         p = mapping(payload)
@@ -575,6 +578,7 @@ class ChatReader(StreamReader):
             if isinstance(index, int) and index <= self.tool:
                 message = f"tool call {index} continues after call {self.tool} began"
                 self.findings.add("XLT-4", f"{message}: interleaved calls cannot be translated")
+                self.failed = True
                 return [
                     Failure(
                         ApiError(
