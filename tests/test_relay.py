@@ -50,6 +50,8 @@ from tests.relayharness import healthy_stream
 from tests.relayharness import lifecycle_head
 from tests.relayharness import request_body
 from tests.relayharness import request_path
+from tests.relayharness import starts
+from tests.relayharness import until
 
 
 @pytest_asyncio.fixture
@@ -390,3 +392,177 @@ def test_garbage_through_the_relay_never_raises_and_loses_no_byte(
     if rest:
         (ev,) = event_list(rest)
         assert ev.event == "error" and orjson.loads(ev.data or "")["type"] == "error"
+
+
+# --- translated hops ----------------------------------------------------------------------------
+
+
+def chat_chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-up",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return encode(orjson.dumps(chunk).decode())
+
+
+def chat_call(index: int, name: str | None = None, arguments: str = "") -> dict[str, object]:
+    call: dict[str, object] = {"index": index, "function": {"arguments": arguments}}
+    if name is not None:
+        call |= {"id": f"call_{name}", "type": "function", "function": {"name": name}}
+    return call
+
+
+#: Two Chat tool calls whose fragments take turns: no sequential format can carry them.
+INTERLEAVED = chat_chunk(
+    {"tool_calls": [chat_call(0, "a"), chat_call(1, "b"), chat_call(0, arguments="{}")]}
+)
+CHAT_TEXT = chat_chunk({"role": "assistant", "content": "Hi"})
+CHAT_END = chat_chunk({}, "stop") + encode("[DONE]")
+
+
+def served_whole(raw: Raw) -> bool:
+    """One complete message of the mock's, without an error: the failed attempt left no trace."""
+    v = raw.validator()
+    return v.complete and v.error is None and starts(raw.fmt, raw.events()) == 1
+
+
+def translated(
+    client: str,
+    hops: Sequence[tuple[str, str]],
+    *,
+    timeouts: dict[str, float] | None = None,
+    repair: bool = True,
+    api_key_env: str | None = None,
+) -> Plan:
+    """A plan for a `client` request over (url, format) hops; a hop of another format maps
+    every model to its own, and authenticates with bearer `api_key_env` if given."""
+    ups = []
+    for i, (url, fmt) in enumerate(hops):
+        models = (("*", "up-model"),) if fmt != client else ()
+        auth = "bearer" if api_key_env else "none"
+        ups.append(Hop(Upstream(f"up{i}", url, dialect(fmt), auth, api_key_env), models))
+    return Plan(
+        route="test",
+        hops=ups,
+        dialect=dialect(client),
+        wants_stream=True,
+        # the first hop's origin: a hop of the client's format there would get its key
+        client_origin=origin_of(hops[0][0]),
+        timeouts=Timeouts(**(timeouts or {})),
+        repair=repair,
+    )
+
+
+async def test_a_stream_that_cannot_be_translated_before_commit_moves_on(relay: Relay) -> None:
+    # The first content event the client would see (the tool call) comes in the same upstream
+    # event as the interleaving: XLT-4 before commit fails the attempt, invisibly.
+    steps = [(0.0, CHAT_TEXT.replace(b'"content":"Hi"', b'"content":""') + INTERLEAVED)]
+    async with ScriptedUpstream(steps=steps, hold=True) as chat, MockUpstream() as fallback:
+        p = translated(ANTHROPIC, [(chat.url, OPENAI_CHAT), (fallback.url, ANTHROPIC)])
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    assert raw.status == 200 and served_whole(raw)
+    first, second = p.attempts
+    assert (first.outcome, first.committed) == ("untranslatable", False)
+    assert "XLT-4" in {f.rule for f in first.findings}
+    assert (second.outcome, second.committed) == ("ok", True)
+    assert p.served is p.hops[1]
+
+
+async def test_a_stream_that_cannot_be_translated_after_commit_ends_at_once(relay: Relay) -> None:
+    # The upstream keeps its connection open after the interleaving: the client's stream must
+    # end with its error event now, not when a timer runs out.
+    steps = [(0.0, CHAT_TEXT), (0.05, INTERLEAVED)]
+    async with ScriptedUpstream(steps=steps, hold=True) as chat:
+        p = translated(ANTHROPIC, [(chat.url, OPENAI_CHAT)], timeouts={"idle": 60.0})
+        async with asyncio.timeout(30):  # only catches a hang
+            raw = await send(relay, ANTHROPIC, relay.issue(p))
+        await until(lambda: chat.cancelled == 1, what="the relay to close the upstream")
+    v = raw.validator()
+    assert v.error is not None and "interleaved" in v.error
+    assert b"message_stop" not in raw.body
+    (attempt,) = p.attempts
+    assert (attempt.outcome, attempt.committed) == ("untranslatable_after_commit", True)
+    assert "XLT-4" in {f.rule for f in attempt.findings}
+    assert p.outcome == "failed_after_commit"
+
+
+async def test_commit_waits_for_content_the_client_would_see(relay: Relay) -> None:
+    # A role-only chunk becomes the client's message_start: held, so when the upstream then
+    # stalls, the fallback serves and the client sees one message_start.
+    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}))]
+    async with ScriptedUpstream(steps=steps, hold=True) as chat, MockUpstream() as fallback:
+        p = translated(
+            ANTHROPIC,
+            [(chat.url, OPENAI_CHAT), (fallback.url, ANTHROPIC)],
+            timeouts={"first_event": 0.3},
+        )
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    assert served_whole(raw)
+    assert [a.outcome for a in p.attempts] == ["first_event_timeout", "ok"]
+
+
+async def test_a_translated_stream_is_repaired_in_the_upstreams_format(relay: Relay) -> None:
+    # An Anthropic stream without its message_stop (ANT-18): the repair adds it in Anthropic's
+    # format (FIX-9), so the Chat client gets its [DONE]; without repairs it gets an error.
+    body = healthy_stream(ANTHROPIC)
+    cut = body[: body.index(b"event: message_stop")]
+    results = {}
+    for repair in (True, False):
+        async with ScriptedUpstream(steps=[(0.0, cut)]) as up:
+            p = translated(OPENAI_CHAT, [(up.url, ANTHROPIC)], repair=repair)
+            raw = await send(relay, OPENAI_CHAT, relay.issue(p))
+        results[repair] = (raw, p.attempts[0])
+    raw, attempt = results[True]
+    v = raw.validator()
+    assert v.complete and v.error is None and raw.body.endswith(b"data: [DONE]\n\n")
+    assert [r.rule for r in attempt.repairs] == ["FIX-9"]
+    assert "ANT-18" in {f.rule for f in attempt.findings}  # in the upstream's own format
+    assert attempt.outcome == "ok"
+    raw, attempt = results[False]
+    assert not raw.validator().complete and b"[DONE]" not in raw.body
+    assert attempt.outcome == "failed_after_commit" and not attempt.repairs
+
+
+async def test_keepalives_on_a_translated_hop_are_the_clients(relay: Relay) -> None:
+    # first_byte: the Anthropic client gets its headers and Anthropic pings while the Chat
+    # upstream is slow to start, then the translated answer.
+    steps = [(0.5, CHAT_TEXT + CHAT_END)]
+    async with ScriptedUpstream(steps=steps) as chat:
+        p = translated(
+            ANTHROPIC, [(chat.url, OPENAI_CHAT)], timeouts={"first_byte": 0.05, "keepalive": 0.1}
+        )
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    events = raw.events()
+    assert events[0].event == "ping" and p.headers_early
+    v = raw.validator()
+    assert v.complete and v.error is None and v.model == "claude-sonnet-4-6"
+
+
+@pytest.mark.parametrize("own_key", [False, True], ids=["no-key-of-its-own", "own-key"])
+async def test_the_clients_key_never_goes_to_another_format(relay: Relay, own_key: bool) -> None:
+    # The hop is at the origin the client addressed, so a hop of the client's format there
+    # would get the client's credentials; a hop of another format gets none of them (only its
+    # own key, when it has one).
+    async with ScriptedUpstream(steps=[(0.0, CHAT_TEXT + CHAT_END)]) as chat:
+        relay.env = {"CHAT_KEY": "sk-chat-own"}
+        env = "CHAT_KEY" if own_key else None
+        p = translated(ANTHROPIC, [(chat.url, OPENAI_CHAT)], api_key_env=env)
+        url = f"http://127.0.0.1:{relay.port}/v1/messages?beta=true"
+        headers = {
+            TOKEN_HEADER: relay.issue(p),
+            "x-api-key": "sk-client-key",
+            "cookie": "session=sk-client-cookie",
+        }
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=request_body(ANTHROPIC), headers=headers) as resp:
+                assert resp.status == 200
+                await resp.read()
+    (seen,) = chat.received
+    assert seen.path == "/v1/chat/completions"  # the client's query stays with its API
+    assert not {"x-api-key", "cookie"} & seen.headers.keys()
+    assert "sk-client" not in repr(seen)
+    assert seen.headers.get("authorization") == ("Bearer sk-chat-own" if own_key else None)
+    assert orjson.loads(seen.body)["model"] == "up-model"
