@@ -135,6 +135,8 @@ async def test_an_anthropic_client_is_served_by_an_openai_chat_upstream(
         info = meta(flow)
         assert info["translated"] == "anthropic -> openai-chat"
         assert info["upstream"] == "fallback"
+        # shown at the upstream that served it, with the client's own request path
+        assert (flow.request.port, flow.request.path) == (f.port, "/v1/messages")
         errors = [x for x in info["findings"] if x["severity"] == "error"]
         assert errors == [], errors
 
