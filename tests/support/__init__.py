@@ -1,1 +1,1 @@
-"""Shared test helpers (not test modules)."""
+"""Shared test support: streams and requests of every format (not test modules)."""
