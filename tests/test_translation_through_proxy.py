@@ -3,7 +3,7 @@ mitmproxy with mitmllm's addons, the relay translating to an upstream of another
 
 Each case runs three turns of one conversation: a text answer, a tool call, and a second turn
 that carries the tool result back. The upstream of the other format serves either alone (the
-route always translates) or as the fallback after the primary answered 529/503 or stalled
+route always translates) or as the fallback after the primary answered 529 or stalled
 before its first event. Each upstream must see exactly one request per turn, and the id the
 client saw on the tool call must be the id the upstream gets on the call and on its result.
 """
@@ -28,29 +28,57 @@ from tests.proxyharness import Proxy
 from tests.relayharness import CLIENT_KEY
 from tests.relayharness import CLIENT_TIMEOUT
 from tests.relayharness import TEXT
+from tests.relayharness import ScriptedUpstream
 from tests.relayharness import config
+from tests.relayharness import dialect
 from tests.relayharness import failover_proxy
 from tests.relayharness import meta
 from tests.relayharness import upstream
 from tests.relayharness import write_config
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-#: How the primary fails before the first event (None: there is no primary; the route always
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+#: How the primary fails before the first event: HTTP 529 with the client format's overloaded
+#: error, or a stall before the first event (None: there is no primary; the route always
 #: serves the client through translation).
-PRIMARIES = [None, "overloaded", "stall-before-first"]
+PRIMARIES = [None, "529", "stall-before-first"]
+#: The relay's outcomes per turn for each primary.
+OUTCOMES = {
+    None: ["ok"],
+    "529": ["http_529", "ok"],
+    "stall-before-first": ["first_event_timeout", "ok"],
+}
+
+
+@asynccontextmanager
+async def primary_upstream(client: str, how: str | None) -> AsyncIterator[Any]:
+    """The client-format primary: scripted for a 529 (the mock answers OpenAI formats' overload
+    with 503), the mock's scenario otherwise."""
+    if how == "529":
+        body = dialect(client).error_body(529, "Overloaded", "overloaded_error")
+        json = {"content-type": "application/json"}
+        async with ScriptedUpstream(529, json, [(0.0, body)]) as scripted:
+            yield scripted
+    else:
+        async with MockUpstream(name="primary") as mock:
+            yield mock
 
 
 @asynccontextmanager
 async def served_across(
     tmp_path: Path, client: str, other: str, primary: str | None, models: dict[str, str]
-) -> AsyncIterator[tuple[Proxy, MockUpstream, MockUpstream]]:
+) -> AsyncIterator[tuple[Proxy, Any, MockUpstream]]:
     """A proxy whose route takes `client` requests and serves them from a `other` upstream,
-    after a `client`-format primary failing with `primary` if given."""
-    async with MockUpstream(name="primary") as p, MockUpstream(name="fallback") as f:
+    after a `client`-format primary failing as `primary` says, if given."""
+    async with primary_upstream(client, primary) as p, MockUpstream(name="fallback") as f:
         ups = [upstream("fallback", f.url, other)]
         chain: list[dict[str, Any]] = []
         if primary is not None:
-            ups.append(upstream("primary", p.url_for(primary), client))
+            url = p.url if isinstance(p, ScriptedUpstream) else p.url_for(primary)
+            ups.append(upstream("primary", url, client))
             chain.append({"upstream": "primary"})
         chain.append({"upstream": "fallback", "models": models})
         cfg = config(ups, chain, match={"format": client}, translate=True)
@@ -135,6 +163,7 @@ async def test_an_anthropic_client_is_served_by_an_openai_chat_upstream(
         info = meta(flow)
         assert info["translated"] == "anthropic -> openai-chat"
         assert info["upstream"] == "fallback"
+        assert [a["outcome"] for a in info["attempts"]] == OUTCOMES[primary]
         # shown at the upstream that served it, with the client's own request path
         assert (flow.request.port, flow.request.path) == (f.port, "/v1/messages")
         errors = [x for x in info["findings"] if x["severity"] == "error"]
@@ -213,6 +242,8 @@ async def test_an_openai_chat_client_is_served_by_an_anthropic_upstream(
     for flow in flows:
         info = meta(flow)
         assert info["translated"] == "openai-chat -> anthropic"
+        assert info["upstream"] == "fallback"
+        assert [a["outcome"] for a in info["attempts"]] == OUTCOMES[primary]
         errors = [x for x in info["findings"] if x["severity"] == "error"]
         assert errors == [], errors
 
