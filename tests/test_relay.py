@@ -504,6 +504,25 @@ async def test_commit_waits_for_content_the_client_would_see(relay: Relay) -> No
     assert [a.outcome for a in p.attempts] == ["first_event_timeout", "ok"]
 
 
+async def test_reasoning_the_client_does_not_see_keeps_the_upstream_alive(relay: Relay) -> None:
+    # The Chat upstream reasons for longer than the first-event limit before its text; an
+    # Anthropic client gets no reasoning (XLT-2), so nothing commits meanwhile, but the upstream
+    # is alive: the idle timer runs, not the first event's, and the answer arrives.
+    thought = chat_chunk({"reasoning_content": "hmm"})
+    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}))]
+    steps += [(0.1, thought)] * 8 + [(0.1, CHAT_TEXT + CHAT_END)]
+    async with ScriptedUpstream(steps=steps) as chat:
+        p = translated(
+            ANTHROPIC, [(chat.url, OPENAI_CHAT)], timeouts={"first_event": 0.4, "idle": 1.0}
+        )
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    v = raw.validator()
+    assert v.complete and v.error is None
+    assert b"thinking" not in raw.body
+    (attempt,) = p.attempts
+    assert attempt.outcome == "ok" and "XLT-2" in {f.rule for f in attempt.findings}
+
+
 async def test_a_translated_stream_is_repaired_in_the_upstreams_format(relay: Relay) -> None:
     # An Anthropic stream without its message_stop (ANT-18): the repair adds it in Anthropic's
     # format (FIX-9), so the Chat client gets its [DONE]; without repairs it gets an error.

@@ -90,6 +90,7 @@ from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.gate import Gate
+from mitmllm.protocol.payload import NO_DATA
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import Event
@@ -745,7 +746,7 @@ class _Exchange:
         content = up.content
         while True:
             now = clock()
-            if committed:
+            if committed or stages.started:
                 deadline = min(last_event + timeouts.idle, deadline_total)
             else:
                 deadline = min(deadline_first, deadline_total)
@@ -761,14 +762,16 @@ class _Exchange:
                 )
             if chunk is None:
                 if clock() >= deadline - 1e-3:
-                    return await self._stall(hop, attempt, committed, clock() - t0, last_event)
+                    return await self._stall(
+                        hop, attempt, committed, stages.started, clock() - t0, last_event
+                    )
                 await self._keep_alive(plan.dialect)
                 continue
             if not chunk:
                 break
             stages.feed(chunk)
-            if gate.progress != progress:
-                progress = gate.progress
+            if stages.progress != progress:
+                progress = stages.progress
                 last_event = clock()
             if stages.untranslatable is not None:
                 raise _Fail("untranslatable", stages.untranslatable, up.status)
@@ -798,9 +801,7 @@ class _Exchange:
         v = client.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (
-                f" ({len(stages.upstream.trailing)} bytes of a partial event dropped)"
-                if stages.upstream.trailing
-                else ""
+                f" ({stages.dropped} bytes of a partial event dropped)" if stages.dropped else ""
             )
             return await self._end_with_error(
                 attempt, f"upstream {hop.upstream.name} ended the stream before its end{dropped}"
@@ -844,14 +845,26 @@ class _Exchange:
             await self._send_headers(up.status, up.headers, hop)
 
     async def _stall(
-        self, hop: Hop, attempt: Attempt, committed: bool, elapsed: float, last_event: float
+        self,
+        hop: Hop,
+        attempt: Attempt,
+        committed: bool,
+        started: bool,
+        elapsed: float,
+        last_event: float,
     ) -> None:
         timeouts = self.plan.timeouts
+        idle = self.relay.clock() - last_event
         if not committed:
             if elapsed >= timeouts.total:
                 raise _Fail("total_timeout", f"attempt exceeded {timeouts.total:g}s")
+            if started:  # content the client cannot see (reasoning for an Anthropic client)
+                raise _Fail(
+                    "idle_timeout",
+                    f"sent no event for {idle:.1f}s (idle limit {timeouts.idle:g}s), before any "
+                    "content the client's format shows",
+                )
             raise _Fail("first_event_timeout", f"no content event within {timeouts.first_event:g}s")
-        idle = self.relay.clock() - last_event
         what = (
             f"exceeded the attempt limit of {timeouts.total:g}s"
             if elapsed >= timeouts.total
@@ -998,8 +1011,30 @@ class _Stages:
                 names=translation.request.names,
             )
         self.gate = Gate(client, self.client.findings, fails=fails)
+        self.repaired = repaired  # the upstream's stream as repaired, in its format
         self.broken: str | None = None  # the first XLT-4: the stream could not be translated
         self.untranslatable: str | None = None  # ... and it came before commit
+        # The upstream's own liveness, for translated streams: events that carry data, and
+        # whether one was content, though the client may not see it (reasoning is dropped for
+        # Anthropic clients); the timers go by it, the commit by what the client sees.
+        self._events = 0
+        self._content = False
+
+    @property
+    def progress(self) -> int:
+        """Events that show the upstream is alive (for the idle timer)."""
+        return self._events if self.translator is not None else self.gate.progress
+
+    @property
+    def started(self) -> bool:
+        """The upstream sent content (in its own judgement): from then on the idle timer runs,
+        not the first event's."""
+        return self._content or self.gate.committed
+
+    @property
+    def dropped(self) -> int:
+        """Bytes of an unterminated final event the client does not get."""
+        return len(self.repaired.trailing)
 
     @property
     def over(self) -> bool:
@@ -1031,6 +1066,10 @@ class _Stages:
         if self.untranslatable is not None:
             return  # the attempt failed: nothing of it goes to the client
         assert self.translator is not None and self.translation is not None
+        upstream = self.translation.upstream
+        if payload is not NO_DATA and not upstream.is_heartbeat(ev, payload):
+            self._events += 1
+            self._content = self._content or upstream.is_content(ev, payload)
         findings = self.translation.findings
         seen = findings.count("XLT-4")
         data = self.translator.event(ev, payload)
