@@ -37,6 +37,7 @@ from mitmllm.engine.relay import redact_url
 from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import OPENAI_CHAT
+from mitmllm.mock.scenarios import OPENAI_RESPONSES
 from mitmllm.mock.upstream import MockUpstream
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import decode_all
@@ -558,6 +559,29 @@ async def test_keepalives_on_a_translated_hop_are_the_clients(relay: Relay) -> N
     assert events[0].event == "ping" and p.headers_early
     v = raw.validator()
     assert v.complete and v.error is None and v.model == "claude-sonnet-4-6"
+
+
+async def test_a_request_another_format_cannot_carry_is_not_sent(relay: Relay) -> None:
+    # A Responses request that continues a conversation stored at OpenAI: a Chat upstream would
+    # see only this turn. The attempt fails before anything is sent; the next hop serves.
+    async with ScriptedUpstream(steps=[(0.0, CHAT_TEXT + CHAT_END)]) as chat:
+        async with MockUpstream() as responses:
+            p = translated(
+                OPENAI_RESPONSES, [(chat.url, OPENAI_CHAT), (responses.url, OPENAI_RESPONSES)]
+            )
+            url = f"http://127.0.0.1:{relay.port}{request_path(OPENAI_RESPONSES)}"
+            body = request_body(OPENAI_RESPONSES) | {"previous_response_id": "resp_1"}
+            headers = {TOKEN_HEADER: relay.issue(p)}
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url, json=body, headers=headers) as resp:
+                    raw = Raw(OPENAI_RESPONSES, resp.status, resp.headers, await resp.read())
+    assert chat.received == []
+    assert served_whole(raw)
+    first, second = p.attempts
+    assert (first.outcome, first.status) == ("untranslatable", None)
+    assert "previous_response_id" in (first.error or "")
+    assert [f.rule for f in first.findings] == ["XLT-1"]
+    assert second.outcome == "ok"
 
 
 @pytest.mark.parametrize("own_key", [False, True], ids=["no-key-of-its-own", "own-key"])

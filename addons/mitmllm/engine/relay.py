@@ -453,6 +453,9 @@ class _Exchange:
         self.stages = self.translation = None
         if translated:
             self.translation = tr = self._translate_request(hop, path, body_json)
+            lost = next((g for g in tr.request.gaps if g.severity == "error"), None)
+            if lost is not None:  # the upstream would answer another question than the client's
+                raise _Fail("untranslatable", f"XLT-1 {lost.path}: {lost.reason}"[:300])
             path, body, info = tr.path, tr.body, tr.info
         elif plan.prepare is not None and body_json is not None and is_json(body_json):
             path, new_body, info = plan.prepare(hop, path, body_json, self.body)
