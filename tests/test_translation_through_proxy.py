@@ -26,9 +26,11 @@ from mitmllm.mock.scenarios import OPENAI_CHAT
 from mitmllm.mock.upstream import MockUpstream
 from tests.proxyharness import Proxy
 from tests.relayharness import CLIENT_KEY
+from tests.relayharness import CLIENT_MODEL
 from tests.relayharness import CLIENT_TIMEOUT
 from tests.relayharness import TEXT
 from tests.relayharness import ScriptedUpstream
+from tests.relayharness import ask
 from tests.relayharness import config
 from tests.relayharness import dialect
 from tests.relayharness import failover_proxy
@@ -313,3 +315,23 @@ async def test_a_whole_answer_is_translated_too(tmp_path: Path) -> None:
     assert message.usage.input_tokens > 0
     assert "stream" not in f.received[0].json
     assert f.received[0].json["model"] == "gpt-4.1-mini"
+
+
+async def test_a_sticky_conversation_stays_on_the_translating_fallback(tmp_path: Path) -> None:
+    sticky = {"key": "header:x-session-id", "ttl": "10m"}
+    session = {"x-session-id": "conversation-a"}
+    async with MockUpstream(default_scenario="overloaded") as p, MockUpstream() as f:
+        ups = [upstream("primary", p.url, ANTHROPIC), upstream("fallback", f.url, OPENAI_CHAT)]
+        chain = [{"upstream": "primary"}, {"upstream": "fallback", "models": {"*": "gpt-4.1"}}]
+        cfg = config(ups, chain, translate=True, sticky=sticky)
+        async with failover_proxy(write_config(tmp_path, cfg), p.url) as proxy:
+            first = await ask(proxy.url, ANTHROPIC, headers=session)
+            p.default_scenario = "healthy"  # the primary recovers at once
+            again = await ask(proxy.url, ANTHROPIC, headers=session)
+            flows = await proxy.log.wait(2)
+    assert first.complete and again.complete
+    assert again.model == CLIENT_MODEL[ANTHROPIC]  # restamped: the model the client asked for
+    assert len(p.received) == 1, "the second turn went straight to the fallback"
+    assert [r.path for r in f.received] == ["/v1/chat/completions"] * 2
+    assert [a["upstream"] for a in meta(flows[1])["attempts"]] == ["fallback"]
+    assert meta(flows[1])["translated"] == "anthropic -> openai-chat"
