@@ -91,6 +91,7 @@ from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.payload import NO_DATA
+from mitmllm.protocol.payload import copy_json
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import Event
@@ -577,7 +578,7 @@ class _Exchange:
                 plan.dialect,
                 hop.upstream.dialect,
                 path,
-                _copy_json(body_json),
+                copy_json(body_json),  # the next hop reads the client's body too
                 model=hop.map_model(client_model),
                 flavour=hop.flavour,
             )
@@ -1126,10 +1127,6 @@ def _client_error(fail: _Fail, client: Dialect, message: str) -> tuple[int, byte
     else:
         kind = kind_of_status(fail.status or _status_for(fail))
     return xlt.converter(client).render_error(ApiError(kind, message, fail.status))
-
-
-def _copy_json(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value))
 
 
 async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:
