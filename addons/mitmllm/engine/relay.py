@@ -779,6 +779,12 @@ class _Exchange:
                 last_event = clock()
             if stages.untranslatable is not None:
                 raise _Fail("untranslatable", stages.untranslatable, up.status)
+            if gate.failed and committed:  # the stream started over: end it, not a 2nd answer
+                await self._write(gate.take())
+                attempt.outcome = "restarted_after_commit"
+                return await self._end_with_error(
+                    attempt, f"upstream {hop.upstream.name} started its answer over ({gate.reason})"
+                )
             if gate.failed:
                 raise _Fail(gate.outcome or "broken_stream", gate.reason or "", up.status)
             if gate.committed and not committed:
@@ -792,6 +798,12 @@ class _Exchange:
         stages.close()
         if stages.untranslatable is not None and not committed:
             raise _Fail("untranslatable", stages.untranslatable, up.status)
+        if gate.failed and committed:
+            await self._write(gate.take())
+            attempt.outcome = "restarted_after_commit"
+            return await self._end_with_error(
+                attempt, f"upstream {hop.upstream.name} started its answer over ({gate.reason})"
+            )
         if gate.failed:
             raise _Fail(gate.outcome or "empty", gate.reason or "", up.status)
         if not committed:  # the first content arrived in the final flush

@@ -1104,6 +1104,13 @@ def _double_start(ctx: Context, reply: Reply) -> Iterable[Item]:
     return [first, *frames(ctx, reply)]
 
 
+def _restart_after_content(ctx: Context, reply: Reply) -> Iterable[Item]:
+    """A failed attempt's start and first content, then a whole second attempt (a gateway that
+    retried after the client had part of the answer)."""
+    first = list(frames(replace(ctx, ident=f"{ctx.ident}a"), reply))
+    return [*first[: _after_content(first)], *frames(ctx, reply)]
+
+
 def _comment_only(ctx: Context, reply: Reply) -> Iterable[Item]:
     comment = sse.encode(comment="OPENROUTER PROCESSING", eol=ctx.eol)
     return [Frame(Kind.HEAD, comment) for _ in range(3)]
@@ -1384,6 +1391,17 @@ _TABLE: tuple[Scenario, ...] = (
         "TS SDK throws; Python SDK merges both attempts",
         _per(anthropic={"ANT-5"}, responses={"RSP-3", "RSP-4", "RSP-10"}),
         shape=_double_start,
+        stream_only=True,
+    ),
+    Scenario(
+        "restart-after-content",
+        "the start and first content of a failed attempt, then a whole second attempt (a "
+        "second message_start / response.created after content, as after a gateway's retry)",
+        "TS SDK throws; Python SDK merges both answers into one message",
+        _per(
+            anthropic={"ANT-5"}, responses={"RSP-3", "RSP-4", "RSP-5", "RSP-6", "RSP-8", "RSP-10"}
+        ),
+        shape=_restart_after_content,
         stream_only=True,
     ),
     Scenario(
