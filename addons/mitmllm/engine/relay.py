@@ -320,7 +320,8 @@ class Relay:
             body = await request.read()
             return await _Exchange(self, plan, request, body).run()
         except asyncio.CancelledError:
-            plan.outcome = "cancelled"
+            if plan.outcome != "ok":  # a client that closes after the whole answer is served
+                plan.outcome = "cancelled"
             raise
         finally:
             self.active -= 1
@@ -389,8 +390,15 @@ class _Exchange:
                 )
                 continue
             except asyncio.CancelledError:
-                attempt.outcome = "cancelled"
                 attempt.duration_ms = round((clock() - t0) * 1000, 1)
+                if attempt.outcome == "ok":
+                    # The client closed once its stream's terminal event was in (the OpenAI SDKs
+                    # do, right after [DONE]): it got the whole answer, from this upstream.
+                    if self.stages is not None:
+                        self._record_findings(attempt)
+                    self._record(hop, attempt)
+                else:
+                    attempt.outcome = "cancelled"
                 raise
             attempt.duration_ms = round((clock() - t0) * 1000, 1)
             self._record(hop, attempt)
@@ -791,6 +799,9 @@ class _Exchange:
                 committed = True
                 await self._commit(up, hop, attempt, info, t0)
             await self._write(gate.take())
+            if committed and attempt.outcome == "pending" and stages.client_complete:
+                # The client has its terminal event: served, whatever the upstream does next.
+                attempt.outcome = plan.outcome = "ok"
             if committed and stages.over:
                 # The client's stream has ended with its error event: nothing more can follow.
                 return await self._ended_in_error(attempt)
@@ -1051,6 +1062,12 @@ class _Stages:
     def dropped(self) -> int:
         """Bytes of an unterminated final event the client does not get."""
         return len(self.repaired.trailing)
+
+    @property
+    def client_complete(self) -> bool:
+        """What the client got has its format's success terminator (and no in-band error)."""
+        v = self.client.validator
+        return v is not None and v.complete and v.error is None
 
     @property
     def over(self) -> bool:
