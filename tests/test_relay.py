@@ -586,6 +586,24 @@ async def test_a_request_another_format_cannot_carry_is_not_sent(relay: Relay) -
     assert second.outcome == "ok"
 
 
+async def test_a_request_translated_for_anthropic_carries_the_headers_its_api_requires(
+    relay: Relay,
+) -> None:
+    # The Messages API answers 400 without anthropic-version; an OpenAI client never sends one.
+    async with ScriptedUpstream(steps=[(0.0, healthy_stream(ANTHROPIC))]) as claude:
+        p = translated(OPENAI_CHAT, [(claude.url, ANTHROPIC)])
+        headers = {TOKEN_HEADER: relay.issue(p), "openai-organization": "org-client"}
+        url = f"http://127.0.0.1:{relay.port}/v1/chat/completions"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=request_body(OPENAI_CHAT), headers=headers) as resp:
+                assert resp.status == 200
+                await resp.read()
+    (seen,) = claude.received
+    assert seen.path == "/v1/messages"
+    assert seen.headers.get("anthropic-version") == "2023-06-01"
+    assert "openai-organization" not in seen.headers
+
+
 @pytest.mark.parametrize("own_key", [False, True], ids=["no-key-of-its-own", "own-key"])
 async def test_the_clients_key_never_goes_to_another_format(relay: Relay, own_key: bool) -> None:
     # The hop is at the origin the client addressed, so a hop of the client's format there
@@ -600,6 +618,8 @@ async def test_the_clients_key_never_goes_to_another_format(relay: Relay, own_ke
             TOKEN_HEADER: relay.issue(p),
             "x-api-key": "sk-client-key",
             "cookie": "session=sk-client-cookie",
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": "tools-2024-04-04",
         }
         async with aiohttp.ClientSession() as http:
             async with http.post(url, json=request_body(ANTHROPIC), headers=headers) as resp:
@@ -608,6 +628,7 @@ async def test_the_clients_key_never_goes_to_another_format(relay: Relay, own_ke
     (seen,) = chat.received
     assert seen.path == "/v1/chat/completions"  # the client's query stays with its API
     assert not {"x-api-key", "cookie"} & seen.headers.keys()
+    assert not [h for h in seen.headers if h.startswith("anthropic-")], "its API's headers stay"
     assert "sk-client" not in repr(seen)
     assert seen.headers.get("authorization") == ("Bearer sk-chat-own" if own_key else None)
     assert orjson.loads(seen.body)["model"] == "up-model"

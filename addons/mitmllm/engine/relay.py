@@ -474,7 +474,7 @@ class _Exchange:
         attempt.url = redact_url(url)
         # A key for the client's API never goes to another API.
         forward = not translated and self._may_forward(upstream)
-        headers = self._upstream_headers(upstream, forward)
+        headers = self._upstream_headers(upstream, forward, translated)
         if headers is None:
             raise _Fail(
                 "no_credential",
@@ -614,7 +614,13 @@ class _Exchange:
         """The client's credentials go to the origin it addressed, or where the route says."""
         return self.plan.forward_client_credentials or upstream.origin == self.plan.client_origin
 
-    def _upstream_headers(self, upstream: Upstream, forward: bool) -> dict[str, str] | None:
+    def _upstream_headers(
+        self, upstream: Upstream, forward: bool, translated: bool = False
+    ) -> dict[str, str] | None:
+        """The request headers for `upstream`: the client's (without its credentials unless
+        `forward`; without its own API's headers when `translated`), the upstream's configured
+        ones and its key."""
+        client_own = self.plan.dialect.own_headers if translated else ()
         out: dict[str, str] = {}
         for k, v in self.request.headers.items():
             lk = k.lower()
@@ -622,7 +628,11 @@ class _Exchange:
                 continue
             if lk in CREDENTIAL_HEADERS and not forward:
                 continue
+            if client_own and lk.startswith(client_own):
+                continue  # anthropic-version means nothing to (or breaks) another API
             out[k] = v
+        if translated:
+            out.update(upstream.dialect.required_headers)
         out["accept-encoding"] = "identity"
         for k, v in upstream.headers.items():
             out[k] = v
