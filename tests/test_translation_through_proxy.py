@@ -6,6 +6,8 @@ that carries the tool result back. The upstream of the other format serves eithe
 route always translates) or as the fallback after the primary answered 529 or stalled
 before its first event. Each upstream must see exactly one request per turn, and the id the
 client saw on the tool call must be the id the upstream gets on the call and on its result.
+Responses and Gemini clients (openai's `responses.stream`, google-genai's
+`generate_content_stream`) get a text answer and a tool call the same way.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import anthropic
 import openai
 import orjson
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 from mitmllm.mock.scenarios import ANTHROPIC
+from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import OPENAI_CHAT
+from mitmllm.mock.scenarios import OPENAI_RESPONSES
 from mitmllm.mock.upstream import MockUpstream
 from tests.proxyharness import Proxy
 from tests.relayharness import CLIENT_KEY
@@ -335,3 +341,109 @@ async def test_a_sticky_conversation_stays_on_the_translating_fallback(tmp_path:
     assert [r.path for r in f.received] == ["/v1/chat/completions"] * 2
     assert [a["upstream"] for a in meta(flows[1])["attempts"]] == ["fallback"]
     assert meta(flows[1])["translated"] == "anthropic -> openai-chat"
+
+
+# --- Responses and Gemini clients ----------------------------------------------------------------
+
+
+async def responses_turn(base_url: str, model: str) -> Any:
+    client = openai.AsyncOpenAI(
+        base_url=base_url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=CLIENT_TIMEOUT
+    )
+    tool = {"type": "function", "name": "get_weather", "parameters": SCHEMA, "strict": False}
+    try:
+        async with client.responses.stream(
+            model=model,
+            input="What is the weather in Paris?",
+            tools=[tool],  # type: ignore[list-item]
+        ) as stream:
+            async for _ in stream:
+                pass
+            return await stream.get_final_response()
+    finally:
+        await client.close()
+
+
+async def gemini_turn(base_url: str, model: str) -> list[Any]:
+    client = genai.Client(
+        api_key=CLIENT_KEY,
+        http_options=genai_types.HttpOptions(
+            base_url=base_url,
+            api_version="v1beta",
+            retry_options=genai_types.HttpRetryOptions(attempts=1),
+        ),
+    )
+    tool = genai_types.Tool(
+        function_declarations=[
+            genai_types.FunctionDeclaration(
+                name="get_weather", description="Weather", parameters_json_schema=SCHEMA
+            )
+        ]
+    )
+    try:
+        stream = await client.aio.models.generate_content_stream(
+            model=model,
+            contents="What is the weather in Paris?",
+            config=genai_types.GenerateContentConfig(tools=[tool]),
+        )
+        return [chunk async for chunk in stream]
+    finally:
+        await client.aio.aclose()
+
+
+@pytest.mark.parametrize("primary", [None, "529"])
+async def test_a_responses_client_is_served_by_an_anthropic_upstream(
+    tmp_path: Path, primary: str | None
+) -> None:
+    models = {"*~tool": "claude-sonnet-4-6~tool", "*": "claude-sonnet-4-6"}
+    async with served_across(tmp_path, OPENAI_RESPONSES, ANTHROPIC, primary, models) as (
+        proxy,
+        p,
+        f,
+    ):
+        text = await in_thread(responses_turn(proxy.url, "gpt-5-mini"))
+        call = await in_thread(responses_turn(proxy.url, "gpt-5-mini~tool"))
+        flows = await proxy.log.wait(2)
+    assert (text.output_text, text.status, text.model) == (TEXT, "completed", "gpt-5-mini")
+    (fc,) = [o for o in call.output if o.type == "function_call"]
+    assert fc.name == "get_weather" and orjson.loads(fc.arguments) == {"city": "Paris"}
+    assert [r.path for r in f.received] == ["/v1/messages"] * 2
+    assert all(r.headers.get("anthropic-version") for r in f.received)
+    for flow in flows:
+        info = meta(flow)
+        assert info["translated"] == "openai-responses -> anthropic"
+        assert [a["outcome"] for a in info["attempts"]] == OUTCOMES[primary]
+        assert [x for x in info["findings"] if x["severity"] == "error"] == []
+
+
+@pytest.mark.parametrize("primary", [None, "529"])
+async def test_a_gemini_client_is_served_by_an_openai_chat_upstream(
+    tmp_path: Path, primary: str | None
+) -> None:
+    models = {"*~tool": "gpt-4.1-mini~tool", "*": "gpt-4.1-mini"}
+    async with served_across(tmp_path, GEMINI, OPENAI_CHAT, primary, models) as (proxy, p, f):
+        text = await in_thread(gemini_turn(proxy.url, "gemini-2.5-flash"))
+        call = await in_thread(gemini_turn(proxy.url, "gemini-2.5-flash~tool"))
+        flows = await proxy.log.wait(2)
+    said = "".join(
+        part.text or ""
+        for chunk in text
+        for cand in chunk.candidates or ()
+        for part in (cand.content.parts if cand.content else None) or ()
+    )
+    assert said == TEXT
+    assert text[-1].candidates[0].finish_reason == "STOP"
+    (fn,) = [
+        part.function_call
+        for chunk in call
+        for cand in chunk.candidates or ()
+        for part in (cand.content.parts if cand.content else None) or ()
+        if part.function_call
+    ]
+    assert fn.name == "get_weather" and fn.args == {"city": "Paris"}
+    assert [r.path for r in f.received] == ["/v1/chat/completions"] * 2
+    for flow in flows:
+        info = meta(flow)
+        assert info["translated"] == "gemini -> openai-chat"
+        assert [a["outcome"] for a in info["attempts"]] == OUTCOMES[primary]
+        assert [x for x in info["findings"] if x["severity"] == "error"] == []
