@@ -798,11 +798,7 @@ class _Exchange:
             if stages.untranslatable is not None:
                 raise _Fail("untranslatable", stages.untranslatable, up.status)
             if gate.failed and committed:  # the stream started over: end it, not a 2nd answer
-                await self._write(gate.take())
-                attempt.outcome = "restarted_after_commit"
-                return await self._end_with_error(
-                    attempt, f"upstream {hop.upstream.name} started its answer over ({gate.reason})"
-                )
+                return await self._restarted(hop, attempt)
             if gate.failed:
                 raise _Fail(gate.outcome or "broken_stream", gate.reason or "", up.status)
             if gate.committed and not committed:
@@ -820,11 +816,7 @@ class _Exchange:
         if stages.untranslatable is not None and not committed:
             raise _Fail("untranslatable", stages.untranslatable, up.status)
         if gate.failed and committed:
-            await self._write(gate.take())
-            attempt.outcome = "restarted_after_commit"
-            return await self._end_with_error(
-                attempt, f"upstream {hop.upstream.name} started its answer over ({gate.reason})"
-            )
+            return await self._restarted(hop, attempt)
         if gate.failed:
             raise _Fail(gate.outcome or "empty", gate.reason or "", up.status)
         if not committed:  # the first content arrived in the final flush
@@ -847,6 +839,17 @@ class _Exchange:
         plan.outcome = "ok" if attempt.outcome == "ok" else "failed_after_commit"
         assert self.response is not None
         await self.response.write_eof()
+
+    async def _restarted(self, hop: Hop, attempt: Attempt) -> None:
+        """The upstream started its answer over after commit (the gate failed `restarted`): what
+        passed before the restart goes out, then the client's stream ends with an error."""
+        stages = self.stages
+        assert stages is not None
+        await self._write(stages.gate.take())
+        attempt.outcome = "restarted_after_commit"
+        await self._end_with_error(
+            attempt, f"upstream {hop.upstream.name} started its answer over ({stages.gate.reason})"
+        )
 
     async def _ended_in_error(self, attempt: Attempt) -> None:
         """A translated stream ended with the client's error event after commit (the upstream's
