@@ -54,15 +54,18 @@ import openai
 
 from mitmllm.engine import fixtures
 from mitmllm.glue.addons import all_addons
+from mitmllm.glue.failover import Failover as FailoverAddon
 from mitmllm.mock import catalogue
 from mitmllm.mock.catalogue import MODELS
 from mitmllm.mock.catalogue import PROMPT
 from mitmllm.mock.catalogue import TOOLS
 from mitmllm.mock.catalogue import Request
 from mitmllm.mock.scenarios import ANTHROPIC
+from mitmllm.mock.scenarios import CREATED
 from mitmllm.mock.scenarios import FORMATS
 from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import HEADER_BIG_BYTES
+from mitmllm.mock.scenarios import HEADER_DELAY
 from mitmllm.mock.scenarios import HEADER_SCENARIO
 from mitmllm.mock.scenarios import HEADER_STALL
 from mitmllm.mock.scenarios import OPENAI_CHAT
@@ -109,6 +112,7 @@ class Failover:
     primary: str | None
     fallback: str = "healthy"
     models: dict[str, str] = field(default_factory=dict)  # the fallback hop's model mapping
+    fallback_format: str | None = None  # another wire format: the route translates
 
 
 @dataclass(frozen=True)
@@ -389,6 +393,31 @@ def failover_seeds() -> Iterator[Seed]:
     )
     yield case(
         ANTHROPIC,
+        "529-to-openai-chat",
+        "529 overloaded, then an OpenAI Chat fallback serves the Anthropic client: the request "
+        "and the stream are translated (tools, tool call, usage), the client sees its own model",
+        Failover("overloaded", "tool", {"claude-*": "gpt-4.1-mini"}, OPENAI_CHAT),
+        anthropic_sdk(tools=True),
+    )
+    yield case(
+        OPENAI_CHAT,
+        "503-to-anthropic",
+        "503 overloaded, then an Anthropic fallback serves the OpenAI Chat client, translated",
+        Failover("overloaded", "tool", {"gpt-*": "claude-haiku-4-5"}, ANTHROPIC),
+        chat_sdk(tools=True),
+    )
+    yield case(
+        ANTHROPIC,
+        "untranslatable-after-commit",
+        "an OpenAI Chat fallback whose parallel tool calls interleave after its text: the "
+        "Anthropic client's stream ends with an error event (XLT-4, RLY-3)",
+        Failover("overloaded", "interleaved-tools", {"claude-*": "gpt-4.1-mini"}, OPENAI_CHAT),
+        anthropic_sdk(tools=True),
+        # events apart, so the relay commits on the text before the calls interleave
+        **{HEADER_DELAY: "20"},
+    )
+    yield case(
+        ANTHROPIC,
         "stall-after-commit",
         "a stall after the first content, with a healthy fallback: no fail-over after commit, "
         "the stream ends with a terminal error event",
@@ -493,8 +522,13 @@ class Session:
             port, primary_url = primary.port, primary.url
         fallback = await self.mock(fo.fallback, "fallback")
         hosts = {port: "primary.test", fallback.port: "fallback.test"}
-        config = _failover_config(seed.fmt, primary_url, fallback.url, fo.models)
+        config = _failover_config(
+            seed.fmt, primary_url, fallback.url, fo.models, fo.fallback_format
+        )
         async with self._proxy(config) as proxy:
+            # Translated answers carry a creation time: the mock's fixed one keeps them stable.
+            failover = next(a for a in proxy.addons if isinstance(a, FailoverAddon))
+            failover.relay.wall_clock = lambda: CREATED
             return await self._exchange(proxy, seed, primary_url, hosts)
 
     def _write_config(self, text: str) -> str:
@@ -550,7 +584,9 @@ models:
 """
 
 
-def _failover_config(fmt: str, primary: str, fallback: str, models: dict[str, str]) -> str:
+def _failover_config(
+    fmt: str, primary: str, fallback: str, models: dict[str, str], other: str | None = None
+) -> str:
     mapping = ", ".join(f'"{k}": {v}' for k, v in models.items())
     fallback_hop = (
         f"      - upstream: fallback\n        models: {{{mapping}}}\n"
@@ -562,10 +598,9 @@ def _failover_config(fmt: str, primary: str, fallback: str, models: dict[str, st
         "version: 1\n"
         "upstreams:\n"
         f"  - {{name: primary, base_url: '{primary}', format: {fmt}, auth: none}}\n"
-        f"  - {{name: fallback, base_url: '{fallback}', format: {fmt}, auth: none}}\n"
+        f"  - {{name: fallback, base_url: '{fallback}', format: {other or fmt}, auth: none}}\n"
         "routes:\n"
-        "  - name: failover\n"
-        "    chain:\n"
+        "  - name: failover\n" + ("    translate: true\n" if other else "") + "    chain:\n"
         "      - upstream: primary\n"
         f"{fallback_hop}"
         f"    timeouts: {{{timeouts}}}\n"

@@ -72,6 +72,7 @@ CLASSIFY = [
     ("HTTP-5-error-in-200", 200, Cause.ERROR_200, False, Kind.FAILED),
     ("inband-error-before-commit", 200, Cause.INBAND_ERROR, False, Kind.FAILED),
     ("SSE-15-empty-stream", 200, Cause.EMPTY, False, Kind.FAILED),
+    ("XLT-4-untranslatable-stream", 200, Cause.UNTRANSLATABLE, False, Kind.FAILED),
     ("unnamed-error", None, "ssl: certificate verify failed", False, Kind.FAILED),
     ("redirect", 307, None, False, Kind.FAILED),
     ("400-client-fault", 400, None, False, Kind.REJECTED),

@@ -254,11 +254,7 @@ def test_corpus_has_a_fixture_for_every_error_rule_an_upstream_can_show() -> Non
         meta = fx.metadata.get("mitmllm") or {}
         shown.update(f["rule"] for f in meta.get("findings", []))
     errors = {r.id for r in RULES.values() if r.severity == Severity.ERROR and r.checked}
-    # XLT-4 is seeded by a cross-format fail-over fixture, which comes with the relay's
-    # translated hops.
-    assert errors - shown <= {"TAP-1", "XLT-4"}, (
-        "seed the missing rules: python -m tests.seed_captures"
-    )
+    assert errors - shown <= {"TAP-1"}, "seed the missing rules: python -m tests.seed_captures"
 
 
 def test_corpus_has_a_file_for_every_seed() -> None:

@@ -1,6 +1,8 @@
 """Claude Code itself through mitmdump + mitmllm, against the mock upstream: it prints the answer
 when the upstream splices keep-alives into its events or leaves out message_stop, on a route with
 one upstream and on a route with a fallback, and never needs more than one request per upstream.
+It also gets its answer and a working tool call from an upstream that speaks only OpenAI Chat (a
+route with ``translate: true``).
 
 Claude Code is the npm package ``@anthropic-ai/claude-code`` (a native binary), installed into
 ``.cache/claude-code`` by ``.ci/install-claude-code`` (``just test`` runs it). Without it the
@@ -23,7 +25,10 @@ import yaml
 
 from mitmllm.demo.mitmdump import Mitmdump
 from mitmllm.demo.mitmdump import command
+from mitmllm.mock.scenarios import ANTHROPIC
+from mitmllm.mock.scenarios import OPENAI_CHAT
 from mitmllm.mock.scenarios import TEXT
+from mitmllm.mock.scenarios import sample_arguments
 from mitmllm.mock.upstream import MockUpstream
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,33 +49,43 @@ OFFLINE = {
     "DISABLE_COST_WARNINGS": "1",
 }
 
+#: The part of the Read tool's schema the mock's arguments follow, and the file it reads.
+READ_SCHEMA = {"type": "object", "properties": {"file_path": {"type": "string"}}}
+FILE_TEXT = "It is 18 C in the mock's city today.\n"
+
 pytestmark = pytest.mark.skipif(
     not CLAUDE.exists() and not os.environ.get("MITMLLM_CLAUDE_CODE_REQUIRED"),
     reason="Claude Code is not installed (run .ci/install-claude-code)",
 )
 
 
-def route_config(primary: str, fallback: str | None) -> dict[str, Any]:
-    upstreams = [{"name": "primary", "base_url": primary, "format": "anthropic", "auth": "none"}]
+def route_config(primary: str, fallback: str | None, fmt: str = ANTHROPIC) -> dict[str, Any]:
+    """A route for Claude Code's requests to `primary` (and `fallback`); a `primary` of another
+    wire format serves them translated, every Claude model mapped to one of its own."""
+    upstreams = [{"name": "primary", "base_url": primary, "format": fmt, "auth": "none"}]
     chain: list[dict[str, Any]] = [{"upstream": "primary"}]
+    if fmt != ANTHROPIC:
+        chain[0]["models"] = {"*": "gpt-4.1-mini"}
     if fallback is not None:
         upstreams.append(
-            {"name": "fallback", "base_url": fallback, "format": "anthropic", "auth": "none"}
+            {"name": "fallback", "base_url": fallback, "format": ANTHROPIC, "auth": "none"}
         )
         chain.append({"upstream": "fallback"})
     timeouts = {"connect": "2s", "first_event": "10s", "idle": "10s"}
-    return {
-        "upstreams": upstreams,
-        "routes": [{"name": "claude", "chain": chain, "timeouts": timeouts}],
-    }
+    route: dict[str, Any] = {"name": "claude", "chain": chain, "timeouts": timeouts}
+    if fmt != ANTHROPIC:
+        route |= {"match": {"format": ANTHROPIC}, "translate": True}
+    return {"upstreams": upstreams, "routes": [route]}
 
 
 @contextlib.asynccontextmanager
-async def mitmdump(tmp: Path, primary: str, fallback: str | None) -> AsyncIterator[Mitmdump]:
+async def mitmdump(
+    tmp: Path, primary: str, fallback: str | None, fmt: str = ANTHROPIC
+) -> AsyncIterator[Mitmdump]:
     """``mitmdump -s addons/mitmllm_addon.py`` in front of `primary`, with a route to it (and
     to `fallback`)."""
     config = tmp / "mitmllm.yaml"
-    config.write_text(yaml.safe_dump(route_config(primary, fallback), sort_keys=False))
+    config.write_text(yaml.safe_dump(route_config(primary, fallback, fmt), sort_keys=False))
     proc = Mitmdump(command(primary, config, tmp / "flows.mitm"), tmp / "mitmdump.log")
     await proc.start()
     try:
@@ -164,3 +179,31 @@ async def test_claude_code_answers_after_a_tool_call_at_index_1(tmp_path: Path) 
     turns = [m for m in second.json["messages"] if m.get("role") != "system"]
     assert [b["type"] for b in turns[-1]["content"]] == ["tool_result"]
     assert turns[-2]["content"][0]["type"] == "tool_use", "the mended call, as the client saw it"
+
+
+async def test_claude_code_is_served_by_an_openai_chat_upstream(tmp_path: Path) -> None:
+    """The route's only upstream speaks OpenAI Chat: Claude Code's requests are translated, and
+    so are the answers. The first turn calls Claude Code's one tool (Read, of the file the mock's
+    arguments name); Claude Code runs it and sends its result back, which reaches the upstream
+    as a Chat tool message with the call's id, and prints the answer to that turn. The client's
+    key never reaches the Chat API."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = sample_arguments(READ_SCHEMA)["file_path"]  # what the mock asks Read for
+    (home / path).write_text(FILE_TEXT)
+    async with MockUpstream(default_scenario="tool", name="chat") as chat:
+        async with mitmdump(tmp_path, chat.url, None, OPENAI_CHAT) as proxy:
+            status, out, err = await claude(proxy.url, home, "What is 2+2?", "--tools", "Read")
+    assert status == 0 and out.strip() == ANSWER, (status, out, err, proxy.tail())
+    calls = messages(chat)
+    assert all(r.path == "/v1/chat/completions" and r.stream for r in calls), calls
+    first, second = calls  # the tool call, then the turn with its result
+    assert first.json["model"] == "gpt-4.1-mini"
+    assert [t["function"]["name"] for t in first.json["tools"]] == ["Read"]
+    (call,) = second.json["messages"][-2]["tool_calls"]
+    assert call["function"]["name"] == "Read"
+    result = second.json["messages"][-1]
+    assert (result["role"], result["tool_call_id"]) == ("tool", call["id"])
+    assert FILE_TEXT.strip() in result["content"], "Read ran and its result came back"
+    keys = ("x-api-key", "authorization")
+    assert not any(k in r.headers for r in calls for k in keys), "the client's key stayed home"

@@ -187,3 +187,6 @@ async def test_sdk_helper_gets_a_correct_message_or_the_documented_outcome(
         assert meta["upstream"].endswith("primary") and "FIX-" in meta["summary"]
     if row.group is Group.FAILOVER and row.served_by == "fallback":
         assert meta["upstream"].endswith("fallback") and "RLY-1" in meta["summary"]
+    if row.fallback_fmt:  # served by an upstream of another format, read in the client's
+        assert meta["translated"] == f"{row.fmt} -> {row.fallback_fmt}"
+        assert [a["outcome"] for a in meta["attempts"]] == ["http_529", "ok"]

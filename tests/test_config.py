@@ -124,6 +124,40 @@ def test_hop_model_mapping_first_glob_wins() -> None:
     assert hop.map_model(None) is None
 
 
+def test_a_translating_route_may_mix_formats_or_serve_another_format_only() -> None:
+    fallback = {"upstream": "oai", "models": {"claude-*": "gpt-4.1"}}
+    config = parse_config(
+        text_of(
+            {
+                "upstreams": [ANTHROPIC, OPENAI],
+                "routes": [
+                    route("primary", fallback, name="mixed", translate=True, requires=["tools"]),
+                    route(fallback, name="forced", translate=True, match={"format": "anthropic"}),
+                ],
+            }
+        )
+    )
+    assert [config.route_format(r) for r in config.routes] == ["anthropic", "anthropic"]
+
+
+def test_mixing_formats_without_translate_says_how_to_allow_it() -> None:
+    error = error_of(
+        text_of({"upstreams": [ANTHROPIC, OPENAI], "routes": [route("primary", "oai")]})
+    )
+    assert "set translate: true on routes.0" in line_for(error, "routes.0.chain.1.upstream")
+
+
+def test_a_lost_feature_names_the_hop_and_the_feature() -> None:
+    hop = {"upstream": "oai", "models": {"*": "gpt-4.1"}}
+    data = {
+        "upstreams": [ANTHROPIC, OPENAI],
+        "routes": [route("primary", hop, translate=True, requires=["top_k", "tools"])],
+    }
+    line = line_for(error_of(text_of(data)), "routes.0.chain.1.upstream")
+    assert "anthropic requests lose top_k on their way to 'oai'" in line
+    assert "OpenAI Chat Completions cannot carry top_k" in line
+
+
 def test_route_format_comes_from_match_or_chain() -> None:
     config = load_config(EXAMPLE)
     assert [config.route_format(r) for r in config.routes] == ["anthropic", "openai-chat"]
@@ -433,6 +467,37 @@ ERRORS = [
         "routes.0.chain.0.upstream",
         "'primary'",
         id="route-format-mismatch",
+    ),
+    pytest.param(
+        {
+            "upstreams": [ANTHROPIC, OPENAI],
+            "routes": [route("primary", "oai", translate=True)],
+        },
+        "routes.0.chain.1.models",
+        None,
+        id="translated-hop-without-models",
+    ),
+    pytest.param(
+        {
+            "upstreams": [ANTHROPIC, OPENAI],
+            "routes": [
+                route(
+                    "primary",
+                    {"upstream": "oai", "models": {"*": "gpt-4.1"}},
+                    translate=True,
+                    requires=["top_k"],
+                )
+            ],
+        },
+        "routes.0.chain.1.upstream",
+        "'oai'",
+        id="translated-hop-cannot-carry-a-required-feature",
+    ),
+    pytest.param(
+        {"upstreams": [ANTHROPIC], "routes": [route("primary", requires=["tool"])]},
+        "routes.0.requires.0",
+        "'tool'",
+        id="unknown-required-feature",
     ),
     pytest.param(
         {"capture": {"mode": "filter"}}, "capture.filter", None, id="capture-filter-missing"

@@ -91,7 +91,9 @@ def test_config_is_valid_and_routes_exactly_the_failover_rows() -> None:
         assert (route is not None) == row.routed, row.key
         if route is not None:
             hops = [h.upstream for h in route.chain]
-            assert hops == [upstream_name(row.fmt, "primary"), upstream_name(row.fmt, "fallback")]
+            fallback = upstream_name(row.fallback_format, "fallback")
+            assert hops == [upstream_name(row.fmt, "primary"), fallback]
+            assert route.translate == (row.fallback_format != row.fmt)
             fallback_model = route.chain[1].map_model(row.request_model)
             assert fallback_model is not None and "~" not in fallback_model, "fallback is healthy"
     assert config.breaker.failures >= len(ROWS), "no breaker may open during the demo"
@@ -216,8 +218,9 @@ def test_quick_run_prints_progress_the_table_and_the_web_command(quick_run: Run)
     stdout = quick_run.stdout
     progress, _, rest = stdout.partition("stopping mitmdump")
     table_part, _, _ = rest.partition("scenarios in")
+    digits = len(str(len(QUICK)))
     for i, row in enumerate(QUICK, 1):
-        assert f"[{i}/{len(QUICK)}] {row.key}" in progress
+        assert f"[{i:>{digits}}/{len(QUICK)}] {row.key}" in progress
         assert f"\n{row.key} " in table_part, f"the table must name {row.key}"
     assert all(c in table_part for c in COLUMNS)
     last = stdout.strip().splitlines()[-1]
@@ -254,15 +257,35 @@ def test_quick_run_healthy_row_is_clean(quick_run: Run) -> None:
 def test_RLY_1_quick_run_fallback_rows_are_served_by_the_fallback(quick_run: Run, row: Row) -> None:
     flow = quick_run.flows[row.key]
     meta = flow.metadata["mitmllm"]
-    assert meta["upstream"] == upstream_name(row.fmt, "fallback") and meta["fell_back"] is True
+    fallback = upstream_name(row.fallback_format, "fallback")
+    assert meta["upstream"] == fallback and meta["fell_back"] is True
     assert [a["upstream"] for a in meta["attempts"]] == [
         upstream_name(row.fmt, "primary"),
-        upstream_name(row.fmt, "fallback"),
+        fallback,
     ]
     assert flow.response is not None and flow.response.headers["x-mock-upstream"] == "fallback"
     assert _rules(flow) == {"RLY-1"} and flow.marked == ":arrows_counterclockwise:"
     assert meta["complete"] is True
     assert f"{row.key}" in quick_run.stdout
+
+
+def test_quick_run_an_anthropic_client_falls_back_to_an_openai_chat_upstream(
+    quick_run: Run,
+) -> None:
+    flow = quick_run.flows["anthropic 529 to chat"]
+    meta = flow.metadata["mitmllm"]
+    assert meta["translated"] == "anthropic -> openai-chat"
+    primary, fallback = meta["attempts"]
+    assert (primary["outcome"], primary["status"]) == ("http_529", 529)
+    assert fallback["outcome"] == "ok" and fallback["url"].endswith("/v1/chat/completions")
+    # the flow is the client's: its path, and an Anthropic stream with the model it asked for
+    assert flow.request.path == "/v1/messages"
+    body = flow.response.raw_content if flow.response else None
+    assert body is not None and b"event: message_stop" in body and b"[DONE]" not in body
+    assert b'"model":"claude-demo-translate~overloaded"' in body
+    assert meta["complete"] is True
+    line = next(x for x in quick_run.stdout.splitlines() if "] anthropic 529 to chat" in x)
+    assert "complete message" in line
 
 
 def test_RLY_3_quick_run_stall_after_commit_ends_with_an_error_event(quick_run: Run) -> None:

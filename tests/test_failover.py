@@ -1111,6 +1111,8 @@ async def test_a_client_that_closes_after_done_through_the_relay_got_a_complete_
     assert m["findings"] == [] and not flow.marked
     assert not is_flagged(flow), "capture=flagged would keep a healthy flow as a fixture"
     assert "ABORTED" not in caplog.text
+    (attempt,) = m["attempts"]
+    assert attempt["outcome"] == "ok" and m["relay"] == "ok", "served, not cancelled"
 
 
 async def test_a_client_that_leaves_a_routed_stream_is_a_client_disconnect(

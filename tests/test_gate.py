@@ -142,6 +142,22 @@ def test_a_repaired_breakage_commits_where_the_unrepaired_one_fails() -> None:
     assert (plain.outcome, plain.rule, nothing) == ("broken_stream", "ANT-7", b"")
 
 
+@pytest.mark.parametrize("fmt", ["anthropic", "openai-responses"])
+@pytest.mark.parametrize("repair", [True, False], ids=["repair", "plain"])
+def test_a_stream_that_starts_over_after_content_fails_there_and_sends_one_answer(
+    fmt: str, repair: bool
+) -> None:
+    body, request = served(fmt, "restart-after-content")
+    start = b"event: message_start" if fmt == "anthropic" else b"event: response.created"
+    restart = body.index(start, body.index(start) + 1)
+    gate, released, verdicts = gated(dialect(fmt), [body], request, repair=repair)
+    assert (gate.verdict, gate.outcome) == (Verdict.FAIL, "restarted") and gate.failed_after_commit
+    assert gate.rule in ("ANT-5", "RSP-4")
+    assert released.count(start) == 1 and SUCCESS[fmt] not in released
+    if not repair:
+        assert released == body[:restart], "everything before the restart, nothing after"
+
+
 def test_the_default_list_is_the_registrys_client_breaking_errors() -> None:
     assert "ANT-7" in DEFAULT_FAILS and "SSE-18" in DEFAULT_FAILS and "PAY-1" in DEFAULT_FAILS
     assert "OAI-15" not in DEFAULT_FAILS  # survivable: the answer arrives intact
@@ -172,12 +188,15 @@ def test_the_decision_is_the_same_for_every_chunking_and_a_failure_releases_noth
     gate, out, verdicts = gated(d, data.draw(chunkings(body)), request, repair=repair)
     assert (gate.verdict, gate.outcome, gate.reason) == (whole.verdict, whole.outcome, whole.reason)
     assert out == whole_out
-    if gate.failed:
+    if gate.failed and not gate.failed_after_commit:
         assert out == b"", "nothing of a failed attempt reaches the client"
-        assert SUCCESS[fmt] not in out
+    elif gate.failed:
+        assert gate.outcome == "restarted" and out, "what passed before the restart went out"
     else:
         assert Verdict.FAIL not in verdicts, "a failed gate stays failed"
-    if fmt == "anthropic" and gate.committed:
-        assert out.count(b"event: message_start") <= body.count(b"event: message_start")
-        if repair and scenario == "double-start":
-            assert out.count(b"event: message_start") == 1
+    if gate.failed:
+        assert SUCCESS[fmt] not in out
+    if fmt == "anthropic":
+        assert out.count(b"event: message_start") <= 1, "never a second message_start"
+    if fmt == "openai-responses":
+        assert out.count(b"event: response.created") <= 1, "never a second response.created"

@@ -37,6 +37,7 @@ from mitmllm.engine.relay import redact_url
 from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import GEMINI
 from mitmllm.mock.scenarios import OPENAI_CHAT
+from mitmllm.mock.scenarios import OPENAI_RESPONSES
 from mitmllm.mock.upstream import MockUpstream
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import decode_all
@@ -50,6 +51,8 @@ from tests.relayharness import healthy_stream
 from tests.relayharness import lifecycle_head
 from tests.relayharness import request_body
 from tests.relayharness import request_path
+from tests.relayharness import starts
+from tests.relayharness import until
 
 
 @pytest_asyncio.fixture
@@ -390,3 +393,242 @@ def test_garbage_through_the_relay_never_raises_and_loses_no_byte(
     if rest:
         (ev,) = event_list(rest)
         assert ev.event == "error" and orjson.loads(ev.data or "")["type"] == "error"
+
+
+# --- translated hops ----------------------------------------------------------------------------
+
+
+def chat_chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-up",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return encode(orjson.dumps(chunk).decode())
+
+
+def chat_call(index: int, name: str | None = None, arguments: str = "") -> dict[str, object]:
+    call: dict[str, object] = {"index": index, "function": {"arguments": arguments}}
+    if name is not None:
+        call |= {"id": f"call_{name}", "type": "function", "function": {"name": name}}
+    return call
+
+
+#: Two Chat tool calls whose fragments take turns: no sequential format can carry them.
+INTERLEAVED = chat_chunk(
+    {"tool_calls": [chat_call(0, "a"), chat_call(1, "b"), chat_call(0, arguments="{}")]}
+)
+CHAT_TEXT = chat_chunk({"role": "assistant", "content": "Hi"})
+CHAT_END = chat_chunk({}, "stop") + encode("[DONE]")
+
+
+def served_whole(raw: Raw) -> bool:
+    """One complete message of the mock's, without an error: the failed attempt left no trace."""
+    v = raw.validator()
+    return v.complete and v.error is None and starts(raw.fmt, raw.events()) == 1
+
+
+def translated(
+    client: str,
+    hops: Sequence[tuple[str, str]],
+    *,
+    timeouts: dict[str, float] | None = None,
+    repair: bool = True,
+    api_key_env: str | None = None,
+) -> Plan:
+    """A plan for a `client` request over (url, format) hops; a hop of another format maps
+    every model to its own, and authenticates with bearer `api_key_env` if given."""
+    ups = []
+    for i, (url, fmt) in enumerate(hops):
+        models = (("*", "up-model"),) if fmt != client else ()
+        auth = "bearer" if api_key_env else "none"
+        ups.append(Hop(Upstream(f"up{i}", url, dialect(fmt), auth, api_key_env), models))
+    return Plan(
+        route="test",
+        hops=ups,
+        dialect=dialect(client),
+        wants_stream=True,
+        # the first hop's origin: a hop of the client's format there would get its key
+        client_origin=origin_of(hops[0][0]),
+        timeouts=Timeouts(**(timeouts or {})),
+        repair=repair,
+    )
+
+
+async def test_a_stream_that_cannot_be_translated_before_commit_moves_on(relay: Relay) -> None:
+    # The first content event the client would see (the tool call) comes in the same upstream
+    # event as the interleaving: XLT-4 before commit fails the attempt, invisibly.
+    steps = [(0.0, CHAT_TEXT.replace(b'"content":"Hi"', b'"content":""') + INTERLEAVED)]
+    async with ScriptedUpstream(steps=steps, hold=True) as chat, MockUpstream() as fallback:
+        p = translated(ANTHROPIC, [(chat.url, OPENAI_CHAT), (fallback.url, ANTHROPIC)])
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    assert raw.status == 200 and served_whole(raw)
+    first, second = p.attempts
+    assert (first.outcome, first.committed) == ("untranslatable", False)
+    assert "XLT-4" in {f.rule for f in first.findings}
+    assert (second.outcome, second.committed) == ("ok", True)
+    assert p.served is p.hops[1]
+
+
+async def test_a_stream_that_cannot_be_translated_after_commit_ends_at_once(relay: Relay) -> None:
+    # The upstream keeps its connection open after the interleaving: the client's stream must
+    # end with its error event now, not when a timer runs out.
+    steps = [(0.0, CHAT_TEXT), (0.05, INTERLEAVED)]
+    async with ScriptedUpstream(steps=steps, hold=True) as chat:
+        p = translated(ANTHROPIC, [(chat.url, OPENAI_CHAT)], timeouts={"idle": 60.0})
+        async with asyncio.timeout(30):  # only catches a hang
+            raw = await send(relay, ANTHROPIC, relay.issue(p))
+        await until(lambda: chat.cancelled == 1, what="the relay to close the upstream")
+    v = raw.validator()
+    assert v.error is not None and "interleaved" in v.error
+    assert b"message_stop" not in raw.body
+    (attempt,) = p.attempts
+    assert (attempt.outcome, attempt.committed) == ("untranslatable_after_commit", True)
+    assert "XLT-4" in {f.rule for f in attempt.findings}
+    assert p.outcome == "failed_after_commit"
+
+
+async def test_commit_waits_for_content_the_client_would_see(relay: Relay) -> None:
+    # A role-only chunk becomes the client's message_start: held, so when the upstream then
+    # stalls, the fallback serves and the client sees one message_start.
+    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}))]
+    async with ScriptedUpstream(steps=steps, hold=True) as chat, MockUpstream() as fallback:
+        p = translated(
+            ANTHROPIC,
+            [(chat.url, OPENAI_CHAT), (fallback.url, ANTHROPIC)],
+            timeouts={"first_event": 0.3},
+        )
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    assert served_whole(raw)
+    assert [a.outcome for a in p.attempts] == ["first_event_timeout", "ok"]
+
+
+async def test_reasoning_the_client_does_not_see_keeps_the_upstream_alive(relay: Relay) -> None:
+    # The Chat upstream reasons for longer than the first-event limit before its text; an
+    # Anthropic client gets no reasoning (XLT-2), so nothing commits meanwhile, but the upstream
+    # is alive: the idle timer runs, not the first event's, and the answer arrives.
+    thought = chat_chunk({"reasoning_content": "hmm"})
+    steps = [(0.0, chat_chunk({"role": "assistant", "content": ""}))]
+    steps += [(0.1, thought)] * 8 + [(0.1, CHAT_TEXT + CHAT_END)]
+    async with ScriptedUpstream(steps=steps) as chat:
+        p = translated(
+            ANTHROPIC, [(chat.url, OPENAI_CHAT)], timeouts={"first_event": 0.4, "idle": 1.0}
+        )
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    v = raw.validator()
+    assert v.complete and v.error is None
+    assert b"thinking" not in raw.body
+    (attempt,) = p.attempts
+    assert attempt.outcome == "ok" and "XLT-2" in {f.rule for f in attempt.findings}
+
+
+async def test_a_translated_stream_is_repaired_in_the_upstreams_format(relay: Relay) -> None:
+    # An Anthropic stream without its message_stop (ANT-18): the repair adds it in Anthropic's
+    # format (FIX-9), so the Chat client gets its [DONE]; without repairs it gets an error.
+    body = healthy_stream(ANTHROPIC)
+    cut = body[: body.index(b"event: message_stop")]
+    results = {}
+    for repair in (True, False):
+        async with ScriptedUpstream(steps=[(0.0, cut)]) as up:
+            p = translated(OPENAI_CHAT, [(up.url, ANTHROPIC)], repair=repair)
+            raw = await send(relay, OPENAI_CHAT, relay.issue(p))
+        results[repair] = (raw, p.attempts[0])
+    raw, attempt = results[True]
+    v = raw.validator()
+    assert v.complete and v.error is None and raw.body.endswith(b"data: [DONE]\n\n")
+    assert [r.rule for r in attempt.repairs] == ["FIX-9"]
+    assert "ANT-18" in {f.rule for f in attempt.findings}  # in the upstream's own format
+    assert attempt.outcome == "ok"
+    raw, attempt = results[False]
+    v = raw.validator()  # the Chat client's own error chunk ends it, and no [DONE]
+    assert v.error is not None and "ended the stream before its end" in v.error
+    assert not v.complete and b"[DONE]" not in raw.body
+    assert attempt.outcome == "failed_after_commit" and not attempt.repairs
+
+
+async def test_keepalives_on_a_translated_hop_are_the_clients(relay: Relay) -> None:
+    # first_byte: the Anthropic client gets its headers and Anthropic pings while the Chat
+    # upstream is slow to start, then the translated answer.
+    steps = [(0.5, CHAT_TEXT + CHAT_END)]
+    async with ScriptedUpstream(steps=steps) as chat:
+        p = translated(
+            ANTHROPIC, [(chat.url, OPENAI_CHAT)], timeouts={"first_byte": 0.05, "keepalive": 0.1}
+        )
+        raw = await send(relay, ANTHROPIC, relay.issue(p))
+    events = raw.events()
+    assert events[0].event == "ping" and p.headers_early
+    v = raw.validator()
+    assert v.complete and v.error is None and v.model == "claude-sonnet-4-6"
+
+
+async def test_a_request_another_format_cannot_carry_is_not_sent(relay: Relay) -> None:
+    # A Responses request that continues a conversation stored at OpenAI: a Chat upstream would
+    # see only this turn. The attempt fails before anything is sent; the next hop serves.
+    async with ScriptedUpstream(steps=[(0.0, CHAT_TEXT + CHAT_END)]) as chat:
+        async with MockUpstream() as responses:
+            p = translated(
+                OPENAI_RESPONSES, [(chat.url, OPENAI_CHAT), (responses.url, OPENAI_RESPONSES)]
+            )
+            url = f"http://127.0.0.1:{relay.port}{request_path(OPENAI_RESPONSES)}"
+            body = request_body(OPENAI_RESPONSES) | {"previous_response_id": "resp_1"}
+            headers = {TOKEN_HEADER: relay.issue(p)}
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url, json=body, headers=headers) as resp:
+                    raw = Raw(OPENAI_RESPONSES, resp.status, resp.headers, await resp.read())
+    assert chat.received == []
+    assert served_whole(raw)
+    first, second = p.attempts
+    assert (first.outcome, first.status) == ("untranslatable", None)
+    assert "previous_response_id" in (first.error or "")
+    assert [f.rule for f in first.findings] == ["XLT-1"]
+    assert second.outcome == "ok"
+
+
+async def test_a_request_translated_for_anthropic_carries_the_headers_its_api_requires(
+    relay: Relay,
+) -> None:
+    # The Messages API answers 400 without anthropic-version; an OpenAI client never sends one.
+    async with ScriptedUpstream(steps=[(0.0, healthy_stream(ANTHROPIC))]) as claude:
+        p = translated(OPENAI_CHAT, [(claude.url, ANTHROPIC)])
+        headers = {TOKEN_HEADER: relay.issue(p), "openai-organization": "org-client"}
+        url = f"http://127.0.0.1:{relay.port}/v1/chat/completions"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=request_body(OPENAI_CHAT), headers=headers) as resp:
+                assert resp.status == 200
+                await resp.read()
+    (seen,) = claude.received
+    assert seen.path == "/v1/messages"
+    assert seen.headers.get("anthropic-version") == "2023-06-01"
+    assert "openai-organization" not in seen.headers
+
+
+@pytest.mark.parametrize("own_key", [False, True], ids=["no-key-of-its-own", "own-key"])
+async def test_the_clients_key_never_goes_to_another_format(relay: Relay, own_key: bool) -> None:
+    # The hop is at the origin the client addressed, so a hop of the client's format there
+    # would get the client's credentials; a hop of another format gets none of them (only its
+    # own key, when it has one).
+    async with ScriptedUpstream(steps=[(0.0, CHAT_TEXT + CHAT_END)]) as chat:
+        relay.env = {"CHAT_KEY": "sk-chat-own"}
+        env = "CHAT_KEY" if own_key else None
+        p = translated(ANTHROPIC, [(chat.url, OPENAI_CHAT)], api_key_env=env)
+        url = f"http://127.0.0.1:{relay.port}/v1/messages?beta=true"
+        headers = {
+            TOKEN_HEADER: relay.issue(p),
+            "x-api-key": "sk-client-key",
+            "cookie": "session=sk-client-cookie",
+            "anthropic-version": "2023-06-01",
+            "anthropic-beta": "tools-2024-04-04",
+        }
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, json=request_body(ANTHROPIC), headers=headers) as resp:
+                assert resp.status == 200
+                await resp.read()
+    (seen,) = chat.received
+    assert seen.path == "/v1/chat/completions"  # the client's query stays with its API
+    assert not {"x-api-key", "cookie"} & seen.headers.keys()
+    assert not [h for h in seen.headers if h.startswith("anthropic-")], "its API's headers stay"
+    assert "sk-client" not in repr(seen)
+    assert seen.headers.get("authorization") == ("Bearer sk-chat-own" if own_key else None)
+    assert orjson.loads(seen.body)["model"] == "up-model"

@@ -323,3 +323,30 @@ async def test_when_every_attempt_fails_after_early_headers_the_client_gets_an_e
     assert b"event: error" in body and b"message_stop" not in body
     assert b"message_start" not in body, "nothing of the failed attempt"
     assert meta(flows[ANTHROPIC])["relay"] == "failed_before_commit"
+
+
+# --- a stream that starts over after content ------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", [ANTHROPIC, OPENAI_RESPONSES])
+async def test_a_stream_that_starts_over_after_content_ends_with_an_error_not_a_second_answer(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A gateway retried after the client had part of the answer: no repair joins two answers,
+    so the client's stream ends there with its format's error event (the SDK raises), and the
+    second start never reaches it. (Had the restart come before the relay sent anything, the
+    attempt would simply have failed, as any before commit.)"""
+    spaced = {"x-mock-delay-ms": "30"}  # the relay has sent the first content when it comes
+    async with MockUpstream(default_scenario="restart-after-content") as up:
+        cfg = write_config(tmp_path, single(up.url, (fmt,)))
+        async with failover_proxy(cfg, up.url) as proxy:
+            replies = await ask_each(proxy, (fmt,), headers=spaced)
+            flows = await flows_by_format(proxy, 1)
+    reply, flow = replies[fmt], flows[fmt]
+    assert reply.error is not None and "started its answer over" in reply.error_text, reply
+    assert len(up.received) == 1, "one request, no retry"
+    assert starts(fmt, event_list(flow.response.raw_content)) == 1, "never a second start"
+    m = meta(flow)
+    (attempt,) = m["attempts"]
+    assert attempt["outcome"] == "restarted_after_commit" and attempt["committed"]
+    assert "RLY-3" in {f["rule"] for f in m["findings"]} and comment_finds(flow, "RLY-3")

@@ -16,11 +16,11 @@ from mitmllm.engine import fixtures
 from mitmllm.engine.fixtures import Fixture
 from mitmllm.engine.replay import ReplayUpstream
 from mitmllm.engine.replay import request_key
-from tests.test_fixtures import CRLF
-from tests.test_fixtures import HEALTHY
-from tests.test_fixtures import REQUEST
-from tests.test_fixtures import recorded
-from tests.test_fixtures import sse_flow
+from tests.support.fixtureflows import CRLF
+from tests.support.fixtureflows import HEALTHY
+from tests.support.fixtureflows import REQUEST
+from tests.support.fixtureflows import recorded
+from tests.support.fixtureflows import sse_flow
 
 PATH = "/v1/generate"
 

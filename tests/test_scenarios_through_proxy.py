@@ -23,9 +23,9 @@ from mitmllm.mock.scenarios import plan_request
 from mitmllm.mock.upstream import MockUpstream
 from tests.proxyharness import Proxy
 from tests.proxyharness import running_proxy
-from tests.test_mock import FAST
-from tests.test_mock import path_of
-from tests.test_mock import request_body
+from tests.support.mockrequests import FAST
+from tests.support.mockrequests import path_of
+from tests.support.mockrequests import request_body
 
 CASES = [(name, fmt) for name, s in SCENARIOS.items() for fmt in s.formats]
 

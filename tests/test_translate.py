@@ -665,3 +665,83 @@ def test_a_requests_features_are_what_it_uses() -> None:
         "top_p",
         "stop",
     }
+
+
+# --- any valid stream ----------------------------------------------------------------------------
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> list[Any]:
+    """A valid neutral stream: Start, blocks of text / thinking / tool calls, Finish, Usage, End."""
+    from mitmllm.protocol.conversation import BlockStart
+    from mitmllm.protocol.conversation import BlockStop
+    from mitmllm.protocol.conversation import End
+    from mitmllm.protocol.conversation import Finish
+    from mitmllm.protocol.conversation import Start
+    from mitmllm.protocol.conversation import Stop
+    from mitmllm.protocol.conversation import TextDelta
+    from mitmllm.protocol.conversation import ThinkingDelta
+    from mitmllm.protocol.conversation import ToolArgsDelta
+    from mitmllm.protocol.conversation import Usage
+    from mitmllm.protocol.conversation import UsageUpdate
+
+    events: list[Any] = [Start("up_1", "up-model", Usage(input_tokens=draw(st.integers(0, 99))))]
+    kinds = draw(
+        st.lists(st.sampled_from(["text", "thinking", "tool_call"]), min_size=1, max_size=4)
+    )
+    kinds.sort(key=lambda k: k == "tool_call")  # calls last: text after them is OAI-14
+    calls = 0
+    for i, kind in enumerate(kinds):
+        if kind == "tool_call":
+            events.append(BlockStart(i, kind, f"call_{calls}", f"tool_{calls}"))
+            calls += 1
+            if draw(st.integers(0, 4)) == 0:  # a call without arguments: no fragment at all
+                events.append(BlockStop(i))
+                continue
+            args = orjson.dumps({"q": draw(_TEXT), "n": draw(st.integers(-5, 5))}).decode()
+            cuts = sorted(draw(st.lists(st.integers(1, max(1, len(args) - 1)), max_size=3)))
+            pieces = [args[a:b] for a, b in zip([0, *cuts], [*cuts, len(args)], strict=True)]
+            events += [ToolArgsDelta(i, p) for p in pieces if p]
+        else:
+            events.append(BlockStart(i, kind))
+            delta = TextDelta if kind == "text" else ThinkingDelta
+            events += [delta(i, t) for t in draw(st.lists(_TEXT, min_size=1, max_size=3))]
+        events.append(BlockStop(i))
+    stop = Stop.TOOL_USE if calls else draw(st.sampled_from([Stop.END, Stop.MAX_TOKENS]))
+    events.append(Finish(stop))
+    usage = Usage(output_tokens=draw(st.integers(1, 500)), cache_read=draw(st.integers(0, 50)))
+    events += [UsageUpdate(usage), End()]
+    return events
+
+
+def written(fmt: str, events: list[Any]) -> bytes:
+    """The stream an upstream of `fmt` sends for these neutral events (its own writer)."""
+    from mitmllm.protocol.translate import converter
+
+    writer = converter(fmt).writer(ClientStream("up-model", include_usage=True), Findings())
+    return b"".join(writer.write(e) for e in events)
+
+
+@pytest.mark.parametrize(("upstream", "client"), PAIRS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=conversations(), data=st.data())
+def test_any_valid_stream_translates_at_any_chunking(
+    upstream: str, client: str, events: list[Any], data: st.DataObject
+) -> None:
+    body = written(upstream, events)
+    up_findings, up_pairs, up_checker = check_stream(
+        by_name(upstream), body, request=CLIENT_REQUEST
+    )
+    assert serious(up_findings) == [] and up_checker.validator.complete  # a valid upstream stream
+    whole, _ = translate(upstream, client, [body])
+    parts, _ = translate(upstream, client, data.draw(chunkings(body)))
+    assert parts == whole
+    findings, assembled, checker = check_client(client, parts)
+    assert serious(findings) == [], f"{upstream} -> {client}"
+    assert checker.validator.complete and checker.validator.model == CLIENT_MODEL
+    original = by_name(upstream).assemble(up_pairs)  # type: ignore[union-attr]
+    shows = by_name(client).converter().shows_foreign_thinking  # type: ignore[union-attr]
+    thinking = shows and by_name(upstream).converter().shows_foreign_thinking  # type: ignore[union-attr]
+    assert meaning(assembled, thinking=thinking) == meaning(original, thinking=thinking)

@@ -5,7 +5,8 @@
 
 A generated section sits between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers:
 ``rules`` (every rule ID with its severity and one line), ``config`` (every field of the
-configuration file, from its JSON Schema), ``options`` (every ``mitmllm_*`` mitmproxy option) and
+configuration file, from its JSON Schema), ``options`` (every ``mitmllm_*`` mitmproxy option),
+``uncarried`` (the request features a translated hop cannot carry, per pair of formats) and
 ``check`` (what ``mitmllm check`` prints for the example recording in ``tests/recordings``).
 """
 
@@ -19,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from mitmllm.engine.config import json_schema
+from mitmllm.protocol.conversation import FEATURES
+from mitmllm.protocol.detect import dialects
 from mitmllm.protocol.rules import FAMILIES
 from mitmllm.protocol.rules import RULES
+from mitmllm.protocol.translate import uncarried
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -192,6 +196,26 @@ def bench_markdown(results: dict[str, Any]) -> str:
 CHECK_EXAMPLE = "tests/recordings/anthropic-keepalive-inside-tool-call.sse"
 
 
+def uncarried_markdown() -> str:
+    """Per client format (rows) and upstream format (columns), the request features of
+    `conversation.FEATURES` the upstream's format cannot carry (`translate.uncarried`)."""
+    formats = sorted((d for d in dialects() if d.converter() is not None), key=lambda d: d.name)
+    out = [
+        "| client \\ upstream | " + " | ".join(d.title for d in formats) + " |",
+        "|---" * (len(formats) + 1) + "|",
+    ]
+    for client in formats:
+        cells = []
+        for upstream in formats:
+            if upstream is client:
+                cells.append("-")
+                continue
+            gaps = uncarried(client, upstream, FEATURES)
+            cells.append(", ".join(f"`{g.path}`" for g in gaps) or "everything")
+        out.append(f"| {client.title} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def check_markdown() -> str:
     """``mitmllm check`` on the example recording, as a terminal shows it."""
     import io
@@ -209,6 +233,7 @@ SECTIONS = {
     "rules": rules_markdown,
     "config": config_markdown,
     "options": options_markdown,
+    "uncarried": uncarried_markdown,
     "check": check_markdown,
 }
 

@@ -1,1 +1,1 @@
-"""Shared test helpers (not test modules)."""
+"""Shared test support: streams, requests and fixture flows of every format (not test modules)."""

@@ -14,7 +14,10 @@ from mitmllm.demo.scenarios import FAILOVER_SUFFIX
 from mitmllm.demo.scenarios import FALLBACK_MODEL_SUFFIX
 from mitmllm.demo.scenarios import SHORT_FORMAT
 from mitmllm.demo.scenarios import TOOLS_MODEL
+from mitmllm.demo.scenarios import TRANSLATE_SUFFIX
+from mitmllm.mock.scenarios import ANTHROPIC
 from mitmllm.mock.scenarios import FORMATS
+from mitmllm.mock.scenarios import OPENAI_CHAT
 
 #: Route timeouts, short so that a stalled upstream costs the demo one second.
 FIRST_EVENT_TIMEOUT = "1s"
@@ -46,6 +49,17 @@ def demo_config(primary_url: str, fallback_url: str) -> str:
       - upstream: {upstream_name(fmt, "fallback")}
         models: {{"*": {fallback_model}}}"""
         )
+    # An Anthropic client served by an OpenAI Chat fallback: the route translates.
+    routes.append(
+        f"""\
+  - name: {SHORT_FORMAT[ANTHROPIC]}-to-{SHORT_FORMAT[OPENAI_CHAT]}
+    match: {{model: "*{TRANSLATE_SUFFIX}*"}}
+    translate: true
+    chain:
+      - upstream: {upstream_name(ANTHROPIC, "primary")}
+      - upstream: {upstream_name(OPENAI_CHAT, "fallback")}
+        models: {{"*": {BASE_MODEL[OPENAI_CHAT] + FALLBACK_MODEL_SUFFIX}}}"""
+    )
     return f"""\
 # mitmllm demo configuration, written by `python -m mitmllm.demo` (the mock ports change per run).
 # Check it with: python -m mitmllm.engine.config check THIS_FILE
@@ -69,6 +83,7 @@ upstreams:
 
 # Requests for a model containing "{FAILOVER_SUFFIX}" go through a chain: primary, then fallback.
 # The fallback gets a model without the mock's ~scenario suffix, so it answers healthily.
+# Those for "{TRANSLATE_SUFFIX}" fall back to an upstream of another wire format (translate: true).
 routes:
 {chr(10).join(routes)}
 

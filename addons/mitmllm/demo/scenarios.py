@@ -14,7 +14,8 @@ Four groups, in the order the demo runs them:
   client gets the mended stream, next to
 * **fail-over**: routed through the relay (the model ends in ``-failover``): a failure before the
   first content event moves to the fallback unseen, a failure after it ends the stream with the
-  format's own error event;
+  format's own error event; one row falls back to an upstream of another wire format (the model
+  ends in ``-translate``), which serves the client through translation;
 * **rewrite**: a model alias and a tool schema the configuration's model rules rewrite.
 """
 
@@ -46,6 +47,8 @@ SHORT_FORMAT: dict[str, str] = {
 }
 #: Models ending so are routed through the fail-over relay (see `mitmllm.demo.config`).
 FAILOVER_SUFFIX = "-failover"
+#: ... and these through a route whose fallback speaks another wire format.
+TRANSLATE_SUFFIX = "-translate"
 #: The fallback hop maps every routed model to this one (no scenario suffix: healthy).
 FALLBACK_MODEL_SUFFIX = "-fallback"
 
@@ -104,6 +107,8 @@ class Row:
     label: str = ""  # the row's name when it is not the scenario's
     model: str = ""  # the model to ask for when it is not derived from the scenario
     headers: dict[str, str] = field(default_factory=dict)
+    #: the wire format of the route's fallback, when it is not the client's (it translates)
+    fallback_fmt: str = ""
 
     @property
     def name(self) -> str:
@@ -119,11 +124,17 @@ class Row:
         return self.group in (Group.FAILOVER, Group.REPAIR)
 
     @property
+    def fallback_format(self) -> str:
+        return self.fallback_fmt or self.fmt
+
+    @property
     def request_model(self) -> str:
         if self.model:
             return self.model
-        base = BASE_MODEL[self.fmt] + (FAILOVER_SUFFIX if self.routed else "")
-        return f"{base}{MODEL_SUFFIX}{self.scenario}"
+        suffix = ""
+        if self.routed:
+            suffix = TRANSLATE_SUFFIX if self.fallback_fmt else FAILOVER_SUFFIX
+        return f"{BASE_MODEL[self.fmt]}{suffix}{MODEL_SUFFIX}{self.scenario}"
 
 
 def _healthy(
@@ -186,6 +197,16 @@ ROWS: tuple[Row, ...] = (
     _repair(OPENAI_RESPONSES, "double-start", "a second response.created before content"),
     _repair(OPENAI_CHAT, "no-final-blank", "last event without its blank line"),
     _failover(ANTHROPIC, "overloaded", "HTTP 529 overloaded_error", quick=True),
+    Row(
+        Group.FAILOVER,
+        ANTHROPIC,
+        "overloaded",
+        "HTTP 529; an OpenAI Chat fallback",
+        quick=True,
+        served_by="fallback",
+        label="529 to chat",
+        fallback_fmt=OPENAI_CHAT,
+    ),
     _failover(OPENAI_CHAT, "overloaded", "HTTP 503 server_error"),
     _failover(GEMINI, "overloaded", "HTTP 503 UNAVAILABLE"),
     _failover(ANTHROPIC, "stall-before-first", "headers, then 5 s of silence"),

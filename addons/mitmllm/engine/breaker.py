@@ -118,6 +118,9 @@ class Cause(StrEnum):
     INBAND_ERROR = "inband_error"  # an error event in the stream (ANT-20, OAI-16, RSP-12, GEM-9)
     EMPTY = "empty"  # the stream ended without content (SSE-15)
     BROKEN_STREAM = "broken_stream"  # a finding no repair mends breaks the client (before commit)
+    # the answer cannot be written in the client's format (XLT-4, before commit); a request
+    # that cannot be written in the upstream's is not recorded at all (no status)
+    UNTRANSLATABLE = "untranslatable"
     CANCELLED = "cancelled"  # the client went away
 
 

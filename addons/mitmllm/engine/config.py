@@ -8,8 +8,9 @@ means inspect only.
 Reading a file is strict, because a typo in a config that silently does nothing is worse than
 an error: unknown keys are rejected, and so are references to unknown upstreams, duplicate
 names, secrets written into the file, and combinations that cannot work (a chain mixing wire
-formats, a slash-namespaced model sent to a Gemini upstream, where the model is part of the URL
-path). `ConfigError` lists every problem, one line each, with the file, the line, the field path
+formats on a route that does not translate, a request feature a translated hop cannot carry, a
+slash-namespaced model sent to a Gemini upstream, where the model is part of the URL path).
+`ConfigError` lists every problem, one line each, with the file, the line, the field path
 (``routes.0.chain.1.upstream``), the bad value and a hint.
 
 YAML is read with YAML 1.2 booleans (only ``true``/``false``; ``off`` and ``no`` are strings)
@@ -60,6 +61,7 @@ from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 from yaml.constructor import ConstructorError
 
+from mitmllm.protocol.conversation import FEATURES
 from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.detect import by_name
@@ -72,6 +74,8 @@ from mitmllm.protocol.rules import STREAM_FAMILIES
 from mitmllm.protocol.schemas import FLAVOURS
 from mitmllm.protocol.schemas import Flavour
 from mitmllm.protocol.schemas import applies
+from mitmllm.protocol.translate import NotTranslatable
+from mitmllm.protocol.translate import uncarried
 
 AuthScheme = Literal["x-api-key", "bearer", "x-goog-api-key", "api-key", "none"]
 CaptureMode = Literal["off", "all", "flagged", "filter"]
@@ -619,6 +623,18 @@ class Route(_Section):
     repair: RepairOverride = Field(
         default=RepairOverride(), description="Overrides of the top-level repair."
     )
+    translate: bool = Field(
+        default=False,
+        description="Serve the route's clients from upstreams of another wire format too, "
+        "translating requests and answers; with match.format set, every hop may be of another "
+        "format (the client is then always served through translation).",
+    )
+    requires: tuple[str, ...] = Field(
+        default=(),
+        description="Request features the route's clients use ("
+        + ", ".join(FEATURES)
+        + "): a hop of another format that cannot carry one is a configuration error.",
+    )
 
 
 # --- the rest --------------------------------------------------------------------------------
@@ -811,7 +827,20 @@ def _cross_problems(c: Config) -> Iterator[Problem]:
             yield Problem(f"upstreams.{i}.tools", _flavour_mismatch(u.tools, {u.format}), u.tools)
 
     for i, r in enumerate(c.routes):
+        for k, feature in enumerate(r.requires):
+            if feature not in FEATURES:
+                close = difflib.get_close_matches(feature, list(FEATURES), n=2, cutoff=0.5)
+                hint = f"did you mean {' or '.join(repr(x) for x in close)}? " if close else ""
+                yield Problem(
+                    f"routes.{i}.requires.{k}",
+                    "unknown request feature",
+                    feature,
+                    hint=f"{hint}features: {', '.join(FEATURES)}",
+                )
         chain_formats: dict[str, str] = {}  # format -> path of the first hop with it
+        route_format = r.match.format
+        if route_format is None and r.chain and r.chain[0].upstream in upstreams:
+            route_format = upstreams[r.chain[0].upstream].format
         for j, hop in enumerate(r.chain):
             where = f"routes.{i}.chain.{j}"
             hop_upstream = upstreams.get(hop.upstream)
@@ -828,19 +857,21 @@ def _cross_problems(c: Config) -> Iterator[Problem]:
                 continue
             u = hop_upstream
             chain_formats.setdefault(u.format, f"{where}.upstream")
-            if r.match.format is not None and u.format != r.match.format:
+            if r.translate and route_format is not None and u.format != route_format:
+                yield from _translated_hop(where, r, route_format, u, hop)
+            elif r.match.format is not None and u.format != r.match.format:
                 yield Problem(
                     f"{where}.upstream",
                     f"upstream {u.name!r} speaks {u.format}, the route takes {r.match.format}",
                     hop.upstream,
-                    hint="mitmllm does not translate between wire formats",
+                    hint=f"set translate: true on routes.{i} to translate between the formats",
                 )
             elif len(chain_formats) > 1 and chain_formats[u.format] == f"{where}.upstream":
                 yield Problem(
                     f"{where}.upstream",
                     f"the chain mixes wire formats ({', '.join(chain_formats)})",
                     hop.upstream,
-                    hint="mitmllm does not translate between wire formats",
+                    hint=f"set translate: true on routes.{i} to translate between the formats",
                 )
             if _model_in_path(u.format):
                 for glob, model in hop.models.items():
@@ -869,6 +900,32 @@ def _cross_problems(c: Config) -> Iterator[Problem]:
         )
     if c.breaker.max_open_for < c.breaker.open_for:
         yield Problem("breaker.max_open_for", "is shorter than open_for", c.breaker.max_open_for)
+
+
+def _translated_hop(
+    where: str, route: Route, client: str, upstream: Upstream, hop: Hop
+) -> Iterator[Problem]:
+    """A hop of another format than the route's clients: it needs its own model names, and
+    every feature the route requires must reach it."""
+    try:
+        gaps = uncarried(client, upstream.format, [f for f in route.requires if f in FEATURES])
+    except NotTranslatable as e:
+        yield Problem(f"{where}.upstream", str(e), hop.upstream)
+        return
+    for gap in gaps:
+        yield Problem(
+            f"{where}.upstream",
+            f"{client} requests lose {gap.path} on their way to {upstream.name!r}: {gap.reason}",
+            hop.upstream,
+            hint="choose an upstream that carries it, or remove it from requires",
+        )
+    if not hop.models:
+        yield Problem(
+            f"{where}.models",
+            f"upstream {upstream.name!r} speaks {upstream.format}, so {client} model names mean "
+            "nothing to it",
+            hint="map them, e.g. models: {'claude-*': 'gpt-4.1'}",
+        )
 
 
 def _model_in_path(fmt: str) -> bool:

@@ -40,6 +40,13 @@ Per attempt::
   is masked in what the relay records and logs, so an upstream that echoes a key in an error
   does not put it into metadata, findings or logs. The relay answers only requests that carry a
   one-time token issued by the addon.
+* Translation: an upstream of another wire format than the client's gets the request in its own
+  format (`mitmllm.protocol.translate`). Its stream is checked, and repaired, in its own format
+  (the attempt's findings); the translator turns its events into the client's format, and what
+  the client would get is checked in the client's format and judged by the gate, which commits
+  at the first content event the client would see. A stream that cannot be translated (XLT-4)
+  fails the attempt before commit, and ends the client's stream with its error event after.
+  Whole bodies and error statuses reach the client as its own format spells them.
 """
 
 from __future__ import annotations
@@ -63,21 +70,31 @@ from urllib.parse import unquote_plus
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.report import Attempt
 from mitmllm.engine.report import Repair
+from mitmllm.protocol import translate as xlt
+from mitmllm.protocol.conversation import ApiError
+from mitmllm.protocol.conversation import ClientStream
+from mitmllm.protocol.conversation import ErrorKind
+from mitmllm.protocol.conversation import kind_of_status
 from mitmllm.protocol.credentials import AUTH_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_HEADERS
 from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.dialect import Dialect
 from mitmllm.protocol.dialect import is_json
+from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.gate import Gate
+from mitmllm.protocol.payload import NO_DATA
+from mitmllm.protocol.payload import copy_json
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Repairer
+from mitmllm.protocol.sse import Event
 from mitmllm.protocol.stream import StreamChecker
 from mitmllm.protocol.stream import is_event_stream
 
@@ -205,6 +222,7 @@ class _Fail(Exception):
         retry_after: float | None = None,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        upstream: Dialect | None = None,
     ) -> None:
         super().__init__(error)
         self.outcome = outcome
@@ -213,6 +231,7 @@ class _Fail(Exception):
         self.retry_after = retry_after
         self.body = body
         self.headers = headers
+        self.upstream = upstream  # the failing upstream's format, when its body says the kind
 
 
 # --- the relay ---------------------------------------------------------------------------------
@@ -227,11 +246,13 @@ class Relay:
         breakers: Any = None,
         sticky: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.breakers = breakers
         self.sticky = sticky
         self.clock = clock
+        self.wall_clock = wall_clock  # the creation time translated chunks carry
         self.env = env if env is not None else os.environ
         self._plans: dict[str, Plan] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -299,7 +320,8 @@ class Relay:
             body = await request.read()
             return await _Exchange(self, plan, request, body).run()
         except asyncio.CancelledError:
-            plan.outcome = "cancelled"
+            if plan.outcome != "ok":  # a client that closes after the whole answer is served
+                plan.outcome = "cancelled"
             raise
         finally:
             self.active -= 1
@@ -326,7 +348,8 @@ class _Exchange:
         self.response: web.StreamResponse | None = None  # headers sent once set
         self.last_write = 0.0
         self.started = relay.clock()
-        self.checker: StreamChecker | None = None  # the current attempt's upstream checker
+        self.stages: _Stages | None = None  # the current attempt's stream, once it streams
+        self.translation: _Translation | None = None  # the current attempt's, if translated
         body_json, _ = parse_json(body) if body else (None, None)
         self.body_json: Any = body_json
         self.secrets = _secrets_of(request.headers, request.query_string, plan, relay.env)
@@ -347,9 +370,9 @@ class _Exchange:
             try:
                 await self._attempt(hop, attempt, body_json, t0)
             except _Fail as fail:
-                if self.checker is not None:  # what was wrong with the failed stream, too
-                    _record_findings(attempt, self.checker.findings, self.mask)
-                    self.checker = None
+                # what was wrong with the failed stream, and what its translation could not carry
+                self._record_findings(attempt)
+                self.stages = self.translation = None
                 attempt.outcome, attempt.error = fail.outcome, self.mask(fail.error)
                 attempt.retry_after = fail.retry_after
                 if fail.status is not None:  # a stall after a 200 keeps the 200 on record
@@ -367,8 +390,15 @@ class _Exchange:
                 )
                 continue
             except asyncio.CancelledError:
-                attempt.outcome = "cancelled"
                 attempt.duration_ms = round((clock() - t0) * 1000, 1)
+                if attempt.outcome == "ok":
+                    # The client closed once its stream's terminal event was in (the OpenAI SDKs
+                    # do, right after [DONE]): it got the whole answer, from this upstream.
+                    if self.stages is not None:
+                        self._record_findings(attempt)
+                    self._record(hop, attempt)
+                else:
+                    attempt.outcome = "cancelled"
                 raise
             attempt.duration_ms = round((clock() - t0) * 1000, 1)
             self._record(hop, attempt)
@@ -415,6 +445,8 @@ class _Exchange:
         breakers = self.relay.breakers
         if breakers is None or attempt.outcome in ("cancelled",):
             return
+        if attempt.outcome == "untranslatable" and attempt.status is None:
+            return  # the request could not be written in its format: not the upstream's failure
         with contextlib.suppress(Exception):
             breakers.record_attempt(hop.upstream.name, attempt)
 
@@ -426,20 +458,30 @@ class _Exchange:
         path = self.request.raw_path
         body: bytes | None = self.body
         info: dict[str, Any] = {}
-        if plan.prepare is not None and body_json is not None and is_json(body_json):
+        translated = upstream.dialect.name != plan.dialect.name
+        self.stages = self.translation = None
+        if translated:
+            self.translation = tr = self._translate_request(hop, path, body_json)
+            lost = next((g for g in tr.request.gaps if g.severity == "error"), None)
+            if lost is not None:  # the upstream would answer another question than the client's
+                raise _Fail("untranslatable", f"XLT-1 {lost.path}: {lost.reason}"[:300])
+            path, body, info = tr.path, tr.body, tr.info
+        elif plan.prepare is not None and body_json is not None and is_json(body_json):
             path, new_body, info = plan.prepare(hop, path, body_json, self.body)
             if new_body is not None:
                 body = new_body
         url = upstream.base_url.rstrip("/") + path
         attempt.url = redact_url(url)
-        headers = self._upstream_headers(upstream)
+        # A key for the client's API never goes to another API.
+        forward = not translated and self._may_forward(upstream)
+        headers = self._upstream_headers(upstream, forward, translated)
         if headers is None:
             raise _Fail(
                 "no_credential",
                 f"environment variable {upstream.api_key_env} is not set for upstream "
                 f"{upstream.name!r}",
             )
-        url = _strip_credential_query(url) if not self._may_forward(upstream) else url
+        url = url if forward else _strip_credential_query(url)
         timeouts = plan.timeouts
         session = self.relay._client(upstream.verify_tls)
         clock = self.relay.clock
@@ -458,7 +500,7 @@ class _Exchange:
                             total=None, connect=timeouts.connect, sock_connect=timeouts.connect
                         ),
                     ),
-                    upstream.dialect,
+                    plan.dialect,
                 )
         except aiohttp.ConnectionTimeoutError as e:
             # Told apart by the exception, not the clock: the attempt's start is not the
@@ -530,12 +572,55 @@ class _Exchange:
                 text = text.replace(secret, MASK)
         return text
 
+    def _translate_request(self, hop: Hop, raw_path: str, body_json: Any) -> _Translation:
+        """The client's request in the hop's format, and what its answer needs to come back."""
+        plan = self.plan
+        if body_json is None or not is_json(body_json):
+            raise _Fail(
+                "untranslatable", "the request body is not JSON, so it cannot be translated"
+            )
+        path = raw_path.split("?", 1)[0]  # the client's query belongs to the client's API
+        client_model = plan.dialect.request_model(path, body_json)
+        try:
+            tr = xlt.translate_request(
+                plan.dialect,
+                hop.upstream.dialect,
+                path,
+                copy_json(body_json),  # the next hop reads the client's body too
+                model=hop.map_model(client_model),
+                flavour=hop.flavour,
+            )
+        except Exception as e:  # a converter bug must fail this attempt, not the flow
+            logger.exception("relay %s: translating the request failed", plan.route)
+            raise _Fail("untranslatable", f"{type(e).__name__}: {e}"[:300]) from e
+        findings = Findings()
+        xlt.report_gaps(tr.gaps, findings)
+        upstream_model = tr.call.body.get("model") or hop.map_model(client_model)
+        info: dict[str, Any] = {
+            "model": upstream_model,
+            "translated": f"{plan.dialect.name} -> {hop.upstream.dialect.name}",
+        }
+        if tr.sanitized is not None and tr.sanitized.changes:
+            info["tools"] = tr.sanitized.to_dict()
+        stream = ClientStream(
+            client_model or upstream_model or "",
+            include_usage=tr.request.include_usage,
+            created=int(self.relay.wall_clock()),
+        )
+        body = orjson.dumps(tr.call.body)
+        return _Translation(hop.upstream.dialect, tr.call.path, body, info, stream, tr, findings)
+
     def _may_forward(self, upstream: Upstream) -> bool:
         """The client's credentials go to the origin it addressed, or where the route says."""
         return self.plan.forward_client_credentials or upstream.origin == self.plan.client_origin
 
-    def _upstream_headers(self, upstream: Upstream) -> dict[str, str] | None:
-        forward = self._may_forward(upstream)
+    def _upstream_headers(
+        self, upstream: Upstream, forward: bool, translated: bool = False
+    ) -> dict[str, str] | None:
+        """The request headers for `upstream`: the client's (without its credentials unless
+        `forward`; without its own API's headers when `translated`), the upstream's configured
+        ones and its key."""
+        client_own = self.plan.dialect.own_headers if translated else ()
         out: dict[str, str] = {}
         for k, v in self.request.headers.items():
             lk = k.lower()
@@ -543,7 +628,11 @@ class _Exchange:
                 continue
             if lk in CREDENTIAL_HEADERS and not forward:
                 continue
+            if client_own and lk.startswith(client_own):
+                continue  # anthropic-version means nothing to (or breaks) another API
             out[k] = v
+        if translated:
+            out.update(upstream.dialect.required_headers)
         out["accept-encoding"] = "identity"
         for k, v in upstream.headers.items():
             out[k] = v
@@ -585,6 +674,7 @@ class _Exchange:
                 retry_after,
                 raw,
                 up.headers,
+                dialect,
             )
         if 200 <= status < 300 and is_event_stream(ctype):
             await self._stream(up, hop, attempt, info, t0, deadline_first, deadline_total)
@@ -610,6 +700,10 @@ class _Exchange:
             attempt.outcome = "client_error"
         attempt.ttfe_ms = round((self.relay.clock() - t0) * 1000, 1)
         self._serve(hop, info)
+        headers: Mapping[str, str] = up.headers
+        if self.translation is not None:
+            status, raw, headers = self._translate_body(status, raw, up.headers)
+            dialect = plan.dialect
         if self.response is not None:  # early commit: headers already out
             await self._write(
                 raw
@@ -621,9 +715,30 @@ class _Exchange:
             await self.response.write_eof()
             return
         attempt.committed = True
-        resp = await self._send_headers(status, up.headers, hop)
+        resp = await self._send_headers(status, headers, hop)
         await resp.write(raw)
         await resp.write_eof()
+
+    def _translate_body(
+        self, status: int, raw: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, bytes, Mapping[str, str]]:
+        """A whole upstream body (an answer or a 4xx error) in the client's format."""
+        tr = self.translation
+        assert tr is not None
+        plan = self.plan
+        out = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "retry-after")}
+        if 200 <= status < 300:
+            payload, _ = parse_json(raw)
+            body = xlt.translate_response(
+                tr.upstream, plan.dialect, payload, tr.stream, tr.findings, names=tr.request.names
+            )
+            out["content-type"] = "application/json"
+            return status, orjson.dumps(body), out
+        err = xlt.translate_error(
+            tr.upstream, plan.dialect, status, raw, retry_after=headers.get("retry-after")
+        )
+        out.update(err.headers)
+        return err.status, err.body, out
 
     async def _stream(
         self,
@@ -636,87 +751,123 @@ class _Exchange:
         deadline_total: float,
     ) -> None:
         plan = self.plan
-        dialect = hop.upstream.dialect
         clock = self.relay.clock
         timeouts = plan.timeouts
-        # What the upstream sent (the attempt's findings, with the repairs made) and what the
-        # client gets; the gate judges the latter.
-        upstream = self.checker = StreamChecker(dialect)
-        if plan.repair:
-            client = StreamChecker(dialect)
-            repairer = Repairer(dialect, upstream.findings, request=self.body_json)
-        else:
-            client, repairer = upstream, None
-        gate = Gate(dialect, client.findings, fails=plan.fails)
-        pipeline = Pipeline(
-            client,
-            upstream=upstream if repairer is not None else None,
-            repairer=repairer,
-            gate=gate,
+        stages = self.stages = _Stages(
+            hop.upstream.dialect,
+            plan.dialect,
+            request=self.body_json,
+            repair=plan.repair,
+            fails=plan.fails,
+            translation=self.translation,
         )
+        gate = stages.gate
         committed = False
         progress = 0
         last_event = clock()
         content = up.content
         while True:
             now = clock()
-            if committed:
+            if committed or stages.started:
                 deadline = min(last_event + timeouts.idle, deadline_total)
             else:
                 deadline = min(deadline_first, deadline_total)
             wait = deadline - now
-            due = self._keepalive_due(dialect)
+            due = self._keepalive_due(plan.dialect)
             try:
                 chunk = await _read(content, min(wait, due) if due is not None else wait)
             except aiohttp.ClientError as e:
                 if not committed:
                     raise _Fail("read_error", f"{type(e).__name__}: {e}"[:300], up.status) from e
                 return await self._end_with_error(
-                    dialect, attempt, f"upstream connection failed mid-stream: {type(e).__name__}"
+                    attempt, f"upstream connection failed mid-stream: {type(e).__name__}"
                 )
             if chunk is None:
                 if clock() >= deadline - 1e-3:
-                    return await self._stall(hop, attempt, committed, clock() - t0, last_event)
-                await self._keep_alive(dialect)
+                    return await self._stall(
+                        hop, attempt, committed, stages.started, clock() - t0, last_event
+                    )
+                await self._keep_alive(plan.dialect)
                 continue
             if not chunk:
                 break
-            pipeline.feed(chunk)
-            if gate.progress != progress:
-                progress = gate.progress
+            stages.feed(chunk)
+            if stages.progress != progress:
+                progress = stages.progress
                 last_event = clock()
+            if stages.untranslatable is not None:
+                raise _Fail("untranslatable", stages.untranslatable, up.status)
+            if gate.failed and committed:  # the stream started over: end it, not a 2nd answer
+                return await self._restarted(hop, attempt)
             if gate.failed:
                 raise _Fail(gate.outcome or "broken_stream", gate.reason or "", up.status)
             if gate.committed and not committed:
                 committed = True
                 await self._commit(up, hop, attempt, info, t0)
             await self._write(gate.take())
+            if committed and attempt.outcome == "pending" and stages.client_complete:
+                # The client has its terminal event: served, whatever the upstream does next.
+                attempt.outcome = plan.outcome = "ok"
+            if committed and stages.over:
+                # The client's stream has ended with its error event: nothing more can follow.
+                return await self._ended_in_error(attempt)
         # upstream end of stream: the unterminated tail (if any) never reaches the client
-        pipeline.close()
-        gate.close()
+        stages.close()
+        if stages.untranslatable is not None and not committed:
+            raise _Fail("untranslatable", stages.untranslatable, up.status)
+        if gate.failed and committed:
+            return await self._restarted(hop, attempt)
         if gate.failed:
             raise _Fail(gate.outcome or "empty", gate.reason or "", up.status)
         if not committed:  # the first content arrived in the final flush
             committed = True
             await self._commit(up, hop, attempt, info, t0)
         await self._write(gate.take())
-        _record_findings(attempt, upstream.findings, self.mask)
+        if stages.over:
+            return await self._ended_in_error(attempt)
+        self._record_findings(attempt)
+        client = stages.client
         v = client.validator
         if v is not None and not v.complete and v.error is None:
             dropped = (
-                f" ({len(client.trailing)} bytes of a partial event dropped)"
-                if client.trailing
-                else ""
+                f" ({stages.dropped} bytes of a partial event dropped)" if stages.dropped else ""
             )
             return await self._end_with_error(
-                dialect,
-                attempt,
-                f"upstream {hop.upstream.name} ended the stream before its end{dropped}",
+                attempt, f"upstream {hop.upstream.name} ended the stream before its end{dropped}"
             )
         attempt.outcome = "ok" if v is None or v.error is None else "inband_error_after_commit"
         plan.outcome = "ok" if attempt.outcome == "ok" else "failed_after_commit"
         assert self.response is not None
         await self.response.write_eof()
+
+    async def _restarted(self, hop: Hop, attempt: Attempt) -> None:
+        """The upstream started its answer over after commit (the gate failed `restarted`): what
+        passed before the restart goes out, then the client's stream ends with an error."""
+        stages = self.stages
+        assert stages is not None
+        await self._write(stages.gate.take())
+        attempt.outcome = "restarted_after_commit"
+        await self._end_with_error(
+            attempt, f"upstream {hop.upstream.name} started its answer over ({stages.gate.reason})"
+        )
+
+    async def _ended_in_error(self, attempt: Attempt) -> None:
+        """A translated stream ended with the client's error event after commit (the upstream's
+        in-band error, or a stream the client's format cannot carry, XLT-4)."""
+        stages = self.stages
+        assert stages is not None
+        v = stages.client.validator
+        if stages.broken is not None:
+            attempt.outcome = "untranslatable_after_commit"
+            attempt.error = stages.broken
+        else:
+            attempt.outcome = "inband_error_after_commit"
+            attempt.error = self.mask(v.error) if v is not None and v.error else None
+        self._record_findings(attempt)
+        self.plan.outcome = "failed_after_commit"
+        assert self.response is not None
+        with contextlib.suppress(ConnectionError):
+            await self.response.write_eof()
 
     async def _commit(
         self,
@@ -734,14 +885,26 @@ class _Exchange:
             await self._send_headers(up.status, up.headers, hop)
 
     async def _stall(
-        self, hop: Hop, attempt: Attempt, committed: bool, elapsed: float, last_event: float
+        self,
+        hop: Hop,
+        attempt: Attempt,
+        committed: bool,
+        started: bool,
+        elapsed: float,
+        last_event: float,
     ) -> None:
         timeouts = self.plan.timeouts
+        idle = self.relay.clock() - last_event
         if not committed:
             if elapsed >= timeouts.total:
                 raise _Fail("total_timeout", f"attempt exceeded {timeouts.total:g}s")
+            if started:  # content the client cannot see (reasoning for an Anthropic client)
+                raise _Fail(
+                    "idle_timeout",
+                    f"sent no event for {idle:.1f}s (idle limit {timeouts.idle:g}s), before any "
+                    "content the client's format shows",
+                )
             raise _Fail("first_event_timeout", f"no content event within {timeouts.first_event:g}s")
-        idle = self.relay.clock() - last_event
         what = (
             f"exceeded the attempt limit of {timeouts.total:g}s"
             if elapsed >= timeouts.total
@@ -749,28 +912,43 @@ class _Exchange:
         )
         attempt.outcome = "stall_after_commit"
         await self._end_with_error(
-            hop.upstream.dialect,
-            attempt,
-            f"upstream {hop.upstream.name} {what}",
-            kind="timeout_error",
+            attempt, f"upstream {hop.upstream.name} {what}", kind="timeout_error"
         )
 
     async def _end_with_error(
-        self, dialect: Dialect, attempt: Attempt, message: str, kind: str = "api_error"
+        self, attempt: Attempt, message: str, kind: str = "api_error"
     ) -> None:
+        """End the client's stream (committed) with its format's terminal error event."""
         if attempt.outcome in ("pending", "ok"):
             attempt.outcome = "failed_after_commit"
         attempt.error = message = self.mask(message)
-        if self.checker is not None:
-            _record_findings(attempt, self.checker.findings, self.mask)
+        self._record_findings(attempt)
         self.plan.outcome = "failed_after_commit"
         logger.warning(
             "relay %s: %s; ending the stream with an error event", self.plan.route, message
         )
-        await self._write(dialect.error_event(message, kind))
+        stages = self.stages
+        if stages is not None and stages.translator is not None:
+            # Written by the client's stream writer, which knows where its stream stands.
+            await self._write(stages.fail(message, kind))
+        else:
+            await self._write(self.plan.dialect.error_event(message, kind))
         assert self.response is not None
         with contextlib.suppress(ConnectionError):
             await self.response.write_eof()
+
+    def _record_findings(self, attempt: Attempt) -> None:
+        """What the upstream's stream broke and what mitmllm mended in it (its FIX-* findings),
+        and what its translation could not carry (XLT-*), on the attempt; credentials are
+        masked in the messages (an in-band error may quote them)."""
+        found: list[Finding] = []
+        if self.stages is not None:
+            found += self.stages.upstream.findings
+        if self.translation is not None:
+            found += self.translation.findings
+        found = [replace(f, message=self.mask(f.message)) for f in found]  # errors may quote keys
+        attempt.findings = [f for f in found if not f.rule.startswith("FIX-")]
+        attempt.repairs = [Repair.from_finding(f) for f in found if f.rule.startswith("FIX-")]
 
     # --- the client side ---
 
@@ -819,11 +997,10 @@ class _Exchange:
             await self.response.write_eof()
             return self.response
         status = _status_for(fail)
-        resp = web.Response(
-            status=status,
-            body=dialect.error_body(status, message, _kind_for(fail)),
-            content_type="application/json",
-        )
+        body = dialect.error_body(status, message, _kind_for(fail))
+        if fail is not None and fail.upstream is not None and fail.upstream.name != dialect.name:
+            status, body = _client_error(fail, dialect, message)
+        resp = web.Response(status=status, body=body, content_type="application/json")
         retry_after = [a.retry_after for a in plan.attempts if a.retry_after]
         if retry_after:
             resp.headers["retry-after"] = str(max(1, round(min(retry_after))))
@@ -832,13 +1009,168 @@ class _Exchange:
         return resp
 
 
-def _record_findings(attempt: Attempt, findings: Findings, mask: Callable[[str], str]) -> None:
-    """What the upstream's stream broke, and what mitmllm mended in it (its FIX-* findings),
-    on the attempt; `mask` takes the credentials out of the messages (an in-band error may
-    quote them)."""
-    masked = [replace(f, message=mask(f.message)) for f in findings]
-    attempt.findings = [f for f in masked if not f.rule.startswith("FIX-")]
-    attempt.repairs = [Repair.from_finding(f) for f in masked if f.rule.startswith("FIX-")]
+class _Stages:
+    """One attempt's stream on its way to the client, sans-I/O: the upstream's own checks and
+    repairs in its format (`upstream` holds the attempt's findings), the translation into the
+    client's format when the hop speaks another, and the checks of what the client would get
+    (`client`), which the `gate` judges. Untranslated, the client's side is the repaired
+    stream itself."""
+
+    def __init__(
+        self,
+        upstream: Dialect,
+        client: Dialect,
+        *,
+        request: Any,
+        repair: bool,
+        fails: frozenset[str] | None,
+        translation: _Translation | None,
+    ) -> None:
+        own_request = translation.request.call.body if translation is not None else request
+        self.upstream = StreamChecker(upstream)
+        self.translator: xlt.StreamTranslator | None = None
+        self.translation = translation
+        repaired = self.upstream
+        repairer = None
+        if repair:
+            repaired = StreamChecker(upstream)
+            repairer = Repairer(upstream, self.upstream.findings, request=own_request)
+        self.client = repaired
+        if translation is not None:
+            self.client = StreamChecker(client, request=request)
+            self.translator = xlt.StreamTranslator(
+                upstream,
+                client,
+                translation.stream,
+                translation.findings,
+                names=translation.request.names,
+            )
+        self.gate = Gate(client, self.client.findings, fails=fails)
+        # Untranslated, the gate judges the repaired stream itself: the pipeline hands it each
+        # event (and, after commit, may count steady deltas by their bytes); translated, each
+        # event goes through the translator first.
+        self.pipeline = Pipeline(
+            repaired,
+            upstream=self.upstream if repairer is not None else None,
+            repairer=repairer,
+            on_event=self._translate if translation is not None else None,
+            gate=self.gate if translation is None else None,
+        )
+        self.repaired = repaired  # the upstream's stream as repaired, in its format
+        self.broken: str | None = None  # the first XLT-4: the stream could not be translated
+        self.untranslatable: str | None = None  # ... and it came before commit
+        # The upstream's own liveness, for translated streams: events that carry data, and
+        # whether one was content, though the client may not see it (reasoning is dropped for
+        # Anthropic clients); the timers go by it, the commit by what the client sees.
+        self._events = 0
+        self._content = False
+
+    @property
+    def progress(self) -> int:
+        """Events that show the upstream is alive (for the idle timer)."""
+        return self._events if self.translator is not None else self.gate.progress
+
+    @property
+    def started(self) -> bool:
+        """The upstream sent content (in its own judgement): from then on the idle timer runs,
+        not the first event's."""
+        return self._content or self.gate.committed
+
+    @property
+    def dropped(self) -> int:
+        """Bytes of an unterminated final event the client does not get."""
+        return len(self.repaired.trailing)
+
+    @property
+    def client_complete(self) -> bool:
+        """What the client got has its format's success terminator (and no in-band error)."""
+        v = self.client.validator
+        return v is not None and v.complete and v.error is None
+
+    @property
+    def over(self) -> bool:
+        """The client's stream ended with its error event (translated streams only)."""
+        return self.translator is not None and self.translator.failed
+
+    def feed(self, chunk: bytes) -> None:
+        self.pipeline.feed(chunk)
+
+    def close(self) -> None:
+        self.pipeline.close()
+        if self.translator is not None and self.untranslatable is None:
+            # Whole events only, so the client's checker holds nothing back; it stays open for
+            # the error event that may still end the client's stream.
+            self._client_bytes(self.translator.close())
+        self.gate.close()
+
+    def fail(self, message: str, kind: str) -> bytes:
+        """The client's stream (translated, committed) ends with its format's error event."""
+        assert self.translator is not None
+        error = ApiError(_ERROR_KINDS.get(kind, ErrorKind.API_ERROR), message)
+        self._client_bytes(self.translator.fail(error))
+        return self.gate.take()
+
+    def _translate(self, ev: Event, payload: Any) -> None:
+        if self.untranslatable is not None:
+            return  # the attempt failed: nothing of it goes to the client
+        assert self.translator is not None and self.translation is not None
+        upstream = self.translation.upstream
+        if payload is not NO_DATA and not upstream.is_heartbeat(ev, payload):
+            self._events += 1
+            self._content = self._content or upstream.is_content(ev, payload)
+        findings = self.translation.findings
+        seen = findings.count("XLT-4")
+        data = self.translator.event(ev, payload)
+        if findings.count("XLT-4") > seen and self.broken is None:
+            self.broken = next(
+                (f.message for f in reversed(findings.items) if f.rule == "XLT-4"),
+                "the upstream stream could not be translated",
+            )
+            if not self.gate.committed:
+                self.untranslatable = self.broken
+                return
+        self._client_bytes(data)
+
+    def _client_bytes(self, data: bytes) -> None:
+        if data:
+            for ev, payload in self.client.feed(data):
+                self.gate.push(ev, payload)
+
+
+#: The relay's error kinds (Anthropic's words) as the neutral model's.
+_ERROR_KINDS = {
+    "api_error": ErrorKind.API_ERROR,
+    "timeout_error": ErrorKind.TIMEOUT,
+    "overloaded_error": ErrorKind.OVERLOADED,
+    "rate_limit_error": ErrorKind.RATE_LIMIT,
+}
+
+
+@dataclass
+class _Translation:
+    """One attempt's translation: the request in the upstream's format, and what the client's
+    side needs to turn the answer back. Its findings are XLT-*."""
+
+    upstream: Dialect
+    path: str
+    body: bytes
+    info: dict[str, Any]
+    stream: ClientStream
+    request: xlt.TranslatedRequest
+    findings: Findings
+
+
+def _client_error(fail: _Fail, client: Dialect, message: str) -> tuple[int, bytes]:
+    """Status and body for the client when the last failure came from an upstream of another
+    format: the kind its own body or status says, in the client's words (an overload is 529 for
+    Anthropic clients and 503 for the others; 429 stays 429)."""
+    assert fail.upstream is not None
+    payload, _ = parse_json(fail.body) if fail.body else (None, None)
+    if isinstance(payload, dict):
+        kind = xlt.converter(fail.upstream).parse_error(fail.status, payload).kind
+    else:
+        kind = kind_of_status(fail.status or _status_for(fail))
+    return xlt.converter(client).render_error(ApiError(kind, message, fail.status))
 
 
 async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:

@@ -5,7 +5,8 @@ the `request` hook, with a one-time token; the relay tries the route's upstreams
 response headers arrive the flow is shown with the upstream that served it (not the relay's
 loopback address), and the client gets its own model and tool names back. When the flow ends, its
 attempts go to `flow.metadata`, and the relay's outcome to findings (RLY-1 served by a fallback,
-RLY-2 every upstream failed, RLY-3 failed after the response started).
+RLY-2 every upstream failed, RLY-3 failed after the response started); a hop of another wire
+format adds what its translation could not carry (XLT-*).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 from fnmatch import fnmatch
 from fnmatch import fnmatchcase
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
 
 from mitmproxy import command
 from mitmproxy import ctx
@@ -293,7 +296,13 @@ class Failover:
         """Show the flow with the upstream that served it, not the relay; drop the token."""
         flow.request.headers.pop(TOKEN_HEADER, None)
         url = plan.attempts[-1].url if plan.served is not None and plan.attempts else None
-        url = url or state.report.client_url
+        client_url = state.report.client_url
+        if url and client_url and plan.served is not None and "translated" in plan.served_info:
+            # The flow holds the client's request: keep its path (the upstream was sent
+            # another format's, on record in the attempts), shown at the upstream's origin.
+            served, asked = urlsplit(url), urlsplit(client_url)
+            url = urlunsplit((served.scheme, served.netloc, asked.path, asked.query, ""))
+        url = url or client_url
         if url:
             with contextlib.suppress(ValueError):
                 flow.request.url = url
@@ -332,6 +341,11 @@ class Failover:
             f.extend([r.to_finding() for r in served.repairs])
         if plan.served is not None:
             report.upstream = plan.served.upstream.name
+            report.translated = plan.served_info.get("translated")
+            if report.translated and served is not None:
+                # What the translation could not carry is the flow's too (the upstream's own
+                # findings stay on its attempt: they are in another format than the client's).
+                f.extend([x for x in served.findings if x.rule.startswith("XLT-")])
             index = next((i for i, h in enumerate(plan.hops) if h is plan.served), 0)
             if index > 0 or len(plan.attempts) > 1:
                 report.fell_back = True

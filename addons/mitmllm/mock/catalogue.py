@@ -884,6 +884,6 @@ NOT_FROM_UPSTREAM: dict[str, str] = {
     "RLY-3": "the relay's outcome when the serving upstream fails after the response started: "
     "seeded by a fail-over case",
     "XLT-4": "a translation's outcome when an upstream's stream, legal in its own format "
-    "(interleaved Chat tool calls), cannot be written in the client's: a translated hop's, not a "
-    "single upstream's stream",
+    "(interleaved Chat tool calls, the interleaved-tools scenario), cannot be written in the "
+    "client's: seeded by a cross-format fail-over case",
 }

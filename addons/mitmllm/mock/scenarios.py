@@ -1035,6 +1035,24 @@ def _first_block_at_1(ctx: Context, reply: Reply) -> Iterable[Item]:
     return frames(ctx, reply, first_index=1)
 
 
+def _interleaved_tools(ctx: Context, reply: Reply) -> Iterable[Item]:
+    """Chat tool-call fragments of parallel calls alternate between the calls (some bridges
+    stream calls side by side): every call opens, then the argument fragments take turns."""
+    items = list(frames(ctx, reply))
+    calls = [i for i, f in enumerate(items) if b'"tool_calls"' in f.data]
+    heads = [i for i in calls if b'"type":"function"' in items[i].data]
+    if len(heads) < 2:
+        return items
+    by_call = [
+        [items[i] for i in calls if start <= i < end]
+        for start, end in zip(heads, [*heads[1:], calls[-1] + 1], strict=True)
+    ]
+    reordered = [call[0] for call in by_call]
+    for fragments in itertools.zip_longest(*(call[1:] for call in by_call)):
+        reordered += [f for f in fragments if f is not None]
+    return [*items[: calls[0]], *reordered, *items[calls[-1] + 1 :]]
+
+
 def _keepalive_mid_event(ctx: Context, reply: Reply) -> Iterable[Item]:
     """A keep-alive comment and its blank line land between `event:` and `data:`: the blank
     line dispatches a data-less event and orphans the data."""
@@ -1084,6 +1102,13 @@ def _double_start(ctx: Context, reply: Reply) -> Iterable[Item]:
     after forwarding the start)."""
     first = next(iter(frames(replace(ctx, ident=f"{ctx.ident}a"), reply)))
     return [first, *frames(ctx, reply)]
+
+
+def _restart_after_content(ctx: Context, reply: Reply) -> Iterable[Item]:
+    """A failed attempt's start and first content, then a whole second attempt (a gateway that
+    retried after the client had part of the answer)."""
+    first = list(frames(replace(ctx, ident=f"{ctx.ident}a"), reply))
+    return [*first[: _after_content(first)], *frames(ctx, reply)]
 
 
 def _comment_only(ctx: Context, reply: Reply) -> Iterable[Item]:
@@ -1350,12 +1375,33 @@ _TABLE: tuple[Scenario, ...] = (
         stream_only=True,
     ),
     Scenario(
+        "interleaved-tools",
+        "a sentence, then two tool calls whose Chat argument fragments take turns",
+        "openai-python accumulates both; helpers that finalize a call when the next begins cut "
+        "it short",
+        _per(chat={"OAI-11"}),
+        reply=_parallel_tools_reply,
+        shape=_interleaved_tools,
+        stream_only=True,
+    ),
+    Scenario(
         "double-start",
         "the start event of a failed attempt, then a whole second attempt (a second "
         "message_start / response.created, as after a proxy retry)",
         "TS SDK throws; Python SDK merges both attempts",
         _per(anthropic={"ANT-5"}, responses={"RSP-3", "RSP-4", "RSP-10"}),
         shape=_double_start,
+        stream_only=True,
+    ),
+    Scenario(
+        "restart-after-content",
+        "the start and first content of a failed attempt, then a whole second attempt (a "
+        "second message_start / response.created after content, as after a gateway's retry)",
+        "TS SDK throws; Python SDK merges both answers into one message",
+        _per(
+            anthropic={"ANT-5"}, responses={"RSP-3", "RSP-4", "RSP-5", "RSP-6", "RSP-8", "RSP-10"}
+        ),
+        shape=_restart_after_content,
         stream_only=True,
     ),
     Scenario(

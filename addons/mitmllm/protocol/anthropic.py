@@ -789,6 +789,9 @@ class AnthropicDialect(Dialect):
         "cache_write": "cache_creation_input_tokens",
     }
     default_auth = "x-api-key"
+    own_headers = ("anthropic-",)  # anthropic-version, anthropic-beta, ...
+    # The API answers 400 without a version; the one every SDK sends.
+    required_headers: ClassVar[dict[str, str]] = {"anthropic-version": "2023-06-01"}
     prompt_fields = ("system", "messages", "tools")
     native_flavour = "anthropic"
 

@@ -230,6 +230,11 @@ class Dialect(ABC):
     usage_fields: ClassVar[dict[str, str]] = {}
     #: How the format's official API takes its key: the default `auth` of an upstream.
     default_auth: ClassVar[str] = "bearer"
+    #: Request headers of the format's own API (name prefixes, lower case): they go to an
+    #: upstream of this format only, never to one of another format a request is translated to.
+    own_headers: ClassVar[tuple[str, ...]] = ()
+    #: Headers the format's API requires on every request; a translated request gets them.
+    required_headers: ClassVar[dict[str, str]] = {}
     #: The model is part of the URL path (so it cannot contain '/'), not of the body.
     model_in_path: ClassVar[bool] = False
     #: Where a request keeps its prompt (system prompt, conversation, tools): the fields the

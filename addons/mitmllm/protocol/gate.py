@@ -19,8 +19,11 @@ Before commit, an attempt fails when
 
 A failed gate stays failed: nothing of the attempt is ever released, so after a failure the client
 sees neither a success terminator nor a second ``message_start`` from it. After commit the gate
-passes every event; what goes wrong then (a stall, a cut) is the caller's to end with the format's
-terminal error event.
+passes every event but one that starts the stream over (a rule marked `restarts`: a second
+``message_start`` or ``response.created``, as after a gateway's retry): that fails it with outcome
+``restarted``, and the event is held back, so the client never sees two answers in one stream.
+Ending the client's stream with the format's terminal error event then, as after any other
+failure after commit (a stall, a cut), is the caller's.
 
 `Gate.push` takes each event the client would get, in order, after it was checked (so its
 findings are in); `Gate.take` returns the bytes that may go out now; `Gate.close` ends it. The
@@ -44,6 +47,8 @@ from mitmllm.protocol.sse import Event
 
 #: The rules whose findings fail an attempt before commit, unless a route names its own.
 DEFAULT_FAILS: frozenset[str] = frozenset(r.id for r in RULES.values() if r.fails)
+#: The rules that say a stream starts over: after commit they end it (see the module docstring).
+RESTARTS: frozenset[str] = frozenset(r.id for r in RULES.values() if r.restarts)
 #: The "stream failed" rules: their event is an in-band error, which fails the attempt as one.
 FAILED = frozenset({"ANT-20", "OAI-16", "RSP-12", "GEM-9"})
 
@@ -80,6 +85,7 @@ class Gate:
         self._data = 0  # events with data other than the sentinel
         self._sentinels = 0
         self._seen = 0  # findings already judged
+        self.failed_after_commit = False  # the failure came after commit (outcome restarted)
         self._out: list[bytes] = []  # held back, or waiting for `take`
 
     @property
@@ -105,6 +111,8 @@ class Gate:
         if self.verdict is Verdict.FAIL:
             return self.verdict
         if self.committed:
+            if self._restarted():
+                return self.verdict
             self.verdict = Verdict.PASS
             if self.collect:
                 self._out.append(ev.raw)
@@ -134,8 +142,9 @@ class Gate:
             self._out.append(raw)
 
     def take(self) -> bytes:
-        """The bytes that may go to the client now (nothing while holding or after failing)."""
-        if not self.committed or not self._out:
+        """The bytes that may go to the client now: nothing while holding or after failing
+        before commit; after a failure after commit, what passed before the failing event."""
+        if not self._out or not (self.committed or self.failed_after_commit):
             return b""
         out = self._out[0] if len(self._out) == 1 else b"".join(self._out)
         self._out.clear()
@@ -168,11 +177,25 @@ class Gate:
                 return True
         return False
 
+    def _restarted(self) -> bool:
+        """After commit: fail on a new finding that says the stream starts over."""
+        items = self.findings.items
+        found = items[self._seen :]
+        self._seen = len(items)
+        for f in found:
+            if f.severity is Severity.ERROR and f.rule in RESTARTS:
+                self.rule = f.rule
+                self._fail("restarted", f"{f.rule}: {f.message}")
+                return True
+        return False
+
     def _fail(self, outcome: str, reason: str) -> None:
+        self.failed_after_commit = self.committed
         self.verdict = Verdict.FAIL
         self.outcome = outcome
         self.reason = reason[:300]
-        self._out.clear()
+        if not self.failed_after_commit:
+            self._out.clear()  # held back, and now never sent
 
     def _empty_reason(self) -> str:
         if self._sentinels and not self._data:

@@ -707,6 +707,7 @@ class OpenAIChat(Dialect):
         "reasoning": "completion_tokens_details.reasoning_tokens",
     }
     default_auth = "bearer"
+    own_headers = ("openai-",)  # openai-organization, openai-project, openai-beta
     prompt_fields = ("messages", "tools", "functions")
     native_flavour = "openai"
 

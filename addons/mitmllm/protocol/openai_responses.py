@@ -1077,6 +1077,7 @@ class OpenAIResponses(Dialect):
     # after the terminal event) instead of failing JSON parsing as PAY-1.
     sentinel = "[DONE]"
     default_auth = "bearer"
+    own_headers = ("openai-",)  # openai-organization, openai-project, openai-beta
     prompt_fields = ("instructions", "input", "tools")
     native_flavour = "openai"
 

@@ -64,3 +64,17 @@ def copy_json(value: Any) -> Any:
         return orjson.loads(orjson.dumps(value))
     except (orjson.JSONEncodeError, orjson.JSONDecodeError):  # huge integers, lone surrogates
         return copy.deepcopy(value)
+
+
+# Characters that JSON leaves raw but httpx's iter_lines() (google-genai) and str.splitlines()
+# take for line ends (SSE-3a); orjson escapes only those below U+0020.
+_LINE_BREAKERS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def event_json(value: Any) -> str:
+    """`value` as JSON text for an event's data line, with no character any client's line
+    splitter could break on."""
+    text = orjson.dumps(value).decode()
+    if "\x85" in text or "\u2028" in text or "\u2029" in text:
+        text = text.translate(_LINE_BREAKERS)
+    return text

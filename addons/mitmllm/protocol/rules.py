@@ -50,6 +50,9 @@ class Rule:
     mends: tuple[str, ...] = ()
     #: an error the official clients get through with the answer intact (never fails an attempt)
     survivable: bool = False
+    #: the stream starts over (a second start event, as after a gateway's retry): no repair can
+    #: join two answers, so once the client has content its stream ends there with an error
+    restarts: bool = False
 
     @property
     def family(self) -> str:
@@ -154,7 +157,8 @@ _TABLE: list[Rule] = [
     Rule("ANT-4", E, "message_start is the first event (after pings)",
          "SDKs raise 'Unexpected event order, got X before \"message_start\"'"),
     Rule("ANT-5", E, "exactly one message_start",
-         "TS SDK throws; Python SDK silently merges both attempts into one message"),
+         "TS SDK throws; Python SDK silently merges both attempts into one message",
+         restarts=True),
     Rule("ANT-6", E, "message_start.message is an empty assistant message with id, model, usage",
          "SDKs seed the snapshot from it; non-empty content shifts every block index"),
     Rule("ANT-7", E, "content block indices are 0-based and contiguous",
@@ -227,7 +231,7 @@ _TABLE: list[Rule] = [
     Rule("RSP-3", E, "sequence_number starts at 0 and increases by 1",
          "the SDK resume filter skips or repeats events"),
     Rule("RSP-4", E, "response.created is the first event",
-         "SDKs raise 'Expected to have received response.created'"),
+         "SDKs raise 'Expected to have received response.created'", restarts=True),
     Rule("RSP-5", E, "output items are added in order with a non-empty, unique id",
          "openai-node throws 'missing output at index N'"),
     Rule("RSP-6", E, "item events reference an existing item of the right type and id",

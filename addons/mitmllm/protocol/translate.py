@@ -313,10 +313,8 @@ class StreamTranslator:
         self.reader = converter(upstream).reader(findings)
         self.writer = converter(client).writer(stream, findings)
         self.sequencer = _Sequencer(findings, names or {})
-        self.client_converter = converter(client)
         self.complete = False
         self.failed = False
-        self.content = False  # the client was sent model output (the commit point)
         self.usage_seen = False
         self.upstream_title = dialect_of(upstream).title
 
@@ -351,8 +349,6 @@ class StreamTranslator:
                 self.failed = True
             elif isinstance(e, UsageUpdate) and e.usage.known:
                 self.usage_seen = True
-            elif isinstance(e, TextDelta | ThinkingDelta | ToolArgsDelta | BlockStart | Finish):
-                self.content = True
             out += self.writer.write(e)
         return bytes(out)
 

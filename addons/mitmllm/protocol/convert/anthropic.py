@@ -62,6 +62,7 @@ from mitmllm.protocol.conversation import number_or_none
 from mitmllm.protocol.conversation import safe_id
 from mitmllm.protocol.conversation import str_or_none
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.payload import event_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -643,7 +644,7 @@ class AnthropicWriter(StreamWriter):
 
 
 def _event(name: str, payload: dict[str, Any]) -> bytes:
-    return encode(orjson.dumps(payload).decode(), event=name)
+    return encode(event_json(payload), event=name)
 
 
 class AnthropicConverter(Converter):

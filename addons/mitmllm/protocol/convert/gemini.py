@@ -69,6 +69,7 @@ from mitmllm.protocol.conversation import number_or_none
 from mitmllm.protocol.conversation import str_or_none
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import INVALID
+from mitmllm.protocol.payload import event_json
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
@@ -689,7 +690,7 @@ class GeminiWriter(StreamWriter):
 
     @staticmethod
     def _data(payload: dict[str, Any]) -> bytes:
-        return encode(orjson.dumps(payload).decode(), eol=EOL)
+        return encode(event_json(payload), eol=EOL)
 
 
 class GeminiConverter(Converter):
@@ -723,7 +724,7 @@ class GeminiConverter(Converter):
         return _render_error(error)
 
     def error_event(self, error: ApiError) -> bytes:
-        return encode(orjson.dumps(error_object(error)).decode(), eol=EOL)
+        return encode(event_json(error_object(error)), eol=EOL)
 
     def reader(self, findings: Findings) -> StreamReader:
         return GeminiReader(findings)

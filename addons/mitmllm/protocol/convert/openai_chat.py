@@ -68,6 +68,7 @@ from mitmllm.protocol.conversation import str_or_none
 from mitmllm.protocol.conversation import text_of
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import SENTINEL
+from mitmllm.protocol.payload import event_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -516,9 +517,12 @@ class ChatReader(StreamReader):
         self.tool = -1  # the upstream tool-call index of the open (or last) call
         self.tools_seen = 0
         self.finished = False
+        self.failed = False
         self.warned_choices = False
 
     def read(self, ev: Event, payload: Any) -> list[StreamEvent]:
+        if self.failed:
+            return []  # the client's stream already ended with an error
         if payload is SENTINEL:
             return self._close_block() + [End()]
         p = mapping(payload)
@@ -574,6 +578,7 @@ class ChatReader(StreamReader):
             if isinstance(index, int) and index <= self.tool:
                 message = f"tool call {index} continues after call {self.tool} began"
                 self.findings.add("XLT-4", f"{message}: interleaved calls cannot be translated")
+                self.failed = True
                 return [
                     Failure(
                         ApiError(
@@ -694,7 +699,7 @@ class ChatWriter(StreamWriter):
 
     @staticmethod
     def _data(payload: dict[str, Any]) -> bytes:
-        return encode(orjson.dumps(payload).decode())
+        return encode(event_json(payload))
 
 
 class ChatConverter(Converter):
@@ -728,7 +733,7 @@ class ChatConverter(Converter):
         return _render_error(error)
 
     def error_event(self, error: ApiError) -> bytes:
-        return encode(orjson.dumps(error_object(error)).decode())
+        return encode(event_json(error_object(error)))
 
     def reader(self, findings: Findings) -> StreamReader:
         return ChatReader(findings)

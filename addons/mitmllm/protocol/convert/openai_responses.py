@@ -68,6 +68,7 @@ from mitmllm.protocol.convert.openai_chat import ERROR_NAMES
 from mitmllm.protocol.convert.openai_chat import image_of_url
 from mitmllm.protocol.convert.openai_chat import url_of_image
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.payload import event_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -628,7 +629,7 @@ class ResponsesWriter(StreamWriter):
         if isinstance(e, Failure):
             data = error_object(e.error, self.seq)
             self.seq += 1
-            return encode(orjson.dumps(data).decode(), event="error")
+            return encode(event_json(data), event="error")
         return b""
 
     @property
@@ -699,9 +700,13 @@ class ResponsesWriter(StreamWriter):
                 "response.reasoning_summary_part.done", **at, summary_index=0, part=part
             )
         else:
-            arguments = text if text.strip() else "{}"
+            out = b""
+            arguments = text
+            if not text.strip():  # a call without arguments is {}, streamed like any other
+                arguments += "{}"
+                out = self._ev("response.function_call_arguments.delta", **at, delta="{}")
             item = _call_item(self._item_id, *self.call, arguments, "completed")
-            out = self._ev(
+            out += self._ev(
                 "response.function_call_arguments.done",
                 **at,
                 name=self.call[1],
@@ -715,7 +720,7 @@ class ResponsesWriter(StreamWriter):
     def _ev(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
-        return encode(orjson.dumps(data).decode(), event=kind)
+        return encode(event_json(data), event=kind)
 
 
 class ResponsesConverter(Converter):
@@ -749,7 +754,7 @@ class ResponsesConverter(Converter):
         return _render_error(error)
 
     def error_event(self, error: ApiError) -> bytes:
-        return encode(orjson.dumps(error_object(error)).decode(), event="error")
+        return encode(event_json(error_object(error)), event="error")
 
     def reader(self, findings: Findings) -> StreamReader:
         return ResponsesReader(findings)
