@@ -10,7 +10,13 @@ whole JSON.
 It is synchronous and does no I/O, so the mitmproxy tap (called from inside the proxy core) and the
 relay (async) share it. With a `Repairer`, two checkers run: `upstream` validates what the upstream
 sent (its findings are the flow's, and the repairs are recorded there), and `checker` validates
-what the client gets. Without one, `checker` is both. Three promises:
+what the client gets. Without one, `checker` is both. A `Gate` given to the pipeline judges
+each event the client would get (the relay's commit gate).
+
+Steady deltas (`mitmllm.protocol.steady`) skip the way above once one of them was proven a
+no-op: in an inspect-only pipeline whose rewrites are all `TextBlind`, and, after commit, in a
+repairing pipeline with a gate; never where anything else reads events one by one. Three
+promises, with or without them:
 
 * Lossless: an event no repair or rewrite changes is emitted byte-identical; with neither the
   output is the input, whatever the chunking.

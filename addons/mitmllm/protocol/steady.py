@@ -18,7 +18,16 @@ so `Steady` proves that once and then accepts the following events by their byte
    (`prefix`) and after (`suffix`) are fixed, and any text without ``"``, ``\\``, control
    characters or separators between them is that JSON string and nothing else.
 3. Accept. A block that is `prefix` + such a text + `suffix` is the certified event with another
-   text: `take` counts it (codec, checker, validator counters) without building it.
+   text: `take` counts it (codec, checker, validator counters) without building it. A block
+   the chunking cuts is held while its pieces keep matching (`resume`) and goes out whole; one
+   that stops matching goes back to the full path (`release`).
+
+Two kinds of validator state may change with such an event, when the validator declares them:
+a count each event carries (`StreamValidator.STEADY_COUNTED`: Responses' sequence number, a
+variable part of the template matched against the count the validator wants next), and the
+text itself where the validator keeps it (`StreamValidator.steady_sink`: Responses compares the
+streamed text with its *.done events); certification then allows exactly that append, and
+accepted events append their texts in order.
 
 A pipeline that rewrites events (a model restamp, tool names mapped back) may use the shortcut
 when each of its rewrites is text-blind: its edits follow from the payload without the text at
@@ -26,6 +35,10 @@ the steady paths, and never land there (`Pipeline`, proven for the response rewr
 tests/test_rewrite.py). The certified event's rewritten bytes are then the template of what the
 client gets (`out_prefix` + text + `out_suffix`), checked on the probe as well: the probe's
 payload gives the same edits, and splicing them into the probe gives that template.
+
+The relay's pipeline (repairs and a commit gate) uses the same template after commit, when a
+delta also left the client's checker, the repairs and the gate as they were (see
+`mitmllm.engine.pipeline`).
 
 Anything else goes the full way, and a later certified event learns again. A stream whose
 events never certify or never repeat stops trying after `MAX_MISSES`, so it pays for the
@@ -154,8 +167,8 @@ def opaque_text(payload: Any, path: Path) -> str | None:
 #: Printable ASCII but ``"`` and ``\\``: what `plain_text` deletes to see if anything is left.
 _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 #: A short text of printable ASCII but ``"`` and ``\\``, as a pattern (the rest is read by
-#: `plain_text`).
-_PLAIN_RUN = rb"[ !#-\[\]-~]{1,2047}"
+#: `plain_text`). Possessive: a longer text fails at once instead of backtracking through it.
+_PLAIN_RUN = rb"[ !#-\[\]-~]{1,2047}+"
 #: From this size on, a text is checked by orjson's string scanner (control characters) rather
 #: than by a byte table: about twice as fast on big texts.
 _BIG_TEXT = 2048
@@ -579,6 +592,8 @@ class Steady:
                 out += (self.out_prefix, text, self.out_suffix)
             if texts is not None:
                 texts.append(text)
+            if end - start >= _BIG_TEXT:
+                self.pattern = None  # this stream's texts are long: the pattern would not match
             self.last_start = pos
             pos = after
         if taken:
@@ -631,6 +646,8 @@ class Steady:
         raw = b"".join(self.held)
         self.held = []
         text = raw[len(prefix) : len(raw) - len(suffix)]
+        if len(text) >= _BIG_TEXT:
+            self.pattern = None  # as in `take`
         self._count(checker, 1, len(raw), [text] if self.sink else None)
         if self.rewrites:
             out += (self.out_prefix, text, self.out_suffix)
