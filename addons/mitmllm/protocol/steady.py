@@ -241,6 +241,23 @@ def plain_text(text: bytes) -> bool:
         return False
 
 
+def plain_span(raw: bytes, start: int, end: int) -> bool:
+    """`plain_text` of ``raw[start:end]``, a text between two quotes of `raw` (``raw[start -
+    1]`` and ``raw[end]``): a big text is read where it is, by orjson's string scanner, not
+    copied first (twice, to add the quotes)."""
+    if end - start < _BIG_TEXT:
+        return plain_text(raw[start:end])
+    if raw.find(b"\\", start, end) != -1:  # an escape: another string than its bytes
+        return False
+    try:  # a quote inside leaves trailing bytes; control characters and bad UTF-8 fail too
+        text = orjson.loads(memoryview(raw)[start - 1 : end + 1])
+    except orjson.JSONDecodeError:
+        return False
+    if text.isascii():  # a flag of the string: what is left is DEL, which orjson takes
+        return raw.find(b"\x7f", start, end) == -1
+    return bool(text.isprintable())
+
+
 class Steady:
     """The steady-delta shortcut of one stream (see the module docstring)."""
 
@@ -568,26 +585,31 @@ class Steady:
             start = pos + len(prefix)
             end = find(b'"', start)
             if end == -1:  # cut inside the text
-                if hold and plain_text(chunk[start:]):
-                    self._hold(chunk[pos:], TEXT, 0, prefix, suffix)
+                if hold and _may_be_plain(chunk, start, n):
+                    self._hold(_rest(chunk, pos), TEXT, 0, prefix, suffix)
                 break
             if end == start:
                 break
-            text = chunk[start:end]
-            # short printable ASCII (most deltas): nothing is left once it is deleted
-            if (end - start >= _BIG_TEXT or text.translate(None, _PLAIN_ASCII)) and not (
-                plain_text(text)
-            ):
+            if end - start < _BIG_TEXT:
+                text = chunk[start:end]
+                # short printable ASCII (most deltas): nothing is left once it is deleted
+                if text.translate(None, _PLAIN_ASCII) and not plain_text(text):
+                    break
+            elif plain_span(chunk, start, end):
+                text = b""  # a big text is copied only for what needs it as bytes (below)
+            else:
                 break
             after = end + len(suffix)
             if after > n:  # cut inside the suffix, maybe
                 rest = chunk[end:]
                 if hold and suffix.startswith(rest):
-                    self._hold(chunk[pos:], SUFFIX, len(rest), prefix, suffix)
+                    self._hold(_rest(chunk, pos), SUFFIX, len(rest), prefix, suffix)
                 break
             if not startswith(suffix, end):
                 break
             taken += 1
+            if not text and (rewrites or texts is not None):
+                text = chunk[start:end]
             if rewrites:
                 out += (self.out_prefix, text, self.out_suffix)
             if texts is not None:
@@ -624,7 +646,7 @@ class Steady:
             self.stage = TEXT
         if self.stage == TEXT:
             end = chunk.find(b'"', pos)
-            if not plain_text(chunk[pos:] if end == -1 else chunk[pos:end]):
+            if not _may_be_plain(chunk, pos, len(chunk) if end == -1 else end):
                 return None
             if end == -1:
                 self.held.append(chunk)
@@ -642,12 +664,15 @@ class Steady:
             self.held.append(chunk)
             return -1
         done = pos + len(need)
-        self.held.append(chunk[:done])
-        raw = b"".join(self.held)
+        # One copy: the held pieces and this one's start (read in place) make the event.
+        raw = b"".join([*self.held, chunk if done == len(chunk) else memoryview(chunk)[:done]])
+        start, end = len(prefix), len(raw) - len(suffix)
+        if not plain_span(raw, start, end):  # the whole text, once (its pieces were glanced at)
+            return None
         self.held = []
-        text = raw[len(prefix) : len(raw) - len(suffix)]
-        if len(text) >= _BIG_TEXT:
+        if end - start >= _BIG_TEXT:
             self.pattern = None  # as in `take`
+        text = raw[start:end] if self.sink or self.rewrites else b""
         self._count(checker, 1, len(raw), [text] if self.sink else None)
         if self.rewrites:
             out += (self.out_prefix, text, self.out_suffix)
@@ -683,6 +708,20 @@ class Steady:
             sink.extend(t.decode("utf-8") for t in texts)
         for name in self.counters:
             setattr(validator, name, getattr(validator, name) + events)
+
+
+def _may_be_plain(chunk: bytes, start: int, end: int) -> bool:
+    """Can the piece ``chunk[start:end]`` of a cut text be part of a plain one? A big piece is
+    only searched for an escape here: the whole text is read once its event is complete
+    (`plain_span`), rather than every piece copied and read on its own."""
+    if end - start < _BIG_TEXT:
+        return plain_text(chunk[start:end])
+    return chunk.find(b"\\", start, end) == -1
+
+
+def _rest(chunk: bytes, pos: int) -> bytes:
+    """`chunk` from `pos` on, to hold: not a copy (bytes.join takes the view)."""
+    return chunk if pos == 0 else memoryview(chunk)[pos:]  # type: ignore[return-value]
 
 
 def _suppressed(checker: StreamChecker) -> int:
