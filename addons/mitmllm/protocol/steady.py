@@ -241,13 +241,13 @@ def plain_text(text: bytes) -> bool:
         return False
 
 
-def plain_span(raw: bytes, start: int, end: int) -> bool:
+def plain_span(raw: bytes, start: int, end: int, *, escapes: bool = True) -> bool:
     """`plain_text` of ``raw[start:end]``, a text between two quotes of `raw` (``raw[start -
     1]`` and ``raw[end]``): a big text is read where it is, by orjson's string scanner, not
-    copied first (twice, to add the quotes)."""
+    copied first (twice, to add the quotes). `escapes` False: the caller knows it has none."""
     if end - start < _BIG_TEXT:
         return plain_text(raw[start:end])
-    if raw.find(b"\\", start, end) != -1:  # an escape: another string than its bytes
+    if escapes and raw.find(b"\\", start, end) != -1:  # an escape: another string than its bytes
         return False
     try:  # a quote inside leaves trailing bytes; control characters and bad UTF-8 fail too
         text = orjson.loads(memoryview(raw)[start - 1 : end + 1])
@@ -667,7 +667,8 @@ class Steady:
         # One copy: the held pieces and this one's start (read in place) make the event.
         raw = b"".join([*self.held, chunk if done == len(chunk) else memoryview(chunk)[:done]])
         start, end = len(prefix), len(raw) - len(suffix)
-        if not plain_span(raw, start, end):  # the whole text, once (its pieces were glanced at)
+        # The whole text, once: its pieces were searched for escapes (`_may_be_plain`) only.
+        if not plain_span(raw, start, end, escapes=False):
             return None
         self.held = []
         if end - start >= _BIG_TEXT:
