@@ -27,6 +27,7 @@ from mitmllm.protocol.gate import Verdict
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.steady import Steady
 from mitmllm.protocol.steady import fingerprint
+from mitmllm.protocol.steady import plain_span
 from mitmllm.protocol.steady import plain_text
 from mitmllm.protocol.stream import StreamChecker
 from tests import streamcheck
@@ -307,6 +308,113 @@ def test_big_deltas_the_chunking_cuts_are_taken_by_their_bytes(fmt: str, piece: 
         sent += len(o)
         assert not o or sent in ends  # whole events only
     assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
+
+
+#: Stands for an odd byte in a big text until the stream is built (JSON would escape it).
+ODD = "@odd@"
+#: What a big text may carry that the full path reads otherwise: raw bytes JSON forbids or a
+#: sender escapes, characters the SSE grammar reports, a bad UTF-8 sequence.
+ODD_BYTES = [
+    b'"',
+    b"\\",
+    b"\\n",
+    b"\t",
+    b"\x00",
+    b"\x1f",
+    b"\x7f",
+    b"\xff",
+    b"\xe6\x9d",
+    "\u2028".encode(),
+    "\u0085".encode(),
+    "\u00a0".encode(),
+    "é".encode(),
+    "東".encode(),
+    "🙂".encode(),
+]
+_odd_bytes = st.sampled_from(ODD_BYTES)
+
+
+@st.composite
+def big_text(draw: st.DrawFn, i: int) -> str:
+    """A text of 2-6 KiB (the size `plain_span` reads in place), now and then with an odd byte
+    somewhere (`ODD`), or non-ASCII throughout."""
+    size = draw(st.integers(2048, 6000))
+    body = (f"{i} " + "big delta text " * 400)[:size]
+    if draw(st.integers(0, 4)) == 0:
+        body = body.replace("delta", "Grüße")
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(body)))
+        body = body[:at] + ODD + body[at:]
+    return body
+
+
+@st.composite
+def cut_anywhere(draw: st.DrawFn, body: bytes) -> list[bytes]:
+    """`body` in pieces: of one size, or cut at up to 24 places (big events in two or more)."""
+    if draw(st.booleans()):
+        size = draw(st.integers(200, 9000))
+        return [body[i : i + size] for i in range(0, len(body), size)]
+    cuts = draw(st.lists(st.integers(1, len(body) - 1), max_size=24))
+    return streamcheck.split(body, cuts)
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_big_texts_read_in_place_give_what_the_full_path_gives(data: st.DataObject) -> None:
+    """Big deltas, whole in a chunk or cut into pieces that are only searched for escapes until
+    the event is complete (`plain_span` then reads the text where it is): the same bytes,
+    findings and counts as the full path, whatever odd byte the text carries, for every
+    chunking, with and without text-blind rewrites."""
+    fmt = data.draw(st.sampled_from(STEADY))
+    texts = [data.draw(big_text(i)) for i in range(data.draw(st.integers(3, 7)))]
+    events = stream(fmt, texts, False)
+    odd = data.draw(_odd_bytes)
+    events = [ev.replace(ODD.encode(), odd) for ev in events]
+    pieces = data.draw(mutated(events)) if data.draw(st.booleans()) else events
+    chunks = data.draw(cut_anywhere(b"".join(pieces)))
+    rewrites = restamping(fmt) if data.draw(st.booleans()) else []
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("odd", ODD_BYTES, ids=repr)
+@pytest.mark.parametrize(
+    ("at", "cuts"),
+    [(100, [4500]), (8990, [4500]), (4500, [3000, 6000]), (100, [30]), (8990, [9000])],
+    ids=["first-piece", "last-piece", "middle-piece", "prefix-cut", "suffix-cut"],
+)
+def test_an_odd_byte_in_a_cut_big_text_gives_what_the_full_path_gives(
+    fmt: str, odd: bytes, at: int, cuts: list[int]
+) -> None:
+    """Every odd byte in the first, a middle or the last piece of a big text cut in big pieces
+    (which are only searched for escapes until the event is complete)."""
+    texts = [f"{i} " + "big delta text " * 600 for i in range(6)]
+    texts[3] = texts[3][:at] + ODD + texts[3][at:]
+    events = [ev.replace(ODD.encode(), odd) for ev in stream(fmt, texts, False)]
+    i = next(i for i, ev in enumerate(events) if b"3 big delta text" in ev)
+    chunks = [*events[:i], *streamcheck.split(events[i], cuts), *events[i + 1 :]]
+    assert len(chunks) == len(events) + len(cuts)
+    assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
+
+
+@pytest.mark.parametrize("odd", [b"", *ODD_BYTES], ids=repr)
+@given(st.integers(2048, 5000), st.integers(0, 5000))
+def test_plain_span_reads_a_quoted_text_in_place_as_plain_text_reads_it(
+    odd: bytes, size: int, at: int
+) -> None:
+    text = b"x" * size
+    text = text[:at] + odd + text[at:]
+    raw = b'{"text":"' + text + b'"}'
+    start = raw.index(b'"', 8) + 1
+    end = len(raw) - 2
+    assert plain_span(raw, start, end) == plain_text(text)
+    if b"\\" not in text:  # the caller searched the pieces for escapes already
+        assert plain_span(raw, start, end, escapes=False) == plain_text(text)
 
 
 # --- the relay's pipeline: repairs and a commit gate ---------------------------------------------
