@@ -712,12 +712,13 @@ class Steady:
 
 
 def _may_be_plain(chunk: bytes, start: int, end: int) -> bool:
-    """Can the piece ``chunk[start:end]`` of a cut text be part of a plain one? A big piece is
-    only searched for an escape here: the whole text is read once its event is complete
-    (`plain_span`), rather than every piece copied and read on its own."""
-    if end - start < _BIG_TEXT:
-        return plain_text(chunk[start:end])
-    return chunk.find(b"\\", start, end) == -1
+    """Can the piece ``chunk[start:end]`` of a cut text be part of a plain one? It has no line
+    break (so what is held is inside one line of one SSE block, whatever the decoder makes of
+    the bytes once released) and no escape (most texts that are not plain have one). The whole
+    text is read once its event is complete (`plain_span`), rather than every piece copied and
+    read on its own; a UTF-8 sequence the chunking cut is whole by then."""
+    find = chunk.find
+    return find(b"\n", start, end) == find(b"\r", start, end) == find(b"\\", start, end) == -1
 
 
 def _rest(chunk: bytes, pos: int) -> bytes:
