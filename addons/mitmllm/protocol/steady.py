@@ -19,8 +19,10 @@ so `Steady` proves that once and then accepts the following events by their byte
    characters or separators between them is that JSON string and nothing else.
 3. Accept. A block that is `prefix` + such a text + `suffix` is the certified event with another
    text: `take` counts it (codec, checker, validator counters) without building it. A block
-   the chunking cuts is held while its pieces keep matching (`resume`) and goes out whole; one
-   that stops matching goes back to the full path (`release`).
+   the chunking cuts is held while its pieces keep matching (`resume`: the pieces of its text
+   only searched for a line break or an escape, the whole text read once at its end, where it
+   is: `plain_span`) and goes out whole; one that stops matching goes back to the full path
+   (`release`).
 
 Two kinds of validator state may change with such an event, when the validator declares them:
 a count each event carries (`StreamValidator.STEADY_COUNTED`: Responses' sequence number, a
@@ -667,7 +669,7 @@ class Steady:
         # One copy: the held pieces and this one's start (read in place) make the event.
         raw = b"".join([*self.held, chunk if done == len(chunk) else memoryview(chunk)[:done]])
         start, end = len(prefix), len(raw) - len(suffix)
-        # The whole text, once: its pieces were searched for escapes (`_may_be_plain`) only.
+        # The whole text, once: its pieces were only searched (`_may_be_plain`).
         if not plain_span(raw, start, end, escapes=False):
             return None
         self.held = []
