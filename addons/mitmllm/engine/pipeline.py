@@ -141,11 +141,17 @@ class Pipeline:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
         if self.failed:
             return chunk
-        if self.repairer is not None:
-            return self._feed_repairing(chunk, self.repairer)
+        steady = self.steady
         checker = self.checker
         decoder = checker.decoder
-        steady = self.steady
+        if steady is not None and not steady.held and not decoder._buf:
+            # the common chunk: whole steady deltas, passed on as the very object
+            taken = steady.whole(checker, chunk)
+            if taken:
+                self.events += taken
+                return chunk
+        if self.repairer is not None:
+            return self._feed_repairing(chunk, self.repairer)
         sent: list[bytes] = []  # what the client gets of the events the shortcut took
         rest = chunk
         held = decoder.pending

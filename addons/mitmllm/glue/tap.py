@@ -59,12 +59,15 @@ class StreamRecord:
         self.chunk_count += 1
         if not self.timing_cut:
             if len(self._offsets) >= MAX_TIMINGS or self.body.cut:
-                self.timing_cut = True  # offsets past a cut fit no kept body: drop them all
-                self._offsets, self._times = array("q"), array("d")
+                self._drop_timings()
             else:
                 self._offsets.append(self.received)
                 self._times.append(now)
         self.received += len(chunk)
+
+    def _drop_timings(self) -> None:
+        self.timing_cut = True  # offsets past a cut fit no kept body: drop them all
+        self._offsets, self._times = array("q"), array("d")
 
     def _emitted(self, out: bytes, now: float) -> list[bytes]:
         if self._first_out is None:
@@ -118,11 +121,25 @@ class Tap(StreamRecord):
         try:
             now = self.clock()
             if chunk:
-                self._arrived(chunk, now)
+                # `_arrived` and `_emitted` inline: this runs once per chunk in the proxy core
+                self.chunk_count += 1
+                if not self.timing_cut:
+                    offsets = self._offsets
+                    if len(offsets) < MAX_TIMINGS and not self.body.cut:
+                        offsets.append(self.received)
+                        self._times.append(now)
+                    else:
+                        self._drop_timings()
+                self.received += len(chunk)
                 out = self.pipeline.feed(chunk)
-            else:
-                self.finished = True
-                out = self.pipeline.close()
+                if not out:
+                    return []
+                if self._first_out is None:
+                    self._first_out = now
+                self.body.append(out)
+                return [out]
+            self.finished = True
+            out = self.pipeline.close()
             return self._emitted(out, now) if out else []
         except Exception:  # the pipeline never raises; this is the last line of defence
             logger.exception("mitmllm tap failed; passing the chunk through")
