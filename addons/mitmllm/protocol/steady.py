@@ -20,7 +20,8 @@ so `Steady` proves that once and then accepts the following events by their byte
 3. Accept. A block that is `prefix` + such a text + `suffix` is the certified event with another
    text: `take` counts it (codec, checker, validator counters) without building it. A block
    the chunking cuts is held while its pieces keep matching (`resume`) and goes out whole; one
-   that stops matching goes back to the full path (`release`).
+   that stops matching goes back to the full path (`release`). A chunk that is nothing but
+   such blocks (most chunks of a long answer) is matched whole, in one call (`whole`).
 
 Two kinds of validator state may change with such an event, when the validator declares them:
 a count each event carries (`StreamValidator.STEADY_COUNTED`: Responses' sequence number, a
