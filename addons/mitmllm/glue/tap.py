@@ -8,7 +8,8 @@ record what the client was sent (for mitmweb and saved flows) and when each upst
 arrived (for fixtures), both bounded whatever the stream's length (`mitmllm.engine.keep`). They
 run once per chunk inside the proxy core, so they do as little as they can there.
 
-* `Tap` drives the whole pipeline in place: frame, validate, rewrite.
+* `Tap` drives the whole pipeline in place: frame, validate, rewrite. Inspect-only, it passes
+  whole events on at once and validates them in batches.
 * `FramingTap` only frames, and leaves validation to the `ValidationWorker` process.
 """
 
