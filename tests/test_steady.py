@@ -26,6 +26,7 @@ from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.gate import Verdict
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.steady import Steady
+from mitmllm.protocol.steady import attributes
 from mitmllm.protocol.steady import fingerprint
 from mitmllm.protocol.steady import plain_span
 from mitmllm.protocol.steady import plain_text
@@ -48,6 +49,8 @@ _texts = st.one_of(
     st.sampled_from(["", "nbsp\u00a0", "del\x7f", "</script>", '","index":1,"x":"']),
     st.text(max_size=12),
 )
+#: Texts the pattern of a template matches: short printable ASCII.
+_ascii = st.sampled_from(["Hello", " world", "a", " token", "x" * 300, "{}", "1 < 2 & 3"])
 
 
 def stream(fmt: str, texts: list[str], ascii_only: bool) -> list[bytes]:
@@ -208,6 +211,93 @@ def test_a_healthy_stream_is_mostly_taken_by_its_bytes(
     assert full[-1] == (sum(1 for ev in events if MODELS.search(ev)) if restamp else 0)
     for o, c in zip(out, chunks, strict=True):
         assert o is c or (restamp and MODELS.search(c))
+
+
+class TakeOnly(Steady):
+    """The shortcut without its whole-chunk fast path: every chunk goes to `take`."""
+
+    __slots__ = ()
+
+    def whole(self, checker: StreamChecker, chunk: bytes) -> int:
+        return 0
+
+
+def picture(pipeline: Pipeline) -> Any:
+    """The state of a pipeline (checker, validator, decoder, shortcut) and its findings.
+    `last_start` is `take`'s answer to its caller, the relay, which does not use `whole`."""
+    return (
+        attributes(pipeline, skip=frozenset({"steady"})),
+        attributes(pipeline.steady, skip=frozenset({"last_start"})),
+        checker_picture(pipeline.checker),
+    )
+
+
+def checker_picture(checker: StreamChecker) -> Any:
+    return (
+        attributes(checker),
+        attributes(checker.validator),
+        attributes(checker.decoder),
+        checker.findings.to_list(),
+        dict(checker.findings.suppressed),
+    )
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_whole_chunks_of_steady_deltas_leave_what_take_leaves(
+    fmt: str, data: st.DataObject
+) -> None:
+    """`Steady.whole` (a chunk of whole steady deltas in one match) is `take` made cheap: fed
+    the same chunks, a pipeline with it and one without it send the same bytes and are in the
+    same state after each chunk, findings included, for mutated streams in every chunking."""
+    # runs of printable ASCII deltas (what `whole` takes), with the others between them
+    texts = data.draw(st.lists(st.one_of(_ascii, _ascii, _texts), min_size=4, max_size=24))
+    events = stream(fmt, texts, data.draw(st.booleans()))
+    chunks = data.draw(chunked(data.draw(mutated(events))))
+    pipeline, twin = (
+        Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body), autodetect=True))
+        for _ in range(2)
+    )
+    assert twin.steady is not None
+    twin.steady.__class__ = TakeOnly
+    for chunk in chunks:
+        assert pipeline.feed(chunk) == twin.feed(chunk)
+        assert picture(pipeline) == picture(twin)
+    assert pipeline.close() == twin.close()
+    assert picture(pipeline) == picture(twin)
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_chunks_of_whole_steady_deltas_take_the_fast_path(fmt: str, per_chunk: int) -> None:
+    """`whole` is not idle: most chunks of a healthy stream are counted in one match, and pass
+    on as the very object."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    pipeline = Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body)))
+    steady = pipeline.steady
+    assert steady is not None
+    taken = []
+    original = steady.whole
+
+    class Counting(Steady):
+        __slots__ = ()
+
+        def whole(self, checker: StreamChecker, chunk: bytes) -> int:
+            n = original(checker, chunk)
+            taken.append(n)
+            return n
+
+    steady.__class__ = Counting
+    out = [pipeline.feed(c) for c in chunks]
+    assert sum(taken) > len(events) - 20 * per_chunk
+    assert all(o is c for o, c in zip(out, chunks, strict=True))
+    assert pipeline.checker.findings.to_list() == []
 
 
 def test_pipelines_that_repair_hand_events_on_or_rewrite_blindly_have_no_shortcut() -> None:

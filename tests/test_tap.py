@@ -11,9 +11,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from mitmllm.bench.corpus import CALLS
+from mitmllm.bench.corpus import FORMATS
+from mitmllm.bench.corpus import long_stream
 from mitmllm.engine.keep import KeptBody
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.rewrite import response_rewrites
+from mitmllm.engine.validation import StreamResult
 from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
 from mitmllm.protocol.sse import decode_all
@@ -109,3 +113,63 @@ def test_what_a_tap_keeps_of_garbage_is_bounded(data: st.DataObject, garbage: by
     assert _run(tap, chunks) == garbage
     assert tap.body.total == len(garbage)
     assert len(tap.sent) <= 64 + 80  # the limit and the marker
+
+
+@st.composite
+def _stream_chunks(draw: st.DrawFn, fmt: str) -> list[bytes]:
+    """A stream in `fmt`, sometimes with garbage between its events, as an upstream writes it
+    (a few whole events per chunk) or cut anywhere."""
+    pieces = list(long_stream(fmt, draw(st.integers(1, 40))).events)
+    for _ in range(draw(st.integers(0, 2))):
+        pieces.insert(draw(st.integers(0, len(pieces))), draw(GARBAGE))
+    if draw(st.booleans()):
+        out = draw(streamcheck.chunkings(b"".join(pieces)))
+    else:
+        out, i = [], 0
+        while i < len(pieces):
+            k = draw(st.integers(1, 4))
+            out.append(b"".join(pieces[i : i + k]))
+            i += k
+    return [c for c in out if c]  # b"" ends the stream
+
+
+def _outcome(tap: Tap) -> tuple[Any, ...]:
+    checker = tap.pipeline.checker
+    return StreamResult.of(checker), checker.findings.to_list(), tap.pipeline.events, tap.sent
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.sampled_from(FORMATS))
+def test_an_inspect_only_tap_that_defers_sends_and_finds_what_one_that_reads_every_chunk_does(
+    data: st.DataObject, fmt: str
+) -> None:
+    """Whole events passed on before the pipeline reads them: the client gets the same lists
+    call by call, and the flow the same findings, counts and kept body, whether the stream
+    ends or the connection dies (`close`)."""
+    chunks = data.draw(_stream_chunks(fmt))
+    died = data.draw(st.none() | st.integers(0, len(chunks)))
+    taps = []
+    for defers in (True, False):
+        checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+        tap = Tap(Pipeline(checker), time.time())
+        assert tap.defers
+        tap.defers = defers
+        tap.defer_bytes = data.draw(st.sampled_from([1, 300, 2000, 1 << 20]))
+        taps.append(tap)
+    deferring, reading = taps
+    for chunk in chunks[:died]:
+        assert deferring(chunk) == reading(chunk)
+    if died is None:
+        assert deferring(b"") == reading(b"")
+    else:
+        deferring.settle()
+        assert deferring.close() == reading.close()
+    assert _outcome(deferring) == _outcome(reading)
+    assert not deferring.pipeline.failed
+
+
+def test_only_an_inspect_only_tap_defers() -> None:
+    d = detect.by_name("anthropic")
+    assert Tap(Pipeline(StreamChecker(d)), 0.0).defers
+    rewrites = response_rewrites(d, client_model="alias", names={})
+    assert not Tap(Pipeline(StreamChecker(d), rewrites), 0.0).defers

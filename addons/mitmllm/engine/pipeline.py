@@ -133,6 +133,18 @@ class Pipeline:
         )
 
     @property
+    def inspect_only(self) -> bool:
+        """Does the pipeline pass on what it is given unchanged (no repair, no rewrite), with
+        nothing else reading its events one by one?"""
+        return self.repairer is None and not self.rewrites and self.on_event is None
+
+    @property
+    def holds(self) -> bool:
+        """Does the pipeline hold the start of an event (its output lags its input)?"""
+        steady = self.steady
+        return bool(self.upstream.decoder.pending) or (steady is not None and steady.open)
+
+    @property
     def findings(self) -> Findings:
         """The upstream's findings (and the repairs made): the flow's."""
         return self.upstream.findings
@@ -141,6 +153,8 @@ class Pipeline:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
         if self.failed:
             return chunk
+        if self.skim(chunk):
+            return chunk  # the common chunk, passed on as the very object
         if self.repairer is not None:
             return self._feed_repairing(chunk, self.repairer)
         checker = self.checker
@@ -192,6 +206,16 @@ class Pipeline:
                 return chunk  # the chunk was whole events: pass the very object on
             out = events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
         return b"".join(sent) + out if sent else out
+
+    def skim(self, data: bytes) -> bool:
+        """Has `data` been taken as `feed` takes it, for being nothing but whole steady deltas
+        (`Steady.whole`), all passed on as they are? False: nothing was done."""
+        steady = self.steady
+        if steady is None or steady.held or self.failed or self.checker.decoder._buf:
+            return False
+        taken = steady.whole(self.checker, data)
+        self.events += taken
+        return taken > 0
 
     def _adopt(self, steady: Steady) -> None:
         """The decoder holds the start of an event: when it starts as a steady delta, the

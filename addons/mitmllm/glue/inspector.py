@@ -392,9 +392,11 @@ class Inspector:
             # The upstream's end-of-stream rules (truncation) judge the upstream: not when the
             # client is the one that went away.
             end_checks = tap.finished or not client_gone
+            if isinstance(tap, Tap):
+                tap.settle()  # the whole events it passed on before validating them
             if not tap.finished and end_checks and isinstance(tap, Tap):
                 # The connection died mid-stream: what the tap still held never reached the client.
-                held = tap.pipeline.close()
+                held = tap.close()
                 if held:
                     report.undelivered_bytes = len(held)
             if isinstance(tap, FramingTap):

@@ -8,7 +8,8 @@ record what the client was sent (for mitmweb and saved flows) and when each upst
 arrived (for fixtures), both bounded whatever the stream's length (`mitmllm.engine.keep`). They
 run once per chunk inside the proxy core, so they do as little as they can there.
 
-* `Tap` drives the whole pipeline in place: frame, validate, rewrite.
+* `Tap` drives the whole pipeline in place: frame, validate, rewrite. Inspect-only, it passes
+  whole events on at once and validates them in batches.
 * `FramingTap` only frames, and leaves validation to the `ValidationWorker` process.
 """
 
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Chunk timings kept per stream (16 bytes each); a stream with more has no timing recorded.
 MAX_TIMINGS = 1 << 18
+#: Whole events an inspect-only tap passes on before its pipeline reads them (see `Tap`).
+DEFER_BYTES = 16 * 1024
 
 
 class StreamRecord:
@@ -59,12 +62,15 @@ class StreamRecord:
         self.chunk_count += 1
         if not self.timing_cut:
             if len(self._offsets) >= MAX_TIMINGS or self.body.cut:
-                self.timing_cut = True  # offsets past a cut fit no kept body: drop them all
-                self._offsets, self._times = array("q"), array("d")
+                self._drop_timings()
             else:
                 self._offsets.append(self.received)
                 self._times.append(now)
         self.received += len(chunk)
+
+    def _drop_timings(self) -> None:
+        self.timing_cut = True  # offsets past a cut fit no kept body: drop them all
+        self._offsets, self._times = array("q"), array("d")
 
     def _emitted(self, out: bytes, now: float) -> list[bytes]:
         if self._first_out is None:
@@ -93,7 +99,15 @@ class StreamRecord:
 
 
 class Tap(StreamRecord):
-    """Frames, validates and (when the flow has rewrites) rewrites the stream in place."""
+    """Frames, validates and (when the flow has rewrites) rewrites the stream in place.
+
+    An inspect-only pipeline passes on what it is given unchanged, in whole events. So while it
+    holds nothing, a chunk that ends at a blank line (whole events) goes on at once, untouched,
+    and the pipeline reads it later with the next ones (`settle`), in one call for up to
+    `DEFER_BYTES`: the findings are the same for every chunking, and come that much later, all
+    of them by the end of the stream. What the pipeline then passes on of bytes already sent
+    (`_ahead`) is not sent again.
+    """
 
     def __init__(
         self,
@@ -104,6 +118,40 @@ class Tap(StreamRecord):
     ):
         super().__init__(t0, clock, body)
         self.pipeline = pipeline
+        self.defers = pipeline.inspect_only
+        self.defer_bytes = DEFER_BYTES
+        self._clean = True  # the pipeline holds nothing: the next chunk starts an event
+        self._deferred: list[bytes] = []
+        self._deferred_size = 0
+        self._ahead = 0  # bytes sent that the pipeline has not passed on yet
+
+    def settle(self) -> None:
+        """Have the pipeline read the whole events passed on before it read them."""
+        deferred = self._deferred
+        if deferred:
+            self._deferred, self._deferred_size = [], 0
+            pipeline = self.pipeline
+            batch = b"".join(deferred) if len(deferred) > 1 else b""
+            if batch and pipeline.skim(batch):  # steady deltas only: one match for them all
+                self._ahead -= len(batch)
+            else:  # as they came: a chunk with another event is read as before
+                for piece in deferred:
+                    self._behind(pipeline.feed(piece))  # sent already
+            self._clean = not pipeline.holds
+
+    def close(self) -> bytes:
+        """End the stream early (the connection died): what the pipeline held, never sent."""
+        self.settle()
+        return self._behind(self.pipeline.close())
+
+    def _behind(self, out: bytes) -> bytes:
+        """What of the pipeline's output was not sent yet."""
+        ahead = self._ahead
+        if not ahead:
+            return out
+        done = min(ahead, len(out))
+        self._ahead = ahead - done
+        return out[done:]
 
     @property
     def rewritten(self) -> int:  # type: ignore[override]
@@ -118,15 +166,42 @@ class Tap(StreamRecord):
         try:
             now = self.clock()
             if chunk:
-                self._arrived(chunk, now)
-                out = self.pipeline.feed(chunk)
-            else:
-                self.finished = True
-                out = self.pipeline.close()
+                # `_arrived` and `_emitted` inline: this runs once per chunk in the proxy core
+                self.chunk_count += 1
+                if not self.timing_cut:
+                    offsets = self._offsets
+                    if len(offsets) < MAX_TIMINGS and not self.body.cut:
+                        offsets.append(self.received)
+                        self._times.append(now)
+                    else:
+                        self._drop_timings()
+                self.received += len(chunk)
+                if self.defers and self._clean and chunk.endswith(b"\n\n"):
+                    # whole events while the pipeline holds nothing: on they go (see above)
+                    self._deferred.append(chunk)
+                    self._ahead += len(chunk)
+                    self._deferred_size += len(chunk)
+                    if self._deferred_size >= self.defer_bytes:
+                        self.settle()
+                    out = chunk
+                else:
+                    self.settle()
+                    out = self._behind(self.pipeline.feed(chunk))
+                    self._clean = not self.pipeline.holds
+                if not out:
+                    return []
+                if self._first_out is None:
+                    self._first_out = now
+                self.body.append(out)
+                return [out]
+            self.finished = True
+            self.settle()
+            out = self._behind(self.pipeline.close())
             return self._emitted(out, now) if out else []
         except Exception:  # the pipeline never raises; this is the last line of defence
             logger.exception("mitmllm tap failed; passing the chunk through")
             self.pipeline.failed = True
+            self.defers, self._deferred, self._ahead = False, [], 0
             if chunk:
                 self.body.append(chunk)
                 return [chunk]

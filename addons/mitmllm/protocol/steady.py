@@ -22,7 +22,8 @@ so `Steady` proves that once and then accepts the following events by their byte
    the chunking cuts is held while its pieces keep matching (`resume`: the pieces of its text
    only searched for a line break or an escape, the whole text read once at its end, where it
    is: `plain_span`) and goes out whole; one that stops matching goes back to the full path
-   (`release`).
+   (`release`). A chunk that is nothing but such blocks (most chunks of a long answer) is
+   matched whole, in one call (`whole`).
 
 Two kinds of validator state may change with such an event, when the validator declares them:
 a count each event carries (`StreamValidator.STEADY_COUNTED`: Responses' sequence number, a
@@ -192,10 +193,18 @@ def unchanged(
 
 
 def _pattern(
-    prefix: bytes, suffix: bytes, counter: tuple[bool, bytes, bytes] | None
-) -> re.Pattern[bytes]:
+    prefix: bytes,
+    suffix: bytes,
+    counter: tuple[bool, bytes, bytes] | None,
+    *,
+    named: bool = True,
+) -> Any:
     """A template as a regular expression: group `text` a short printable ASCII text, group
-    `count` the counter's digits (matched against the count wanted by the caller)."""
+    `count` the counter's digits (matched against the count wanted by the caller); `named`
+    False: the source of the expression, without a counter or groups."""
+    if not named:
+        assert counter is None
+        return re.escape(prefix) + _PLAIN_RUN + re.escape(suffix)
     text = b"(?P<text>" + _PLAIN_RUN + b")"
     if counter is None:
         return re.compile(re.escape(prefix) + text + re.escape(suffix))
@@ -284,6 +293,9 @@ class Steady:
         "hold_suffix",
         "last_start",
         "pattern",
+        "tiles",
+        "quotes",
+        "least",
     )
 
     def __init__(
@@ -321,6 +333,11 @@ class Steady:
         # The template with a short printable ASCII text and the counter's digits (if any), as
         # one match (most deltas)
         self.pattern: re.Pattern[bytes] | None = None
+        # Without a counter: chunks made of such events, one after the other, as one match, and
+        # the quotes in each (its text has none, so they count the events).
+        self.tiles: re.Pattern[bytes] | None = None
+        self.quotes = 0
+        self.least = 0  # the bytes of the shortest such event
 
     @classmethod
     def of(cls, checker: StreamChecker) -> Steady | None:
@@ -463,6 +480,11 @@ class Steady:
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
         self.pattern = None if rewritten else _pattern(prefix, suffix, counter)
+        self.tiles = None
+        if self.pattern is not None and counter is None:
+            self.tiles = re.compile(b"(?:" + _pattern(prefix, suffix, None, named=False) + b")+")
+            self.quotes = prefix.count(b'"') + suffix.count(b'"')
+            self.least = len(prefix) + 1 + len(suffix)
         return True
 
     def _counter(
@@ -628,6 +650,49 @@ class Steady:
             self.misses = 0
         return n if self.held else pos  # a held event takes the rest of the chunk
 
+    def whole(self, checker: StreamChecker, chunk: bytes) -> int:
+        """`take` for the common chunk (fed with nothing buffered or held, no rewrite): when
+        `chunk` is steady events that each match the pattern, count them as `take` does and
+        return how many; else 0, with nothing changed (`take` reads it)."""
+        if self.pattern is None or self.prefix is None or self.rewrites:
+            return 0
+        n = len(chunk)
+        tiles = self.tiles
+        if tiles is not None:
+            # One match for the whole chunk: from its start the pattern matches one event after
+            # the other up to its end, where `take` would match one at a time (its text
+            # possessive: one way only); and the texts have no quote, so the quotes count them.
+            if tiles.fullmatch(chunk) is None:
+                return 0
+            # shorter than two events (each has a text): one, else count the quotes
+            taken = 1 if n < 2 * self.least else chunk.count(b'"') // self.quotes
+            texts = None
+        else:
+            # (count, text) per event, or (text, count): matches that do not overlap and add
+            # up to the chunk's length tile it; each count the one the validator wants next
+            assert self.counter is not None and self.counted is not None
+            found = self.pattern.findall(chunk)
+            if not found:
+                return 0
+            in_prefix, a, b = self.counter
+            count = getattr(checker.validator, self.counted[1])
+            fixed = len(a) + len(b) + len(self.suffix if in_prefix else self.prefix)
+            size = 0
+            texts = []
+            for i, pair in enumerate(found):
+                digits, text = pair if in_prefix else pair[::-1]
+                if digits != b"%d" % (count + i):
+                    return 0
+                size += len(digits) + len(text)
+                texts.append(text)
+            taken = len(found)
+            if taken * fixed + size != n:
+                return 0
+        self._count(checker, taken, n, texts if self.sink else None)
+        self.used = True
+        self.misses = 0
+        return taken
+
     def resume(self, checker: StreamChecker, chunk: bytes, out: list[bytes]) -> int | None:
         """Go on taking the held event with `chunk`: how many of its bytes complete it (what
         the client gets of it appended to `out`), -1 when all of them went into it and it is
@@ -708,7 +773,7 @@ class Steady:
         if texts:
             sink = validator.steady_sink()
             assert sink is not None
-            sink.extend(t.decode("utf-8") for t in texts)
+            sink.extend(map(bytes.decode, texts))  # UTF-8
         for name in self.counters:
             setattr(validator, name, getattr(validator, name) + events)
 
