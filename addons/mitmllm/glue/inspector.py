@@ -193,8 +193,10 @@ class Inspector:
             bool,
             False,
             """Validate event streams in a separate process: mitmproxy's event loop then only
-            frames events, which keeps the proxy's throughput at high event rates. Streams whose
-            events mitmllm rewrites are still validated in the proxy.""",
+            frames events and ships them. Since validation in the proxy counts runs of text
+            deltas by their bytes, this costs more than it saves on the streams measured (see
+            the README's figures). Streams whose events mitmllm rewrites are still validated in
+            the proxy.""",
         )
         loader.add_option(
             KEEP_OPTION,
