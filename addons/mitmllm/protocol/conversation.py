@@ -35,12 +35,12 @@ from __future__ import annotations
 
 from abc import ABC
 from abc import abstractmethod
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from enum import StrEnum
 from typing import Any
-from typing import ClassVar
 from typing import Literal
 
 from mitmllm.protocol.findings import Findings
@@ -463,49 +463,30 @@ class UpstreamCall:
     gaps: list[Gap] = field(default_factory=list)
 
 
-class Converter(ABC):
-    """One wire format's mapping to and from the neutral model."""
+@dataclass(frozen=True, slots=True)
+class Converter:
+    """One wire format's mapping to and from the neutral model: a table of the format module's
+    functions, so a format is its functions plus this one entry."""
 
-    format: ClassVar[str]  # the dialect name
+    format: str  # the dialect name
     #: The request features (keys of `FEATURES`) this format can carry.
-    features: ClassVar[frozenset[str]]
-    #: Can a client of this format be shown reasoning that another format produced?
-    shows_foreign_thinking: ClassVar[bool] = True
-
-    # requests
-    @abstractmethod
-    def parse_request(self, path: str, body: Any, gaps: list[Gap]) -> Request: ...
-
-    @abstractmethod
-    def render_request(self, request: Request, model: str, gaps: list[Gap]) -> UpstreamCall: ...
-
+    features: frozenset[str]
+    # requests: (path, body, gaps) -> Request (the path carries the model in some formats)
+    parse_request: Callable[[str, Any, list[Gap]], Request]
+    render_request: Callable[[Request, str, list[Gap]], UpstreamCall]
     # whole responses
-    @abstractmethod
-    def parse_response(self, payload: Any, findings: Findings) -> Response: ...
-
-    @abstractmethod
-    def render_response(
-        self, response: Response, client: ClientStream, findings: Findings
-    ) -> dict[str, Any]: ...
-
-    # errors
-    @abstractmethod
-    def parse_error(self, status: int | None, payload: Any) -> ApiError: ...
-
-    @abstractmethod
-    def render_error(self, error: ApiError) -> tuple[int, bytes]:
-        """(HTTP status, JSON body) of this format for the error."""
-
-    @abstractmethod
-    def error_event(self, error: ApiError) -> bytes:
-        """The format's terminal in-band error event."""
-
+    parse_response: Callable[[Any, Findings], Response]
+    render_response: Callable[[Response, ClientStream, Findings], dict[str, Any]]
+    # errors: (HTTP status, payload) in; (HTTP status, JSON body) and the terminal in-band
+    # error event out
+    parse_error: Callable[[int | None, Any], ApiError]
+    render_error: Callable[[ApiError], tuple[int, bytes]]
+    error_event: Callable[[ApiError], bytes]
     # streams
-    @abstractmethod
-    def reader(self, findings: Findings) -> StreamReader: ...
-
-    @abstractmethod
-    def writer(self, client: ClientStream, findings: Findings) -> StreamWriter: ...
+    reader: Callable[[Findings], StreamReader]
+    writer: Callable[[ClientStream, Findings], StreamWriter]
+    #: Can a client of this format be shown reasoning that another format produced?
+    shows_foreign_thinking: bool = True
 
 
 # --- small shared pieces ---------------------------------------------------------------------

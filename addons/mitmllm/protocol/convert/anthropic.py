@@ -647,46 +647,31 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return encode(event_json(payload), event=name)
 
 
-class AnthropicConverter(Converter):
-    format = FORMAT
-    features = frozenset(
-        {
-            "system", "text", "images", "tools", "tool_calls", "tool_results",
-            "tool_result.images", "tool_choice.auto", "tool_choice.none", "tool_choice.required",
-            "tool_choice.tool", "parallel_tool_calls", "max_tokens", "temperature", "top_p",
-            "top_k", "stop", "reasoning",
-        }
-    )  # fmt: skip
-    shows_foreign_thinking = False
-
-    def parse_request(self, path: str, body: Any, gaps: list[Gap]) -> Request:
-        return _parse_request(body, gaps)
-
-    def render_request(self, request: Request, model: str, gaps: list[Gap]) -> UpstreamCall:
-        return _render_request(request, model, gaps)
-
-    def parse_response(self, payload: Any, findings: Findings) -> Response:
-        return _parse_response(payload, findings)
-
-    def render_response(
-        self, response: Response, client: ClientStream, findings: Findings
-    ) -> dict[str, Any]:
-        return _render_response(response, client, findings)
-
-    def parse_error(self, status: int | None, payload: Any) -> ApiError:
-        return _parse_error(status, payload)
-
-    def render_error(self, error: ApiError) -> tuple[int, bytes]:
-        return _render_error(error)
-
-    def error_event(self, error: ApiError) -> bytes:
-        return _event("error", error_object(error))
-
-    def reader(self, findings: Findings) -> StreamReader:
-        return AnthropicReader(findings)
-
-    def writer(self, client: ClientStream, findings: Findings) -> StreamWriter:
-        return AnthropicWriter(client, findings)
+def _error_event(error: ApiError) -> bytes:
+    return _event("error", error_object(error))
 
 
-CONVERTER = AnthropicConverter()
+#: The request features this format can carry.
+_FEATURES = frozenset(
+    {
+        "system", "text", "images", "tools", "tool_calls", "tool_results",
+        "tool_result.images", "tool_choice.auto", "tool_choice.none", "tool_choice.required",
+        "tool_choice.tool", "parallel_tool_calls", "max_tokens", "temperature", "top_p",
+        "top_k", "stop", "reasoning",
+    }
+)  # fmt: skip
+
+CONVERTER = Converter(
+    format=FORMAT,
+    features=_FEATURES,
+    parse_request=lambda _path, body, gaps: _parse_request(body, gaps),
+    render_request=_render_request,
+    parse_response=_parse_response,
+    render_response=_render_response,
+    parse_error=_parse_error,
+    render_error=_render_error,
+    error_event=_error_event,
+    reader=AnthropicReader,
+    writer=AnthropicWriter,
+    shows_foreign_thinking=False,
+)
