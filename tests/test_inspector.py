@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 from mitmproxy import flow as mflow
 from mitmproxy import http
 from mitmproxy.test import taddons
@@ -466,3 +468,14 @@ async def test_a_long_stream_keeps_its_start_and_end_and_all_its_findings(tmp_pa
     assert (spill / f"{f.id}.sse").read_bytes() == body
     assert meta["body_file"] == str(spill / f"{f.id}.sse")
     assert "TAP-4" in f.comment.split(" | ")[0]  # mitmweb's comment column says so
+
+
+_query_text = st.text(alphabet="ab=&?#%+;/ é1", max_size=24)
+
+
+@given(path=_query_text, query=_query_text)
+def test_the_query_recognition_reads_is_the_one_mitmproxy_gives(path: str, query: str) -> None:
+    """`query_of` reads the path itself: the same mapping as mitmproxy's query view (first
+    value of a repeated key; no fragment; escapes decoded)."""
+    req = tutils.treq(path=("/v1/" + path + "?" + query).encode())
+    assert flowstate.query_of(req) == dict(req.query.items())

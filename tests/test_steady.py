@@ -26,6 +26,7 @@ from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.gate import Verdict
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.steady import Steady
+from mitmllm.protocol.steady import _escape
 from mitmllm.protocol.steady import attributes
 from mitmllm.protocol.steady import fingerprint
 from mitmllm.protocol.steady import plain_span
@@ -211,6 +212,39 @@ def test_a_healthy_stream_is_mostly_taken_by_its_bytes(
     assert full[-1] == (sum(1 for ev in events if MODELS.search(ev)) if restamp else 0)
     for o, c in zip(out, chunks, strict=True):
         assert o is c or (restamp and MODELS.search(c))
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+def test_a_run_of_deltas_is_certified_once_from_its_second_delta(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first delta of a run moves the validator's state (its text is the first seen), so
+    certifying it would take two fingerprints for a miss: the shortcut certifies the second
+    and only that one, and the deltas after it go by their bytes."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(50)], False)
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    assert pipeline.steady is not None
+    certified: list[bytes] = []
+    after = Steady.after
+
+    def counting(self: Steady, checker: Any, ev: Any, *args: Any, **kwargs: Any) -> None:
+        certified.append(ev.raw)
+        after(self, checker, ev, *args, **kwargs)
+
+    monkeypatch.setattr(Steady, "after", counting)
+    for ev in events:
+        pipeline.feed(ev)
+    pipeline.close()
+    deltas = [ev for ev in events if b"token " in ev]
+    assert certified == [deltas[1]]
+    assert pipeline.steady.misses == 0 and checker.findings.to_list() == []
+
+
+@given(st.binary(max_size=64))
+def test_templates_escape_bytes_as_re_escape_does(raw: bytes) -> None:
+    assert _escape(raw) == re.escape(raw)
+    assert re.fullmatch(_escape(raw), raw)
 
 
 class TakeOnly(Steady):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -173,3 +174,25 @@ def test_only_an_inspect_only_tap_defers() -> None:
     assert Tap(Pipeline(StreamChecker(d)), 0.0).defers
     rewrites = response_rewrites(d, client_model="alias", names={})
     assert not Tap(Pipeline(StreamChecker(d), rewrites), 0.0).defers
+
+
+@pytest.mark.parametrize("defer_bytes", [300, 1 << 20])
+def test_a_tap_that_fails_while_it_defers_sends_and_keeps_each_chunk_once(
+    defer_bytes: int,
+) -> None:
+    """Deferred chunks are recorded with the batch the pipeline reads them in; when reading the
+    batch fails, each chunk was sent once and is kept once, the rest passes through."""
+    fmt = "anthropic"
+    events = long_stream(fmt, 40).events
+    chunks = [b"".join(events[i : i + 3]) for i in range(0, len(events), 3)]
+    pipeline = Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body)))
+
+    def broken(batch: bytes) -> bool:
+        raise RuntimeError("the pipeline broke")
+
+    pipeline.skim = broken  # type: ignore[method-assign]
+    tap = Tap(pipeline, time.time())
+    tap.defer_bytes = defer_bytes
+    assert _run(tap, chunks) == b"".join(chunks)
+    assert tap.sent == b"".join(chunks)
+    assert pipeline.failed

@@ -69,6 +69,7 @@ class KeptBody:
         self.spill_error: str | None = None
         self.option = option  # named in the marker
         self.total = 0  # bytes appended
+        self.over = False  # the limit was reached: from here on, what is kept is cut
         self._parts: list[bytes] = []  # everything, while it fits
         self._size = 0
         # Once over the limit: the first bytes, then the last (views into `_value` once it is
@@ -107,6 +108,7 @@ class KeptBody:
     def _split(self) -> None:
         """The limit is reached: the pieces so far become the head and the start of the tail."""
         assert self.limit is not None
+        self.over = True
         if self._open_spill is not None:
             try:
                 self.spill = self._open_spill()

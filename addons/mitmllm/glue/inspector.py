@@ -67,7 +67,7 @@ def recognise(flow: http.HTTPFlow, only_hosts: Sequence[str] = ()) -> LLMFlow | 
         raw = req.get_content(strict=False)
     except Exception:  # an undecodable body: not something mitmllm can read
         raw = None
-    seen = detect.recognise(req.method, req.path, dict(req.query.items()), raw)
+    seen = detect.recognise(req.method, req.path, flowstate.query_of(req), raw)
     if not seen.llm:
         return None
     report = FlowReport(
@@ -386,6 +386,9 @@ class Inspector:
         client_gone = client_disconnected(flow.error)
         result: StreamResult | None = None
         if tap is not None and resp is not None:
+            if isinstance(tap, Tap):
+                # the whole events it passed on before validating and recording them
+                tap.settle()
             if resp.raw_content is None:
                 # After streaming the body is gone; store what the client got (record only, the
                 # wire is done). Also after an abort: mitmweb then shows what did arrive.
@@ -394,8 +397,6 @@ class Inspector:
             # The upstream's end-of-stream rules (truncation) judge the upstream: not when the
             # client is the one that went away.
             end_checks = tap.finished or not client_gone
-            if isinstance(tap, Tap):
-                tap.settle()  # the whole events it passed on before validating them
             if not tap.finished and end_checks and isinstance(tap, Tap):
                 # The connection died mid-stream: what the tap still held never reached the client.
                 held = tap.close()

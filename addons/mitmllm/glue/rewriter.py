@@ -71,7 +71,7 @@ class Rewriter:
                 else "no string model in the body",
             )
             return None
-        query = dict(flow.request.query.items())
+        query = flowstate.query_of(flow.request)
         rule = models.select(rules, models.facts(dialect.name, path, query, body, state.model))
         if rule is None:
             return None

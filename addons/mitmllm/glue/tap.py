@@ -126,12 +126,14 @@ class Tap(StreamRecord):
         self._ahead = 0  # bytes sent that the pipeline has not passed on yet
 
     def settle(self) -> None:
-        """Have the pipeline read the whole events passed on before it read them."""
+        """Have the pipeline read the whole events passed on before it read them, and record
+        them as sent."""
         deferred = self._deferred
         if deferred:
             self._deferred, self._deferred_size = [], 0
             pipeline = self.pipeline
             batch = b"".join(deferred) if len(deferred) > 1 else b""
+            self.body.append(batch or deferred[0])  # one record for the batch, not one a chunk
             if batch and pipeline.skim(batch):  # steady deltas only: one match for them all
                 self._ahead -= len(batch)
             else:  # as they came: a chunk with another event is read as before
@@ -154,6 +156,11 @@ class Tap(StreamRecord):
         return out[done:]
 
     @property
+    def sent(self) -> bytes:
+        self.settle()  # the events passed on but not read yet are not recorded yet either
+        return self.body.value
+
+    @property
     def rewritten(self) -> int:  # type: ignore[override]
         return self.pipeline.rewritten
 
@@ -163,6 +170,7 @@ class Tap(StreamRecord):
         return repairer.repairs if repairer is not None else 0
 
     def __call__(self, chunk: bytes) -> list[bytes]:
+        deferred = False  # the chunk is in `_deferred`, or recorded with it
         try:
             now = self.clock()
             if chunk:
@@ -170,20 +178,24 @@ class Tap(StreamRecord):
                 self.chunk_count += 1
                 if not self.timing_cut:
                     offsets = self._offsets
-                    if len(offsets) < MAX_TIMINGS and not self.body.cut:
+                    if len(offsets) < MAX_TIMINGS and not self.body.over:
                         offsets.append(self.received)
                         self._times.append(now)
                     else:
                         self._drop_timings()
                 self.received += len(chunk)
                 if self.defers and self._clean and chunk.endswith(b"\n\n"):
-                    # whole events while the pipeline holds nothing: on they go (see above)
+                    # whole events while the pipeline holds nothing: on they go (see above),
+                    # recorded with the batch the pipeline reads them in
                     self._deferred.append(chunk)
+                    deferred = True
                     self._ahead += len(chunk)
                     self._deferred_size += len(chunk)
+                    if self._first_out is None:
+                        self._first_out = now
                     if self._deferred_size >= self.defer_bytes:
                         self.settle()
-                    out = chunk
+                    return [chunk]
                 else:
                     self.settle()
                     out = self._behind(self.pipeline.feed(chunk))
@@ -201,9 +213,12 @@ class Tap(StreamRecord):
         except Exception:  # the pipeline never raises; this is the last line of defence
             logger.exception("mitmllm tap failed; passing the chunk through")
             self.pipeline.failed = True
+            for piece in self._deferred:  # sent already: recorded, never read
+                self.body.append(piece)
             self.defers, self._deferred, self._ahead = False, [], 0
             if chunk:
-                self.body.append(chunk)
+                if not deferred:
+                    self.body.append(chunk)
                 return [chunk]
             return []
 
