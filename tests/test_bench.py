@@ -422,6 +422,21 @@ def test_cpu_seconds_count_this_process_working() -> None:
     assert before is not None and after is not None and after - before >= 0.1
 
 
+@proc_fs
+def test_cpu_seconds_are_finer_than_a_clock_tick_where_the_scheduler_tells_them() -> None:
+    """/proc/PID/stat counts 10 ms ticks, as much as a short run costs the proxy; where the
+    kernel keeps each thread's runtime, the reading agrees with this process's own clock to
+    well under a tick."""
+    if concurrency._runtime_seconds(os.getpid()) is None:
+        pytest.skip("this kernel keeps no runtime per thread (/proc/PID/task/*/sched)")
+    before, own_before = concurrency.cpu_seconds(os.getpid()), time.process_time()
+    while time.process_time() < own_before + 0.05:
+        pass
+    after, own_after = concurrency.cpu_seconds(os.getpid()), time.process_time()
+    assert before is not None and after is not None
+    assert abs((after - before) - (own_after - own_before)) < 0.003
+
+
 def test_gc_script_logs_full_collections_the_proxy_reads_back(tmp_path: Path) -> None:
     log = tmp_path / "proxy.gc"
     namespace: dict[str, object] = {}

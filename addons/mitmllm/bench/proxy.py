@@ -17,8 +17,9 @@ counting events). Each way of reaching the upstream is a `Setup`:
   joins the run when the addon chain has the ``mitmllm_config`` option (see `relay_ready`).
 
 The headline figure is the proxy's CPU time per event: user + system time of the mitmdump
-process (and of the processes it started: the validation worker) from ``/proc/PID/stat`` over a
-run, divided by the events the client read, next to events/s; the ratio against plain mitmdump
+process (and of the processes it started: the validation worker) over a run (`cpu_seconds`:
+each thread's scheduler runtime where the kernel keeps it, else ``/proc/PID/stat``'s ticks),
+divided by the events the client read, next to events/s; the ratio against plain mitmdump
 measured in the same run is what the targets judge. A run is a few streams of `stream_events`
 events one after the other on one connection, so the per-flow work counts too. Rows (`Row`):
 every wire format at one and at four events per upstream chunk (section `proxy`), 4 KiB and
@@ -1050,9 +1051,9 @@ def describe_runs(report: Report, rows: Sequence[Row], sizes: ProxySizes) -> Non
         "runs per row and setup, setups in rotating order"
     )
     report.print(
-        "  CPU per event: user + system time of the mitmdump process (and its children) from "
-        "/proc/PID/stat over the run / events read; ratios against plain mitmdump of the same "
-        "run"
+        "  CPU per event: CPU time of the mitmdump process (and its children) from /proc (the "
+        "scheduler's runtime of each thread where the kernel keeps it, else /proc/PID/stat's "
+        "ticks) over the run / events read; ratios against plain mitmdump of the same run"
     )
     report.table(
         ["row", "format", "events/chunk", "streams x events", "setups"],
