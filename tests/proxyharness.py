@@ -76,7 +76,9 @@ async def running_proxy(
 ) -> AsyncIterator[Proxy]:
     """Start mitmdump's master with `addons`; `mode` is e.g. "regular" or "reverse:http://...".
 
-    Options of mitmllm's addons can be passed as keyword arguments.
+    Options of mitmllm's addons can be passed as keyword arguments. The tests read each flow's
+    body, as mitmweb would: unless they say otherwise, flows keep their streams
+    (``mitmllm_keep_body=8MiB``; by default mitmdump alone keeps none).
     """
     master = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
     # mitmproxy exits when anything logs an error while it starts; in a test process that can be
@@ -88,6 +90,8 @@ async def running_proxy(
     for addon in reversed([*addons, log]):
         master.addons.register(addon)
         chain.insert(save_index, addon)
+    if "mitmllm_keep_body" in master.options and "mitmllm_keep_body" not in opts:
+        opts["mitmllm_keep_body"] = "8MiB"
     master.options.update(
         listen_host="127.0.0.1",
         listen_port=0,

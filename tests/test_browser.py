@@ -45,7 +45,8 @@ UI_TIMEOUT_MS = 10_000
 
 
 async def record_flows(path: Path) -> None:
-    """Record a healthy and a `tool-index-1` Anthropic stream through the inspector."""
+    """Record a healthy and a `tool-index-1` Anthropic stream through the inspector into a
+    flow file, as ``mitmdump -w`` does."""
     body = {
         "model": "claude-sonnet-4-6",
         "max_tokens": 64,
@@ -53,7 +54,9 @@ async def record_flows(path: Path) -> None:
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
     }
     async with MockUpstream(name="mock") as upstream:
-        async with running_proxy(inspection_addons(), mode=f"reverse:{upstream.url}") as proxy:
+        async with running_proxy(
+            inspection_addons(), mode=f"reverse:{upstream.url}", save_stream_file=str(path)
+        ) as proxy:
             async with aiohttp.ClientSession() as client:
                 for scenario in ("healthy", BROKEN):
                     headers = {"x-mock-scenario": scenario, "x-mock-delay-ms": "0"}
@@ -64,10 +67,10 @@ async def record_flows(path: Path) -> None:
             flows = await proxy.log.wait(2)
     healthy, broken = flows
     assert not healthy.marked and broken.marked, "precondition: only the broken flow is flagged"
-    with path.open("wb") as f:
-        writer = io.FlowWriter(f)
-        for flow in flows:
-            writer.add(flow)
+    with path.open("rb") as f:
+        saved = list(io.FlowReader(f).stream())
+    assert [f.id for f in saved] == [f.id for f in flows]
+    assert all(f.response and f.response.raw_content for f in saved), "the streams were kept"
 
 
 async def test_ANT_7_marked_flow_shows_rule_in_llm_stream_view(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import anthropic
 import httpx2 as httpx
 import pytest
@@ -22,6 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy import flow as mflow
 from mitmproxy import http
+from mitmproxy import io
+from mitmproxy.addons.view import View
 from mitmproxy.test import taddons
 from mitmproxy.test import tflow
 from mitmproxy.test import tutils
@@ -479,3 +484,40 @@ def test_the_query_recognition_reads_is_the_one_mitmproxy_gives(path: str, query
     value of a repeated key; no fragment; escapes decoded)."""
     req = tutils.treq(path=("/v1/" + path + "?" + query).encode())
     assert flowstate.query_of(req) == dict(req.query.items())
+
+
+@pytest.mark.parametrize("reader", ["none", "flow file", "view", "size"])
+async def test_a_stream_is_kept_only_when_something_reads_it(tmp_path: Path, reader: str) -> None:
+    """mitmllm_keep_body=auto: mitmdump alone keeps nothing of a stream (as it keeps nothing of a
+    streamed body itself); a flow file (-w), a flow view (mitmweb, the console) or a size
+    asked for make flows keep it. Findings and counts cover the stream either way."""
+    body = long_stream(50)
+    opts: dict[str, Any] = {"mitmllm_keep_body": "16KiB" if reader == "size" else "auto"}
+    if reader == "flow file":
+        opts["save_stream_file"] = str(tmp_path / "flows.mitm")
+    async with ScriptedUpstream(steps=[(0.0, body)]) as upstream:
+        async with running_proxy(
+            inspection_addons(), mode=f"reverse:{upstream.url}", **opts
+        ) as proxy:
+            if reader == "view":
+                proxy.master.addons.add(View())
+                inspector = next(a for a in proxy.addons if isinstance(a, Inspector))
+                inspector.running()  # mitmweb has its view when mitmproxy runs
+            async with aiohttp.ClientSession() as client:
+                async with client.post(
+                    proxy.url + "/v1/messages",
+                    json={"model": "claude-test", "stream": True, "messages": []},
+                ) as resp:
+                    assert await resp.read() == body
+            (f,) = await proxy.log.wait(1)
+    meta = f.metadata["mitmllm"]
+    assert meta["events"] == body.count(b"\n\n")
+    assert "PAY-1" in {x["rule"] for x in meta["findings"]}
+    if reader == "none":
+        assert not f.response.raw_content
+    else:
+        assert f.response.raw_content == body
+    if reader == "flow file":
+        with (tmp_path / "flows.mitm").open("rb") as fh:
+            (saved,) = list(io.FlowReader(fh).stream())
+        assert saved.response.raw_content == body

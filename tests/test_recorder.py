@@ -192,6 +192,8 @@ def test_rewritten_streams_keep_the_upstream_body_and_the_client_body(
 
 def test_capture_command_records_flows_loaded_from_a_file(addons, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inspector, recorder, tctx = addons
+    # the command runs in mitmweb or the console: their flow view reads what flows keep
+    tctx.master.addons.add(view.View())
     tctx.configure(recorder, mitmllm_capture="off", mitmllm_capture_dir=str(tmp_path / "picked"))
     f = llm_flow()
     stream(inspector, recorder, f, CHUNKS)
@@ -222,6 +224,8 @@ def test_capture_command_takes_a_flow_spec_like_marked(tmp_path: Path) -> None:
 
 def test_capture_command_uses_the_live_tap_and_skips_running_flows(addons, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     inspector, recorder, tctx = addons
+    # the command runs in mitmweb or the console: their flow view reads what flows keep
+    tctx.master.addons.add(view.View())
     tctx.configure(recorder, mitmllm_capture="off")
     done = llm_flow()
     stream(inspector, recorder, done, CHUNKS)

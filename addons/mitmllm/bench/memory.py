@@ -4,15 +4,17 @@ An Anthropic stream of 256 MiB (text deltas, event-aligned 64 KiB chunks) goes f
 its own process through one fresh mitmdump at a time to a client that counts every byte:
 
 * ``plain``: mitmdump streaming event streams (``stream=True``), no mitmllm: the baseline;
-* ``tap``: mitmdump with mitmllm (inspect-only: validated in the proxy, kept up to
-  ``mitmllm_keep_body`` for mitmweb);
+* ``tap``: mitmdump with mitmllm (inspect-only: validated in the proxy; nothing reads the
+  flow's body, so none is kept, see ``mitmllm_keep_body``);
+* ``saving``: the tap writing flows to a file (``-w``): the flow keeps its stream up to
+  ``mitmllm_keep_body`` (8 MiB) and is saved with it;
 * ``relay``: the same with a route, so the stream goes through the relay too;
 * ``capture``: the tap with ``mitmllm_capture=all`` (the recorder keeps the upstream's bytes and
   writes a fixture).
 
 The figure of each is the peak resident memory of its mitmdump process over its whole life
 (VmHWM of ``/proc/PID/status``), start-up included, and what mitmllm adds to plain mitmdump's in
-the same run. The target, for the tap and the relay: within 64 MiB of plain, whatever the
+the same run. The target, for the tap, saving and the relay: within 64 MiB of plain, whatever the
 stream's length. Recording has no target: it holds a second copy of what the flow keeps and
 writes it as a fixture, so its memory follows ``mitmllm_keep_body``, not the stream's length.
 
@@ -59,6 +61,7 @@ HEADER_BYTES = "x-bench-bytes"
 STREAM_TIMEOUT = 900.0
 
 CAPTURE = "capture"
+SAVING = "saving"  # the tap writing flows to a file (-w)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,7 @@ def serve() -> None:
 
 
 def memory_setups(procs: Processes, upstream_port: int) -> list[Setup]:
-    """plain, tap, relay, capture (see the module docstring)."""
+    """plain, tap, saving, relay, capture (see the module docstring)."""
     by_name = {s.name: s for s in setups(procs.workdir, upstream_port, (PLAIN, TAP))}
     plain, addon = by_name[PLAIN], by_name[TAP]
     assert addon.args is not None
@@ -135,6 +138,12 @@ def memory_setups(procs: Processes, upstream_port: int) -> list[Setup]:
     return [
         plain,
         Setup(TAP, addon.args, tapped=True, description="mitmdump + mitmllm, inspect only"),
+        Setup(
+            SAVING,
+            (*addon.args, "-w", str(procs.workdir / "memory.mitm")),
+            tapped=True,
+            description="mitmdump -w + mitmllm: flows saved, keeping their streams",
+        ),
         Setup(
             RELAY,
             (*addon.args, "--set", f"mitmllm_config={config}"),
@@ -243,7 +252,7 @@ async def _run(report: Report, sizes: MemorySizes) -> None:
                 f"{m.setup.name}: peak RSS added to plain",
                 m.peak_mib - plain.peak_mib,
                 "MiB",
-                at_most(TARGET_ADDED_MIB) if m.setup.name in (TAP, RELAY) else None,
+                at_most(TARGET_ADDED_MIB) if m.setup.name in (TAP, SAVING, RELAY) else None,
             )
             added = mark(fig)
         rows.append(

@@ -27,15 +27,25 @@ from mitmllm.engine.config import parse_size
 # The end of an SSE block: a line end, then a blank line (see `mitmllm.protocol.sse`).
 _BLANK_LINE = re.compile(rb"(?>\r\n|\r|\n)(?>\r\n|\r|\n)")
 
-#: The option that sets the limit, and its default.
+#: The option that sets the limit, its default (`AUTO`), and the limit that stands for.
 KEEP_OPTION = "mitmllm_keep_body"
+AUTO = "auto"
 DEFAULT_LIMIT = 8 * 1024 * 1024
 
 
+def is_auto(text: str) -> bool:
+    """Does the ``mitmllm_keep_body`` option leave it to mitmllm whether a flow keeps its
+    stream (`DEFAULT_LIMIT` of it when something reads it, see the inspector)?"""
+    return text.strip().lower() == AUTO
+
+
 def limit_of(text: str) -> int | None:
-    """The ``mitmllm_keep_body`` option: a size such as ``8MiB``, or ``all`` (no limit)."""
+    """The ``mitmllm_keep_body`` option: a size such as ``8MiB``, ``all`` (no limit), or
+    ``auto`` (`DEFAULT_LIMIT`)."""
     if text.strip().lower() == "all":
         return None
+    if is_auto(text):
+        return DEFAULT_LIMIT
     size = parse_size(text)
     if size < 1024:
         raise ValueError(f"{text!r} is too small to show a stream; use at least 1KiB")
@@ -51,7 +61,8 @@ def marker(cut: int, option: str) -> bytes:
 
 
 class KeptBody:
-    """Bytes appended piece by piece, kept up to `limit` (None: all). See the module docstring."""
+    """Bytes appended piece by piece, kept up to `limit` (None: all; 0: none, only counted). See
+    the module docstring."""
 
     def __init__(
         self,
@@ -60,7 +71,7 @@ class KeptBody:
         spill: Callable[[], BinaryIO] | None = None,
         option: str = "limit",
     ) -> None:
-        if limit is not None and limit < 2:
+        if limit is not None and limit < 2 and limit != 0:
             raise ValueError(f"a kept body needs a limit of at least 2 bytes, got {limit}")
         self.limit = limit
         self._open_spill = spill  # opens the file a body over the limit goes to
@@ -90,6 +101,8 @@ class KeptBody:
         if not piece:
             return
         self.total += len(piece)
+        if self.limit == 0:  # nothing kept: nothing reads it (see `Inspector`)
+            return
         self._value = None
         if self.spill is not None:
             self._write(piece)

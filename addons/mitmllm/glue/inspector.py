@@ -24,9 +24,11 @@ from mitmproxy import exceptions
 from mitmproxy import flow as mflow
 from mitmproxy import http
 
+from mitmllm.engine.keep import AUTO
 from mitmllm.engine.keep import DEFAULT_LIMIT
 from mitmllm.engine.keep import KEEP_OPTION
 from mitmllm.engine.keep import KeptBody
+from mitmllm.engine.keep import is_auto
 from mitmllm.engine.keep import limit_of
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.report import METADATA_KEY
@@ -141,6 +143,42 @@ class Markers:
 
 WORKER_TIMEOUT = 10.0  # seconds to wait for a stream's result from the validation worker
 SPILL_OPTION = "mitmllm_spill_dir"
+#: The options `bodies_read` looks at.
+BODY_READERS = frozenset(
+    {
+        "save_stream_file",
+        "flow_detail",
+        "store_streamed_bodies",
+        "mitmllm_capture",
+        SPILL_OPTION,
+        KEEP_OPTION,
+    }
+)
+
+
+def bodies_read() -> bool:
+    """Does anything read what a flow keeps of its stream? A flow view (mitmweb, the console),
+    a flow file (``-w``), the dumper showing bodies (``flow_detail`` 3 or more), mitmproxy's
+    own ``store_streamed_bodies``, a fixture capture, or a spill folder. With
+    ``mitmllm_keep_body=auto`` (the default) mitmllm keeps a stream only then: mitmdump alone
+    keeps nothing of a streamed body either, and a kept body is up to 8 MiB copied into a fresh
+    allocation at the flow's end, about 15 page faults an event of a 64 KiB-event stream, for
+    bytes nobody read. Another addon that reads bodies asks with a size (or ``all``)."""
+    options = ctx.options
+    present = set(options.keys())
+
+    def value(name: str) -> Any:
+        return getattr(options, name) if name in present else None
+
+    if ctx.master is not None and ctx.master.addons.get("view") is not None:
+        return True
+    return bool(
+        value("save_stream_file")
+        or (value("flow_detail") or 0) >= 3
+        or value("store_streamed_bodies")
+        or value("mitmllm_capture") not in (None, "off")
+        or value(SPILL_OPTION)
+    )
 
 
 class Inspector:
@@ -152,6 +190,10 @@ class Inspector:
         self.repair = False
         self.keep: int | None = DEFAULT_LIMIT
         self.spill_dir: Path | None = None
+        self.keep_auto = True  # mitmllm_keep_body=auto: keep streams when something reads them
+        # Something reads what flows keep of their streams (see `bodies_read`); until mitmproxy
+        # runs, and outside it, assume so
+        self.records = True
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -201,10 +243,13 @@ class Inspector:
         loader.add_option(
             KEEP_OPTION,
             str,
-            "8MiB",
+            AUTO,
             """How much of an event stream a flow keeps for mitmweb, saved flows and fixtures
             (e.g. 8MiB, or all). A longer stream keeps its first and last half of this around
-            a marker, and the flow says so (TAP-4); findings always cover the whole stream.""",
+            a marker, and the flow says so (TAP-4); findings always cover the whole stream.
+            auto: 8MiB when something reads it (mitmweb or the console, a flow file, the dumper
+            showing bodies, store_streamed_bodies, a capture, a spill folder), else nothing, as
+            mitmdump keeps nothing of a streamed body.""",
         )
         loader.add_option(
             SPILL_OPTION,
@@ -248,12 +293,15 @@ class Inspector:
                 self.worker = None
         if KEEP_OPTION in updated:
             text = getattr(ctx.options, KEEP_OPTION)
+            self.keep_auto = is_auto(text)
             try:
                 self.keep = limit_of(text)
             except ValueError as e:
                 raise exceptions.OptionsError(
-                    f"{KEEP_OPTION}={text!r}: {e}; use a size such as 8MiB, or all"
+                    f"{KEEP_OPTION}={text!r}: {e}; use a size such as 8MiB, all, or auto"
                 ) from e
+        if updated & BODY_READERS:
+            self.records = not self.keep_auto or bodies_read()
         if SPILL_OPTION in updated:
             folder = getattr(ctx.options, SPILL_OPTION).strip()
             self.spill_dir = Path(folder).expanduser() if folder else None
@@ -287,7 +335,7 @@ class Inspector:
             resp.stream = True
             return
         t0 = flow.request.timestamp_start
-        body = self.kept_body(flow)
+        body = self.kept_body(flow) if self.records else KeptBody(0)
         repair = self.repair and state.plan is None  # routes repair in the relay
         if self.worker is not None and self.worker.alive and not state.rewrites and not repair:
             state.tap = FramingTap(self.worker, state.format, state.request, t0, body=body)
@@ -340,6 +388,7 @@ class Inspector:
     # --- the validation worker ---------------------------------------------------------------
 
     def running(self) -> None:
+        self.records = not self.keep_auto or bodies_read()
         if self.use_worker:
             self._start_worker()
 
@@ -389,7 +438,7 @@ class Inspector:
             if isinstance(tap, Tap):
                 # the whole events it passed on before validating and recording them
                 tap.settle()
-            if resp.raw_content is None:
+            if resp.raw_content is None and tap.body.limit != 0:
                 # After streaming the body is gone; store what the client got (record only, the
                 # wire is done). Also after an abort: mitmweb then shows what did arrive.
                 resp.raw_content = tap.sent

@@ -52,7 +52,8 @@ class StreamRecord:
         self.body = body if body is not None else KeptBody(DEFAULT_LIMIT)
         self._offsets = array("q")  # upstream offset of each chunk
         self._times = array("d")  # clock() when it arrived
-        self.timing_cut = False  # too many chunks, or a cut body: no timing kept
+        # too many chunks, a cut body, or none kept: no timing kept (it fits no kept body)
+        self.timing_cut = self.body.limit == 0
         self.chunk_count = 0
         self.received = 0
         self.finished = False  # saw end of stream
