@@ -196,3 +196,15 @@ def test_a_tap_that_fails_while_it_defers_sends_and_keeps_each_chunk_once(
     assert _run(tap, chunks) == b"".join(chunks)
     assert tap.sent == b"".join(chunks)
     assert pipeline.failed
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_chunks_of_whole_events_are_deferred_in_every_framing(fmt: str) -> None:
+    """LF and CRLF framed streams (Gemini's) alike: a chunk of whole events goes on untouched
+    and is read with the next ones; a chunk that ends inside an event is read at once."""
+    events = long_stream(fmt, 20).events
+    tap = Tap(Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))), 0.0)
+    whole = b"".join(events[:3])
+    assert tap(whole)[0] is whole and tap._deferred == [whole]
+    assert tap(events[3][:-1]) == []  # held until the event is whole
+    assert tap._deferred == []  # read, with what was deferred before it

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 MAX_TIMINGS = 1 << 18
 #: Whole events an inspect-only tap passes on before its pipeline reads them (see `Tap`).
 DEFER_BYTES = 16 * 1024
+#: How a chunk of whole events ends: a line end, then a blank line (LF, or CRLF as Gemini
+#: frames). A CR at the end could still be half of a CRLF: such a chunk is read at once.
+WHOLE_EVENTS = (b"\n\n", b"\n\r\n")
 
 
 class StreamRecord:
@@ -185,7 +188,7 @@ class Tap(StreamRecord):
                     else:
                         self._drop_timings()
                 self.received += len(chunk)
-                if self.defers and self._clean and chunk.endswith(b"\n\n"):
+                if self.defers and self._clean and chunk.endswith(WHOLE_EVENTS):
                     # whole events while the pipeline holds nothing: on they go (see above),
                     # recorded with the batch the pipeline reads them in
                     self._deferred.append(chunk)
