@@ -261,7 +261,7 @@ def picture(pipeline: Pipeline) -> Any:
     `last_start` is `take`'s answer to its caller, the relay, which does not use `whole`."""
     return (
         attributes(pipeline, skip=frozenset({"steady"})),
-        attributes(pipeline.steady, skip=frozenset({"last_start"})),
+        attributes(pipeline.steady, skip=frozenset({"last_start", "whole_out"})),
         checker_picture(pipeline.checker),
     )
 
@@ -288,13 +288,18 @@ def test_whole_chunks_of_steady_deltas_leave_what_take_leaves(
 ) -> None:
     """`Steady.whole` (a chunk of whole steady deltas in one match) is `take` made cheap: fed
     the same chunks, a pipeline with it and one without it send the same bytes and are in the
-    same state after each chunk, findings included, for mutated streams in every chunking."""
+    same state after each chunk, findings included, for mutated streams in every chunking,
+    with and without a restamp (whose rewritten chunks `whole` writes in one call too)."""
     # runs of printable ASCII deltas (what `whole` takes), with the others between them
     texts = data.draw(st.lists(st.one_of(_ascii, _ascii, _texts), min_size=4, max_size=24))
     events = stream(fmt, texts, data.draw(st.booleans()))
     chunks = data.draw(chunked(data.draw(mutated(events))))
+    rewrites = restamping(fmt) if data.draw(st.booleans()) else []
     pipeline, twin = (
-        Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body), autodetect=True))
+        Pipeline(
+            StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body), autodetect=True),
+            rewrites,
+        )
         for _ in range(2)
     )
     assert twin.steady is not None
@@ -308,12 +313,18 @@ def test_whole_chunks_of_steady_deltas_leave_what_take_leaves(
 
 @pytest.mark.parametrize("fmt", STEADY)
 @pytest.mark.parametrize("per_chunk", [1, 4])
-def test_chunks_of_whole_steady_deltas_take_the_fast_path(fmt: str, per_chunk: int) -> None:
+@pytest.mark.parametrize("restamp", [False, True])
+def test_chunks_of_whole_steady_deltas_take_the_fast_path(
+    fmt: str, per_chunk: int, restamp: bool
+) -> None:
     """`whole` is not idle: most chunks of a healthy stream are counted in one match, and pass
-    on as the very object."""
+    on as the very object, or restamped in one call."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
-    pipeline = Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body)))
+    pipeline = Pipeline(
+        StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body)),
+        restamping(fmt) if restamp else [],
+    )
     steady = pipeline.steady
     assert steady is not None
     taken = []
@@ -330,7 +341,12 @@ def test_chunks_of_whole_steady_deltas_take_the_fast_path(fmt: str, per_chunk: i
     steady.__class__ = Counting
     out = [pipeline.feed(c) for c in chunks]
     assert sum(taken) > len(events) - 20 * per_chunk
-    assert all(o is c for o, c in zip(out, chunks, strict=True))
+    if restamp:
+        alias = b'"' + ALIAS.encode() + b'"'
+        assert out == [MODELS.sub(alias, c) for c in chunks]
+        assert fmt == "openai-responses" or any(o != c for o, c in zip(out, chunks, strict=True))
+    else:
+        assert all(o is c for o, c in zip(out, chunks, strict=True))
     assert pipeline.checker.findings.to_list() == []
 
 

@@ -154,6 +154,10 @@ class Pipeline:
         if self.failed:
             return chunk
         if self.skim(chunk):
+            steady = self.steady
+            assert steady is not None
+            if steady.rewrites:
+                return steady.whole_out
             return chunk  # the common chunk, passed on as the very object
         if self.repairer is not None:
             return self._feed_repairing(chunk, self.repairer)
@@ -209,12 +213,15 @@ class Pipeline:
 
     def skim(self, data: bytes) -> bool:
         """Has `data` been taken as `feed` takes it, for being nothing but whole steady deltas
-        (`Steady.whole`), all passed on as they are? False: nothing was done."""
+        (`Steady.whole`), passed on as they are (rewritten: `Steady.whole_out`)? False: nothing
+        was done."""
         steady = self.steady
         if steady is None or steady.held or self.failed or self.checker.decoder._buf:
             return False
         taken = steady.whole(self.checker, data)
         self.events += taken
+        if steady.rewrites:
+            self.rewritten += taken
         return taken > 0
 
     def _adopt(self, steady: Steady) -> None:

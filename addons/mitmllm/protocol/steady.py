@@ -319,6 +319,8 @@ class Steady:
         "quotes",
         "least",
         "run",
+        "glue",
+        "whole_out",
     )
 
     def __init__(
@@ -361,6 +363,10 @@ class Steady:
         self.tiles: re.Pattern[bytes] | None = None
         self.quotes = 0
         self.least = 0  # the bytes of the shortest such event
+        # With rewrites: what stands between two texts the client gets (out_suffix +
+        # out_prefix), and what `whole` made of the last chunk it took
+        self.glue = b""
+        self.whole_out = b""
         # The last event the full path checked was a candidate (see `before`)
         self.run = False
 
@@ -512,7 +518,8 @@ class Steady:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
-        self.pattern = None if rewritten else _pattern(prefix, suffix, counter)
+        self.pattern = _pattern(prefix, suffix, counter)
+        self.glue = out_suffix + out_prefix
         self.tiles = None
         if self.pattern is not None and counter is None:
             self.tiles = re.compile(b"(?:" + _pattern(prefix, suffix, None, named=False) + b")+")
@@ -613,12 +620,24 @@ class Steady:
         if pattern is not None:  # the common case: one match per event
             match = pattern.match
             m = match(chunk)
-            if counter is None and texts is None:
+            if counter is None and texts is None and not rewrites:
                 while m is not None:
                     taken += 1
                     self.last_start = pos
                     pos = m.end()
                     m = match(chunk, pos)
+            elif counter is None:  # the texts, to keep or to rewrite the events around
+                found: list[bytes] = []
+                while m is not None:
+                    found.append(m.group("text"))
+                    taken += 1
+                    self.last_start = pos
+                    pos = m.end()
+                    m = match(chunk, pos)
+                if texts is not None:
+                    texts += found
+                if rewrites and found:
+                    out.append(self._rewritten(found))
             else:
                 assert self.counted is not None
                 count = getattr(checker.validator, self.counted[1])
@@ -684,14 +703,29 @@ class Steady:
         return n if self.held else pos  # a held event takes the rest of the chunk
 
     def whole(self, checker: StreamChecker, chunk: bytes) -> int:
-        """`take` for the common chunk (fed with nothing buffered or held, no rewrite): when
-        `chunk` is steady events that each match the pattern, count them as `take` does and
-        return how many; else 0, with nothing changed (`take` reads it)."""
-        if self.pattern is None or self.prefix is None or self.rewrites:
+        """`take` for the common chunk (fed with nothing buffered or held): when `chunk` is
+        steady events that each match the pattern, count them as `take` does and return how
+        many; else 0, with nothing changed (`take` reads it). With rewrites, what the client
+        gets of the chunk is `whole_out`."""
+        if self.pattern is None or self.prefix is None:
             return 0
         n = len(chunk)
         tiles = self.tiles
-        if tiles is not None:
+        if self.rewrites:
+            if tiles is None:
+                return 0  # a template with a counter is never rewritten (`_learn`)
+            # the texts of matches that do not overlap and add up to the chunk's length, so
+            # tile it: the events, each rewritten to out_prefix + text + out_suffix
+            found = self.pattern.findall(chunk)
+            taken = len(found)
+            if (
+                not taken
+                or taken * (len(self.prefix) + len(self.suffix)) + sum(map(len, found)) != n
+            ):
+                return 0
+            self.whole_out = self._rewritten(found)
+            texts = found
+        elif tiles is not None:
             # One match for the whole chunk: from its start the pattern matches one event after
             # the other up to its end, where `take` would match one at a time (its text
             # possessive: one way only); and the texts have no quote, so the quotes count them.
@@ -725,6 +759,11 @@ class Steady:
         self.used = True
         self.misses = 0
         return taken
+
+    def _rewritten(self, texts: list[bytes]) -> bytes:
+        """The steady events of `texts`, one after the other, as the client gets them: each
+        out_prefix + text + out_suffix, in one join."""
+        return self.out_prefix + self.glue.join(texts) + self.out_suffix
 
     def resume(self, checker: StreamChecker, chunk: bytes, out: list[bytes]) -> int | None:
         """Go on taking the held event with `chunk`: how many of its bytes complete it (what
