@@ -43,6 +43,7 @@ from mitmllm.engine.validation import ValidationWorker
 from mitmllm.engine.validation import WorkerGone
 from mitmllm.glue import flowstate
 from mitmllm.glue.flowstate import LLMFlow
+from mitmllm.glue.runtime import shown
 from mitmllm.glue.stored import stored_report
 from mitmllm.glue.tap import FramingTap
 from mitmllm.glue.tap import Tap
@@ -380,8 +381,8 @@ class Inspector:
         if METADATA_KEY not in flow.metadata:  # recorded without mitmllm: show what it finds
             flowstate.publish(flow, report)
             flag(flow, report, self.markers)
-        if self.summary:
-            level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
+        level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
+        if self.summary and shown(level):
             details = "".join(f"\n  {f}" for f in report.findings)
             logger.log(level, summary_line(flow, report) + details)
 
@@ -484,8 +485,8 @@ class Inspector:
         fill_report(flow, state, result)
         flowstate.publish(flow, report)
         flag(flow, report, self.markers)
-        if self.summary:
-            level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
+        level = logging.WARNING if report.worst == Severity.ERROR else logging.INFO
+        if self.summary and shown(level):
             logger.log(level, summary_line(flow, report))
 
 

@@ -21,6 +21,7 @@ from mitmllm.engine.rewrite import rule_rewrite
 from mitmllm.glue import flowstate
 from mitmllm.glue.configaddon import ConfigLoader
 from mitmllm.glue.flowstate import LLMFlow
+from mitmllm.glue.runtime import shown
 from mitmllm.protocol import models
 from mitmllm.protocol.dialect import is_json
 from mitmllm.protocol.findings import Finding
@@ -88,7 +89,7 @@ class Rewriter:
             state.report.model_sent = rw.model_to
         client_model = state.model if rule.restamp and rw.model_to else None
         state.rewrites.extend(response_rewrites(dialect, client_model=client_model, names=rw.names))
-        if rw.model_to:
+        if rw.model_to and shown(logging.INFO):
             logger.info(
                 "mitmllm rewrite %s: %s -> %s (rule %s)",
                 flow.request.pretty_host,

@@ -25,6 +25,27 @@ logger = logging.getLogger(__name__)
 
 #: The start of the line logged once mitmproxy is serving with mitmllm loaded.
 READY = "mitmllm ready"
+#: mitmdump's termlog_verbosity names, as logging levels.
+_VERBOSITY = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "alert": logging.INFO + 1,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def shown(level: int) -> bool:
+    """Would a log record of `level` be shown? mitmweb and the console keep an event log
+    (their ``eventstore``); mitmdump prints what ``termlog_verbosity`` lets through. A line per
+    flow that nobody shows still costs mitmproxy a wake-up of its event loop and a call of
+    every addon (its legacy ``add_log`` event): ``mitmdump -q`` paid that for nothing. Without
+    either (another master, tests), assume it is."""
+    master = getattr(ctx, "master", None)
+    if master is None or master.addons.get("eventstore") is not None:
+        return True
+    verbosity = getattr(master.options, "termlog_verbosity", None)
+    return verbosity is None or level >= _VERBOSITY.get(verbosity, logging.INFO)
 
 
 class Runtime:
