@@ -171,7 +171,8 @@ def bodies_read() -> bool:
     def value(name: str) -> Any:
         return getattr(options, name) if name in present else None
 
-    if ctx.master is not None and ctx.master.addons.get("view") is not None:
+    master = getattr(ctx, "master", None)
+    if master is not None and master.addons.get("view") is not None:
         return True
     return bool(
         value("save_stream_file")
