@@ -208,3 +208,35 @@ def test_chunks_of_whole_events_are_deferred_in_every_framing(fmt: str) -> None:
     assert tap(whole)[0] is whole and tap._deferred == [whole]
     assert tap(events[3][:-1]) == []  # held until the event is whole
     assert tap._deferred == []  # read, with what was deferred before it
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_batch_that_is_not_all_steady_reads_its_runs_of_steady_deltas_in_one_match(
+    fmt: str,
+) -> None:
+    """A batch with the stream's start (the template is learned in it) or its end (the last
+    piece has the closing events) is read piece by piece only where it must be: the deltas
+    after the learned template, and those before the last piece, go in one match each; what
+    is sent and found is what a tap that reads every chunk gets."""
+    events = long_stream(fmt, 120).events
+    chunks = [b"".join(events[i : i + 4]) for i in range(0, len(events), 4)]
+    taps = []
+    for defers in (True, False):
+        tap = Tap(Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))), 0.0)
+        tap.defers = defers
+        tap.defer_bytes = 1 << 20  # the whole stream is one batch, read at its end
+        taps.append(tap)
+    deferring, reading = taps
+    fed = 0
+    feed = deferring.pipeline.feed
+
+    def counting(chunk: bytes) -> bytes:
+        nonlocal fed
+        fed += 1
+        return feed(chunk)
+
+    deferring.pipeline.feed = counting  # type: ignore[method-assign]
+    for chunk in [*chunks, b""]:
+        assert deferring(chunk) == reading(chunk)
+    assert _outcome(deferring) == _outcome(reading)
+    assert fed < 8  # the pieces up to the template's second delta, and the last one

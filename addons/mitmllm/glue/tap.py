@@ -141,9 +141,53 @@ class Tap(StreamRecord):
             if batch and pipeline.skim(batch):  # steady deltas only: one match for them all
                 self._ahead -= len(batch)
             else:  # as they came: a chunk with another event is read as before
-                for piece in deferred:
-                    self._behind(pipeline.feed(piece))  # sent already
+                self._read_apart(deferred)
             self._clean = not pipeline.holds
+
+    def _read_apart(self, deferred: list[bytes]) -> None:
+        """The pieces of a batch that is not all steady deltas, one by one (sent already). A
+        batch's pieces but its last are often steady deltas (the end of the stream is in the
+        last), and so are those after the one its template was learned in (its start): those
+        runs are still read in one match. `skim` takes all or nothing and only what `feed`
+        would have taken, so what is read and found is the same."""
+        pipeline = self.pipeline
+        steady = pipeline.steady
+        if steady is None:
+            for piece in deferred:
+                self._behind(pipeline.feed(piece))
+            return
+        pieces = deferred if steady.prefix is None else self._skim_head(deferred)
+        i = 0
+        while i < len(pieces):
+            learned = steady.prefix is not None
+            self._behind(pipeline.feed(pieces[i]))
+            i += 1
+            if not learned and steady.prefix is not None:
+                # the template is new: what follows may fit it, all of it or all but its end
+                pieces = self._skim_head(pieces[i:])
+                i = 0
+
+    def _skim_head(self, pieces: list[bytes]) -> list[bytes]:
+        """Read the pieces that start `pieces` and are all steady deltas in one match (all of
+        them, or up to where the template's run ends); what is left to read one by one."""
+        if len(pieces) < 2:
+            return pieces
+        pipeline = self.pipeline
+        steady = pipeline.steady
+        assert steady is not None
+        joined = b"".join(pieces)
+        if pipeline.skim(joined):
+            self._ahead -= len(joined)
+            return []
+        run = steady.leading(pipeline.checker, joined)
+        cut = k = 0
+        while k < len(pieces) and cut + len(pieces[k]) <= run:
+            cut += len(pieces[k])
+            k += 1
+        if k >= 2 and pipeline.skim(joined[:cut]):
+            self._ahead -= cut
+            return pieces[k:]
+        return pieces
 
     def close(self) -> bytes:
         """End the stream early (the connection died): what the pipeline held, never sent."""

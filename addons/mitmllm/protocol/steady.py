@@ -760,6 +760,26 @@ class Steady:
         self.misses = 0
         return taken
 
+    def leading(self, checker: StreamChecker, data: bytes) -> int:
+        """How many bytes at the start of `data` are steady events one after the other, as
+        `whole` would take them (their counts the ones the validator wants next)."""
+        if self.prefix is None or self.pattern is None:
+            return 0
+        tiles = self.tiles
+        if tiles is not None:
+            m = tiles.match(data)
+            return m.end() if m is not None else 0
+        assert self.counted is not None
+        count = getattr(checker.validator, self.counted[1])
+        match = self.pattern.match
+        pos = k = 0
+        m = match(data)
+        while m is not None and m.group("count") == b"%d" % (count + k):
+            pos = m.end()
+            k += 1
+            m = match(data, pos)
+        return pos
+
     def _rewritten(self, texts: list[bytes]) -> bytes:
         """The steady events of `texts`, one after the other, as the client gets them: each
         out_prefix + text + out_suffix, in one join."""
