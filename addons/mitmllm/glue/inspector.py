@@ -303,7 +303,7 @@ class Inspector:
                     f"{KEEP_OPTION}={text!r}: {e}; use a size such as 8MiB, all, or auto"
                 ) from e
         if updated & BODY_READERS:
-            self.records = not self.keep_auto or bodies_read()
+            self.records = self._bodies_kept()
         if SPILL_OPTION in updated:
             folder = getattr(ctx.options, SPILL_OPTION).strip()
             self.spill_dir = Path(folder).expanduser() if folder else None
@@ -350,6 +350,10 @@ class Inspector:
             state.tap = Tap(Pipeline(checker, state.rewrites), t0, body=body)
         resp.stream = state.tap  # type: ignore[assignment]  # mitmproxy's stub lists no list
 
+    def _bodies_kept(self) -> bool:
+        """Do flows keep their streams: asked for with a size, or read by something?"""
+        return not self.keep_auto or bodies_read()
+
     def kept_body(self, flow: http.HTTPFlow) -> KeptBody:
         """What the flow will keep of its stream (see the options)."""
         folder = self.spill_dir
@@ -390,7 +394,7 @@ class Inspector:
     # --- the validation worker ---------------------------------------------------------------
 
     def running(self) -> None:
-        self.records = not self.keep_auto or bodies_read()
+        self.records = self._bodies_kept()
         if self.use_worker:
             self._start_worker()
 
