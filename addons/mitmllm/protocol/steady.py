@@ -865,7 +865,9 @@ class Steady:
         if texts:
             sink = validator.steady_sink()
             assert sink is not None
-            sink.extend(map(bytes.decode, texts))  # UTF-8
+            # One piece of the validator's text for all of them (it joins its pieces when it
+            # compares), decoded once: each text is whole UTF-8, so the joined bytes are too.
+            sink.append(texts[0].decode() if len(texts) == 1 else b"".join(texts).decode())
         for name in self.counters:
             setattr(validator, name, getattr(validator, name) + events)
 
