@@ -867,7 +867,7 @@ class Steady:
             assert sink is not None
             # One piece of the validator's text for all of them (it joins its pieces when it
             # compares), decoded once: each text is whole UTF-8, so the joined bytes are too.
-            sink.append(texts[0].decode() if len(texts) == 1 else b"".join(texts).decode())
+            sink.append(b"".join(texts).decode())  # (one text: the join is that text, no copy)
         for name in self.counters:
             setattr(validator, name, getattr(validator, name) + events)
 
