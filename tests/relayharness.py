@@ -140,11 +140,15 @@ def write_config(directory: Path, cfg: Mapping[str, Any], name: str = "mitmllm.y
 
 
 @contextlib.asynccontextmanager
-async def failover_proxy(config_path: Path, target: str, **opts: Any) -> AsyncIterator[Proxy]:
-    """mitmproxy with all of mitmllm's addons, in reverse mode in front of `target`."""
+async def failover_proxy(
+    config_path: Path, target: str, *, callbacks: bool = True, **opts: Any
+) -> AsyncIterator[Proxy]:
+    """mitmproxy with all of mitmllm's addons, in reverse mode in front of `target`; with
+    `callbacks` off, the relay reads committed streams in its task (`Relay.callbacks`)."""
     async with running_proxy(
         all_addons(), mode=f"reverse:{target}", mitmllm_config=str(config_path), **opts
     ) as proxy:
+        failover_of(proxy).relay.callbacks = callbacks
         try:
             yield proxy
         finally:
@@ -199,12 +203,13 @@ async def two_hops(
     fallback: str,
     *,
     formats: Sequence[str] = FORMATS,
+    callbacks: bool = True,
     **kw: Any,
 ) -> AsyncIterator[Proxy]:
     """The usual set-up: the client addresses `primary`; per format a route falls back to
     `fallback` (see `per_format`)."""
     cfg = per_format(primary, fallback, formats=formats, **kw)
-    async with failover_proxy(write_config(directory, cfg), primary) as proxy:
+    async with failover_proxy(write_config(directory, cfg), primary, callbacks=callbacks) as proxy:
         yield proxy
 
 

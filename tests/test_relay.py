@@ -24,7 +24,10 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from mitmllm.bench.corpus import LIFECYCLE_EVENTS
+from mitmllm.bench.corpus import proxy_events
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.pump import Pump
 from mitmllm.engine.relay import TOKEN_HEADER
 from mitmllm.engine.relay import Hop
 from mitmllm.engine.relay import Plan
@@ -55,9 +58,12 @@ from tests.relayharness import starts
 from tests.relayharness import until
 
 
-@pytest_asyncio.fixture
-async def relay() -> AsyncIterator[Relay]:
+@pytest_asyncio.fixture(params=[True, False], ids=["pumped", "awaited"])
+async def relay(request: pytest.FixtureRequest) -> AsyncIterator[Relay]:
+    """A started relay; each test runs with committed streams handed on from the upstream
+    connection's callbacks, and read in the request's task (`Relay.callbacks`)."""
     r = Relay(env={})
+    r.callbacks = request.param
     await r.start()
     try:
         yield r
@@ -154,6 +160,7 @@ async def test_pings_do_not_keep_a_dead_stream_alive(relay: Relay) -> None:
     (attempt,) = p.attempts
     assert attempt.outcome == "stall_after_commit" and p.outcome == "failed_after_commit"
     assert up.cancelled == 1, "the upstream connection was closed"
+    assert relay.pumped == relay.callbacks, "the stall was found by the pump's timer"
 
 
 async def test_comments_do_not_keep_a_dead_stream_alive(relay: Relay) -> None:
@@ -263,6 +270,7 @@ async def test_events_that_arrive_while_the_loop_is_busy_are_not_a_stall(relay: 
         raw = await send(relay, ANTHROPIC, token)
     assert raw.body == body
     assert p.attempts[0].outcome == "ok"
+    assert relay.pumped == relay.callbacks
 
 
 # --- origins --------------------------------------------------------------------------------------
@@ -344,12 +352,13 @@ NOISE = st.lists(
 
 
 async def _relay_garbage(
-    before: bytes, after: bytes, pieces: list[int], repair: bool
+    before: bytes, after: bytes, pieces: list[int], repair: bool, callbacks: bool
 ) -> tuple[Raw, bytes]:
     upstream = before + anthropic_started() + after
     cuts = sorted({p % max(1, len(upstream)) for p in pieces} | {0, len(upstream)})
     steps = [(0.0, upstream[a:b]) for a, b in itertools.pairwise(cuts) if b > a]
     relay = Relay(env={})
+    relay.callbacks = callbacks
     await relay.start()
     try:
         async with ScriptedUpstream(steps=steps) as up:
@@ -375,12 +384,12 @@ def passed_on(upstream: bytes, repair: bool) -> bytes:
     return out[: len(out) - len(pipeline.trailing)]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(NOISE, NOISE, st.lists(st.integers(0, 10_000), max_size=6), st.booleans())
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(NOISE, NOISE, st.lists(st.integers(0, 10_000), max_size=6), st.booleans(), st.booleans())
 def test_garbage_through_the_relay_never_raises_and_loses_no_byte(
-    before: bytes, after: bytes, pieces: list[int], repair: bool
+    before: bytes, after: bytes, pieces: list[int], repair: bool, callbacks: bool
 ) -> None:
-    raw, upstream = asyncio.run(_relay_garbage(before, after, pieces, repair))
+    raw, upstream = asyncio.run(_relay_garbage(before, after, pieces, repair, callbacks))
     if raw.status != 200:  # the garbage before the content made the attempt fail: an HTTP error
         assert raw.status in (502, 504) and raw.json()["type"] == "error"
         return
@@ -488,6 +497,7 @@ async def test_a_stream_that_cannot_be_translated_after_commit_ends_at_once(rela
     assert (attempt.outcome, attempt.committed) == ("untranslatable_after_commit", True)
     assert "XLT-4" in {f.rule for f in attempt.findings}
     assert p.outcome == "failed_after_commit"
+    assert relay.pumped == relay.callbacks, "the pump's sink stopped it"
 
 
 async def test_commit_waits_for_content_the_client_would_see(relay: Relay) -> None:
@@ -632,3 +642,67 @@ async def test_the_clients_key_never_goes_to_another_format(relay: Relay, own_ke
     assert "sk-client" not in repr(seen)
     assert seen.headers.get("authorization") == ("Bearer sk-chat-own" if own_key else None)
     assert orjson.loads(seen.body)["model"] == "up-model"
+
+
+# --- a client that is behind ----------------------------------------------------------------------
+
+
+async def read_behind(relay: Relay, token: str, ready: asyncio.Event) -> bytes:
+    """A raw client with a small receive buffer that reads nothing until `ready`, then the whole
+    response (the relay closes the connection after it); the chunked body, unframed."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", relay.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+    body = orjson.dumps(request_body(ANTHROPIC))
+    writer.write(
+        b"POST %b HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\n%b: %b\r\ncontent-length: %d\r\n\r\n%b"
+        % (request_path(ANTHROPIC).encode(), TOKEN_HEADER.encode(), token.encode(), len(body), body)
+    )
+    await ready.wait()
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
+    out = bytearray()
+    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+        out += await reader.readexactly(size)
+        await reader.readexactly(2)
+    writer.close()
+    return bytes(out)
+
+
+async def test_a_client_that_is_behind_holds_the_upstream_back_and_loses_nothing(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 24 MiB of 64 KiB text deltas, as fast as the upstream writes them, to a client that reads
+    # nothing until the relay has stopped reading its upstream (pumped) or a while (awaited).
+    events = proxy_events(384 + LIFECYCLE_EVENTS, text_bytes=64 * 1024)
+    held, resumed = asyncio.Event(), []
+    pause, resume = Pump.pause, Pump.resume
+
+    def pausing(self: Pump) -> None:
+        pause(self)
+        held.set()
+
+    def resuming(self: Pump) -> None:
+        resumed.append(self.paused)
+        resume(self)
+
+    monkeypatch.setattr(Pump, "pause", pausing)
+    monkeypatch.setattr(Pump, "resume", resuming)
+    async with ScriptedUpstream(steps=[(0.0, ev) for ev in events]) as up:
+        p = plan(ANTHROPIC, [up.url], idle=30.0, first_event=30.0)
+        ready = asyncio.Event()
+        client = asyncio.create_task(read_behind(relay, relay.issue(p), ready))
+        if relay.callbacks:
+            await asyncio.wait_for(held.wait(), 30)
+        else:  # aiohttp's writer holds the relay back by awaiting its drain
+            await until(lambda: bool(p.attempts) and p.attempts[0].committed, what="commit")
+        ready.set()
+        got = await asyncio.wait_for(client, 60)
+    assert got == b"".join(events), "every byte, in order, once"
+    assert p.attempts[0].outcome == "ok" and p.outcome == "ok"
+    if relay.callbacks:
+        assert True in resumed, "the upstream was read again once the client caught up"
+        assert relay.pumped == 1

@@ -32,6 +32,12 @@ Per attempt::
   is no stall (the event loop was busy, not the upstream). Keep-alives are written on event
   boundaries while the upstream is quiet, once headers are out (also while an upstream has not
   answered yet).
+* After commit the stream is handed on from the upstream connection's own callbacks
+  (`mitmllm.engine.pump`): each chunk goes through the pipeline and out to the client in the
+  callback that parsed it. The request's task wakes only for the timers (idle, total,
+  keep-alive), the end, a failure, and a client that is behind: then the upstream's reading is
+  paused until the client's buffer drains. Where aiohttp's reader cannot be hooked, the task
+  reads the rest itself, with the same outcomes (`Relay.callbacks` off does the same).
 * Client cancellation (mitmproxy closes the connection) stops the chain and closes the upstream
   at once, and is never counted as an upstream failure.
 * Credentials: each upstream authenticates with its own secret (from an environment variable).
@@ -75,6 +81,7 @@ from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
+from mitmllm.engine.pump import Pump
 from mitmllm.engine.report import Attempt
 from mitmllm.engine.report import Repair
 from mitmllm.protocol import translate as xlt
@@ -261,6 +268,10 @@ class Relay:
         self._insecure_session: aiohttp.ClientSession | None = None
         self.port = 0
         self.active = 0
+        #: Committed streams are handed on from the upstream connection's callbacks
+        #: (`mitmllm.engine.pump`); off, they are read chunk by chunk by the request's task.
+        self.callbacks = True
+        self.pumped = 0  # committed streams that were handed on from callbacks
 
     # --- lifecycle ---
 
@@ -766,6 +777,7 @@ class _Exchange:
         progress = 0
         last_event = clock()
         content = up.content
+        pumpable = self.relay.callbacks
         while True:
             now = clock()
             if committed or stages.started:
@@ -811,7 +823,136 @@ class _Exchange:
             if committed and stages.over:
                 # The client's stream has ended with its error event: nothing more can follow.
                 return await self._ended_in_error(attempt)
-        # upstream end of stream: the unterminated tail (if any) never reaches the client
+            if committed and pumpable:
+                if await self._pumped(up, hop, attempt, info, t0, deadline_total, last_event):
+                    return
+                pumpable = False  # read the rest here
+        await self._finish(up, hop, attempt, info, t0, committed)
+
+    async def _pumped(
+        self,
+        up: aiohttp.ClientResponse,
+        hop: Hop,
+        attempt: Attempt,
+        info: dict[str, Any],
+        t0: float,
+        deadline_total: float,
+        last_event: float,
+    ) -> bool:
+        """The rest of a committed stream, handed on from the upstream connection's callbacks
+        (`mitmllm.engine.pump`): each chunk goes through the stages and out to the client within
+        the callback. This task only wakes for the end, a failure, a stop, a timer (idle, total,
+        keep-alive) or a client that is behind. False if the body cannot be pumped: the caller
+        reads it the usual way, with the same outcomes."""
+        plan = self.plan
+        stages = self.stages
+        response = self.response
+        transport = self.request.transport
+        assert stages is not None and response is not None
+        if transport is None or transport.is_closing():
+            return False
+        await response.write(b"")  # the headers, if they still wait for a body
+        framed = response.headers.get("transfer-encoding", "").lower() == "chunked"
+        high = transport.get_write_buffer_limits()[1]
+        gate = stages.gate
+        clock = self.relay.clock
+        timeouts = plan.timeouts
+        progress = stages.progress
+
+        def sink(chunk: bytes) -> None:
+            nonlocal progress, last_event
+            stages.feed(chunk)
+            if stages.progress != progress:
+                progress = stages.progress
+                last_event = clock()
+            if gate.failed:  # the stream started over: end it, not a 2nd answer
+                pump.stop("restarted")
+                return
+            data = gate.take()
+            if data:
+                if transport.is_closing():
+                    raise ConnectionResetError("the client's connection is closed")
+                if not framed:
+                    transport.write(data)
+                elif len(data) < _JOIN_BELOW:
+                    transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+                else:  # a big event is not copied to frame it
+                    transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                self.last_write = clock()
+                if transport.get_write_buffer_size() > high:
+                    pump.pause()  # the client is behind: stop reading the upstream
+            if attempt.outcome == "pending" and stages.client_complete:
+                # The client has its terminal event: served, whatever the upstream does next.
+                attempt.outcome = plan.outcome = "ok"
+            if stages.over:  # the client's stream has ended with its error event
+                pump.stop("over")
+
+        connection = up.connection
+        pump = Pump(up.content, sink, connection.protocol if connection is not None else None)
+        if not pump.start():
+            return False
+        self.relay.pumped += 1
+        try:
+            while not pump.done:
+                if pump.paused:
+                    # The client is behind: the upstream waits for it (as a write waits for
+                    # aiohttp's drain in the task's way), and that time is not the upstream's.
+                    await self.request.writer.drain()
+                    last_event = max(last_event, clock())
+                    pump.resume()
+                    continue
+                deadline = min(last_event + timeouts.idle, deadline_total)
+                due = self._keepalive_due(plan.dialect)
+                wait = deadline - clock()
+                await pump.wait(wait if due is None else min(wait, due))
+                if pump.done or pump.paused:
+                    continue
+                deadline = min(last_event + timeouts.idle, deadline_total)  # events meanwhile
+                if clock() >= deadline - 1e-3:
+                    # Bytes that arrived while the event loop was busy elsewhere are no stall
+                    # (as in `_read`): give the loop its turns to read them, then judge.
+                    seen = progress
+                    for _ in range(2):
+                        await asyncio.sleep(0)
+                    if pump.done or progress != seen:
+                        continue
+                    await self._stall(hop, attempt, True, True, clock() - t0, last_event)
+                    return True
+                due = self._keepalive_due(plan.dialect)
+                if due is not None and due <= 0:
+                    await self._keep_alive(plan.dialect)
+        finally:
+            pump.close()
+        if pump.stopped == "error":
+            assert pump.error is not None
+            raise pump.error  # a fault of mitmllm's own, raised as the read would have
+        if pump.stopped == "restarted":
+            await self._restarted(hop, attempt)
+        elif pump.stopped == "over":
+            await self._ended_in_error(attempt)
+        elif pump.error is not None:
+            await self._end_with_error(
+                attempt, f"upstream connection failed mid-stream: {type(pump.error).__name__}"
+            )
+        else:
+            await self._finish(up, hop, attempt, info, t0, True)
+        return True
+
+    async def _finish(
+        self,
+        up: aiohttp.ClientResponse,
+        hop: Hop,
+        attempt: Attempt,
+        info: dict[str, Any],
+        t0: float,
+        committed: bool,
+    ) -> None:
+        """The upstream's body ended: the stream's last events, and the attempt's outcome."""
+        plan = self.plan
+        stages = self.stages
+        assert stages is not None
+        gate = stages.gate
+        # the unterminated tail (if any) never reaches the client
         stages.close()
         if stages.untranslatable is not None and not committed:
             raise _Fail("untranslatable", stages.untranslatable, up.status)
@@ -820,7 +961,6 @@ class _Exchange:
         if gate.failed:
             raise _Fail(gate.outcome or "empty", gate.reason or "", up.status)
         if not committed:  # the first content arrived in the final flush
-            committed = True
             await self._commit(up, hop, attempt, info, t0)
         await self._write(gate.take())
         if stages.over:
@@ -1158,6 +1298,11 @@ class _Translation:
     stream: ClientStream
     request: xlt.TranslatedRequest
     findings: Findings
+
+
+#: A chunk of the client's stream shorter than this is framed by copying it (cheaper than a
+#: write of three pieces); a longer one is written without a copy.
+_JOIN_BELOW = 2048
 
 
 def _client_error(fail: _Fail, client: Dialect, message: str) -> tuple[int, bytes]:

@@ -1,0 +1,197 @@
+"""A response body handed on from the upstream connection's own callbacks.
+
+The relay reads a committed stream for the rest of its life. Read the usual way, each chunk costs
+a task wake-up, a timeout scope and aiohttp's write path on the way out, which together cost
+about as much again as the loopback hop itself (README, figures). A `Pump` instead hands each
+chunk to a synchronous `sink` from inside aiohttp's parser callback, the moment the chunk is
+parsed; the sink runs the pipeline and writes to the client's transport. The relay's task only
+wakes for what is rare: the end of the body, a connection failure, the sink asking to stop, or
+a timer (idle, total, keep-alive, backpressure).
+
+How it hooks in: aiohttp's parser feeds the body to its `aiohttp.StreamReader` through
+`feed_data`, `feed_eof` and `set_exception`. `start()` switches the reader's class to a subclass
+that passes those on to the pump (the class has no room for an attribute, so a registry keyed by
+the reader's id finds its pump); `close()` switches it back. A reader of another class, or an
+aiohttp whose reader cannot be switched, is not pumped (`start()` returns False) and the relay
+reads it the usual way; tests run both ways.
+
+Promises:
+
+* Order: bytes reach the sink in the order they arrived, those buffered before `start()` first.
+* Nothing raises into aiohttp: an exception in the sink stops the pump and is kept in `error`
+  for the relay's task, which raises it as the read would have.
+* Backpressure: `pause()` stops reading the upstream (aiohttp's own flow control, which holds the
+  parser too) until `resume()`; nothing is buffered in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+#: Each hooked reader's pump, by the reader's id (the reader has `__slots__`, so no attribute).
+_PUMPS: dict[int, Pump] = {}
+
+
+class _Hooked(aiohttp.StreamReader):
+    """aiohttp's reader, with what its parser feeds it going to the reader's pump."""
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        if data:
+            _PUMPS[id(self)].data(data)
+        return False
+
+    def feed_eof(self) -> None:
+        aiohttp.StreamReader.feed_eof(self)  # its callbacks release the connection
+        _PUMPS[id(self)].end(None)
+
+    def set_exception(self, exc: BaseException, *args: Any) -> None:
+        aiohttp.StreamReader.set_exception(self, exc, *args)
+        _PUMPS[id(self)].end(exc)
+
+    # The reader keeps the offsets of HTTP chunks for `readchunk()`, and pauses the connection
+    # when too many wait unread. Nothing waits here.
+    def begin_http_chunk_receiving(self) -> None:
+        return None
+
+    def end_http_chunk_receiving(self) -> None:
+        return None
+
+
+class Pump:
+    """Hands each chunk of `reader`'s body to `sink(chunk)` as it arrives (see the module)."""
+
+    def __init__(
+        self,
+        reader: aiohttp.StreamReader,
+        sink: Callable[[bytes], None],
+        connection: Any = None,
+    ) -> None:
+        self.reader = reader
+        self.sink = sink
+        self.connection = connection  # the upstream connection's protocol, for backpressure
+        self.ended = False  # the body is over: its end (error None) or a failure (error set)
+        self.stopped: str | None = None  # why the sink stopped the pump
+        self.error: BaseException | None = None  # the connection's failure, or the sink's
+        self.paused = False
+        self._hooked = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Nothing more comes through: the body ended, failed, or the sink stopped it."""
+        return self.ended or self.stopped is not None
+
+    def start(self) -> bool:
+        """Hook into the reader; False (and nothing changed) if it cannot be. Bytes the reader
+        holds already go to the sink first."""
+        reader = self.reader
+        if not _switchable(reader) or reader.is_eof() or reader.exception() is not None:
+            return False
+        held: list[bytes] = []
+        try:
+            # Reading may resume a paused connection, whose parser then feeds the reader again.
+            while chunk := reader.read_nowait():
+                held.append(chunk)
+        except Exception:  # the connection failed meanwhile: what it sent before still counts
+            held.append(_rest(reader))
+        reader.__class__ = _Hooked
+        _PUMPS[id(reader)] = self
+        self._hooked = True
+        if held:
+            self.data(b"".join(held))
+        if reader.is_eof() or reader.exception() is not None:
+            self.end(reader.exception())
+        return True
+
+    def close(self) -> None:
+        """Unhook; the reader is aiohttp's own again. Safe to call more than once."""
+        if self._hooked:
+            self._hooked = False
+            self.reader.__class__ = aiohttp.StreamReader
+            del _PUMPS[id(self.reader)]
+        self._wake()
+
+    def stop(self, why: str) -> None:
+        """Called by the sink: nothing more goes to it; the relay's task wakes."""
+        if self.stopped is None:
+            self.stopped = why
+        self._wake()
+
+    def pause(self) -> None:
+        """Stop reading the upstream (the client is behind)."""
+        if not self.paused and self.connection is not None:
+            self.paused = True
+            self.connection.pause_reading()
+            self._wake()  # the relay's task waits for the client to catch up
+
+    def resume(self) -> None:
+        """Read the upstream again; what its parser held goes to the sink at once."""
+        if self.paused:
+            self.paused = False
+            if self.connection.transport is not None:
+                self.connection.resume_reading()
+
+    async def wait(self, timeout: float) -> None:
+        """Until the pump is done or `timeout` seconds passed."""
+        if self.done:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(max(timeout, 0.0), self._wake) if timeout < math.inf else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+
+    # --- from the reader ---
+
+    def data(self, chunk: bytes) -> None:
+        if self.done:
+            return  # the attempt is over: what the upstream still sends goes nowhere
+        try:
+            self.sink(chunk)
+        except Exception as e:  # never into aiohttp's parser: the relay's task raises it
+            self.error = e
+            self.stop("error")
+
+    def end(self, error: BaseException | None) -> None:
+        if not self.ended:
+            self.ended = True
+            if self.error is None:
+                self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _switchable(reader: aiohttp.StreamReader) -> bool:
+    """Whether `reader` is aiohttp's own and its class can be switched (an aiohttp whose reader
+    changed its layout cannot be)."""
+    if type(reader) is not aiohttp.StreamReader:
+        return False
+    try:
+        reader.__class__ = _Hooked
+    except TypeError:
+        return False
+    reader.__class__ = aiohttp.StreamReader
+    return True
+
+
+def _rest(reader: aiohttp.StreamReader) -> bytes:
+    """What a failed reader still holds (aiohttp raises the failure before handing it out)."""
+    try:
+        return reader._read_nowait(-1) if reader._buffer else b""
+    except Exception:
+        return b""
