@@ -706,3 +706,33 @@ async def test_a_client_that_is_behind_holds_the_upstream_back_and_loses_nothing
     if relay.callbacks:
         assert True in resumed, "the upstream was read again once the client caught up"
         assert relay.pumped == 1
+
+
+async def test_an_http_1_0_client_gets_the_stream_unframed(relay: Relay) -> None:
+    # No chunked encoding for HTTP/1.0: the relay writes the events as they are and closes.
+    body = healthy_stream(ANTHROPIC)
+    events = [ev.raw for ev in event_list(body)]
+    head = len(event_list(lifecycle_head(ANTHROPIC))) + 1  # up to the first content event
+    steps = [(0.0, b"".join(events[:head])), (0.05, b"".join(events[head:-1])), (0.05, events[-1])]
+    async with ScriptedUpstream(steps=steps) as up:
+        p = plan(ANTHROPIC, [up.url], idle=5.0, first_event=5.0)
+        token = relay.issue(p)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        request = orjson.dumps(request_body(ANTHROPIC))
+        writer.write(
+            b"POST %b HTTP/1.0\r\ncontent-type: application/json\r\n%b: %b\r\n"
+            b"content-length: %d\r\n\r\n%b"
+            % (
+                request_path(ANTHROPIC).encode(),
+                TOKEN_HEADER.encode(),
+                token.encode(),
+                len(request),
+                request,
+            )  # fmt: skip
+        )
+        response = await asyncio.wait_for(reader.read(), 30)  # to the close
+        writer.close()
+    status, _, got = response.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.0 200") and b"chunked" not in status.lower()
+    assert got == body
+    assert p.attempts[0].outcome == "ok"
