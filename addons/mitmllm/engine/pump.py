@@ -2,26 +2,30 @@
 
 The relay reads a committed stream for the rest of its life. Read the usual way, each chunk costs
 a task wake-up, a timeout scope and aiohttp's write path on the way out, which together cost
-about as much again as the loopback hop itself (README, figures). A `Pump` instead hands each
-chunk to a synchronous `sink` from inside aiohttp's parser callback, the moment the chunk is
-parsed; the sink runs the pipeline and writes to the client's transport. The relay's task only
-wakes for what is rare: the end of the body, a connection failure, the sink asking to stop, or
-a timer (idle, total, keep-alive, backpressure).
+about as much again as the loopback hop itself (README, figures). A `Pump` instead hands the
+body to a synchronous `sink` from the connection's own callbacks, as soon as a read of the
+socket is parsed; the sink runs the pipeline and writes to the client's transport. The relay's
+task only wakes for what is rare: the end of the body, a connection failure, the sink asking to
+stop, a client that is behind, or its timer (idle, total, keep-alive).
 
 How it hooks in: aiohttp's parser feeds the body to its `aiohttp.StreamReader` through
 `feed_data`, `feed_eof` and `set_exception`. `start()` switches the reader's class to a subclass
 that passes those on to the pump (the class has no room for an attribute, so a registry keyed by
 the reader's id finds its pump); `close()` switches it back. A reader of another class, or an
 aiohttp whose reader cannot be switched, is not pumped (`start()` returns False) and the relay
-reads it the usual way; tests run both ways.
+reads it the usual way; tests run both ways. The connection's `data_received` is wrapped too, so
+that the chunks one read of the socket holds reach the sink together once its parser is done: a
+fast upstream's read holds many, and the pipeline and the write to the client then run once for
+all of them. Without the wrapper (a loop that binds `data_received` early) each chunk goes on
+alone, with the same bytes.
 
 Promises:
 
 * Order: bytes reach the sink in the order they arrived, those buffered before `start()` first.
 * Nothing raises into aiohttp: an exception in the sink stops the pump and is kept in `error`
   for the relay's task, which raises it as the read would have.
-* Backpressure: `pause()` stops reading the upstream (aiohttp's own flow control, which holds the
-  parser too) until `resume()`; nothing is buffered in between.
+* Backpressure: `pause()` stops reading the upstream's socket until `resume()`; what the read
+  in progress holds still comes, nothing more is buffered.
 """
 
 from __future__ import annotations
@@ -82,6 +86,10 @@ class Pump:
         self.paused = False
         self._hooked = False
         self._waiter: asyncio.Future[None] | None = None
+        # What one read of the connection parses goes to the sink at once (see `_batch`).
+        self._received: Callable[[bytes], None] | None = None  # the connection's own
+        self._batching = False
+        self._pending: list[bytes] = []
 
     @property
     def done(self) -> bool:
@@ -104,6 +112,11 @@ class Pump:
         reader.__class__ = _Hooked
         _PUMPS[id(reader)] = self
         self._hooked = True
+        protocol = self.connection
+        own = getattr(protocol, "__dict__", None)
+        if own is not None and "data_received" not in own:
+            self._received = protocol.data_received
+            protocol.data_received = self._batch
         if held:
             self.data(b"".join(held))
         if reader.is_eof() or reader.exception() is not None:
@@ -116,6 +129,9 @@ class Pump:
             self._hooked = False
             self.reader.__class__ = aiohttp.StreamReader
             del _PUMPS[id(self.reader)]
+        if self._received is not None:
+            self._received = None
+            del self.connection.data_received  # the class's own again
         self._wake()
 
     def stop(self, why: str) -> None:
@@ -125,18 +141,22 @@ class Pump:
         self._wake()
 
     def pause(self) -> None:
-        """Stop reading the upstream (the client is behind)."""
-        if not self.paused and self.connection is not None:
+        """Stop reading the upstream (the client is behind). The socket's reading stops; what
+        the current read holds still comes (the sink may run after its parser is done, where
+        aiohttp's own pause, which holds the parser too, does not belong)."""
+        transport = self._transport()
+        if not self.paused and transport is not None:
             self.paused = True
-            self.connection.pause_reading()
+            transport.pause_reading()
             self._wake()  # the relay's task waits for the client to catch up
 
     def resume(self) -> None:
-        """Read the upstream again; what its parser held goes to the sink at once."""
+        """Read the upstream again."""
         if self.paused:
             self.paused = False
-            if self.connection.transport is not None:
-                self.connection.resume_reading()
+            transport = self._transport()
+            if transport is not None:
+                transport.resume_reading()
 
     async def wait(self, timeout: float) -> None:
         """Until the pump is done or `timeout` seconds passed."""
@@ -152,9 +172,35 @@ class Pump:
                 timer.cancel()
             self._waiter = None
 
-    # --- from the reader ---
+    # --- from the connection and the reader ---
+
+    def _batch(self, data: bytes) -> None:
+        """The connection's `data_received` while pumped: its parser hands each HTTP chunk of
+        the read to the reader, and the sink gets them all at once when it is done. A fast
+        upstream's read holds many chunks: one pass of the pipeline and one write for all of
+        them, as a task that reads what has come since it last ran gets them."""
+        self._batching = True
+        try:
+            assert self._received is not None
+            self._received(data)
+        finally:
+            self._batching = False
+            if self._pending:
+                self._flush()
 
     def data(self, chunk: bytes) -> None:
+        if self._batching:
+            self._pending.append(chunk)
+        else:  # fed outside a read (the connection's own `data_received` is not ours)
+            self._deliver(chunk)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        self._deliver(chunk)
+
+    def _deliver(self, chunk: bytes) -> None:
         if self.done:
             return  # the attempt is over: what the upstream still sends goes nowhere
         try:
@@ -164,11 +210,18 @@ class Pump:
             self.stop("error")
 
     def end(self, error: BaseException | None) -> None:
+        if self._pending:  # the end came within a read: its chunks first
+            self._flush()
         if not self.ended:
             self.ended = True
             if self.error is None:
                 self.error = error
         self._wake()
+
+    def _transport(self) -> Any:
+        protocol = self.connection
+        transport = protocol.transport if protocol is not None else None
+        return transport if transport is not None and not transport.is_closing() else None
 
     def _wake(self) -> None:
         waiter = self._waiter
