@@ -156,6 +156,11 @@ def test_the_shortcut_changes_no_finding_no_count_and_no_byte(data: st.DataObjec
     assert full[0] == b"".join(pieces)  # nothing rewritten: the bytes pass as they came
 
 
+def _where(last: Any) -> tuple[int, int] | None:
+    """The index and offset of an event, or of the `At` that stands for one."""
+    return None if last is None else (last.index, last.offset)
+
+
 @settings(
     max_examples=300,
     deadline=None,
@@ -583,7 +588,8 @@ def gated(fmt: str, chunks: list[bytes], *, shortcut: bool) -> tuple[Any, ...]:
             gate.close()
         else:
             pipeline.feed(chunk)
-        seen.append((gate.take(), gate.verdict, gate.outcome, gate.progress, gate.events))
+        where = _where(repairer._last)  # where a repair would default to, after each chunk
+        seen.append((gate.take(), gate.verdict, gate.outcome, gate.progress, gate.events, where))
     return (
         seen,
         StreamResult.of(upstream),

@@ -385,6 +385,13 @@ class Pipeline:
         ):
             index, offset = decoder.index, decoder.offset
             try:
+                # the common chunk, whole steady deltas: one match (`Steady.whole`), and the
+                # last one starts with the template's prefix (the texts hold no quote)
+                whole = gated.whole(self.upstream, chunk) if gated.tiles is not None else 0
+                if whole:
+                    last = 0 if whole == 1 else chunk.rfind(gated.prefix)
+                    self._passed(At(index + whole - 1, offset + last), whole, chunk)
+                    return chunk
                 n = gated.take(self.upstream, chunk, [], hold=False)
                 if n:
                     k = decoder.index - index
