@@ -55,6 +55,7 @@ from mitmllm.bench.proxy import RESTAMP
 from mitmllm.bench.proxy import TAP
 from mitmllm.bench.proxy import WORKER
 from mitmllm.bench.proxy import EventCounter
+from mitmllm.bench.proxy import Marker
 from mitmllm.bench.proxy import Measured
 from mitmllm.bench.proxy import Process
 from mitmllm.bench.proxy import ProxySizes
@@ -691,3 +692,17 @@ def test_tree_cpu_seconds_count_the_children_of_a_process() -> None:
         parent.wait(30)
     # the child's spinning shows in the tree, though the parent only waits
     assert seen >= 0.15
+
+
+@given(st.lists(st.integers(0, 40), max_size=4), st.booleans())
+def test_the_restamp_check_finds_the_model_wherever_the_reads_cut_it(
+    cuts: list[int], there: bool
+) -> None:
+    # A model value that two reads (or more) cut used to go unseen: a restamp that worked was
+    # reported as failed.
+    body = b'data: {"model":"' + (b"bench-alias" if there else b"bench-other") + b'","x":1}\n\n'
+    marker = Marker(b"bench-alias")
+    points = sorted({0, len(body), *(c % len(body) for c in cuts)})
+    for a, b in pairwise(points):
+        marker.feed(body[a:b])
+    assert marker.found is there

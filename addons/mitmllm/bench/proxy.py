@@ -562,8 +562,7 @@ async def fetch(
         headers[PROFILE_HEADER] = profile
     url = f"http://127.0.0.1:{port}{path}"
     counter = EventCounter(crlf=fmt == GEMINI)
-    marker = model.encode() if model else None
-    model_seen = False
+    seen_model = Marker(model.encode()) if model else None
     first: float | None = None
     t0 = time.perf_counter()
     async with client.post(url, data=body, headers=headers) as resp:
@@ -574,14 +573,31 @@ async def fetch(
             if first is None:
                 first = time.perf_counter()
             counter.feed(chunk)
-            if marker is not None and not model_seen:
-                model_seen = marker in chunk
+            if seen_model is not None:
+                seen_model.feed(chunk)
         end = time.perf_counter()
         seen = resp.headers.get(HEADER_ACCEPT_ENCODING, "")
         served_by = resp.headers.get(UPSTREAM_HEADER)
     if first is None:
         raise BenchError(f"{url} sent an empty body")
+    model_seen = seen_model is not None and seen_model.found
     return Stream(first - t0, end - t0, counter.count, seen, served_by, model_seen)
+
+
+class Marker:
+    """Whether `marker` occurs in a body read in pieces: it may straddle two reads, or more."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.found = False
+        self._tail = b""  # the last len(marker) - 1 bytes read
+
+    def feed(self, chunk: bytes) -> None:
+        if self.found:
+            return
+        keep = len(self.marker) - 1
+        self.found = self.marker in self._tail + chunk[:keep] or self.marker in chunk
+        self._tail = (self._tail + chunk[-keep:])[-keep:] if keep else b""
 
 
 def http_client() -> aiohttp.ClientSession:
