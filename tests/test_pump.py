@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from mitmllm.engine import pump
 from mitmllm.engine.pump import Pump
 from tests.relayharness import until
 
@@ -273,3 +274,20 @@ async def test_the_chunks_of_one_read_reach_the_sink_together(
         assert own == (not wrapped), "after close, the connection's own again"
     # one read of the socket (one send on loopback): one piece for the sink, or one per chunk
     assert got == ([b"".join(chunks)] if wrapped else chunks)
+
+
+def test_this_aiohttp_is_one_the_pump_was_verified_with() -> None:
+    # The suite proves the hook on the aiohttp it runs with; a version it does not know is read
+    # the usual way (`Relay.callbacks` off shows that way works).
+    assert pump.AVAILABLE, f"aiohttp {aiohttp.__version__} is not in pump.VERIFIED"
+
+
+async def test_an_aiohttp_not_verified_is_read_the_usual_way(
+    feeder: Feeder, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pump, "AVAILABLE", False)
+    feeder.push(b"as it was", None)
+    async with http.get(feeder.url) as resp:
+        got: list[bytes] = []
+        assert not Pump(resp.content, got.append).start()
+        assert await resp.read() == b"as it was" and got == []

@@ -11,13 +11,13 @@ stop, a client that is behind, or its timer (idle, total, keep-alive).
 How it hooks in: aiohttp's parser feeds the body to its `aiohttp.StreamReader` through
 `feed_data`, `feed_eof` and `set_exception`. `start()` switches the reader's class to a subclass
 that passes those on to the pump (the class has no room for an attribute, so a registry keyed by
-the reader's id finds its pump); `close()` switches it back. A reader of another class, or an
-aiohttp whose reader cannot be switched, is not pumped (`start()` returns False) and the relay
-reads it the usual way; tests run both ways. The connection's `data_received` is wrapped too, so
-that the chunks one read of the socket holds reach the sink together once its parser is done: a
-fast upstream's read holds many, and the pipeline and the write to the client then run once for
-all of them. Without the wrapper (a loop that binds `data_received` early) each chunk goes on
-alone, with the same bytes.
+the reader's id finds its pump); `close()` switches it back. A reader of another class, or of an
+aiohttp whose reader cannot be switched or whose version was not verified (`VERIFIED`), is not
+pumped (`start()` returns False) and the relay reads it the usual way; tests run both ways. The
+connection's `data_received` is wrapped too, so that the chunks one read of the socket holds
+reach the sink together once its parser is done: a fast upstream's read holds many, and the
+pipeline and the write to the client then run once for all of them. Without the wrapper (a loop
+that binds `data_received` early) each chunk goes on alone, with the same bytes.
 
 Promises:
 
@@ -39,6 +39,22 @@ import aiohttp
 
 #: Each hooked reader's pump, by the reader's id (the reader has `__slots__`, so no attribute).
 _PUMPS: dict[int, Pump] = {}
+
+#: aiohttp's minor versions whose parser and reader were verified to work as the hook expects
+#: (tests/test_pump.py). Another version is read the usual way: slower, never wrong, where a
+#: parser that fed its reader some other way would leave the pumped stream waiting.
+VERIFIED = frozenset({(3, 14)})
+
+
+def _minor(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return ()
+
+
+#: Whether this aiohttp is one the pump hooks into.
+AVAILABLE = _minor(aiohttp.__version__) in VERIFIED
 
 
 class _Hooked(aiohttp.StreamReader):
@@ -230,9 +246,9 @@ class Pump:
 
 
 def _switchable(reader: aiohttp.StreamReader) -> bool:
-    """Whether `reader` is aiohttp's own and its class can be switched (an aiohttp whose reader
-    changed its layout cannot be)."""
-    if type(reader) is not aiohttp.StreamReader:
+    """Whether `reader` is aiohttp's own, of a verified version, and its class can be switched
+    (an aiohttp whose reader changed its layout cannot be)."""
+    if not AVAILABLE or type(reader) is not aiohttp.StreamReader:
         return False
     try:
         reader.__class__ = _Hooked
