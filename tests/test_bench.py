@@ -245,6 +245,7 @@ def test_quick_run_prints_every_section(tmp_path, capsys) -> None:  # type: igno
     for section in SECTIONS:
         assert f"\n== {section}" in out
     assert out.rindex("== summary") > max(out.index(f"\n== {s}") for s in SECTIONS)
+    assert "CPU per event of each load (µs): " in out, "each setup loaded twice, as listed"
     data = orjson.loads(out_json.read_bytes())
     assert data["machine"]["mitmproxy"] and data["machine"]["cores"]
     assert {f["section"] for f in data["figures"]} == set(SECTIONS)
@@ -706,3 +707,19 @@ def test_the_restamp_check_finds_the_model_wherever_the_reads_cut_it(
     for a, b in pairwise(points):
         marker.feed(body[a:b])
     assert marker.found is there
+
+
+def _loaded(cpu_seconds: float | None) -> concurrency.Loaded:
+    run = PacedRun(streams=[PacedStream(events=1000)], rate=20.0)
+    endpoint = concurrency.Endpoint("x", 1, 2)
+    return concurrency.Loaded(endpoint, run, cpu_seconds=cpu_seconds)
+
+
+def test_the_concurrency_figures_come_from_each_setups_median_load() -> None:
+    odd = [_loaded(c) for c in (0.3, 0.1, 0.2)]
+    assert concurrency.median_load(odd) is odd[2], "0.2 s: the middle one"
+    even = [_loaded(c) for c in (0.4, 0.1, 0.3, 0.2)]
+    assert concurrency.median_load(even) is even[3], "the lower middle one"
+    unmeasured = [_loaded(None), _loaded(None)]
+    assert concurrency.median_load(unmeasured) is unmeasured[0]
+    assert concurrency.median_load([_loaded(None), odd[1]]) is odd[1]

@@ -56,7 +56,7 @@ DEFAULT = Sizes(
         latency_rate=500,
     ),
     # The load: 100 conversations at 20 tokens/s, 10 s each, opened over a second.
-    concurrency=ConcurrencySizes(streams=100, events=206, rate=20, ramp=1.0, settle=1.0),
+    concurrency=ConcurrencySizes(streams=100, events=206, rate=20, ramp=1.0, settle=1.0, reps=3),
     memory=memory.MemorySizes(mib=256),
     soak=soak.SoakSizes(streams=100, seed=1),
 )
@@ -74,7 +74,7 @@ QUICK = Sizes(
         stream_events=100,
         big_bytes=2 * MiB,
     ),
-    concurrency=ConcurrencySizes(streams=40, events=26, rate=20, ramp=0.2, settle=0.2),
+    concurrency=ConcurrencySizes(streams=40, events=26, rate=20, ramp=0.2, settle=0.2, reps=2),
     memory=memory.MemorySizes(mib=4),
     soak=soak.SoakSizes(streams=30, seed=1),
 )

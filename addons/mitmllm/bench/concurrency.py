@@ -60,6 +60,9 @@ class ConcurrencySizes:
     rate: float  # deltas per second and stream
     ramp: float  # seconds over which the streams start
     settle: float  # seconds after the last start before the steady state begins
+    #: loads of each setup, in rotating order; the figures are each setup's median run (by CPU
+    #: per event), since one run's CPU per event moves by a fifth on a busy two-core machine
+    reps: int = 1
 
     @property
     def deltas(self) -> int:
@@ -287,6 +290,34 @@ def describe(report: Report, sizes: ConcurrencySizes) -> None:
         "  latency: per delta after each stream's first, client receive - upstream send (one "
         "monotonic clock); added = a proxy's percentile - the run's without a proxy"
     )
+    if sizes.reps > 1:
+        report.print(
+            f"  {sizes.reps} loads of each setup, setups in rotating order; the figures are each "
+            "setup's median load by CPU per event"
+        )
+
+
+def median_load(loads: Sequence[Loaded]) -> Loaded:
+    """The load whose CPU per event is the median of `loads` (the lower one of an even count;
+    the first when none was measured): its figures all come from one run."""
+    measured = sorted((x for x in loads if x.cpu_per_event is not None), key=_cpu)
+    if not measured:
+        return loads[0]
+    return measured[(len(measured) - 1) // 2]
+
+
+def _cpu(x: Loaded) -> float:
+    return x.cpu_per_event or 0.0
+
+
+def cpu_line(loads: dict[str, list[Loaded]]) -> str:
+    """Each setup's CPU per event in every load, in µs: how much one run moves."""
+    parts = []
+    for name, runs in loads.items():
+        values = [f"{x.cpu_per_event:.0f}" for x in runs if x.cpu_per_event is not None]
+        if values:
+            parts.append(f"{name} {', '.join(values)}")
+    return "  CPU per event of each load (µs): " + "; ".join(parts)
 
 
 def figures(

@@ -1122,27 +1122,31 @@ async def _throughput(
 async def _concurrency(
     report: Report, procs: Processes, running: Running, sizes: ProxySizes, load: ConcurrencySizes
 ) -> None:
-    loaded = []
-    for s in running.setups:
-        proc = running.proxies.get(s.name)
-        endpoint = Endpoint(
-            s.name,
-            running.port(s),
-            running.pid(s),
-            s.description,
-            proc.full_collections if proc is not None else None,
-        )
-        # A session per setup: its connections close before the next setup is loaded.
-        async with http_client() as client:
-            await paced(client, running, s, PACED_WARMUP_EVENTS, load.rate)
-            loaded.append(
-                await concurrency.load(
-                    client,
-                    endpoint,
-                    load,
-                    check=functools.partial(check, s, expected=expected_events(load.events)),
-                )
+    loads: dict[str, list[concurrency.Loaded]] = {s.name: [] for s in running.setups}
+    for rep in range(load.reps):
+        for s in rotated(list(running.setups), rep):
+            proc = running.proxies.get(s.name)
+            endpoint = Endpoint(
+                s.name,
+                running.port(s),
+                running.pid(s),
+                s.description,
+                proc.full_collections if proc is not None else None,
             )
+            # A session per setup: its connections close before the next setup is loaded.
+            async with http_client() as client:
+                await paced(client, running, s, PACED_WARMUP_EVENTS, load.rate)
+                loads[s.name].append(
+                    await concurrency.load(
+                        client,
+                        endpoint,
+                        load,
+                        check=functools.partial(check, s, expected=expected_events(load.events)),
+                    )
+                )
+    if load.reps > 1:
+        report.print(concurrency.cpu_line(loads))
+    loaded = [concurrency.median_load(runs) for runs in loads.values()]
     missed = concurrency.figures(report, loaded, load, baseline=DIRECT, targeted=RELAY, plain=PLAIN)
     relay = running.setup(RELAY)
     if missed and relay is not None:
