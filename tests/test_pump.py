@@ -28,6 +28,10 @@ class Frames(list[bytes]):
     """Pushed: HTTP chunks the server sends in one write (so the client reads them at once)."""
 
 
+class Last(bytes):
+    """Pushed: the body's last chunk and its end, in one write."""
+
+
 class Feeder:
     """A loopback server answering each request with a chunked body of what the test pushes
     (`None` ends it, `CUT` drops the connection)."""
@@ -65,6 +69,9 @@ class Feeder:
             if item is CUT:
                 assert request.transport is not None
                 request.transport.abort()
+                return resp
+            if isinstance(item, Last):
+                await resp.write_eof(bytes(item))
                 return resp
             if isinstance(item, Frames):
                 await resp.write(b"")  # the headers
@@ -291,3 +298,33 @@ async def test_an_aiohttp_not_verified_is_read_the_usual_way(
         got: list[bytes] = []
         assert not Pump(resp.content, got.append).start()
         assert await resp.read() == b"as it was" and got == []
+
+
+async def test_a_pause_at_the_bodys_end_leaves_the_connection_fit_for_the_next_request(
+    feeder: Feeder, http: aiohttp.ClientSession
+) -> None:
+    # The last chunk and the end come in one read; the sink pauses the socket on that chunk
+    # (its client is behind) just as the connection goes back to the pool.
+    feeder.push(b"first")
+    got: list[bytes] = []
+
+    def sink(chunk: bytes) -> None:
+        got.append(chunk)
+        if b"last" in chunk:
+            pump.pause()
+
+    async with http.get(feeder.url) as resp:
+        await arrived(resp, 5)
+        assert resp.connection is not None
+        protocol = resp.connection.protocol
+        pump = Pump(resp.content, sink, protocol)
+        assert pump.start()
+        feeder.push(Last(b"last"))
+        await pump.wait(10)
+        pump.close()
+    assert pump.ended and pump.error is None and b"".join(got) == b"firstlast"
+    assert protocol is not None and protocol.transport is not None
+    assert protocol.transport.is_reading(), "back in the pool, the socket is read again"
+    feeder.push(b"again", None)
+    async with http.get(feeder.url) as again:  # on the pooled connection
+        assert await asyncio.wait_for(again.read(), 10) == b"again"

@@ -68,12 +68,16 @@ class _Hooked(aiohttp.StreamReader):
         return False
 
     def feed_eof(self) -> None:
-        aiohttp.StreamReader.feed_eof(self)  # its callbacks release the connection
-        _PUMPS[id(self)].end(None)
+        pump = _PUMPS[id(self)]
+        pump.flush()  # the read's chunks before its end (the sink may pause the socket)
+        aiohttp.StreamReader.feed_eof(self)  # resumes the socket; releases the connection
+        pump.end(None)
 
     def set_exception(self, exc: BaseException, *args: Any) -> None:
+        pump = _PUMPS[id(self)]
+        pump.flush()
         aiohttp.StreamReader.set_exception(self, exc, *args)
-        _PUMPS[id(self)].end(exc)
+        pump.end(exc)
 
     # The reader keeps the offsets of HTTP chunks for `readchunk()`, and pauses the connection
     # when too many wait unread. Nothing waits here.
@@ -148,6 +152,8 @@ class Pump:
         if self._received is not None:
             self._received = None
             del self.connection.data_received  # the class's own again
+        if self.paused:  # a connection that goes back to the pool must be read again
+            self.resume()
         self._wake()
 
     def stop(self, why: str) -> None:
@@ -201,8 +207,7 @@ class Pump:
             self._received(data)
         finally:
             self._batching = False
-            if self._pending:
-                self._flush()
+            self.flush()
 
     def data(self, chunk: bytes) -> None:
         if self._batching:
@@ -210,11 +215,13 @@ class Pump:
         else:  # fed outside a read (the connection's own `data_received` is not ours)
             self._deliver(chunk)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """What the read so far parsed goes to the sink."""
         pending = self._pending
-        chunk = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self._deliver(chunk)
+        if pending:
+            chunk = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._deliver(chunk)
 
     def _deliver(self, chunk: bytes) -> None:
         if self.done:
@@ -226,8 +233,7 @@ class Pump:
             self.stop("error")
 
     def end(self, error: BaseException | None) -> None:
-        if self._pending:  # the end came within a read: its chunks first
-            self._flush()
+        self.flush()  # the end came within a read: its chunks first
         if not self.ended:
             self.ended = True
             if self.error is None:
