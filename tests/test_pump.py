@@ -101,9 +101,13 @@ async def arrived(resp: aiohttp.ClientResponse, n: int) -> None:
     await until(lambda: resp.content.total_bytes >= n, timeout=10, what=f"{n} bytes in")
 
 
-def pump_of(resp: aiohttp.ClientResponse, got: list[bytes]) -> Pump:
+def started(resp: aiohttp.ClientResponse) -> tuple[Pump, list[bytes]]:
+    """A pump on `resp`'s body, started, and the list its sink fills."""
     assert resp.connection is not None
-    return Pump(resp.content, got.append, resp.connection.protocol)
+    got: list[bytes] = []
+    pump = Pump(resp.content, got.append, resp.connection.protocol)
+    assert pump.start()
+    return pump, got
 
 
 async def test_every_byte_reaches_the_sink_in_order_held_ones_first(
@@ -112,9 +116,7 @@ async def test_every_byte_reaches_the_sink_in_order_held_ones_first(
     feeder.push(b"one ", b"two ")
     async with http.get(feeder.url) as resp:
         await arrived(resp, 8)  # these wait in aiohttp's buffer when the pump starts
-        got: list[bytes] = []
-        pump = pump_of(resp, got)
-        assert pump.start()
+        pump, got = started(resp)
         assert b"".join(got) == b"one two ", "the held bytes, at once"
         feeder.push(b"three ", b"four", None)
         await pump.wait(10)
@@ -131,9 +133,7 @@ async def test_a_connection_cut_mid_body_ends_the_pump_with_the_failure(
     feeder.push(b"first")
     async with http.get(feeder.url) as resp:
         await arrived(resp, 5)
-        got: list[bytes] = []
-        pump = pump_of(resp, got)
-        assert pump.start()
+        pump, got = started(resp)
         feeder.push(b"second", CUT)
         await pump.wait(10)
         pump.close()
@@ -168,9 +168,7 @@ async def test_pause_stops_reading_the_upstream_and_resume_loses_nothing(
     feeder: Feeder, http: aiohttp.ClientSession
 ) -> None:
     async with http.get(feeder.url) as resp:
-        got: list[bytes] = []
-        pump = pump_of(resp, got)
-        assert pump.start()
+        pump, got = started(resp)
         transport = resp.connection.transport if resp.connection else None
         assert transport is not None
         waiting = asyncio.create_task(pump.wait(60))
@@ -212,9 +210,7 @@ async def test_after_close_the_reader_buffers_as_before(
     feeder: Feeder, http: aiohttp.ClientSession
 ) -> None:
     async with http.get(feeder.url) as resp:
-        got: list[bytes] = []
-        pump = pump_of(resp, got)
-        assert pump.start()
+        pump, got = started(resp)
         feeder.push(b"pumped")
         await until(lambda: got == [b"pumped"], what="the pumped chunk")
         pump.close()
@@ -226,8 +222,7 @@ async def test_wait_returns_when_its_time_is_up(
     feeder: Feeder, http: aiohttp.ClientSession
 ) -> None:
     async with http.get(feeder.url) as resp:
-        pump = pump_of(resp, [])
-        assert pump.start()
+        pump, _ = started(resp)
         await pump.wait(0.01)  # nothing came: the caller's timer
         assert not pump.done
         pump.stop("enough")
@@ -252,9 +247,7 @@ async def test_chunking_does_not_change_what_the_sink_gets(
     body = bytes(range(256)) * 40
     step = -(-len(body) // pieces)
     async with http.get(feeder.url) as resp:
-        got: list[bytes] = []
-        pump = pump_of(resp, got)
-        assert pump.start()
+        pump, got = started(resp)
         feeder.push(*(body[i : i + step] for i in range(0, len(body), step)), None)
         await pump.wait(10)
         pump.close()
