@@ -31,11 +31,14 @@ Promises:
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+
+logger = logging.getLogger(__name__)
 
 #: Each hooked reader's pump, by the reader's id (the reader has `__slots__`, so no attribute).
 _PUMPS: dict[int, Pump] = {}
@@ -128,7 +131,7 @@ class Pump:
             while chunk := reader.read_nowait():
                 held.append(chunk)
         except Exception:  # the connection failed meanwhile: what it sent before still counts
-            held.append(_rest(reader))
+            held.append(unread(reader))
         reader.__class__ = _Hooked
         _PUMPS[id(reader)] = self
         self._hooked = True
@@ -264,9 +267,13 @@ def _switchable(reader: aiohttp.StreamReader) -> bool:
     return True
 
 
-def _rest(reader: aiohttp.StreamReader) -> bytes:
-    """What a failed reader still holds (aiohttp raises the failure before handing it out)."""
+def unread(reader: aiohttp.StreamReader) -> bytes:
+    """Bytes that arrived before the connection failed. aiohttp raises the failure on the next
+    read even while they wait in its buffer, but a stream cut after its content must still pass
+    that content on, whenever it was got round to."""
     try:
-        return reader._read_nowait(-1) if reader._buffer else b""
-    except Exception:
-        return b""
+        if reader._buffer:
+            return reader._read_nowait(-1)
+    except Exception:  # aiohttp's internals moved: the failure is raised as it is
+        logger.debug("could not read the bytes before a connection failure", exc_info=True)
+    return b""

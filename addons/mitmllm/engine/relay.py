@@ -82,6 +82,7 @@ from aiohttp import web
 from mitmllm.engine.breaker import retry_after as parse_retry_after
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.pump import Pump
+from mitmllm.engine.pump import unread
 from mitmllm.engine.report import Attempt
 from mitmllm.engine.report import Repair
 from mitmllm.protocol import translate as xlt
@@ -862,8 +863,9 @@ class _Exchange:
         def sink(chunk: bytes) -> None:
             nonlocal progress, last_event
             stages.feed(chunk)
-            if stages.progress != progress:
-                progress = stages.progress
+            count = stages.progress
+            if count != progress:
+                progress = count
                 last_event = clock()
             if gate.failed:  # the stream started over: end it, not a 2nd answer
                 pump.stop("restarted")
@@ -1336,22 +1338,10 @@ async def _read(content: aiohttp.StreamReader, wait: float) -> bytes | None:
             return b""
         return content.read_nowait() or None
     except aiohttp.ClientPayloadError:
-        rest = _received(content)
+        rest = unread(content)
         if rest:
             return rest  # the failure is raised again by the next read
         raise
-
-
-def _received(content: aiohttp.StreamReader) -> bytes:
-    """Bytes that arrived before the connection failed. aiohttp raises the failure on the next
-    read even while they wait in its buffer, but a stream cut after its content must still
-    commit and pass that content on, whenever the relay got round to reading it."""
-    try:
-        if content._buffer:
-            return content._read_nowait(-1)
-    except Exception:  # aiohttp's internals moved: the failure is raised as it is
-        logger.debug("could not read the bytes before a connection failure", exc_info=True)
-    return b""
 
 
 async def _read_some(up: aiohttp.ClientResponse, limit: int, timeout: float) -> bytes:
