@@ -220,44 +220,49 @@ class Tap(StreamRecord):
     def __call__(self, chunk: bytes) -> list[bytes]:
         deferred = False  # the chunk is in `_deferred`, or recorded with it
         try:
-            now = self.clock()
             if chunk:
-                # `_arrived` and `_emitted` inline: this runs once per chunk in the proxy core
+                # `_arrived` and `_emitted` inline: this runs once per chunk in the proxy core,
+                # and reads the clock only for what it records (timings, the first byte out)
                 self.chunk_count += 1
                 if not self.timing_cut:
                     offsets = self._offsets
                     if len(offsets) < MAX_TIMINGS and not self.body.over:
                         offsets.append(self.received)
-                        self._times.append(now)
+                        self._times.append(self.clock())
                     else:
                         self._drop_timings()
-                self.received += len(chunk)
+                size = len(chunk)
+                self.received += size
                 if self.defers and self._clean and chunk.endswith(WHOLE_EVENTS):
                     # whole events while the pipeline holds nothing: on they go (see above),
                     # recorded with the batch the pipeline reads them in
                     self._deferred.append(chunk)
                     deferred = True
-                    self._ahead += len(chunk)
-                    self._deferred_size += len(chunk)
+                    self._ahead += size
+                    self._deferred_size += size
                     if self._first_out is None:
-                        self._first_out = now
+                        self._first_out = self.clock()
                     if self._deferred_size >= self.defer_bytes:
                         self.settle()
                     return [chunk]
-                else:
+                if self._deferred:
                     self.settle()
-                    out = self._behind(self.pipeline.feed(chunk))
-                    self._clean = not self.pipeline.holds
+                pipeline = self.pipeline
+                out = pipeline.feed(chunk)
+                if self._ahead:
+                    out = self._behind(out)
+                if self.defers:  # only a deferring tap asks whether the next chunk starts clean
+                    self._clean = not pipeline.holds
                 if not out:
                     return []
                 if self._first_out is None:
-                    self._first_out = now
+                    self._first_out = self.clock()
                 self.body.append(out)
                 return [out]
             self.finished = True
             self.settle()
             out = self._behind(self.pipeline.close())
-            return self._emitted(out, now) if out else []
+            return self._emitted(out, self.clock()) if out else []
         except Exception:  # the pipeline never raises; this is the last line of defence
             logger.exception("mitmllm tap failed; passing the chunk through")
             self.pipeline.failed = True

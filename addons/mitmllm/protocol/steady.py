@@ -718,10 +718,10 @@ class Steady:
             # tile it: the events, each rewritten to out_prefix + text + out_suffix
             found = self.pattern.findall(chunk)
             taken = len(found)
-            if (
-                not taken
-                or taken * (len(self.prefix) + len(self.suffix)) + sum(map(len, found)) != n
-            ):
+            if not taken:
+                return 0
+            texts_size = len(found[0]) if taken == 1 else sum(map(len, found))
+            if taken * (self.least - 1) + texts_size != n:  # least - 1: prefix and suffix
                 return 0
             self.whole_out = self._rewritten(found)
             texts = found
