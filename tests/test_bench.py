@@ -5,6 +5,7 @@ measures latency, memory and garbage collections as it says, and ``python -m mit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import os
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from mitmllm.bench import SECTIONS
 from mitmllm.bench import concurrency
+from mitmllm.bench import cores
 from mitmllm.bench.__main__ import main
 from mitmllm.bench.__main__ import parse_args
 from mitmllm.bench.corpus import CALLS
@@ -667,6 +669,81 @@ def test_sizes_figures_give_the_cpu_each_kib_adds() -> None:
     big = figures["64 KiB events: tap / plain, CPU per event"]
     assert big.value == pytest.approx(1.2) and big.met is True
     assert worst is None
+
+
+def test_a_ratio_is_the_median_of_each_repetitions_ratio_not_a_ratio_of_medians() -> None:
+    # Each repetition runs both setups back to back: the machine drifted (the third repetition
+    # ran everything twice as slow), and the tap cost 1.2x plain in every repetition.
+    m = Measured([Setup(PLAIN, ()), Setup(TAP, ())])
+    label = "row"
+    plain_us, tap_us = [10.0, 11.0, 20.0], [12.0, 13.2, 24.0]
+    m.runs[(label, PLAIN)] = [Run(1000, 1000 / (1e6 / us), us * 1000 / 1e6) for us in plain_us]
+    m.runs[(label, TAP)] = [Run(1000, 1000 / (1e6 / us), us * 1000 / 1e6) for us in tap_us]
+    assert m.cpu_ratio(label, TAP, PLAIN) == pytest.approx(1.2)
+    assert m.rate_ratio(label, TAP, PLAIN) == pytest.approx(1 / 1.2)
+    # the ratio of the medians would have said 13.2 / 11 = 1.2 only by luck: not with drift
+    m.runs[(label, TAP)] = [
+        Run(1000, 1000 / (1e6 / us), us * 1000 / 1e6) for us in (12.0, 26.4, 24.0)
+    ]
+    assert m.cpu_ratio(label, TAP, PLAIN) == pytest.approx(1.2)
+    assert m.cpu(label, TAP) / m.cpu(label, PLAIN) == pytest.approx(24.0 / 11.0)
+    # a setup without a CPU figure (direct) has no ratio
+    m.runs[(label, DIRECT)] = [Run(1000, 0.01, None)] * 3
+    assert m.cpu_ratio(label, DIRECT, PLAIN) != m.cpu_ratio(label, DIRECT, PLAIN)  # NaN
+
+
+def test_the_proxies_get_the_last_core_and_the_load_the_others() -> None:
+    placement = cores.plan(frozenset({0, 1}))
+    if not hasattr(os, "sched_setaffinity"):
+        assert placement is None
+        return
+    assert placement == cores.Placement(frozenset({1}), frozenset({0}))
+    assert "core 1" in placement.describe()
+    wide = cores.plan(frozenset({2, 5, 7}))
+    assert wide is not None and wide.proxy == {7} and wide.load == {2, 5}
+    assert cores.plan(frozenset({3})) is None  # one core: nothing to set apart
+
+
+@proc_fs
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two cores",
+)
+def test_pin_moves_every_thread_of_a_process_and_of_its_children() -> None:
+    import subprocess
+    import sys
+
+    # a parent with a second thread, and a child of its own; each prints when it is running
+    code = (
+        "import subprocess, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; print(1, flush=True); "
+        "time.sleep(60)'], stdout=subprocess.PIPE)\n"
+        "child.stdout.readline()\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    child = 0
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        one = frozenset({max(os.sched_getaffinity(0))})
+        tids = cores.threads(parent.pid)
+        assert parent.pid in tids and child in tids and len(tids) >= 3
+        assert cores.pin(parent.pid, one)
+        assert all(os.sched_getaffinity(t) == one for t in tids)
+        # tree=False leaves the child where it was
+        every = frozenset(os.sched_getaffinity(0))
+        assert cores.pin(parent.pid, every, tree=False)
+        assert os.sched_getaffinity(parent.pid) == every and os.sched_getaffinity(child) == one
+        assert not cores.pin(2**22 + 12345, one)  # no such process: nothing moved
+    finally:
+        parent.kill()
+        parent.wait(30)
+        if child:
+            with contextlib.suppress(OSError):
+                os.kill(child, 9)
 
 
 @proc_fs

@@ -48,8 +48,8 @@ DEFAULT = Sizes(
     codec=codec.CodecSizes(budget=4 * MiB, runs=5),
     big=big.BigSizes(mib=(8, 16, 32), runs=3),
     proxy=proxy.ProxySizes(
-        events=20_000,
-        reps=3,
+        events=16_000,
+        reps=5,
         ttfb_requests=200,
         warmup_requests=20,
         latency_events=506,
@@ -125,6 +125,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"the proxy section's wire formats ({','.join(FORMATS)})",
     )
     parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the processes of the proxy sections where the scheduler puts them (by "
+        "default each proxy runs on a core of its own, the client and the upstream on the others)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON"
     )
     return parser.parse_args(argv)
@@ -139,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "sections": args.only,
         "formats": args.formats,
+        "pinned": not args.no_pin,
         **asdict(sizes),
     }
     report.print(
@@ -159,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             (
                 "proxy",
                 lambda: proxy.run(
-                    report, sizes.proxy, sizes.concurrency, proxy_sections, args.formats
+                    report,
+                    sizes.proxy,
+                    sizes.concurrency,
+                    proxy_sections,
+                    args.formats,
+                    pin=not args.no_pin,
                 ),
             )
         )

@@ -56,6 +56,7 @@ from typing import Any
 import aiohttp
 
 from mitmllm.bench import concurrency
+from mitmllm.bench import cores
 from mitmllm.bench.concurrency import ConcurrencySizes
 from mitmllm.bench.concurrency import Endpoint
 from mitmllm.bench.concurrency import tree_cpu_seconds
@@ -736,7 +737,9 @@ class Running:
         return next((s for s in self.setups if s.name == name), None)
 
 
-async def start(procs: Processes, report: Report, names: Sequence[str]) -> Running:
+async def start(
+    procs: Processes, report: Report, names: Sequence[str], *, pin: bool = True
+) -> Running:
     upstream = await procs.upstream()
     all_setups = setups(procs.workdir, upstream.port, names)
     proxies = {s.name: procs.proxy(s, upstream.port) for s in all_setups if s.args is not None}
@@ -745,7 +748,35 @@ async def start(procs: Processes, report: Report, names: Sequence[str]) -> Runni
     report.print(
         f"  {len(proxies)} mitmdump processes listening after {time.perf_counter() - t0:.1f} s"
     )
-    return Running(upstream, all_setups, proxies)
+    running = Running(upstream, all_setups, proxies)
+    if pin:
+        place(report, running)
+    else:
+        report.print("  not pinned (--no-pin): the scheduler places every process")
+    return running
+
+
+def place(report: Report, running: Running) -> None:
+    """Pin the proxies to a core of their own and the load (this process, the upstream) to the
+    others (`mitmllm.bench.cores`); this process gets its cores back from `unplace`."""
+    placement = cores.plan()
+    if placement is None:
+        report.print(
+            "  not pinned: fewer than two usable cores, or no CPU affinity here; the proxies "
+            "share their cores with the client and the upstream"
+        )
+        return
+    moved = cores.pin(os.getpid(), placement.load, tree=False)
+    moved &= cores.pin(running.upstream.popen.pid, placement.load)
+    for proc in running.proxies.values():
+        moved &= cores.pin(proc.popen.pid, placement.proxy)
+    report.print(f"  pinned: {placement.describe()}" + ("" if moved else " (not all of them)"))
+
+
+def unplace(cpus: frozenset[int] | None) -> None:
+    """Give this process its cores back (what `cores.usable` said before `place`)."""
+    if cpus is not None:
+        cores.pin(os.getpid(), cpus, tree=False)
 
 
 @dataclass
@@ -769,6 +800,21 @@ class Measured:
         """Median CPU time per event (µs) of the row through the setup (NaN if not measured)."""
         runs = self.runs.get((label, name), [])
         return median([r.cpu_per_event for r in runs if r.cpu is not None])
+
+    def cpu_ratio(self, label: str, a: str, b: str) -> float:
+        """The median over the repetitions of `a`'s CPU time per event / `b`'s (NaN if not
+        measured). A repetition runs every setup of the row back to back, so each ratio is
+        taken under the same conditions: the machine's slow drifts cancel, where a ratio of
+        two medians would carry them."""
+        pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
+        return median(
+            [ratio(x.cpu_per_event, y.cpu_per_event) for x, y in pairs if x.cpu and y.cpu]
+        )
+
+    def rate_ratio(self, label: str, a: str, b: str) -> float:
+        """The median over the repetitions of `a`'s events/s / `b`'s (see `cpu_ratio`)."""
+        pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
+        return median([ratio(x.rate, y.rate) for x, y in pairs])
 
     def row(self, label: str) -> Row | None:
         return next((r for r in self.rows if r.label == label), None)
@@ -980,9 +1026,11 @@ def run(
     load: ConcurrencySizes,
     sections: Sequence[str],
     formats: Sequence[str] = FORMATS,
+    *,
+    pin: bool = True,
 ) -> None:
     """The proxy, sizes, relay and concurrency sections (those selected), the proxy section's
-    rows in `formats`."""
+    rows in `formats`; `pin`: each proxy on a core of its own (`mitmllm.bench.cores`)."""
     relay_reason = relay_ready()
     wanted = [s for s in SECTIONS if s in sections]
     if wanted == [RELAY_SECTION] and relay_reason is not None:
@@ -990,7 +1038,7 @@ def run(
         return
     allow_open_files(8 * load.streams + 256)
     try:
-        asyncio.run(_run(report, sizes, load, wanted, formats, relay_reason))
+        asyncio.run(_run(report, sizes, load, wanted, formats, relay_reason, pin))
     except MEASUREMENT_ERRORS as e:
         failed(report, wanted, e)
 
@@ -1023,13 +1071,16 @@ async def _run(
     sections: Sequence[str],
     formats: Sequence[str],
     relay_reason: str | None,
+    pin: bool = True,
 ) -> None:
     """The selected sections; without the relay (`relay_reason` says why) its rows say so."""
     relay = relay_reason is None
     want_relay = RELAY_SECTION in sections and relay
     rows = plan_rows(sizes, sections, formats, relay=want_relay)
     throughput = [s for s in (SECTION, SIZES_SECTION, RELAY_SECTION) if s in sections]
-    with processes() as procs:
+    own_cores = cores.usable()
+    with processes() as procs, contextlib.ExitStack() as stack:
+        stack.callback(unplace, own_cores)
         if rows:
             describe_runs(report, rows, sizes)
             ttfb = [n for n in (DIRECT, PLAIN, TAP, WORKER) if SECTION in sections]
@@ -1037,7 +1088,7 @@ async def _run(
                 ttfb += [n for n in (PLAIN, TAP, RELAY) if n not in ttfb]
             used = {n for r in rows for n in r.setups} | set(ttfb)
             try:
-                running = await start(procs, report, sorted(used))
+                running = await start(procs, report, sorted(used), pin=pin)
                 await _throughput(report, procs, running, rows, sizes, sections, ttfb, want_relay)
             except MEASUREMENT_ERRORS as e:
                 failed(report, [s for s in throughput if s != RELAY_SECTION or relay], e)
@@ -1051,7 +1102,7 @@ async def _run(
             concurrency.describe(report, load)
             try:
                 names = [DIRECT, PLAIN, TAP, WORKER] + ([RELAY] if relay else [])
-                running = await start(procs, report, names)
+                running = await start(procs, report, names, pin=pin)
                 await _concurrency(report, procs, running, sizes, load)
             except MEASUREMENT_ERRORS as e:
                 failed(report, [CONCURRENCY_SECTION], e)
@@ -1063,13 +1114,15 @@ def describe_runs(report: Report, rows: Sequence[Row], sizes: ProxySizes) -> Non
     report.heading("throughput runs: mitmdump with and without mitmllm, same run")
     report.print(
         "  upstream: in its own process, one event (or several) per HTTP chunk; a run: streams "
-        f"of up to {sizes.stream_events:,} events one after the other; median of {sizes.reps} "
-        "runs per row and setup, setups in rotating order"
+        f"of up to {sizes.stream_events:,} events one after the other; {sizes.reps} "
+        "repetitions per row, each running every setup of the row back to back in rotating "
+        "order; figures: medians over the repetitions, a ratio the median of each "
+        "repetition's ratio"
     )
     report.print(
         "  CPU per event: CPU time of the mitmdump process (and its children) from /proc (the "
         "scheduler's runtime of each thread where the kernel keeps it, else /proc/PID/stat's "
-        "ticks) over the run / events read; ratios against plain mitmdump of the same run"
+        "ticks) over the run / events read"
     )
     report.table(
         ["row", "format", "events/chunk", "streams x events", "setups"],
@@ -1184,40 +1237,43 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
         tap_cpu = report.add(
             SECTION,
             ratio_name(label, TAP, PLAIN, CPU),
-            ratio(cpu[TAP], cpu[PLAIN]),
+            m.cpu_ratio(label, TAP, PLAIN),
             "x",
             at_most(TARGET_CPU_RATIO),
         )
         tap_rate = report.add(
             SECTION,
             ratio_name(label, TAP, PLAIN, RATE),
-            ratio(rate[TAP], rate[PLAIN]),
+            m.rate_ratio(label, TAP, PLAIN),
             "x",
             at_least(TARGET_EVENTS_RATIO),
         )
         restamp = report.add(
             SECTION,
             ratio_name(label, RESTAMP, TAP, CPU),
-            ratio(cpu[RESTAMP], cpu[TAP]),
+            m.cpu_ratio(label, RESTAMP, TAP),
             "x",
             at_most(TARGET_RESTAMP_RATIO),
         )
         headroom = report.add(
             SECTION,
             ratio_name(label, DIRECT, PLAIN, RATE),
-            ratio(rate[DIRECT], rate[PLAIN]),
+            m.rate_ratio(label, DIRECT, PLAIN),
             "x",
             at_least(1.0),
         )
         worker = "-"
         if WORKER in r.setups:
             report.add(
-                SECTION, ratio_name(label, WORKER, PLAIN, CPU), ratio(cpu[WORKER], cpu[PLAIN]), "x"
+                SECTION,
+                ratio_name(label, WORKER, PLAIN, CPU),
+                m.cpu_ratio(label, WORKER, PLAIN),
+                "x",
             )
             wrate = report.add(
                 SECTION,
                 ratio_name(label, WORKER, PLAIN, RATE),
-                ratio(rate[WORKER], rate[PLAIN]),
+                m.rate_ratio(label, WORKER, PLAIN),
                 "x",
                 at_least(TARGET_EVENTS_RATIO) if r.per_chunk == 1 else None,
             )
@@ -1330,7 +1386,7 @@ def sizes_figures(report: Report, m: Measured) -> Row | None:
         by_plain = report.add(
             SIZES_SECTION,
             ratio_name(label, TAP, PLAIN, CPU),
-            ratio(cpu[TAP], cpu[PLAIN]),
+            m.cpu_ratio(label, TAP, PLAIN),
             "x",
             target,
         )
@@ -1343,7 +1399,7 @@ def sizes_figures(report: Report, m: Measured) -> Row | None:
         headroom = report.add(
             SIZES_SECTION,
             ratio_name(label, DIRECT, PLAIN, RATE),
-            ratio(rate[DIRECT], rate[PLAIN]),
+            m.rate_ratio(label, DIRECT, PLAIN),
             "x",
             at_least(1.0),
         )
@@ -1411,21 +1467,27 @@ def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
     missed_rate = False
     for i, label in enumerate(RELAY_ROWS):
         plain, tap, relay = (m.rate(label, n) for n in (PLAIN, TAP, RELAY))
-        cpu_plain, cpu_relay = m.cpu(label, PLAIN), m.cpu(label, RELAY)
+        cpu_relay = m.cpu(label, RELAY)
         fr = report.add(RELAY_SECTION, f"{label}: relay {RATE}", relay, RATE)
         fp = report.add(
             RELAY_SECTION,
             ratio_name(label, RELAY, PLAIN, RATE),
-            ratio(relay, plain),
+            m.rate_ratio(label, RELAY, PLAIN),
             "x",
             at_least(TARGET_RELAY_EVENTS_RATIO) if i == 0 else None,
         )
         fa = report.add(
-            RELAY_SECTION, ratio_name(label, RELAY, "tap-only", RATE), ratio(relay, tap), "x"
+            RELAY_SECTION,
+            ratio_name(label, RELAY, "tap-only", RATE),
+            m.rate_ratio(label, RELAY, TAP),
+            "x",
         )
         fc = report.add(RELAY_SECTION, f"{label}: relay {CPU}", cpu_relay, "µs")
         fcp = report.add(
-            RELAY_SECTION, ratio_name(label, RELAY, PLAIN, CPU), ratio(cpu_relay, cpu_plain), "x"
+            RELAY_SECTION,
+            ratio_name(label, RELAY, PLAIN, CPU),
+            m.cpu_ratio(label, RELAY, PLAIN),
+            "x",
         )
         missed_rate |= fp.missed
         rows.append(
