@@ -62,14 +62,17 @@ from mitmllm.bench.proxy import Measured
 from mitmllm.bench.proxy import Process
 from mitmllm.bench.proxy import ProxySizes
 from mitmllm.bench.proxy import Run
+from mitmllm.bench.proxy import Running
 from mitmllm.bench.proxy import Setup
 from mitmllm.bench.proxy import http_client
+from mitmllm.bench.proxy import place
 from mitmllm.bench.proxy import plan_rows
 from mitmllm.bench.proxy import proxy_figures
 from mitmllm.bench.proxy import relay_figures
 from mitmllm.bench.proxy import relay_ready
 from mitmllm.bench.proxy import relay_unavailable
 from mitmllm.bench.proxy import sizes_figures
+from mitmllm.bench.proxy import unplace
 from mitmllm.bench.report import MISS
 from mitmllm.bench.report import Report
 from mitmllm.bench.report import at_least
@@ -231,6 +234,7 @@ def test_rows_of_a_relay_that_cannot_run_have_no_values_and_say_why() -> None:
 
 def test_only_rejects_an_unknown_section() -> None:
     assert parse_args(["--only", "codec,big"]).only == ["codec", "big"]
+    assert parse_args([]).pin is False and parse_args(["--pin"]).pin is True
     with pytest.raises(SystemExit):
         parse_args(["--only", "codec,nope"])
 
@@ -744,6 +748,41 @@ def test_pin_moves_every_thread_of_a_process_and_of_its_children() -> None:
         if child:
             with contextlib.suppress(OSError):
                 os.kill(child, 9)
+
+
+@proc_fs
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and two cores",
+)
+def test_place_puts_the_proxies_on_their_core_and_the_load_with_this_process() -> None:
+    import subprocess
+    import sys
+
+    sleeper = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    upstream = subprocess.Popen(sleeper, stdin=subprocess.PIPE)
+    proxy = subprocess.Popen(sleeper, stdin=subprocess.PIPE)
+    own = cores.usable()
+    try:
+        placement = cores.plan()
+        assert placement is not None
+        running = Running(
+            Process("upstream", upstream, Path("upstream.log")),
+            [Setup(PLAIN, ())],
+            {PLAIN: Process(PLAIN, proxy, Path("plain.log"))},
+        )
+        printed = io.StringIO()
+        place(Report(out=printed), running)
+        assert os.sched_getaffinity(proxy.pid) == placement.proxy
+        assert os.sched_getaffinity(upstream.pid) == placement.load
+        assert os.sched_getaffinity(0) == placement.load  # the client
+        assert "pinned: proxies on core" in printed.getvalue()
+    finally:
+        unplace(own)
+        for p in (upstream, proxy):
+            p.kill()
+            p.wait(30)
+    assert os.sched_getaffinity(0) == own
 
 
 @proc_fs

@@ -125,10 +125,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"the proxy section's wire formats ({','.join(FORMATS)})",
     )
     parser.add_argument(
-        "--no-pin",
+        "--pin",
         action="store_true",
-        help="leave the processes of the proxy sections where the scheduler puts them (by "
-        "default each proxy runs on a core of its own, the client and the upstream on the others)",
+        help="run each proxy of the proxy sections on a core of its own and the client and the "
+        "upstream on the others (needs three cores or more to mean much: on two, the load's one "
+        "core caps the big-event rows)",
     )
     parser.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON"
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "sections": args.only,
         "formats": args.formats,
-        "pinned": not args.no_pin,
+        "pinned": args.pin,
         **asdict(sizes),
     }
     report.print(
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     sizes.concurrency,
                     proxy_sections,
                     args.formats,
-                    pin=not args.no_pin,
+                    pin=args.pin,
                 ),
             )
         )

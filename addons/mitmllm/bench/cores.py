@@ -1,12 +1,16 @@
-"""Where the benchmark's processes run: each proxy on a core of its own, the load on the others.
+"""Where the benchmark's processes run, with ``--pin``: each proxy on a core of its own, the load
+(the client in this process, the upstream) on the others.
 
-The proxy sections measure a proxy's CPU time per event. The client (this process) and the
-upstream are busy the whole run too; left to the scheduler, they share the proxy's core part of
-the time, and the proxy's figure then carries their cache misses and migrations: on a two-core
-machine, runs of the same proxy moved by a fifth between repetitions. So, as the figures the
-targets come from were taken, every proxy (its threads, and the processes it starts: the
-validation worker) is pinned to one core, and the client and the upstream to the others. The
-proxies take turns (one runs a stream at a time), so they share that core without meeting.
+The issue's figures were taken that way. Left to the scheduler, the client and the upstream
+share the proxy's core part of the time. Pinned, every proxy (its threads, and the processes it
+starts: the validation worker) runs on the last core and the load on the others; the proxies
+take turns (one runs a stream at a time), so they share that core without meeting.
+
+Not the default: on two cores, runs of the same proxy spread no less pinned than not (checked
+again with the paired ratios of `mitmllm.bench.proxy.Measured.cpu_ratio`), plain mitmdump alone
+on a core reads each chunk as it comes rather than several at once, and the load's one core caps
+the big-event rows (direct / plain fell from 1.6-1.9x to 1.3-1.4x at 64 KiB). It means more with
+three cores or more.
 
 Linux only (``os.sched_setaffinity``), and only with two usable cores or more; elsewhere nothing
 is pinned and the report says so.

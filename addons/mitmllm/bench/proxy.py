@@ -738,7 +738,7 @@ class Running:
 
 
 async def start(
-    procs: Processes, report: Report, names: Sequence[str], *, pin: bool = True
+    procs: Processes, report: Report, names: Sequence[str], *, pin: bool = False
 ) -> Running:
     upstream = await procs.upstream()
     all_setups = setups(procs.workdir, upstream.port, names)
@@ -751,8 +751,6 @@ async def start(
     running = Running(upstream, all_setups, proxies)
     if pin:
         place(report, running)
-    else:
-        report.print("  not pinned (--no-pin): the scheduler places every process")
     return running
 
 
@@ -1027,7 +1025,7 @@ def run(
     sections: Sequence[str],
     formats: Sequence[str] = FORMATS,
     *,
-    pin: bool = True,
+    pin: bool = False,
 ) -> None:
     """The proxy, sizes, relay and concurrency sections (those selected), the proxy section's
     rows in `formats`; `pin`: each proxy on a core of its own (`mitmllm.bench.cores`)."""
@@ -1071,7 +1069,7 @@ async def _run(
     sections: Sequence[str],
     formats: Sequence[str],
     relay_reason: str | None,
-    pin: bool = True,
+    pin: bool = False,
 ) -> None:
     """The selected sections; without the relay (`relay_reason` says why) its rows say so."""
     relay = relay_reason is None
