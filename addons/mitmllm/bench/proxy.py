@@ -1076,9 +1076,9 @@ async def _run(
     want_relay = RELAY_SECTION in sections and relay
     rows = plan_rows(sizes, sections, formats, relay=want_relay)
     throughput = [s for s in (SECTION, SIZES_SECTION, RELAY_SECTION) if s in sections]
-    own_cores = cores.usable()
     with processes() as procs, contextlib.ExitStack() as stack:
-        stack.callback(unplace, own_cores)
+        if pin:  # this process gets its cores back, whatever happens
+            stack.callback(unplace, cores.usable())
         if rows:
             describe_runs(report, rows, sizes)
             ttfb = [n for n in (DIRECT, PLAIN, TAP, WORKER) if SECTION in sections]
