@@ -240,3 +240,45 @@ def test_a_batch_that_is_not_all_steady_reads_its_runs_of_steady_deltas_in_one_m
         assert deferring(chunk) == reading(chunk)
     assert _outcome(deferring) == _outcome(reading)
     assert fed < 8  # the pieces up to the template's second delta, and the last one
+
+
+class Clock:
+    """A clock that says how often it was read; each reading a second later."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return 100.0 + self.reads
+
+
+@pytest.mark.parametrize("rewrites", [False, True], ids=["deferring", "rewriting"])
+@pytest.mark.parametrize("keep", [0, None], ids=["nothing kept", "all kept"])
+def test_the_clock_is_read_for_what_the_tap_records_and_the_first_byte_out(
+    rewrites: bool, keep: int | None
+) -> None:
+    fmt = "anthropic"
+    dialect = detect.by_name(fmt)
+    rw = response_rewrites(dialect, client_model="alias", names=None) if rewrites else []
+    clock = Clock()
+    checker = StreamChecker(dialect, request=dict(CALLS[fmt].body))
+    tap = Tap(Pipeline(checker, rw), 100.0, clock=clock, body=KeptBody(keep))
+    assert tap.defers is not rewrites
+    chunks = long_stream(fmt, 40).chunks(None)
+    first, rest = chunks[0][:10], [chunks[0][10:], *chunks[1:]]
+    assert tap(first) == []  # part of an event: nothing goes out yet
+    assert tap.first_event_ms is None
+    assert clock.reads == (0 if keep == 0 else 1)  # its arrival, where timings are kept
+    assert tap(rest[0])  # the first event goes out: read last in this call
+    assert tap.first_event_ms == pytest.approx(clock.reads * 1000)
+    _run(tap, rest[1:])
+    # two arrivals were read before it where timings are kept
+    assert tap.first_event_ms == pytest.approx((3 if keep is None else 1) * 1000)
+    if keep == 0:  # no chunk timings kept: only the first byte out read the clock
+        assert tap.timing_cut and tap.chunks == []
+        assert clock.reads == 1
+    else:  # every chunk's arrival, and the first byte out
+        assert len(tap.chunks) == tap.chunk_count == len(chunks) + 1
+        assert clock.reads == tap.chunk_count + 1
+    assert StreamResult.of(checker).findings == []
