@@ -78,6 +78,7 @@ from mitmllm.bench.report import Report
 from mitmllm.bench.report import at_least
 from mitmllm.bench.report import at_most
 from mitmllm.bench.report import hot_spots
+from mitmllm.bench.report import median
 from mitmllm.bench.report import percentile
 from mitmllm.bench.report import profile
 from mitmllm.bench.upstream import Connection
@@ -195,6 +196,26 @@ def test_report_marks_a_missed_target_and_counts_only_targets() -> None:
     assert f"{MISS}: codec / too slow" in out and f"{MISS}: proxy / added TTFB" in out
     assert "not available yet" in out
     assert [f["met"] for f in report.to_json()["figures"]] == [True, False, False, None, None]
+
+
+def test_a_median_figure_shows_the_lowest_and_highest_repetition() -> None:
+    from mitmllm import docs
+
+    printed = io.StringIO()
+    report = Report(out=printed)
+    ratios = [1.31, 1.12, 1.2, float("nan"), 1.18]
+    fig = report.add("proxy", "tap / plain", median(ratios[:3]), "x", at_most(1.15), spread=ratios)
+    one = report.add("proxy", "one repetition", 1.0, "x", spread=[1.0])
+    assert fig.spread == (1.12, 1.31) and fig.spread_text() == " (1.12-1.31)"
+    assert one.spread is None and one.spread_text() == ""  # nothing to spread over
+    report.summary()
+    out = printed.getvalue()
+    assert "1.20 x (1.12-1.31)" in out and f"{MISS}: proxy / tap / plain: 1.20 x (1.12-1.31)" in out
+    figures = report.to_json()["figures"]
+    assert figures[0]["spread"] == [1.12, 1.31] and figures[1]["spread"] is None
+    table = docs.bench_markdown(report.to_json())
+    assert "| proxy | tap / plain | 1.20 x (1.12-1.31) | <= 1.15 x | **no** |" in table
+    assert "| proxy | one repetition | 1.00 x |  |  |" in table
 
 
 def test_percentile_is_a_measured_value_by_nearest_rank() -> None:
@@ -684,6 +705,7 @@ def test_a_ratio_is_the_median_of_each_repetitions_ratio_not_a_ratio_of_medians(
     m.runs[(label, PLAIN)] = [Run(1000, 1000 / (1e6 / us), us * 1000 / 1e6) for us in plain_us]
     m.runs[(label, TAP)] = [Run(1000, 1000 / (1e6 / us), us * 1000 / 1e6) for us in tap_us]
     assert m.cpu_ratio(label, TAP, PLAIN) == pytest.approx(1.2)
+    assert m.cpu_ratios(label, TAP, PLAIN) == pytest.approx([1.2] * 3)
     assert m.rate_ratio(label, TAP, PLAIN) == pytest.approx(1 / 1.2)
     # the ratio of the medians would have said 13.2 / 11 = 1.2 only by luck: not with drift
     m.runs[(label, TAP)] = [

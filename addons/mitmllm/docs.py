@@ -176,7 +176,8 @@ def bench_markdown(results: dict[str, Any]) -> str:
     out = [
         f"Latest `uv run just bench` on {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
         f"{m.get('python', '?')}, mitmproxy {m.get('mitmproxy', '?')} "
-        f"({results.get('date', 'date not recorded')}):",
+        f"({results.get('date', 'date not recorded')}); in brackets after a median, the lowest "
+        "and highest of the repetitions it is the median of:",
         "",
         "| section | figure | value | target | met |",
         "|---|---|---|---|---|",
@@ -184,6 +185,9 @@ def bench_markdown(results: dict[str, Any]) -> str:
     for f in results.get("figures", []):
         value = f.get("value")
         shown = "n/a" if value is None else f"{fmt_number(value)} {f.get('unit', '')}".strip()
+        spread = f.get("spread")
+        if value is not None and spread:  # the repetitions' lowest and highest
+            shown += f" ({fmt_number(spread[0])}-{fmt_number(spread[1])})"
         met = {True: "yes", False: "**no**", None: ""}[f.get("met")]
         out.append(
             f"| {f['section']} | {_cell(f['name'])} | {shown} | {_cell(f.get('target') or '')} "

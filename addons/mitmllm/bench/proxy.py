@@ -799,20 +799,26 @@ class Measured:
         runs = self.runs.get((label, name), [])
         return median([r.cpu_per_event for r in runs if r.cpu is not None])
 
-    def cpu_ratio(self, label: str, a: str, b: str) -> float:
-        """The median over the repetitions of `a`'s CPU time per event / `b`'s (NaN if not
-        measured). A repetition runs every setup of the row back to back, so each ratio is
-        taken under the same conditions: the machine's slow drifts cancel, where a ratio of
-        two medians would carry them."""
+    def cpu_ratios(self, label: str, a: str, b: str) -> list[float]:
+        """Each repetition's CPU time per event of `a` / `b` (none where either has no CPU
+        figure). A repetition runs every setup of the row back to back, so each ratio is taken
+        under the same conditions: the machine's slow drifts cancel, where a ratio of two
+        medians would carry them."""
         pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
-        return median(
-            [ratio(x.cpu_per_event, y.cpu_per_event) for x, y in pairs if x.cpu and y.cpu]
-        )
+        return [ratio(x.cpu_per_event, y.cpu_per_event) for x, y in pairs if x.cpu and y.cpu]
+
+    def cpu_ratio(self, label: str, a: str, b: str) -> float:
+        """The median of `cpu_ratios` (NaN if not measured)."""
+        return median(self.cpu_ratios(label, a, b))
+
+    def rate_ratios(self, label: str, a: str, b: str) -> list[float]:
+        """Each repetition's events/s of `a` / `b` (see `cpu_ratios`)."""
+        pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
+        return [ratio(x.rate, y.rate) for x, y in pairs]
 
     def rate_ratio(self, label: str, a: str, b: str) -> float:
-        """The median over the repetitions of `a`'s events/s / `b`'s (see `cpu_ratio`)."""
-        pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
-        return median([ratio(x.rate, y.rate) for x, y in pairs])
+        """The median of `rate_ratios` (NaN if not measured)."""
+        return median(self.rate_ratios(label, a, b))
 
     def row(self, label: str) -> Row | None:
         return next((r for r in self.rows if r.label == label), None)
@@ -1238,6 +1244,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             m.cpu_ratio(label, TAP, PLAIN),
             "x",
             at_most(TARGET_CPU_RATIO),
+            spread=m.cpu_ratios(label, TAP, PLAIN),
         )
         tap_rate = report.add(
             SECTION,
@@ -1245,6 +1252,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             m.rate_ratio(label, TAP, PLAIN),
             "x",
             at_least(TARGET_EVENTS_RATIO),
+            spread=m.rate_ratios(label, TAP, PLAIN),
         )
         restamp = report.add(
             SECTION,
@@ -1252,6 +1260,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             m.cpu_ratio(label, RESTAMP, TAP),
             "x",
             at_most(TARGET_RESTAMP_RATIO),
+            spread=m.cpu_ratios(label, RESTAMP, TAP),
         )
         headroom = report.add(
             SECTION,
@@ -1259,6 +1268,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             m.rate_ratio(label, DIRECT, PLAIN),
             "x",
             at_least(1.0),
+            spread=m.rate_ratios(label, DIRECT, PLAIN),
         )
         worker = "-"
         if WORKER in r.setups:
@@ -1267,6 +1277,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
                 ratio_name(label, WORKER, PLAIN, CPU),
                 m.cpu_ratio(label, WORKER, PLAIN),
                 "x",
+                spread=m.cpu_ratios(label, WORKER, PLAIN),
             )
             wrate = report.add(
                 SECTION,
@@ -1274,6 +1285,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
                 m.rate_ratio(label, WORKER, PLAIN),
                 "x",
                 at_least(TARGET_EVENTS_RATIO) if r.per_chunk == 1 else None,
+                spread=m.rate_ratios(label, WORKER, PLAIN),
             )
             worker = f"{cpu[WORKER]:.1f} / {mark(wrate)}"
         if tap_cpu.missed or tap_rate.missed:
@@ -1387,6 +1399,7 @@ def sizes_figures(report: Report, m: Measured) -> Row | None:
             m.cpu_ratio(label, TAP, PLAIN),
             "x",
             target,
+            spread=m.cpu_ratios(label, TAP, PLAIN),
         )
         per_kib = report.add(
             SIZES_SECTION,
@@ -1400,6 +1413,7 @@ def sizes_figures(report: Report, m: Measured) -> Row | None:
             m.rate_ratio(label, DIRECT, PLAIN),
             "x",
             at_least(1.0),
+            spread=m.rate_ratios(label, DIRECT, PLAIN),
         )
         if by_plain.missed and (worst is None or (by_plain.value or 0.0) > worst[0]):
             worst = (by_plain.value or 0.0, r)
@@ -1473,12 +1487,14 @@ def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
             m.rate_ratio(label, RELAY, PLAIN),
             "x",
             at_least(TARGET_RELAY_EVENTS_RATIO) if i == 0 else None,
+            spread=m.rate_ratios(label, RELAY, PLAIN),
         )
         fa = report.add(
             RELAY_SECTION,
             ratio_name(label, RELAY, "tap-only", RATE),
             m.rate_ratio(label, RELAY, TAP),
             "x",
+            spread=m.rate_ratios(label, RELAY, TAP),
         )
         fc = report.add(RELAY_SECTION, f"{label}: relay {CPU}", cpu_relay, "µs")
         fcp = report.add(
@@ -1486,6 +1502,7 @@ def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
             ratio_name(label, RELAY, PLAIN, CPU),
             m.cpu_ratio(label, RELAY, PLAIN),
             "x",
+            spread=m.cpu_ratios(label, RELAY, PLAIN),
         )
         missed_rate |= fp.missed
         rows.append(

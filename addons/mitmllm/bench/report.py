@@ -63,6 +63,9 @@ class Figure:
     unit: str = ""
     target: Target | None = None
     note: str = ""
+    #: the lowest and highest of the values the figure is the median of (each repetition's
+    #: ratio), where it is one: how far one repetition can be from another on this machine
+    spread: tuple[float, float] | None = None
 
     @property
     def met(self) -> bool | None:
@@ -79,6 +82,13 @@ class Figure:
         if self.value is None:
             return self.note or "n/a"
         return f"{fmt_number(self.value)}{(' ' + self.unit) if self.unit else ''}"
+
+    def spread_text(self) -> str:
+        """`` (low-high)`` of the repetitions, or nothing."""
+        if self.spread is None:
+            return ""
+        low, high = self.spread
+        return f" ({fmt_number(low)}-{fmt_number(high)})"
 
     def target_text(self) -> str:
         return self.target.describe(self.unit) if self.target else "-"
@@ -98,6 +108,7 @@ class Figure:
             "target": self.target.describe(self.unit) if self.target else None,
             "met": self.met,
             "note": self.note,
+            "spread": list(self.spread) if self.spread is not None else None,
         }
 
 
@@ -139,8 +150,13 @@ class Report:
         unit: str = "",
         target: Target | None = None,
         note: str = "",
+        spread: Sequence[float] = (),
     ) -> Figure:
-        fig = Figure(section, name, value, unit, target, note)
+        """A figure; `spread`: the values it is the median of (their lowest and highest are
+        kept, when there are two or more that are numbers)."""
+        values = [v for v in spread if not math.isnan(v)]
+        bounds = (min(values), max(values)) if len(values) > 1 else None
+        fig = Figure(section, name, value, unit, target, note, bounds)
         self.figures.append(fig)
         return fig
 
@@ -179,14 +195,24 @@ class Report:
         self.heading("summary: every figure")
         rows = []
         for f in self.figures:
-            rows.append([f.section, f.name, f.shown(), f.target_text(), f.verdict()])
+            rows.append(
+                [f.section, f.name, f.shown() + f.spread_text(), f.target_text(), f.verdict()]
+            )
         self.table(["section", "figure", "value", "target", "met"], rows, left=2)
         with_target = [f for f in self.figures if f.met is not None]
         missed = [f for f in with_target if f.missed]
         self.print()
         self.print(f"  {len(with_target) - len(missed)} of {len(with_target)} targets met")
+        if any(f.spread is not None for f in self.figures):
+            self.print(
+                "  (low-high): the lowest and highest of the repetitions' own figures, of which "
+                "the value is the median"
+            )
         for f in missed:
-            self.print(f"  {MISS}: {f.section} / {f.name}: {f.shown()} (target {f.target_text()})")
+            self.print(
+                f"  {MISS}: {f.section} / {f.name}: {f.shown()}{f.spread_text()} "
+                f"(target {f.target_text()})"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {
