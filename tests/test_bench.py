@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import io
+import math
 import os
 import time
 from itertools import pairwise
@@ -847,9 +848,9 @@ def test_the_restamp_check_finds_the_model_wherever_the_reads_cut_it(
     assert marker.found is there
 
 
-def _loaded(cpu_seconds: float | None) -> concurrency.Loaded:
+def _loaded(cpu_seconds: float | None, name: str = "x") -> concurrency.Loaded:
     run = PacedRun(streams=[PacedStream(events=1000)], rate=20.0)
-    endpoint = concurrency.Endpoint("x", 1, 2)
+    endpoint = concurrency.Endpoint(name, 1, 2)
     return concurrency.Loaded(endpoint, run, cpu_seconds=cpu_seconds)
 
 
@@ -861,3 +862,28 @@ def test_the_concurrency_figures_come_from_each_setups_median_load() -> None:
     unmeasured = [_loaded(None), _loaded(None)]
     assert concurrency.median_load(unmeasured) is unmeasured[0]
     assert concurrency.median_load([_loaded(None), odd[1]]) is odd[1]
+
+
+def test_the_concurrency_cpu_ratio_is_the_median_of_each_repetitions_ratio() -> None:
+    # three repetitions: the machine drifted (plain's second load cost twice its first), the
+    # relay cost 1.4x plain in each; a ratio of median loads would say 0.2 / 0.1 = 2
+    loads = {
+        PLAIN: [_loaded(c, PLAIN) for c in (0.1, 0.2, 0.05)],
+        RELAY: [_loaded(c, RELAY) for c in (0.14, 0.28, 0.2)],
+        TAP: [_loaded(None, TAP), _loaded(0.1, TAP), _loaded(0.06, TAP)],
+    }
+    paired = concurrency.paired_ratios(loads, PLAIN)
+    assert paired[RELAY] == pytest.approx([1.4, 1.4, 4.0])
+    assert math.isnan(paired[TAP][0]) and paired[TAP][1:] == pytest.approx([0.5, 1.2])
+    assert PLAIN not in paired
+    sizes = concurrency.ConcurrencySizes(streams=1, events=1000, rate=20, ramp=0.0, settle=0.0)
+    medians = {name: concurrency.median_load(runs) for name, runs in loads.items()}
+    report = Report(out=io.StringIO())
+    concurrency.figures(
+        report, list(medians.values()), sizes, baseline=DIRECT, targeted=RELAY, paired=paired
+    )
+    figures = {f.name: f for f in report.figures}
+    relay = figures["relay: CPU per event / plain"]
+    assert relay.value == pytest.approx(1.4) and relay.met
+    assert relay.spread == pytest.approx((1.4, 4.0))
+    assert figures["tap: CPU per event / plain"].spread == pytest.approx((0.5, 1.2))

@@ -42,6 +42,7 @@ from mitmllm.bench.report import Figure
 from mitmllm.bench.report import Report
 from mitmllm.bench.report import at_most
 from mitmllm.bench.report import mark
+from mitmllm.bench.report import median
 from mitmllm.bench.report import ratio
 
 SECTION = "concurrency"
@@ -293,7 +294,8 @@ def describe(report: Report, sizes: ConcurrencySizes) -> None:
     if sizes.reps > 1:
         report.print(
             f"  {sizes.reps} loads of each setup, setups in rotating order; the figures are each "
-            "setup's median load by CPU per event"
+            "setup's median load by CPU per event, a ratio to plain's CPU per event the median "
+            "of each repetition's ratio"
         )
 
 
@@ -308,6 +310,24 @@ def median_load(loads: Sequence[Loaded]) -> Loaded:
 
 def _cpu(x: Loaded) -> float:
     return x.cpu_per_event or 0.0
+
+
+def paired_ratios(loads: dict[str, list[Loaded]], plain: str = "plain") -> dict[str, list[float]]:
+    """Each setup's CPU per event / plain's, load by load: the nth load of every setup ran in
+    the nth repetition, the setups back to back, so each ratio is taken under the same
+    conditions (as the proxy section's ratios are). NaN where either was not measured."""
+    base = loads.get(plain, [])
+    out: dict[str, list[float]] = {}
+    for name, runs in loads.items():
+        if name == plain:
+            continue
+        out[name] = [
+            ratio(x.cpu_per_event, b.cpu_per_event)
+            if x.cpu_per_event is not None and b.cpu_per_event is not None
+            else math.nan
+            for x, b in zip(runs, base, strict=False)
+        ]
+    return out
 
 
 def cpu_line(loads: dict[str, list[Loaded]]) -> str:
@@ -328,10 +348,13 @@ def figures(
     baseline: str,
     targeted: str,
     plain: str = "plain",
+    paired: dict[str, list[float]] | None = None,
 ) -> list[Figure]:
     """Print and record the section's figures; those that missed their target. `baseline`
     names the setup without a proxy, `plain` plain mitmdump, `targeted` the one the targets
-    apply to."""
+    apply to. `paired`: each setup's CPU per event / plain's in every repetition of the load
+    (`paired_ratios`); a setup's ratio is then their median, with their spread, and the median
+    load's ratio where it has none."""
     steady = {x.endpoint.name: x.run.steady(sizes.settle) for x in loaded}
     base = next((x for x in loaded if x.endpoint.name == baseline), None)
     base50 = base99 = base99_all = math.nan
@@ -383,15 +406,19 @@ def figures(
                 SECTION, f"{name}: CPU per event", x.cpu_per_event, "µs", note=note
             )
             if name != plain:
+                reps = [r for r in (paired or {}).get(name, []) if not math.isnan(r)]
                 by_plain = report.add(
                     SECTION,
                     f"{name}: CPU per event / plain",
-                    ratio(x.cpu_per_event, plain_cpu)
+                    median(reps)
+                    if reps
+                    else ratio(x.cpu_per_event, plain_cpu)
                     if x.cpu_per_event is not None and plain_cpu is not None
                     else None,
                     "x",
                     at_most(TARGET_CPU_RATIO) if name == targeted else None,
                     note=note or "no plain run",
+                    spread=reps,
                 )
                 if by_plain.missed:
                     missed.append(by_plain)

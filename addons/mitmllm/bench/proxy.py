@@ -1204,7 +1204,15 @@ async def _concurrency(
     if load.reps > 1:
         report.print(concurrency.cpu_line(loads))
     loaded = [concurrency.median_load(runs) for runs in loads.values()]
-    missed = concurrency.figures(report, loaded, load, baseline=DIRECT, targeted=RELAY, plain=PLAIN)
+    missed = concurrency.figures(
+        report,
+        loaded,
+        load,
+        baseline=DIRECT,
+        targeted=RELAY,
+        plain=PLAIN,
+        paired=concurrency.paired_ratios(loads, PLAIN),
+    )
     relay = running.setup(RELAY)
     if missed and relay is not None:
         await print_hot_spots(report, procs, running, relay, [LOAD], sizes, load)
