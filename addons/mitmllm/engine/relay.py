@@ -349,6 +349,19 @@ def _session(ssl_ctx: Any) -> aiohttp.ClientSession:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One attempt's upstream response being read: what every step of reading it needs."""
+
+    up: aiohttp.ClientResponse
+    hop: Hop
+    attempt: Attempt
+    info: dict[str, Any]  # what the request's preparation or translation noted for the answer
+    t0: float  # the attempt's start (relay clock)
+    deadline_first: float  # the first content event's
+    deadline_total: float  # the attempt's
+
+
 class _Exchange:
     """One client request through its chain. Holds the client response once it exists."""
 
@@ -525,7 +538,7 @@ class _Exchange:
         except aiohttp.ClientError as e:
             raise _Fail("connect_error", f"{type(e).__name__}: {e}"[:300]) from e
         try:
-            await self._consume(up, hop, attempt, info, t0, deadline_first, deadline_total)
+            await self._consume(_Read(up, hop, attempt, info, t0, deadline_first, deadline_total))
         finally:
             up.close()  # closes the connection if the body was not read to the end
 
@@ -661,16 +674,8 @@ class _Exchange:
                 out[upstream.auth] = secret
         return out
 
-    async def _consume(
-        self,
-        up: aiohttp.ClientResponse,
-        hop: Hop,
-        attempt: Attempt,
-        info: dict[str, Any],
-        t0: float,
-        deadline_first: float,
-        deadline_total: float,
-    ) -> None:
+    async def _consume(self, read: _Read) -> None:
+        up, hop, attempt = read.up, read.hop, read.attempt
         plan = self.plan
         dialect = hop.upstream.dialect
         status = up.status
@@ -689,10 +694,10 @@ class _Exchange:
                 dialect,
             )
         if 200 <= status < 300 and is_event_stream(ctype):
-            await self._stream(up, hop, attempt, info, t0, deadline_first, deadline_total)
+            await self._stream(read)
             return
         # A whole body: JSON answer, other 4xx (the client's fault: passed on, not retried).
-        remaining = max(0.1, deadline_total - self.relay.clock())
+        remaining = max(0.1, read.deadline_total - self.relay.clock())
         try:
             async with asyncio.timeout(remaining):
                 raw = await up.read()
@@ -710,8 +715,8 @@ class _Exchange:
             attempt.outcome = "ok"
         else:
             attempt.outcome = "client_error"
-        attempt.ttfe_ms = round((self.relay.clock() - t0) * 1000, 1)
-        self._serve(hop, info)
+        attempt.ttfe_ms = round((self.relay.clock() - read.t0) * 1000, 1)
+        self._serve(hop, read.info)
         headers: Mapping[str, str] = up.headers
         if self.translation is not None:
             status, raw, headers = self._translate_body(status, raw, up.headers)
@@ -752,16 +757,9 @@ class _Exchange:
         out.update(err.headers)
         return err.status, err.body, out
 
-    async def _stream(
-        self,
-        up: aiohttp.ClientResponse,
-        hop: Hop,
-        attempt: Attempt,
-        info: dict[str, Any],
-        t0: float,
-        deadline_first: float,
-        deadline_total: float,
-    ) -> None:
+    async def _stream(self, read: _Read) -> None:
+        up, hop, attempt, t0 = read.up, read.hop, read.attempt, read.t0
+        deadline_first, deadline_total = read.deadline_first, read.deadline_total
         plan = self.plan
         clock = self.relay.clock
         timeouts = plan.timeouts
@@ -816,7 +814,7 @@ class _Exchange:
                 raise _Fail(gate.outcome or "broken_stream", gate.reason or "", up.status)
             if gate.committed and not committed:
                 committed = True
-                await self._commit(up, hop, attempt, info, t0)
+                await self._commit(read)
             await self._write(gate.take())
             if committed and attempt.outcome == "pending" and stages.client_complete:
                 # The client has its terminal event: served, whatever the upstream does next.
@@ -825,26 +823,18 @@ class _Exchange:
                 # The client's stream has ended with its error event: nothing more can follow.
                 return await self._ended_in_error(attempt)
             if committed and pumpable:
-                if await self._pumped(up, hop, attempt, info, t0, deadline_total, last_event):
+                if await self._pumped(read, last_event):
                     return
                 pumpable = False  # read the rest here
-        await self._finish(up, hop, attempt, info, t0, committed)
+        await self._finish(read, committed)
 
-    async def _pumped(
-        self,
-        up: aiohttp.ClientResponse,
-        hop: Hop,
-        attempt: Attempt,
-        info: dict[str, Any],
-        t0: float,
-        deadline_total: float,
-        last_event: float,
-    ) -> bool:
+    async def _pumped(self, read: _Read, last_event: float) -> bool:
         """The rest of a committed stream, handed on from the upstream connection's callbacks
         (`mitmllm.engine.pump`): each chunk goes through the stages and out to the client within
         the callback. This task only wakes for the end, a failure, a stop, a timer (idle, total,
         keep-alive) or a client that is behind. False if the body cannot be pumped: the caller
         reads it the usual way, with the same outcomes."""
+        up, attempt, deadline_total = read.up, read.attempt, read.deadline_total
         plan = self.plan
         stages = self.stages
         response = self.response
@@ -918,7 +908,7 @@ class _Exchange:
                         await asyncio.sleep(0)
                     if pump.done or progress != seen:
                         continue
-                    await self._stall(hop, attempt, True, True, clock() - t0, last_event)
+                    await self._stall(read.hop, attempt, True, True, clock() - read.t0, last_event)
                     return True
                 due = self._keepalive_due(plan.dialect)
                 if due is not None and due <= 0:
@@ -929,7 +919,7 @@ class _Exchange:
             assert pump.error is not None
             raise pump.error  # a fault of mitmllm's own, raised as the read would have
         if pump.stopped == "restarted":
-            await self._restarted(hop, attempt)
+            await self._restarted(read.hop, attempt)
         elif pump.stopped == "over":
             await self._ended_in_error(attempt)
         elif pump.error is not None:
@@ -937,19 +927,12 @@ class _Exchange:
                 attempt, f"upstream connection failed mid-stream: {type(pump.error).__name__}"
             )
         else:
-            await self._finish(up, hop, attempt, info, t0, True)
+            await self._finish(read, True)
         return True
 
-    async def _finish(
-        self,
-        up: aiohttp.ClientResponse,
-        hop: Hop,
-        attempt: Attempt,
-        info: dict[str, Any],
-        t0: float,
-        committed: bool,
-    ) -> None:
+    async def _finish(self, read: _Read, committed: bool) -> None:
         """The upstream's body ended: the stream's last events, and the attempt's outcome."""
+        up, hop, attempt = read.up, read.hop, read.attempt
         plan = self.plan
         stages = self.stages
         assert stages is not None
@@ -963,7 +946,7 @@ class _Exchange:
         if gate.failed:
             raise _Fail(gate.outcome or "empty", gate.reason or "", up.status)
         if not committed:  # the first content arrived in the final flush
-            await self._commit(up, hop, attempt, info, t0)
+            await self._commit(read)
         await self._write(gate.take())
         if stages.over:
             return await self._ended_in_error(attempt)
@@ -1011,20 +994,14 @@ class _Exchange:
         with contextlib.suppress(ConnectionError):
             await self.response.write_eof()
 
-    async def _commit(
-        self,
-        up: aiohttp.ClientResponse,
-        hop: Hop,
-        attempt: Attempt,
-        info: dict[str, Any],
-        t0: float,
-    ) -> None:
+    async def _commit(self, read: _Read) -> None:
         """The first content event arrived: this attempt serves the client from now on."""
+        attempt = read.attempt
         attempt.committed = True
-        attempt.ttfe_ms = round((self.relay.clock() - t0) * 1000, 1)
-        self._serve(hop, info)
+        attempt.ttfe_ms = round((self.relay.clock() - read.t0) * 1000, 1)
+        self._serve(read.hop, read.info)
         if self.response is None:
-            await self._send_headers(up.status, up.headers, hop)
+            await self._send_headers(read.up.status, read.up.headers, read.hop)
 
     async def _stall(
         self,
