@@ -73,6 +73,7 @@ from mitmllm.bench.proxy import relay_figures
 from mitmllm.bench.proxy import relay_ready
 from mitmllm.bench.proxy import relay_unavailable
 from mitmllm.bench.proxy import sizes_figures
+from mitmllm.bench.proxy import turns
 from mitmllm.bench.proxy import unplace
 from mitmllm.bench.report import MISS
 from mitmllm.bench.report import Report
@@ -717,6 +718,23 @@ def test_a_ratio_is_the_median_of_each_repetitions_ratio_not_a_ratio_of_medians(
     # a setup without a CPU figure (direct) has no ratio
     m.runs[(label, DIRECT)] = [Run(1000, 0.01, None)] * 3
     assert m.cpu_ratio(label, DIRECT, PLAIN) != m.cpu_ratio(label, DIRECT, PLAIN)  # NaN
+
+
+def test_within_a_repetition_the_setups_take_turns_stream_by_stream() -> None:
+    # Run back to back, a setup each, a repetition carried the machine's drift within it (its
+    # speed moved by half within a minute) into each ratio; in turns, each setup sees it alike.
+    a, b, c = Setup("a", ()), Setup("b", ()), Setup("c", ())
+    for rep in range(4):
+        order = [s.name for s in turns([a, b, c], 5, rep)]
+        assert len(order) == 15
+        rounds = [order[i : i + 3] for i in range(0, 15, 3)]
+        assert all(sorted(r) == ["a", "b", "c"] for r in rounds)  # one stream each, in turn
+        assert {r[0] for r in rounds} == {"a", "b", "c"}  # no setup always goes first
+    assert [s.name for s in turns([a, b], 3, 1)] == ["b", "a", "a", "b", "b", "a"]
+    # a setup's run is the sum of its streams
+    run = Run(1000, 0.5, 0.01) + Run(1000, 0.25, 0.02)
+    assert (run.events, run.seconds, run.cpu) == (2000, 0.75, pytest.approx(0.03))
+    assert (Run(10, 1.0, None) + Run(10, 1.0, None)).cpu is None
 
 
 def test_the_proxies_get_the_last_core_and_the_load_the_others() -> None:

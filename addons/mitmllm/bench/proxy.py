@@ -23,11 +23,12 @@ divided by the events the client read, next to events/s; the ratio against plain
 measured in the same run is what the targets judge. A run is a few streams of `stream_events`
 events one after the other on one connection, so the per-flow work counts too. Rows (`Row`):
 every wire format at one and at four events per upstream chunk (section `proxy`), 4 KiB and
-64 KiB events (section `sizes`); the setups take turns (rotating order) within each repetition,
-and the figures are medians of the repetitions. The proxy section also measures the time to the
-first body byte (TTFB) of short streams; with the relay, the latency each event gets through
-each setup (a paced, stamped stream: `mitmllm.bench.latency`). The concurrency section
-(`mitmllm.bench.concurrency`) then starts the setups afresh and loads them one after the other.
+64 KiB events (section `sizes`); within each repetition the setups take turns stream by stream
+(rotating order), and the figures are medians of the repetitions. The proxy section also
+measures the time to the first body byte (TTFB) of short streams; with the relay, the latency
+each event gets through each setup (a paced, stamped stream: `mitmllm.bench.latency`). The
+concurrency section (`mitmllm.bench.concurrency`) then starts the setups afresh and loads them
+one after the other.
 Every proxy is started with ``-q`` on a free 127.0.0.1 port and killed on the way out, Ctrl-C
 included.
 """
@@ -716,6 +717,11 @@ class Run:
         """Microseconds of the proxy's CPU time per event (NaN without a proxy)."""
         return self.cpu / self.events * 1e6 if self.cpu is not None else math.nan
 
+    def __add__(self, other: Run) -> Run:
+        """Two runs as one: their events, seconds and CPU time summed."""
+        cpu = None if self.cpu is None or other.cpu is None else self.cpu + other.cpu
+        return Run(self.events + other.events, self.seconds + other.seconds, cpu)
+
 
 @dataclass
 class Running:
@@ -801,8 +807,8 @@ class Measured:
 
     def cpu_ratios(self, label: str, a: str, b: str) -> list[float]:
         """Each repetition's CPU time per event of `a` / `b` (none where either has no CPU
-        figure). A repetition runs every setup of the row back to back, so each ratio is taken
-        under the same conditions: the machine's slow drifts cancel, where a ratio of two
+        figure). Within a repetition the setups take turns stream by stream, so each ratio is
+        taken under the same conditions: the machine's drifts cancel, where a ratio of two
         medians would carry them."""
         pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
         return [ratio(x.cpu_per_event, y.cpu_per_event) for x, y in pairs if x.cpu and y.cpu]
@@ -895,9 +901,15 @@ async def measure(
         for s in row_setups:
             await run_streams(client, running, s, row, streams=1)
         for rep in range(sizes.reps):
-            for s in rotated(row_setups, rep):
-                run = await run_streams(client, running, s, row)
-                m.runs.setdefault((row.label, s.name), []).append(run)
+            # The setups take turns stream by stream (rotating order), so each sees the machine
+            # as the others do: on a shared machine its speed moves by half within a minute,
+            # which setups run back to back, a run each, carry into their ratio.
+            runs: dict[str, Run] = {}
+            for s in turns(row_setups, row.streams, rep):
+                run = await run_streams(client, running, s, row, streams=1)
+                runs[s.name] = runs[s.name] + run if s.name in runs else run
+            for s in row_setups:
+                m.runs.setdefault((row.label, s.name), []).append(runs[s.name])
     for i in range(sizes.ttfb_requests if ttfb_setups else 0):
         for s in rotated(ttfb_setups, i):
             got = await fetch(client, running.port(s), SHORT_EVENTS, 1)
@@ -924,6 +936,13 @@ async def paced(
         check=functools.partial(check, setup, expected=expected_events(events)),
     )
     return run.latencies_ms()
+
+
+def turns(setups: list[Setup], streams: int, rep: int) -> Iterator[Setup]:
+    """Whose stream comes next in the `rep`-th repetition of a row of `streams` streams a
+    setup: one each in turn, the order rotating from one round to the next."""
+    for i in range(streams):
+        yield from rotated(setups, rep + i)
 
 
 def rotated(items: list[Setup], n: int) -> list[Setup]:
@@ -1119,8 +1138,8 @@ def describe_runs(report: Report, rows: Sequence[Row], sizes: ProxySizes) -> Non
     report.print(
         "  upstream: in its own process, one event (or several) per HTTP chunk; a run: streams "
         f"of up to {sizes.stream_events:,} events one after the other; {sizes.reps} "
-        "repetitions per row, each running every setup of the row back to back in rotating "
-        "order; figures: medians over the repetitions, a ratio the median of each "
+        "repetitions per row, in each the setups of the row taking turns stream by stream "
+        "(rotating order); figures: medians over the repetitions, a ratio the median of each "
         "repetition's ratio"
     )
     report.print(
