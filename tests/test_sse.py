@@ -376,3 +376,48 @@ def test_crlf_streams_at_any_chunking(lines: list[str], data: st.DataObject) -> 
     streamcheck.assert_chunking_invariant(None, body, chunks)
     events, _ = decode_all(body)
     assert dispatched(events) == reference_dispatch(body)
+
+
+# Big blocks: the blank line that ends one is searched for as a whole near its start, and past
+# that from line end to line end (`_blank_line`), a bounded number of them before it searches as
+# a whole again. Blocks whose blank line lies on either side of that border, or after more line
+# ends than the hops, at any chunking, with LF or CRLF.
+_big_line = st.sampled_from([0, 1, 7, 200, 440, 500, 503, 504, 505, 506, 510, 520, 2000]).map(
+    lambda k: "data: " + "x" * k
+)
+_many_lines = st.integers(60, 75).map(lambda n: ["data: a"] * n)
+
+
+@st.composite
+def big_bodies(draw: st.DrawFn) -> bytes:
+    eol = draw(st.sampled_from(["\n", "\r\n"]))
+    blocks = draw(
+        st.lists(st.one_of(st.lists(_big_line, min_size=1, max_size=3), _many_lines), max_size=4)
+    )
+    return "".join("".join(line + eol for line in block) + eol for block in blocks).encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(big_bodies(), st.data())
+def test_big_blocks_at_any_chunking(body: bytes, data: st.DataObject) -> None:
+    chunks = data.draw(streamcheck.chunkings(body))
+    streamcheck.assert_chunking_invariant(None, body, chunks)
+    events, rest = decode_all(body)
+    assert rest is None and dispatched(events) == reference_dispatch(body)
+    assert len(events) == body.count(b"\n\n") + body.count(b"\r\n\r\n")
+
+
+def test_the_blank_line_past_the_first_bytes_of_a_block_is_found_where_it_is() -> None:
+    for eol in (b"\n", b"\r\n"):
+        for size in (505, 506, 507, 508, 509, 510, 511, 512, 513, 5000):
+            block = b"data: " + b"x" * size + eol + eol
+            lines = b"".join(b"data: %d" % i + eol for i in range(100)) + eol
+            body = block + lines + block
+            events, rest = decode_all(body)
+            assert rest is None and [len(e.raw) for e in events] == [
+                len(block),
+                len(lines),
+                len(block),
+            ]
+            dec = Decoder()
+            assert [e.raw for e in dec.feed(block)] == [block]  # one whole block, one chunk

@@ -709,6 +709,12 @@ class Steady:
         gets of the chunk is `whole_out`."""
         if self.pattern is None or self.prefix is None:
             return 0
+        counter = self.counter
+        if not chunk.endswith(self.suffix if counter is None or counter[0] else counter[2]):
+            # A chunk that ends otherwise is not all steady events; found at once, where the
+            # matches below would read all of it first (a stream's last chunk can be big: a
+            # Responses stream's done events carry the whole text, four times)
+            return 0
         n = len(chunk)
         tiles = self.tiles
         if self.rewrites:
