@@ -810,7 +810,7 @@ class Measured:
         figure). Within a repetition the setups take turns stream by stream, so each ratio is
         taken under the same conditions: the machine's drifts cancel, where a ratio of two
         medians would carry them."""
-        pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
+        pairs = self._repetitions(label, a, b)
         return [ratio(x.cpu_per_event, y.cpu_per_event) for x, y in pairs if x.cpu and y.cpu]
 
     def cpu_ratio(self, label: str, a: str, b: str) -> float:
@@ -819,8 +819,11 @@ class Measured:
 
     def rate_ratios(self, label: str, a: str, b: str) -> list[float]:
         """Each repetition's events/s of `a` / `b` (see `cpu_ratios`)."""
-        pairs = zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
-        return [ratio(x.rate, y.rate) for x, y in pairs]
+        return [ratio(x.rate, y.rate) for x, y in self._repetitions(label, a, b)]
+
+    def _repetitions(self, label: str, a: str, b: str) -> Iterator[tuple[Run, Run]]:
+        """The runs of `a` and of `b` in the row, repetition by repetition."""
+        return zip(self.runs.get((label, a), []), self.runs.get((label, b), []), strict=False)
 
     def rate_ratio(self, label: str, a: str, b: str) -> float:
         """The median of `rate_ratios` (NaN if not measured)."""
