@@ -355,6 +355,26 @@ def test_chunks_of_whole_steady_deltas_take_the_fast_path(
     assert pipeline.checker.findings.to_list() == []
 
 
+@pytest.mark.parametrize("fmt", STEADY)
+def test_bytes_that_do_not_end_as_the_template_ends_are_turned_down_by_their_end(
+    fmt: str,
+) -> None:
+    """`may_end`: no template, nothing may end a steady event; once learned, every steady delta
+    ends as the template ends, the stream's last events do not, and `whole` takes no chunk
+    that ends otherwise."""
+    events = long_stream(fmt, 60).events
+    pipeline = Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body)))
+    steady = pipeline.steady
+    assert steady is not None and not steady.may_end(events[-1])
+    for ev in events[:-6]:
+        pipeline.feed(ev)
+    assert steady.prefix is not None
+    deltas = events[10:-6]
+    assert all(steady.may_end(ev) for ev in deltas)
+    assert not steady.may_end(events[-1])
+    assert steady.whole(pipeline.checker, b"".join(deltas[:3]) + events[-1]) == 0
+
+
 def test_pipelines_that_repair_hand_events_on_or_rewrite_blindly_have_no_shortcut() -> None:
     """A pipeline that repairs, hands events on or has a rewrite not known to be text-blind
     reads every event; a stream in an unknown format has no template to learn."""

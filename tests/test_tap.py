@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from mitmllm.bench.corpus import CALLS
 from mitmllm.bench.corpus import FORMATS
 from mitmllm.bench.corpus import long_stream
+from mitmllm.engine.keep import DEFAULT_LIMIT
 from mitmllm.engine.keep import KeptBody
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.rewrite import response_rewrites
@@ -136,7 +137,15 @@ def _stream_chunks(draw: st.DrawFn, fmt: str) -> list[bytes]:
 
 def _outcome(tap: Tap) -> tuple[Any, ...]:
     checker = tap.pipeline.checker
-    return StreamResult.of(checker), checker.findings.to_list(), tap.pipeline.events, tap.sent
+    sent = tap.sent  # first: the chunks passed on but not read yet count once they are read
+    offsets = [offset for offset, _ in tap.chunks]
+    return (
+        StreamResult.of(checker),
+        checker.findings.to_list(),
+        tap.pipeline.events,
+        sent,
+        (tap.chunk_count, tap.received, offsets),
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -145,14 +154,16 @@ def test_an_inspect_only_tap_that_defers_sends_and_finds_what_one_that_reads_eve
     data: st.DataObject, fmt: str
 ) -> None:
     """Whole events passed on before the pipeline reads them: the client gets the same lists
-    call by call, and the flow the same findings, counts and kept body, whether the stream
-    ends or the connection dies (`close`)."""
+    call by call, and the flow the same findings, counts, chunk offsets and kept body, whether
+    the stream ends or the connection dies (`close`), with the body and timings kept or not
+    (not: most chunks take the tap's shortest path)."""
     chunks = data.draw(_stream_chunks(fmt))
     died = data.draw(st.none() | st.integers(0, len(chunks)))
+    limit = data.draw(st.sampled_from([DEFAULT_LIMIT, 0]))
     taps = []
     for defers in (True, False):
         checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
-        tap = Tap(Pipeline(checker), time.time())
+        tap = Tap(Pipeline(checker), time.time(), body=KeptBody(limit))
         assert tap.defers
         tap.defers = defers
         tap.defer_bytes = data.draw(st.sampled_from([1, 300, 2000, 1 << 20]))
@@ -208,6 +219,27 @@ def test_chunks_of_whole_events_are_deferred_in_every_framing(fmt: str) -> None:
     assert tap(whole)[0] is whole and tap._deferred == [whole]
     assert tap(events[3][:-1]) == []  # held until the event is whole
     assert tap._deferred == []  # read, with what was deferred before it
+
+
+@pytest.mark.parametrize("limit", [0, DEFAULT_LIMIT])
+def test_where_no_timings_are_kept_whole_events_take_the_shortest_path(limit: int) -> None:
+    """Where the flow keeps no chunk timings, the chunks of whole events after the first go on
+    by the shortest path: deferred, counted when the pipeline reads them (timings kept: every
+    chunk goes the full way, its arrival recorded)."""
+    fmt = "anthropic"
+    events = long_stream(fmt, 20).events
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    tap = Tap(Pipeline(checker), time.time(), body=KeptBody(limit))
+    chunks = [b"".join(events[i : i + 2]) for i in range(0, len(events), 2)]
+    assert tap(chunks[0]) == [chunks[0]]
+    assert tap._passing is (limit == 0)
+    for chunk in chunks[1:5]:
+        assert tap(chunk)[0] is chunk
+    assert tap._deferred == chunks[:5]
+    assert (tap.chunk_count, tap.received) == (0, 0)  # counted once read
+    tap.settle()
+    assert (tap.chunk_count, tap.received) == (5, sum(map(len, chunks[:5])))
+    assert len(tap.chunks) == (0 if limit == 0 else 5)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -110,7 +110,12 @@ class Tap(StreamRecord):
     and the pipeline reads it later with the next ones (`settle`), in one call for up to
     `DEFER_BYTES`: the findings are the same for every chunking, and come that much later, all
     of them by the end of the stream. What the pipeline then passes on of bytes already sent
-    (`_ahead`) is not sent again.
+    (`_ahead`) is not sent again. Such chunks count (`chunk_count`, `received`) when the
+    pipeline reads them.
+
+    Where no chunk timings are kept, a chunk of whole events that follows another is passed on
+    by the shortest path there is (`_passing`): most chunks of a stream, each a few hundred
+    bytes, in one call of the proxy core.
     """
 
     def __init__(
@@ -128,21 +133,35 @@ class Tap(StreamRecord):
         self._deferred: list[bytes] = []
         self._deferred_size = 0
         self._ahead = 0  # bytes sent that the pipeline has not passed on yet
+        # A chunk of whole events may take the shortest path: the tap defers, the pipeline
+        # holds nothing, no timings are kept, the first byte out is recorded (see `__call__`)
+        self._passing = False
 
     def settle(self) -> None:
         """Have the pipeline read the whole events passed on before it read them, and record
         them as sent."""
         deferred = self._deferred
         if deferred:
+            size = self._deferred_size
             self._deferred, self._deferred_size = [], 0
+            self.chunk_count += len(deferred)
+            self.received += size
+            self._ahead += size
             pipeline = self.pipeline
-            batch = b"".join(deferred) if len(deferred) > 1 else b""
-            self.body.append(batch or deferred[0])  # one record for the batch, not one a chunk
-            if batch and pipeline.skim(batch):  # steady deltas only: one match for them all
-                self._ahead -= len(batch)
-            else:  # as they came: a chunk with another event is read as before
+            steady = pipeline.steady
+            if len(deferred) > 1 and steady is not None and steady.may_end(deferred[-1]):
+                batch = b"".join(deferred)
+                self.body.append(batch)  # one record for the batch, not one a chunk
+                if pipeline.skim(batch):  # steady deltas only: one match for them all
+                    self._ahead -= len(batch)
+                else:  # as they came: a chunk with another event is read as before
+                    self._read_apart(deferred)
+            else:  # not all steady deltas (it ends otherwise): no copy of it all
+                for piece in deferred:
+                    self.body.append(piece)
                 self._read_apart(deferred)
-            self._clean = not pipeline.holds
+            if pipeline.holds:
+                self._clean = self._passing = False
 
     def _read_apart(self, deferred: list[bytes]) -> None:
         """The pieces of a batch that is not all steady deltas, one by one (sent already). A
@@ -170,18 +189,24 @@ class Tap(StreamRecord):
     def _skim_head(self, pieces: list[bytes]) -> list[bytes]:
         """Read the pieces that start `pieces` and are all steady deltas in one match (all of
         them, or up to where the template's run ends); what is left to read one by one."""
-        if len(pieces) < 2:
-            return pieces
         pipeline = self.pipeline
         steady = pipeline.steady
         assert steady is not None
-        joined = b"".join(pieces)
+        # Only pieces that end as the template ends can be all steady deltas: the run is no
+        # longer than those at the start (a stream's big last piece is not copied for it)
+        may_end = steady.may_end
+        j = 0
+        while j < len(pieces) and may_end(pieces[j]):
+            j += 1
+        if j < 2:
+            return pieces
+        joined = b"".join(pieces[:j]) if j < len(pieces) else b"".join(pieces)
         if pipeline.skim(joined):
             self._ahead -= len(joined)
-            return []
+            return pieces[j:]
         run = steady.leading(pipeline.checker, joined)
         cut = k = 0
-        while k < len(pieces) and cut + len(pieces[k]) <= run:
+        while k < j and cut + len(pieces[k]) <= run:
             cut += len(pieces[k])
             k += 1
         if k >= 2 and pipeline.skim(joined[:cut]):
@@ -219,46 +244,57 @@ class Tap(StreamRecord):
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         deferred = False  # the chunk is in `_deferred`, or recorded with it
+        counted = False  # the chunk is in `chunk_count` and `received`
         try:
+            if self._passing and chunk.endswith(WHOLE_EVENTS):
+                # The shortest path (most chunks): whole events, on they go, counted and
+                # recorded with the batch the pipeline reads them in (see above)
+                self._deferred.append(chunk)
+                deferred = True
+                size = self._deferred_size + len(chunk)
+                self._deferred_size = size
+                if size >= self.defer_bytes:
+                    self.settle()
+                return [chunk]
             if chunk:
                 # `_arrived` and `_emitted` inline: this runs once per chunk in the proxy core,
                 # and reads the clock only for what it records (timings, the first byte out)
-                self.chunk_count += 1
                 if not self.timing_cut:
                     offsets = self._offsets
                     if len(offsets) < MAX_TIMINGS and not self.body.over:
-                        offsets.append(self.received)
+                        # where it starts: after the bytes read and those waiting to be read
+                        offsets.append(self.received + self._deferred_size)
                         self._times.append(self.clock())
                     else:
                         self._drop_timings()
-                size = len(chunk)
-                self.received += size
                 if self.defers and self._clean and chunk.endswith(WHOLE_EVENTS):
-                    # whole events while the pipeline holds nothing: on they go (see above),
-                    # recorded with the batch the pipeline reads them in
+                    # whole events while the pipeline holds nothing: on they go (see above)
                     self._deferred.append(chunk)
                     deferred = True
-                    self._ahead += size
-                    self._deferred_size += size
+                    self._deferred_size += len(chunk)
                     if self._first_out is None:
                         self._first_out = self.clock()
+                    self._passing = self.timing_cut
                     if self._deferred_size >= self.defer_bytes:
                         self.settle()
                     return [chunk]
+                self.chunk_count += 1
+                self.received += len(chunk)
+                counted = True
                 if self._deferred:
                     self.settle()
                 pipeline = self.pipeline
                 out = pipeline.feed(chunk)
                 if self._ahead:
                     out = self._behind(out)
+                if out:
+                    if self._first_out is None:
+                        self._first_out = self.clock()
+                    self.body.append(out)
                 if self.defers:  # only a deferring tap asks whether the next chunk starts clean
-                    self._clean = not pipeline.holds
-                if not out:
-                    return []
-                if self._first_out is None:
-                    self._first_out = self.clock()
-                self.body.append(out)
-                return [out]
+                    self._clean = clean = not pipeline.holds
+                    self._passing = clean and self.timing_cut and self._first_out is not None
+                return [out] if out else []
             self.finished = True
             self.settle()
             out = self._behind(self.pipeline.close())
@@ -268,10 +304,16 @@ class Tap(StreamRecord):
             self.pipeline.failed = True
             for piece in self._deferred:  # sent already: recorded, never read
                 self.body.append(piece)
-            self.defers, self._deferred, self._ahead = False, [], 0
+            self.chunk_count += len(self._deferred)
+            self.received += self._deferred_size
+            self.defers = self._passing = False
+            self._deferred, self._deferred_size, self._ahead = [], 0, 0
             if chunk:
                 if not deferred:
                     self.body.append(chunk)
+                    if not counted:
+                        self.chunk_count += 1
+                        self.received += len(chunk)
                 return [chunk]
             return []
 

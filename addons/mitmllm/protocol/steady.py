@@ -707,10 +707,7 @@ class Steady:
         steady events that each match the pattern, count them as `take` does and return how
         many; else 0, with nothing changed (`take` reads it). With rewrites, what the client
         gets of the chunk is `whole_out`."""
-        if self.pattern is None or self.prefix is None:
-            return 0
-        counter = self.counter
-        if not chunk.endswith(self.suffix if counter is None or counter[0] else counter[2]):
+        if self.pattern is None or not self.may_end(chunk):
             # A chunk that ends otherwise is not all steady events; found at once, where the
             # matches below would read all of it first (a stream's last chunk can be big: a
             # Responses stream's done events carry the whole text, four times)
@@ -743,7 +740,7 @@ class Steady:
         else:
             # (count, text) per event, or (text, count): matches that do not overlap and add
             # up to the chunk's length tile it; each count the one the validator wants next
-            assert self.counter is not None and self.counted is not None
+            assert self.counter is not None and self.counted is not None and self.prefix is not None
             found = self.pattern.findall(chunk)
             if not found:
                 return 0
@@ -765,6 +762,14 @@ class Steady:
         self.used = True
         self.misses = 0
         return taken
+
+    def may_end(self, data: bytes) -> bool:
+        """Does `data` end as the learned template ends? Bytes that do not are not all steady
+        events (`whole` takes none of them), whatever they start with."""
+        if self.prefix is None:
+            return False
+        counter = self.counter
+        return data.endswith(self.suffix if counter is None or counter[0] else counter[2])
 
     def leading(self, checker: StreamChecker, data: bytes) -> int:
         """How many bytes at the start of `data` are steady events one after the other, as
