@@ -12,6 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.sse import _BIG_DATA
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import decode_all
@@ -176,6 +177,48 @@ def test_byte_level_parser_takes_the_shapes_llm_streams_send() -> None:
         b"data: [DONE]\n\n",
     ):
         assert parse_common(raw, 0, 0) == parse_text(raw, 0, 0)
+
+
+@pytest.mark.parametrize("size", [_BIG_DATA - 1, _BIG_DATA, _BIG_DATA + 1, 70_000])
+@pytest.mark.parametrize(
+    "filler",
+    [b"x", "Grüße 東京 ".encode(), b"\xff", "\u2028".encode(), b'":"'],
+    ids=["ascii", "utf-8", "invalid", "line-separator", "quotes"],
+)
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_big_data_lines_decoded_in_place_equal_the_text_parser(
+    size: int, filler: bytes, eol: bytes
+) -> None:
+    """A data line from `_BIG_DATA` bytes on is decoded from a view of its block, not a copy:
+    the same event as the general parser's, and the same refusals (invalid UTF-8, a line
+    separator hazard), on either side of that size."""
+    room = size - len(b'{"text":""}')
+    data = b'{"text":"' + filler * (room // len(filler)) + b"x" * (room % len(filler)) + b'"}'
+    assert len(data) == size
+    for head in (b"", b"event: response.output_text.done" + eol):
+        raw = head + b"data: " + data + eol + eol
+        fast = parse_common(raw, 3, 40)
+        general = parse_text(raw, 3, 40, Findings())
+        if filler in (b"\xff", "\u2028".encode()):
+            assert fast is None
+        else:
+            assert fast == general and fast.data == data.decode()
+        assert parse_block(raw, 3, 40) == general
+
+
+def test_a_big_data_line_is_decoded_without_a_copy_of_its_bytes() -> None:
+    """Only the event's text is allocated: no copy of the line to decode it (a Responses
+    stream's done events carry its whole text, and each copy is fresh memory to fault in)."""
+    size = 1 << 20
+    raw = b"event: response.completed\ndata: " + b"x" * size + b"\n\n"
+    tracemalloc.start()
+    try:
+        ev = parse_common(raw, 0, 0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ev is not None and len(ev.data) == size
+    assert peak < 1.5 * size, f"peak {peak / size:.1f}x the line"
 
 
 # --- framing -----------------------------------------------------------------------------------

@@ -426,6 +426,8 @@ def parse_text(
 #: Event names already seen, decoded once: a stream repeats a handful of them.
 _NAMES: dict[bytes, str] = {}
 _MAX_NAMES = 256
+#: From this size on, a data line is decoded from a view of its block rather than a copy.
+_BIG_DATA = 16 * 1024
 
 
 def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
@@ -467,7 +469,11 @@ def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
     else:
         return None
     try:
-        data = raw[start:end].decode("utf-8")
+        if end - start < _BIG_DATA:
+            data = raw[start:end].decode("utf-8")
+        else:  # decoded in place: no copy of a big line just to decode it
+            with memoryview(raw) as view:
+                data = str(view[start:end], "utf-8")
     except UnicodeDecodeError:
         return None
     if data[:1] == ":" or (not data.isascii() and _LINE_SEPARATOR_HAZARDS.search(data)):
