@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+import mitmllm.protocol.steady as steady_module
 from mitmllm.bench.corpus import CALLS
 from mitmllm.bench.corpus import FORMATS
 from mitmllm.bench.corpus import long_stream
@@ -26,6 +27,7 @@ from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.gate import Verdict
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.steady import Steady
+from mitmllm.protocol.steady import TooDeep
 from mitmllm.protocol.steady import _escape
 from mitmllm.protocol.steady import attributes
 from mitmllm.protocol.steady import fingerprint
@@ -409,6 +411,48 @@ def test_fingerprint_compares_state_by_value_and_ignores_reporting_references() 
     b.parts.append("b")
     assert fingerprint([a]) != fingerprint([b])
     assert fingerprint(print) == fingerprint(len)  # callables are references
+
+
+def test_an_object_reached_twice_is_pictured_by_its_value_once_and_a_cycle_is_too_deep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A validator's item kept by index and by id: its picture is the one an equal copy in each
+    place gives, it follows the object's changes, and one pass takes it once. A cycle still
+    ends in TooDeep (nothing is certified), as before pictures were kept."""
+
+    class Item:
+        __slots__ = ("id", "parts")
+
+        def __init__(self) -> None:
+            self.id, self.parts = "msg", ["a"]
+
+    class State:
+        def __init__(self, by_index: Item, by_id: Item) -> None:
+            self.items = {0: by_index}
+            self.ids = {"msg": by_id}
+
+    shared = Item()
+    twice, copies = State(shared, shared), State(Item(), Item())
+    assert attributes(twice) == attributes(copies)
+    shared.parts.append("b")
+    assert attributes(twice) != attributes(copies)
+
+    taken: list[int] = []
+    whole = steady_module.attributes
+
+    def counting(obj: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        taken.append(id(obj))
+        return whole(obj, *args, **kwargs)
+
+    monkeypatch.setattr(steady_module, "attributes", counting)
+    counting(twice)
+    assert taken.count(id(shared)) == 1
+    monkeypatch.undo()
+
+    loop = State(Item(), Item())
+    loop.items[0].parts.append(loop)  # type: ignore[arg-type]
+    with pytest.raises(TooDeep):
+        attributes(loop)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

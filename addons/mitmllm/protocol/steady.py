@@ -99,10 +99,12 @@ class TooDeep(Exception):
 _SCALARS = frozenset({type(None), bool, int, float, str, bytes})
 
 
-def fingerprint(obj: Any, depth: int = 0) -> Any:
+def fingerprint(obj: Any, depth: int = 0, memo: dict[int, Any] | None = None) -> Any:
     """A comparable, hashable picture of `obj`'s value: containers and objects (their
     ``__dict__`` and ``__slots__``) by content. Events, findings and callables are references
-    a validator keeps for reporting, not state, and compare equal."""
+    a validator keeps for reporting, not state, and compare equal. `memo` holds the pictures of
+    the objects already taken in this pass: an object a validator reaches twice (an item by
+    its index and by its id) is pictured once."""
     kind = type(obj)
     if kind in _SCALARS or isinstance(obj, (bool, int, float, str, bytes, Enum)):
         return obj
@@ -111,6 +113,8 @@ def fingerprint(obj: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise TooDeep
     d = depth + 1
+    if memo is None:
+        memo = {}
     # Scalars (most values) are their own picture: tested here, not in a call each
     scalars = _SCALARS
     if isinstance(obj, dict):
@@ -118,17 +122,26 @@ def fingerprint(obj: Any, depth: int = 0) -> Any:
             "dict",
             tuple(
                 (
-                    k if type(k) in scalars else fingerprint(k, d),
-                    v if type(v) in scalars else fingerprint(v, d),
+                    k if type(k) in scalars else fingerprint(k, d, memo),
+                    v if type(v) in scalars else fingerprint(v, d, memo),
                 )
                 for k, v in obj.items()
             ),
         )
     if isinstance(obj, (list, tuple)):
-        return (kind.__name__, tuple(x if type(x) in scalars else fingerprint(x, d) for x in obj))
+        return (
+            kind.__name__,
+            tuple(x if type(x) in scalars else fingerprint(x, d, memo) for x in obj),
+        )
     if isinstance(obj, (set, frozenset)):
-        return ("set", frozenset(x if type(x) in scalars else fingerprint(x, d) for x in obj))
-    return (kind.__qualname__, tuple(sorted(attributes(obj, d).items())))
+        return ("set", frozenset(x if type(x) in scalars else fingerprint(x, d, memo) for x in obj))
+    # An object: taken once a pass (its picture is recorded when complete, so a cycle still
+    # ends in TooDeep)
+    picture = memo.get(id(obj))
+    if picture is None:
+        picture = (kind.__qualname__, tuple(sorted(attributes(obj, d, memo=memo).items())))
+        memo[id(obj)] = picture
+    return picture
 
 
 #: The slot names of each class whose objects were fingerprinted.
@@ -148,21 +161,28 @@ def _slots(cls: type) -> tuple[str, ...]:
     return names
 
 
-def attributes(obj: Any, depth: int = 0, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+def attributes(
+    obj: Any,
+    depth: int = 0,
+    skip: frozenset[str] = frozenset(),
+    memo: dict[int, Any] | None = None,
+) -> dict[str, Any]:
     """The fingerprints of an object's own attributes (but those in `skip`), by name."""
     out = {}
     scalars = _SCALARS
+    if memo is None:
+        memo = {}
     own = getattr(obj, "__dict__", None)
     if own:
         for name, value in own.items():
             if name not in skip:
-                out[name] = value if type(value) in scalars else fingerprint(value, depth)
+                out[name] = value if type(value) in scalars else fingerprint(value, depth, memo)
     missing = object()
     for name in _slots(type(obj)):
         if name not in skip:
             value = getattr(obj, name, missing)
             if value is not missing:
-                out[name] = value if type(value) in scalars else fingerprint(value, depth)
+                out[name] = value if type(value) in scalars else fingerprint(value, depth, memo)
     return out
 
 
