@@ -133,9 +133,7 @@ class Tap(StreamRecord):
         self._deferred: list[bytes] = []
         self._deferred_size = 0
         self._ahead = 0  # bytes sent that the pipeline has not passed on yet
-        # A chunk of whole events may take the shortest path: the tap defers, the pipeline
-        # holds nothing, no timings are kept, the first byte out is recorded (see `__call__`)
-        self._passing = False
+        self._passing = False  # see `_passable`
 
     def settle(self) -> None:
         """Have the pipeline read the whole events passed on before it read them, and record
@@ -160,8 +158,14 @@ class Tap(StreamRecord):
                 for piece in deferred:
                     self.body.append(piece)
                 self._read_apart(deferred)
-            if pipeline.holds:
-                self._clean = self._passing = False
+            self._clean = not pipeline.holds
+            self._passing = self._passable()
+
+    def _passable(self) -> bool:
+        """May the next chunk of whole events take the shortest path (`__call__`)? The tap
+        defers, the pipeline holds nothing, no timings are kept, the first byte out is
+        recorded. `_passing` keeps the answer for the chunks that take it."""
+        return self.defers and self._clean and self.timing_cut and self._first_out is not None
 
     def _read_apart(self, deferred: list[bytes]) -> None:
         """The pieces of a batch that is not all steady deltas, one by one (sent already). A
@@ -200,7 +204,7 @@ class Tap(StreamRecord):
             j += 1
         if j < 2:
             return pieces
-        joined = b"".join(pieces[:j]) if j < len(pieces) else b"".join(pieces)
+        joined = b"".join(pieces[:j])
         if pipeline.skim(joined):
             self._ahead -= len(joined)
             return pieces[j:]
@@ -274,7 +278,7 @@ class Tap(StreamRecord):
                     self._deferred_size += len(chunk)
                     if self._first_out is None:
                         self._first_out = self.clock()
-                    self._passing = self.timing_cut
+                    self._passing = self._passable()
                     if self._deferred_size >= self.defer_bytes:
                         self.settle()
                     return [chunk]
@@ -292,8 +296,8 @@ class Tap(StreamRecord):
                         self._first_out = self.clock()
                     self.body.append(out)
                 if self.defers:  # only a deferring tap asks whether the next chunk starts clean
-                    self._clean = clean = not pipeline.holds
-                    self._passing = clean and self.timing_cut and self._first_out is not None
+                    self._clean = not pipeline.holds
+                    self._passing = self._passable()
                 return [out] if out else []
             self.finished = True
             self.settle()
