@@ -371,3 +371,34 @@ def test_events_that_begin_alike_are_spliced_alike() -> None:
     assert splice(n2, [Edit(("model",), 5)]) == b'{"id":"c","model":5}'
     short = b'{"id":"c","model":"u"}'
     assert splice(short, [Edit(("model",), "x")]) == b'{"id":"c","model":"x"}'
+
+
+def test_a_path_into_a_container_does_not_read_all_of_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Responses event's ``response`` carries the whole answer: the path to its model enters
+    it without reading it to its end (a string value spelled as the key is no key), and each
+    other way a member could repeat the key still finds the last one."""
+    import mitmllm.protocol.splice as splice_module
+
+    answer = b'"output":[{"content":[{"text":"' + b"x" * 50_000 + b'"}]}]'
+    response = b'{"id":"r","object":"response","model":"up",' + answer + b"}"
+    text = b'{"type":"response.completed","response":' + response + b',"n":1}'
+    read: list[int] = []
+    skip = splice_module._skip
+
+    def counting(buf: bytes, pos: int, end: int) -> int:
+        after = skip(buf, pos, end)
+        read.append(after - pos)
+        return after
+
+    monkeypatch.setattr(splice_module, "_skip", counting)
+    edit = [Edit(("response", "model"), "alias")]
+    assert splice(text, edit) == text.replace(b'"up"', b'"alias"', 1)
+    assert locate(text, ("response", "model")) == (text.index(b'"up"'), text.index(b'"up"') + 4)
+    assert max(read) < 100  # the model's string only, never the answer
+    read.clear()
+    for later in (b',"response":', b',"response"\n :', b',"\\u0072esponse":'):
+        repeated = text[:-1] + later + b'{"model":"last"}}'
+        out = splice(repeated, edit)
+        assert out == repeated.replace(b'"last"', b'"alias"')
+        assert json.loads(out)["response"] == {"model": "alias"}
+    assert max(read) > 50_000  # a member may repeat the key: the scan reads on, as before

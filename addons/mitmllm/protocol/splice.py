@@ -266,7 +266,7 @@ def _member(buf: bytes, pos: int, end: int, key: str) -> tuple[int, int] | None:
         if vstart >= 0:
             # The last member with the key, unless a later one may repeat it: spelled the same,
             # or (a plain key) with a \\u escape. Anything after it counts: a cheap, safe test.
-            if buf.find(want, vend, end) == -1 and buf.find(b"\\u", vend, end) == -1:
+            if not _may_repeat(buf, want, vend, end):
                 return vstart, vend
             return _after(buf, vend, end, want, key, (vstart, vend))
     p = _WS.match(buf, pos + 1, end).end()  # type: ignore[union-attr]
@@ -347,6 +347,45 @@ def _element(buf: bytes, pos: int, end: int, index: int) -> tuple[int, int] | No
             raise SpliceError(f"'}}' closes an array at byte {s.start(1)}")
 
 
+def _enter(buf: bytes, pos: int, end: int, key: Key) -> int | None:
+    """Where the value at `key` of the container at `pos` starts, for a path that goes on
+    into it (None: absent). Its end is not needed there, and finding it means reading all of
+    it: a Responses event's ``response`` carries the whole answer. So a member found by its
+    key's pattern whose value is a container is entered at once when no later member can
+    repeat the key (`_may_repeat`)."""
+    if isinstance(key, str) and pos < end and buf[pos] == 0x7B:
+        want, finder = _key(key)
+        if finder is not None:
+            m = finder.match(buf, pos, end)
+            vstart = -1 if m is None else m.end()
+            if (
+                0 <= vstart < end
+                and buf[vstart] in _OPEN
+                and not _may_repeat(buf, want, vstart, end)
+            ):
+                return vstart
+    return _start(_child(buf, pos, end, key))
+
+
+def _may_repeat(buf: bytes, want: bytes, pos: int, end: int) -> bool:
+    """May a member with the key spelled `want` follow `pos`? Only where the spelling is
+    followed by a colon (a string value spelled the same is not a key: ``"object":"response"``)
+    or where a ``\\u`` escape could spell it otherwise. A cheap test, never wrong the other way."""
+    if buf.find(b"\\u", pos, end) != -1:
+        return True
+    at = buf.find(want, pos, end)
+    while at != -1:
+        after = _WS.match(buf, at + len(want), end).end()  # type: ignore[union-attr]
+        if after < end and buf[after] == 0x3A:  # ':'
+            return True
+        at = buf.find(want, after, end)
+    return False
+
+
+def _start(span: tuple[int, int] | None) -> int | None:
+    return None if span is None else span[0]
+
+
 def _child(buf: bytes, pos: int, end: int, key: Key) -> tuple[int, int] | None:
     c = buf[pos] if pos < end else -1
     if isinstance(key, str):
@@ -364,13 +403,14 @@ def locate(
     """The span of the value at `path` in the JSON text ``buf[start:end]``; None if absent."""
     end = len(buf) if end is None else end
     pos = _WS.match(buf, start, end).end()  # type: ignore[union-attr]
-    span = (pos, _skip(buf, pos, end))
-    for key in path:
-        found = _child(buf, span[0], end, key)
-        if found is None:
+    if not path:
+        return pos, _skip(buf, pos, end)
+    at: int | None = pos
+    for key in path[:-1]:
+        at = _enter(buf, at, end, key)  # type: ignore[arg-type]
+        if at is None:
             return None
-        span = found
-    return span
+    return _child(buf, at, end, path[-1])  # type: ignore[arg-type]
 
 
 # --- writing values -------------------------------------------------------------------------------
@@ -444,13 +484,13 @@ def replacements(
     if len(edits) == 1 and edits[0].path and edits[0].value is not DELETE:
         # The common case (a restamp): walk the path, no tree.
         edit = edits[0]
-        span: tuple[int, int] | None = (pos, pos)
+        at: int | None = pos
         for key in edit.path[:-1]:
-            span = _child(buf, span[0], end, key)  # type: ignore[index]
-            if span is None:
+            at = _enter(buf, at, end, key)  # type: ignore[arg-type]
+            if at is None:
                 raise SpliceError(f"{edit.path!r}: {key!r} is missing")
-        assert span is not None
-        found = _child(buf, span[0], end, edit.path[-1])
+        assert at is not None
+        found = _child(buf, at, end, edit.path[-1])
         if found is not None:
             return [(found[0], found[1], encode(edit.value))]
     tree = _tree(edits)
@@ -488,10 +528,17 @@ def _walk(buf: bytes, pos: int, end: int, tree: dict[Key, Any], out: list[Replac
     structural = any(isinstance(v, Edit) and v.value is DELETE for v in tree.values())
     if not structural and len(keys) == 1:  # the common case: one value, no member list
         key = keys[0]
-        span = _member(buf, pos, end, key)  # type: ignore[arg-type]
-        if span is not None:
-            _apply(buf, span, tree[key], end, out)
-            return
+        node = tree[key]
+        if isinstance(node, Edit):
+            span = _member(buf, pos, end, key)  # type: ignore[arg-type]
+            if span is not None:
+                out.append((span[0], span[1], encode(node.value)))
+                return
+        else:
+            at = _enter(buf, pos, end, key)  # type: ignore[arg-type]
+            if at is not None:
+                _walk(buf, at, end, node, out)
+                return
     _object(buf, pos, end, tree, out)
 
 
