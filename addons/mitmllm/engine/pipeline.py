@@ -68,12 +68,18 @@ class TextBlind:
     """A rewrite whose edits follow from a payload without the model's text at its dialect's
     `steady_paths`, and never land there: a steady delta then gets the edits of the delta that
     was certified, so the steady shortcut may take it (`mitmllm.protocol.steady`). The response
-    rewrites (restamp, tool names) are; tests/test_rewrite.py proves it for every dialect."""
+    rewrites (restamp, tool names) are; tests/test_rewrite.py proves it for every dialect.
 
-    __slots__ = ("rewrite",)
+    `marks`: bytes of which every event the rewrite edits holds one, as the upstream sent it,
+    unless the event has a ``\\u`` escape (the restamp: its key). Whole events with neither pass
+    through unchanged, so a tap may pass them on before reading them (`Pipeline.unmarked`).
+    None: the rewrite cannot say."""
 
-    def __init__(self, rewrite: Rewrite) -> None:
+    __slots__ = ("marks", "rewrite")
+
+    def __init__(self, rewrite: Rewrite, *, marks: tuple[bytes, ...] | None = None) -> None:
         self.rewrite = rewrite
+        self.marks = marks
 
     def __call__(self, payload: Any) -> Sequence[Edit]:
         return self.rewrite(payload)
@@ -109,6 +115,14 @@ class Pipeline:
         #: the unterminated tail passed on at the end, rewritten like any event when its data
         #: is whole JSON (empty until closed)
         self.trailing = b""
+        #: What every event a rewrite may change holds (`TextBlind`): () without rewrites,
+        #: None where a rewrite cannot say
+        self.marks: tuple[bytes, ...] | None = ()
+        for r in self.rewrites:
+            marks = r.marks if isinstance(r, TextBlind) else None
+            self.marks = None if marks is None or self.marks is None else self.marks + marks
+        self._marks_read: bytes | None = None  # the template `marked_steady` read last
+        self._marked = False
         # Steady deltas are accepted by their bytes only where nothing reads the events one by
         # one, no repair could change one, and every rewrite is text-blind (its edits are those
         # of the certified delta): `mitmllm.protocol.steady`.
@@ -137,6 +151,38 @@ class Pipeline:
         """Does the pipeline pass on what it is given unchanged (no repair, no rewrite), with
         nothing else reading its events one by one?"""
         return self.repairer is None and not self.rewrites and self.on_event is None
+
+    @property
+    def defers(self) -> bool:
+        """May whole events go on before the pipeline reads them? Where it is inspect-only,
+        or its rewrites say which events they may change (`unmarked`), and no repair or
+        anything else reads its events one by one."""
+        return self.repairer is None and self.on_event is None and self.marks is not None
+
+    def unmarked(self, data: bytes) -> bool:
+        """Do the whole events `data` hold nothing a rewrite may change (`TextBlind.marks`), so
+        the pipeline passes them on as they are? Only where it `defers`."""
+        marks = self.marks
+        if not marks:
+            return marks is not None
+        find = data.find  # (`find` takes half the time `in` does on a short chunk)
+        for mark in marks:
+            if find(mark) != -1:
+                return False
+        # a backslash is found at memchr's speed; a two-byte search reads about a ns a byte
+        return find(b"\\") == -1 or find(b"\\u") == -1
+
+    def marked_steady(self) -> bool:
+        """Do the steady deltas hold a mark, as their template has them? Then none of them is
+        `unmarked` (Chat's and Gemini's deltas carry the model; Anthropic's and Responses'
+        do not)."""
+        steady = self.steady
+        if steady is None or steady.prefix is None or not self.marks:
+            return False
+        if steady.prefix is not self._marks_read:  # a template is read once
+            self._marks_read = steady.prefix
+            self._marked = not (self.unmarked(steady.prefix) and self.unmarked(steady.suffix))
+        return self._marked
 
     @property
     def holds(self) -> bool:

@@ -145,7 +145,12 @@ def response_rewrites(
     Neither reads nor edits the model's text, so both are `TextBlind`."""
     out: list[Rewrite] = []
     if client_model:
-        out.append(TextBlind(lambda payload: dialect.restamp(payload, client_model)))
+        out.append(
+            TextBlind(
+                lambda payload: dialect.restamp(payload, client_model),
+                marks=(dialect.restamp_key,),
+            )
+        )
     if names:
         mapping = dict(names)
         out.append(TextBlind(lambda payload: dialect.rename_tools(payload, mapping)))

@@ -8,8 +8,9 @@ record what the client was sent (for mitmweb and saved flows) and when each upst
 arrived (for fixtures), both bounded whatever the stream's length (`mitmllm.engine.keep`). They
 run once per chunk inside the proxy core, so they do as little as they can there.
 
-* `Tap` drives the whole pipeline in place: frame, validate, rewrite. Inspect-only, it passes
-  whole events on at once and validates them in batches.
+* `Tap` drives the whole pipeline in place: frame, validate, rewrite. Inspect-only (and
+  restamping, for events without the model's key), it passes whole events on at once and
+  validates them in batches.
 * `FramingTap` only frames, and leaves validation to the `ValidationWorker` process.
 """
 
@@ -111,7 +112,11 @@ class Tap(StreamRecord):
     `DEFER_BYTES`: the findings are the same for every chunking, and come that much later, all
     of them by the end of the stream. What the pipeline then passes on of bytes already sent
     (`_ahead`) is not sent again. Such chunks count (`chunk_count`, `received`) when the
-    pipeline reads them.
+    pipeline reads them. A pipeline whose rewrites say what every event they change holds
+    (a restamp: the model's key) passes other events on unchanged too: chunks without it
+    (`Pipeline.unmarked`, most of an Anthropic or Responses stream) are deferred alike. Where
+    the steady deltas carry it (Chat's and Gemini's), the tap stops asking once it has learned
+    them (`Pipeline.marked_steady`).
 
     Where no chunk timings are kept, a chunk of whole events that follows another is passed on
     by the shortest path there is (`_passing`): most chunks of a stream, each a few hundred
@@ -127,7 +132,9 @@ class Tap(StreamRecord):
     ):
         super().__init__(t0, clock, body)
         self.pipeline = pipeline
-        self.defers = pipeline.inspect_only
+        self.defers = pipeline.defers
+        # no rewrite: every chunk of whole events may be deferred, else those `unmarked`
+        self._blind = not pipeline.rewrites
         self.defer_bytes = DEFER_BYTES
         self._clean = True  # the pipeline holds nothing: the next chunk starts an event
         self._deferred: list[bytes] = []
@@ -249,17 +256,20 @@ class Tap(StreamRecord):
     def __call__(self, chunk: bytes) -> list[bytes]:
         deferred = False  # the chunk is in `_deferred`, or recorded with it
         counted = False  # the chunk is in `chunk_count` and `received`
+        marked = False  # whole events a rewrite may change: read now
         try:
             if self._passing and chunk.endswith(WHOLE_EVENTS):
-                # The shortest path (most chunks): whole events, on they go, counted and
-                # recorded with the batch the pipeline reads them in (see above)
-                self._deferred.append(chunk)
-                deferred = True
-                size = self._deferred_size + len(chunk)
-                self._deferred_size = size
-                if size >= self.defer_bytes:
-                    self.settle()
-                return [chunk]
+                if self._blind or self.pipeline.unmarked(chunk):
+                    # The shortest path (most chunks): whole events, on they go, counted and
+                    # recorded with the batch the pipeline reads them in (see above)
+                    self._deferred.append(chunk)
+                    deferred = True
+                    size = self._deferred_size + len(chunk)
+                    self._deferred_size = size
+                    if size >= self.defer_bytes:
+                        self.settle()
+                    return [chunk]
+                marked = True
             if chunk:
                 # `_arrived` and `_emitted` inline: this runs once per chunk in the proxy core,
                 # and reads the clock only for what it records (timings, the first byte out)
@@ -271,7 +281,13 @@ class Tap(StreamRecord):
                         self._times.append(self.clock())
                     else:
                         self._drop_timings()
-                if self.defers and self._clean and chunk.endswith(WHOLE_EVENTS):
+                if (
+                    not marked
+                    and self.defers
+                    and self._clean
+                    and chunk.endswith(WHOLE_EVENTS)
+                    and (self._blind or self.pipeline.unmarked(chunk))
+                ):
                     # whole events while the pipeline holds nothing: on they go (see above)
                     self._deferred.append(chunk)
                     deferred = True
@@ -296,8 +312,11 @@ class Tap(StreamRecord):
                         self._first_out = self.clock()
                     self.body.append(out)
                 if self.defers:  # only a deferring tap asks whether the next chunk starts clean
-                    self._clean = not pipeline.holds
-                    self._passing = self._passable()
+                    if self._blind or not pipeline.marked_steady():
+                        self._clean = not pipeline.holds
+                        self._passing = self._passable()
+                    else:  # its steady deltas carry what it rewrites: no chunk of them is deferred
+                        self.defers = self._passing = False
                 return [out] if out else []
             self.finished = True
             self.settle()

@@ -243,6 +243,9 @@ class Dialect(ABC):
     #: The tool-schema flavour whose rules the format's own API enforces (REQ-1 / REQ-4 lints,
     #: and which flavours apply to its bodies; see `mitmllm.protocol.schemas`).
     native_flavour: ClassVar[str] = "none"
+    #: The key of the value `restamp` edits, spelled as JSON spells it: a payload it edits
+    #: holds these bytes, or a ``\u`` escape that spells them otherwise.
+    restamp_key: ClassVar[bytes] = b'"model"'
 
     # --- recognising requests ----------------------------------------------------------------
 

@@ -602,6 +602,7 @@ class GeminiDialect(Dialect):
         "reasoning": "thoughtsTokenCount",
     }
     default_auth = "x-goog-api-key"
+    restamp_key = b'"modelVersion"'
     own_headers = ("x-goog-",)  # x-goog-user-project, x-goog-api-client, ...
     model_in_path = True
     prompt_fields = ("systemInstruction", "system_instruction", "contents", "tools")
