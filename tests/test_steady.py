@@ -76,7 +76,18 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
         i = draw(st.integers(0, len(out) - 1))
         kind = draw(
             st.sampled_from(
-                ["swap", "drop", "repeat", "ping", "id", "index", "blank", "model", "inside"]
+                [
+                    "swap",
+                    "drop",
+                    "repeat",
+                    "ping",
+                    "id",
+                    "index",
+                    "blank",
+                    "model",
+                    "inside",
+                    "other",
+                ]
             )
         )
         if kind == "swap" and i + 1 < len(out):
@@ -95,6 +106,8 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
             out.insert(i, b"\n")
         elif kind == "model":  # this event already names the client's model: nothing to restamp
             out[i] = MODELS.sub(b'"' + ALIAS.encode() + b'"', out[i])
+        elif kind == "other":  # another response's id, as long as this one's
+            out[i] = out[i].replace(b"mock", b"moCk", 1)
         elif kind == "inside":  # a keep-alive spliced into the event (the repairs rejoin it)
             at = draw(st.integers(1, max(1, len(out[i]) - 3)))
             out[i] = out[i][:at] + b"\n: keep-alive\n\n" + out[i][at:]
@@ -717,3 +730,67 @@ def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
     assert out + gate.take() == b"".join(events) and gate.verdict is Verdict.PASS
     assert parsed < 20 and gate.progress == gate.events - (fmt == "anthropic")  # the ping
     assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+
+
+#: The formats whose deltas carry an id of their response, and the mock's id in them.
+IDS = {"openai-chat": b"chatcmpl-mock", "gemini": b"mock-mock"}
+
+
+@pytest.mark.parametrize("fmt", sorted(IDS))
+def test_streams_whose_deltas_carry_their_own_id_compile_no_template_of_their_own(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chat's and Gemini's deltas carry their response's id, so each stream learns a template
+    of its own. Its events are matched by an expression held by the template's lengths: one
+    for all the streams, and no expression of the stream's own bytes is compiled (about a
+    microsecond a byte) unless something needs one (a rewrite, a counter)."""
+    compiled: list[bytes] = []
+    pattern = steady_module._pattern
+
+    def counting(prefix: bytes, suffix: bytes, counter: Any) -> Any:
+        compiled.append(prefix)
+        return pattern(prefix, suffix, counter)
+
+    monkeypatch.setattr(steady_module, "_pattern", counting)
+    events = long_stream(fmt, 60).events
+    tiles = set()
+    for n in range(3):
+        own = IDS[fmt][:-4] + b"%04d" % n  # as long as the mock's
+        chunks = [
+            b"".join(events[i : i + 4]).replace(IDS[fmt], own) for i in range(0, len(events), 4)
+        ]
+        checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+        pipeline = Pipeline(checker)
+        steady = pipeline.steady
+        assert steady is not None
+        out = b"".join(pipeline.feed(c) for c in chunks[:6])
+        assert steady.prefix is not None and own in steady.prefix + steady.suffix and steady.used
+        tiles.add(steady.tiles)
+        out += b"".join(pipeline.feed(c) for c in chunks[6:]) + pipeline.close()
+        assert out == b"".join(chunks) and StreamResult.of(checker).findings == []
+    assert len(tiles) == 1 and compiled == []
+
+
+@pytest.mark.parametrize("fmt", sorted(IDS))
+def test_an_event_with_another_id_as_long_ends_the_run_of_steady_deltas(fmt: str) -> None:
+    """The expression takes any bytes of the template's lengths for the first event's prefix
+    and suffix and wants them again in every later event: the first event is checked against
+    the template, an event with another id of the same length ends the run, as it ends the
+    template's run in the full path."""
+    events = long_stream(fmt, 30).events
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    for ev in events[:8]:
+        pipeline.feed(ev)
+    steady = pipeline.steady
+    assert steady is not None and steady.prefix is not None and steady.tiles is not None
+    deltas = list(events[8:20])
+    other = [ev.replace(IDS[fmt], IDS[fmt][:-1] + b"K") for ev in deltas]
+    assert steady.leading(checker, b"".join(deltas)) == len(b"".join(deltas))
+    assert steady.leading(checker, b"".join(other)) == 0  # its first event is not the template's
+    mixed = b"".join(deltas[:5] + other[5:])
+    assert steady.leading(checker, mixed) == len(b"".join(deltas[:5]))
+    assert steady.whole(checker, b"".join(other)) == 0 and steady.whole(checker, mixed) == 0
+    sent: list[bytes] = []
+    assert steady.take(checker, mixed, sent, hold=False) == len(b"".join(deltas[:5]))
+    assert steady.last_start == len(b"".join(deltas[:4]))

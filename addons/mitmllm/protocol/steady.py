@@ -55,6 +55,7 @@ import re
 from collections.abc import Callable
 from collections.abc import Sequence
 from enum import Enum
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -235,18 +236,10 @@ def _escape(raw: bytes) -> bytes:
 
 
 def _pattern(
-    prefix: bytes,
-    suffix: bytes,
-    counter: tuple[bool, bytes, bytes] | None,
-    *,
-    named: bool = True,
-) -> Any:
+    prefix: bytes, suffix: bytes, counter: tuple[bool, bytes, bytes] | None
+) -> re.Pattern[bytes]:
     """A template as a regular expression: group `text` a short printable ASCII text, group
-    `count` the counter's digits (matched against the count wanted by the caller); `named`
-    False: the source of the expression, without a counter or groups."""
-    if not named:
-        assert counter is None
-        return _escape(prefix) + _PLAIN_RUN + _escape(suffix)
+    `count` the counter's digits (matched against the count wanted by the caller)."""
     text = b"(?P<text>" + _PLAIN_RUN + b")"
     if counter is None:
         return re.compile(_escape(prefix) + text + _escape(suffix))
@@ -255,6 +248,24 @@ def _pattern(
     if in_prefix:
         return re.compile(digits + text + _escape(suffix))
     return re.compile(_escape(prefix) + text + digits)
+
+
+@lru_cache(maxsize=64)
+def _tiling(prefix: int, suffix: int) -> re.Pattern[bytes]:
+    """Events of a template whose prefix and suffix are this long, one after the other (each
+    text as `_pattern`'s): the first event's prefix and suffix in groups ``p`` and ``s``, every
+    later one's the same bytes again (back-references). A match is the template's events where
+    ``p`` is its prefix and ``s`` its suffix, which the caller checks. Held by the lengths, not
+    the bytes, the expression is compiled once for all the streams whose events carry an id of
+    their own (their templates differ in it, seldom in its length); it matches as fast as the
+    template written out."""
+    return re.compile(
+        rb"(?P<p>[\s\S]{%d})" % prefix
+        + _PLAIN_RUN
+        + rb"(?P<s>[\s\S]{%d})(?:(?P=p)" % suffix
+        + _PLAIN_RUN
+        + rb"(?P=s))*+"
+    )
 
 
 def opaque_int(payload: Any, path: Path) -> int | None:
@@ -334,6 +345,7 @@ class Steady:
         "hold_prefix",
         "hold_suffix",
         "last_start",
+        "matches",
         "pattern",
         "tiles",
         "quotes",
@@ -375,11 +387,15 @@ class Steady:
         self.hold_prefix = b""
         self.hold_suffix = b""
         self.last_start = 0  # where in its chunk the last event `take` accepted starts
-        # The template with a short printable ASCII text and the counter's digits (if any), as
-        # one match (most deltas)
+        # The template's events are matched by regular expressions (most deltas: a short
+        # printable ASCII text); False once a text was too long for them
+        self.matches = False
+        # The template with its text and the counter's digits (if any) in groups, as one match,
+        # compiled when first needed (`named`)
         self.pattern: re.Pattern[bytes] | None = None
         # Without a counter: chunks made of such events, one after the other, as one match, and
-        # the quotes in each (its text has none, so they count the events).
+        # the quotes in each (its text has none, so they count the events). The expression
+        # depends on the template's lengths only (`_tiling`).
         self.tiles: re.Pattern[bytes] | None = None
         self.quotes = 0
         self.least = 0  # the bytes of the shortest such event
@@ -538,14 +554,24 @@ class Steady:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
-        self.pattern = _pattern(prefix, suffix, counter)
+        self.matches, self.pattern = True, None
         self.glue = out_suffix + out_prefix
         self.tiles = None
-        if self.pattern is not None and counter is None:
-            self.tiles = re.compile(b"(?:" + _pattern(prefix, suffix, None, named=False) + b")+")
+        if counter is None:
+            self.tiles = _tiling(len(prefix), len(suffix))
             self.quotes = prefix.count(b'"') + suffix.count(b'"')
             self.least = len(prefix) + 1 + len(suffix)
         return True
+
+    def named(self) -> re.Pattern[bytes]:
+        """The template's pattern (`_pattern`), compiled the first time a stream needs it: a
+        stream whose events carry an id of their own (Chat's, Responses', Gemini's) has a
+        template of its own, and an expression costs about a microsecond a byte to compile."""
+        pattern = self.pattern
+        if pattern is None:
+            assert self.prefix is not None
+            pattern = self.pattern = _pattern(self.prefix, self.suffix, self.counter)
+        return pattern
 
     def _counter(
         self, checker: StreamChecker, ev: Event, payload: Any, at: int, size: int
@@ -636,17 +662,22 @@ class Steady:
         startswith, find = chunk.startswith, chunk.find
         pos = taken = 0
         n = len(chunk)
-        pattern = self.pattern
-        if pattern is not None:  # the common case: one match per event
-            match = pattern.match
+        if not self.matches:
+            pass
+        elif counter is None and texts is None and not rewrites:
+            # the common case: the events at the chunk's start in one match, counted by their
+            # quotes; the last of them starts with the prefix (the texts hold no quote)
+            tiles = self.tiles
+            assert tiles is not None
+            m = tiles.match(chunk) if startswith(prefix) else None
+            if m is not None and startswith(suffix, m.start("s")):
+                pos = m.end()
+                taken = chunk.count(b'"', 0, pos) // self.quotes
+                self.last_start = chunk.rfind(prefix, 0, pos)
+        else:  # one match per event
+            match = self.named().match
             m = match(chunk)
-            if counter is None and texts is None and not rewrites:
-                while m is not None:
-                    taken += 1
-                    self.last_start = pos
-                    pos = m.end()
-                    m = match(chunk, pos)
-            elif counter is None:  # the texts, to keep or to rewrite the events around
+            if counter is None:  # the texts, to keep or to rewrite the events around
                 found: list[bytes] = []
                 while m is not None:
                     found.append(m.group("text"))
@@ -711,7 +742,7 @@ class Steady:
             if texts is not None:
                 texts.append(text)
             if end - start >= _BIG_TEXT:
-                self.pattern = None  # this stream's texts are long: the pattern would not match
+                self.matches = False  # this stream's texts are long: no pattern would match
             self.last_start = pos
             pos = after
         if taken:
@@ -727,7 +758,7 @@ class Steady:
         steady events that each match the pattern, count them as `take` does and return how
         many; else 0, with nothing changed (`take` reads it). With rewrites, what the client
         gets of the chunk is `whole_out`."""
-        if self.pattern is None or not self.may_end(chunk):
+        if not self.matches or not self.may_end(chunk):
             # A chunk that ends otherwise is not all steady events; found at once, where the
             # matches below would read all of it first (a stream's last chunk can be big: a
             # Responses stream's done events carry the whole text, four times)
@@ -739,7 +770,7 @@ class Steady:
                 return 0  # a template with a counter is never rewritten (`_learn`)
             # the texts of matches that do not overlap and add up to the chunk's length, so
             # tile it: the events, each rewritten to out_prefix + text + out_suffix
-            found = self.pattern.findall(chunk)
+            found = self.named().findall(chunk)
             taken = len(found)
             if not taken:
                 return 0
@@ -752,7 +783,11 @@ class Steady:
             # One match for the whole chunk: from its start the pattern matches one event after
             # the other up to its end, where `take` would match one at a time (its text
             # possessive: one way only); and the texts have no quote, so the quotes count them.
-            if tiles.fullmatch(chunk) is None:
+            # The first event's prefix is checked here, the last one's suffix by `may_end`: the
+            # pattern has them match every other event's.
+            prefix = self.prefix
+            assert prefix is not None
+            if not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
                 return 0
             # shorter than two events (each has a text): one, else count the quotes
             taken = 1 if n < 2 * self.least else chunk.count(b'"') // self.quotes
@@ -761,7 +796,7 @@ class Steady:
             # (count, text) per event, or (text, count): matches that do not overlap and add
             # up to the chunk's length tile it; each count the one the validator wants next
             assert self.counter is not None and self.counted is not None and self.prefix is not None
-            found = self.pattern.findall(chunk)
+            found = self.named().findall(chunk)
             if not found:
                 return 0
             in_prefix, a, b = self.counter
@@ -794,15 +829,16 @@ class Steady:
     def leading(self, checker: StreamChecker, data: bytes) -> int:
         """How many bytes at the start of `data` are steady events one after the other, as
         `whole` would take them (their counts the ones the validator wants next)."""
-        if self.prefix is None or self.pattern is None:
+        prefix = self.prefix
+        if prefix is None or not self.matches:
             return 0
         tiles = self.tiles
         if tiles is not None:
-            m = tiles.match(data)
-            return m.end() if m is not None else 0
+            m = tiles.match(data) if data.startswith(prefix) else None
+            return m.end() if m is not None and data.startswith(self.suffix, m.start("s")) else 0
         assert self.counted is not None
         count = getattr(checker.validator, self.counted[1])
-        match = self.pattern.match
+        match = self.named().match
         pos = k = 0
         m = match(data)
         while m is not None and m.group("count") == b"%d" % (count + k):
@@ -862,7 +898,7 @@ class Steady:
             return None
         self.held = []
         if end - start >= _BIG_TEXT:
-            self.pattern = None  # as in `take`
+            self.matches = False  # as in `take`
         text = raw[start:end] if self.sink or self.rewrites else b""
         self._count(checker, 1, len(raw), [text] if self.sink else None)
         if self.rewrites:
