@@ -10,6 +10,7 @@ import gc
 import io
 import math
 import os
+import re
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -155,6 +156,31 @@ def test_upstream_answers_in_the_format_the_request_path_names(fmt: str) -> None
     )
     # The alias reaches the upstream where the format carries the model (Gemini: the path).
     assert RESTAMP_ALIAS in (path if fmt == "gemini" else _body.decode())
+
+
+async def test_each_answer_of_the_upstream_carries_ids_of_its_own() -> None:
+    """As a real upstream's: two answers to the same request differ in their ids (as long as
+    the mock's), and in nothing else."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    path, headers, body = proxy_request(12, fmt="openai-chat")
+    try:
+        async with http_client() as client:
+            answers = []
+            for _ in range(2):
+                async with client.post(
+                    f"http://127.0.0.1:{port}{path}", headers=headers, data=body
+                ) as resp:
+                    answers.append(await resp.read())
+    finally:
+        server.close()
+        await server.wait_closed()
+    mock = b"".join(proxy_events(12, fmt="openai-chat"))
+    ids = [re.findall(rb'"id":"chatcmpl-(\w+)"', a) for a in answers]
+    assert len(set(ids[0])) == len(set(ids[1])) == 1 and ids[0][0] != ids[1][0]
+    assert len(ids[0][0]) == len(ids[1][0]) == len(b"mock")
+    assert [a.replace(i[0], b"mock") for a, i in zip(answers, ids, strict=True)] == [mock, mock]
 
 
 @settings(max_examples=100, deadline=None)

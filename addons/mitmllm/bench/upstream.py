@@ -16,6 +16,10 @@ With ``x-bench-interval-us`` the stream is paced instead, as a model generates t
 lifecycle events at once, then one text delta per HTTP chunk every that many microseconds, each
 stamped with this process's monotonic clock (nanoseconds, shared by every process of the
 machine) at the moment it is written; the client subtracts it from its own clock on arrival.
+Each answer carries ids of its own, as a real upstream's do (a Chat or Gemini stream names its
+response in every event, a Responses stream its item): the mock's ``mock`` in them becomes four
+characters of the answer's own, so a proxy cannot reuse what it made of one stream's events for
+the next one's.
 The response echoes the request's accept-encoding in ``x-bench-accept-encoding``: mitmllm asks
 upstreams for ``identity`` on the flows it recognises, which is how the benchmark knows the addon
 really tapped its stream. Connections are kept alive; the port is printed as the first line of
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import signal
 import sys
 import time
@@ -47,6 +52,19 @@ HEADER_ACCEPT_ENCODING = "x-bench-accept-encoding"
 HEADER_TEXT_BYTES = "x-bench-text-bytes"
 DEFAULT_EVENTS = 100
 END = b"0\r\n\r\n"
+#: What the mock's ids hold in place of an answer's own (chatcmpl-mock, msg_mock, mock-mock)
+MOCK_ID = b"mock"
+_ANSWERS = itertools.count(1)
+_DIGITS = b"0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def own_id(n: int) -> bytes:
+    """Four characters of the `n`th answer's own, in place of `MOCK_ID` (as long as it)."""
+    out = bytearray()
+    for _ in range(len(MOCK_ID)):
+        n, digit = divmod(n, len(_DIGITS))
+        out.append(_DIGITS[digit])
+    return bytes(out)
 
 
 @cache
@@ -173,13 +191,14 @@ class Connection(asyncio.Protocol):
             int(text_bytes) if text_bytes else None,
         )
         writable = self.writable
+        own = own_id(next(_ANSWERS))
         transport.write(response_head(headers.get("accept-encoding", "")))
         for chunk in chunks:
             if not writable.is_set():
                 await writable.wait()
                 if self.closed:
                     return
-            transport.write(chunk)
+            transport.write(chunk.replace(MOCK_ID, own))
         transport.write(END)
         self.done()
 
