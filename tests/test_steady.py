@@ -87,6 +87,7 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
                     "model",
                     "inside",
                     "other",
+                    "others",
                 ]
             )
         )
@@ -108,6 +109,8 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
             out[i] = MODELS.sub(b'"' + ALIAS.encode() + b'"', out[i])
         elif kind == "other":  # another response's id, as long as this one's
             out[i] = out[i].replace(b"mock", b"moCk", 1)
+        elif kind == "others":  # from here on, another response's events (a gateway's retry)
+            out[i:] = [ev.replace(b"mock", b"moCk") for ev in out[i:]]
         elif kind == "inside":  # a keep-alive spliced into the event (the repairs rejoin it)
             at = draw(st.integers(1, max(1, len(out[i]) - 3)))
             out[i] = out[i][:at] + b"\n: keep-alive\n\n" + out[i][at:]
@@ -732,54 +735,62 @@ def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
     assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
 
 
-#: The formats whose deltas carry an id of their response, and the mock's id in them.
-IDS = {"openai-chat": b"chatcmpl-mock", "gemini": b"mock-mock"}
+#: The formats whose deltas carry an id of their response (Responses: of its item), and the
+#: mock's id in them.
+IDS = {"openai-chat": b"chatcmpl-mock", "gemini": b"mock-mock", "openai-responses": b"msg_mock"}
+
+
+def _compiled() -> int:
+    return sum(
+        f.cache_info().misses
+        for f in (steady_module._tiling, steady_module._counted, steady_module._fields)
+    )
 
 
 @pytest.mark.parametrize("fmt", sorted(IDS))
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
 def test_streams_whose_deltas_carry_their_own_id_compile_no_template_of_their_own(
-    fmt: str, monkeypatch: pytest.MonkeyPatch
+    fmt: str, restamp: bool
 ) -> None:
-    """Chat's and Gemini's deltas carry their response's id, so each stream learns a template
-    of its own. Its events are matched by an expression held by the template's lengths: one
-    for all the streams, and no expression of the stream's own bytes is compiled (about a
-    microsecond a byte) unless something needs one (a rewrite, a counter)."""
-    compiled: list[bytes] = []
-    pattern = steady_module._pattern
-
-    def counting(prefix: bytes, suffix: bytes, counter: Any) -> Any:
-        compiled.append(prefix)
-        return pattern(prefix, suffix, counter)
-
-    monkeypatch.setattr(steady_module, "_pattern", counting)
+    """Chat's and Gemini's deltas carry their response's id, Responses' their item's, so each
+    stream learns a template of its own. Its events are matched by expressions held by the
+    template's lengths, one set for all the streams: no expression is compiled for a stream's
+    own bytes (about a microsecond a byte), rewritten or not, counted or not."""
     events = long_stream(fmt, 60).events
     tiles = set()
+    compiled = []
     for n in range(3):
-        own = IDS[fmt][:-4] + b"%04d" % n  # as long as the mock's
+        own = b"%04d" % n  # as long as the mock's "mock"
         chunks = [
-            b"".join(events[i : i + 4]).replace(IDS[fmt], own) for i in range(0, len(events), 4)
+            b"".join(events[i : i + 4]).replace(b"mock", own) for i in range(0, len(events), 4)
         ]
         checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
-        pipeline = Pipeline(checker)
+        pipeline = Pipeline(checker, restamping(fmt) if restamp else ())
         steady = pipeline.steady
         assert steady is not None
         out = b"".join(pipeline.feed(c) for c in chunks[:6])
-        assert steady.prefix is not None and own in steady.prefix + steady.suffix and steady.used
+        assert steady.prefix is not None and steady.used
+        assert IDS[fmt].replace(b"mock", own) in steady.prefix + steady.suffix
         tiles.add(steady.tiles)
         out += b"".join(pipeline.feed(c) for c in chunks[6:]) + pipeline.close()
-        assert out == b"".join(chunks) and StreamResult.of(checker).findings == []
-    assert len(tiles) == 1 and compiled == []
+        assert StreamResult.of(checker).findings == []
+        assert restamp or out == b"".join(chunks)
+        compiled.append(_compiled())
+    assert len(tiles) == 1 and compiled[0] == compiled[1] == compiled[2]
 
 
 @pytest.mark.parametrize("fmt", sorted(IDS))
-def test_an_event_with_another_id_as_long_ends_the_run_of_steady_deltas(fmt: str) -> None:
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_an_event_with_another_id_as_long_ends_the_run_of_steady_deltas(
+    fmt: str, restamp: bool
+) -> None:
     """The expression takes any bytes of the template's lengths for the first event's prefix
     and suffix and wants them again in every later event: the first event is checked against
     the template, an event with another id of the same length ends the run, as it ends the
     template's run in the full path."""
     events = long_stream(fmt, 30).events
     checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
-    pipeline = Pipeline(checker)
+    pipeline = Pipeline(checker, restamping(fmt) if restamp else ())
     for ev in events[:8]:
         pipeline.feed(ev)
     steady = pipeline.steady

@@ -235,37 +235,74 @@ def _escape(raw: bytes) -> bytes:
     return _SPECIAL.sub(rb"\\\g<0>", raw)
 
 
-def _pattern(
-    prefix: bytes, suffix: bytes, counter: tuple[bool, bytes, bytes] | None
-) -> re.Pattern[bytes]:
-    """A template as a regular expression: group `text` a short printable ASCII text, group
-    `count` the counter's digits (matched against the count wanted by the caller)."""
-    text = b"(?P<text>" + _PLAIN_RUN + b")"
-    if counter is None:
-        return re.compile(_escape(prefix) + text + _escape(suffix))
-    in_prefix, a, b = counter
-    digits = _escape(a) + rb"(?P<count>[0-9]{1,18})" + _escape(b)
-    if in_prefix:
-        return re.compile(digits + text + _escape(suffix))
-    return re.compile(_escape(prefix) + text + digits)
-
-
 @lru_cache(maxsize=64)
 def _tiling(prefix: int, suffix: int) -> re.Pattern[bytes]:
-    """Events of a template whose prefix and suffix are this long, one after the other (each
-    text as `_pattern`'s): the first event's prefix and suffix in groups ``p`` and ``s``, every
-    later one's the same bytes again (back-references). A match is the template's events where
-    ``p`` is its prefix and ``s`` its suffix, which the caller checks. Held by the lengths, not
-    the bytes, the expression is compiled once for all the streams whose events carry an id of
-    their own (their templates differ in it, seldom in its length); it matches as fast as the
-    template written out."""
+    """Events of a template whose prefix and suffix are this long, one after the other, each
+    text short printable ASCII (`_PLAIN_RUN`): the first event's prefix and suffix in groups
+    ``p`` and ``s``, every later one's the same bytes again (back-references). A match is the
+    template's events where ``p`` is its prefix and ``s`` its suffix, which the caller checks.
+    Held by the lengths, not the bytes, the expression is compiled once for all the streams
+    whose events carry an id of their own (their templates differ in it, seldom in its
+    length); it matches faster than the template written out (the engine compares a
+    back-reference as a run of bytes, a literal byte by byte)."""
+    # `.` with DOTALL, not a class: the engine skips n bytes of it in one step
     return re.compile(
-        rb"(?P<p>[\s\S]{%d})" % prefix
+        rb"(?s)(?P<p>.{%d})" % prefix
         + _PLAIN_RUN
-        + rb"(?P<s>[\s\S]{%d})(?:(?P=p)" % suffix
+        + rb"(?P<s>.{%d})(?:(?P=p)" % suffix
         + _PLAIN_RUN
         + rb"(?P=s))*+"
     )
+
+
+@lru_cache(maxsize=64)
+def _counted(in_prefix: bool, before: int, a: int, b: int) -> re.Pattern[bytes]:
+    """`_tiling` for a template with a counter: `before` the bytes before the text (in the
+    prefix) or before the counter's `a` (the prefix, in the suffix); `a` and `b` the bytes
+    around the digits, and the rest of the suffix, as long as `_fields` says. The groups are
+    the first event's parts (``a``, ``b`` and ``s``, or ``p``, ``a`` and ``b``), every later
+    event's the same bytes again, each with digits of its own."""
+    digits = rb"[0-9]{1,18}"
+    if in_prefix:  # a DIGITS b TEXT s
+        return re.compile(
+            rb"(?s)(?P<a>.{%d})" % a
+            + digits
+            + rb"(?P<b>.{%d})" % b
+            + _PLAIN_RUN
+            + rb"(?P<s>.{%d})(?:(?P=a)" % before
+            + digits
+            + rb"(?P=b)"
+            + _PLAIN_RUN
+            + rb"(?P=s))*+"
+        )
+    return re.compile(  # p TEXT a DIGITS b
+        rb"(?s)(?P<p>.{%d})" % before
+        + _PLAIN_RUN
+        + rb"(?P<a>.{%d})" % a
+        + digits
+        + rb"(?P<b>.{%d})(?:(?P=p)" % b
+        + _PLAIN_RUN
+        + rb"(?P=a)"
+        + digits
+        + rb"(?P=b))*+"
+    )
+
+
+@lru_cache(maxsize=64)
+def _fields(counter: bool | None, *lengths: int) -> re.Pattern[bytes]:
+    """One event of a template's lengths, for `findall` over events a tiling matched: its text
+    (no counter), its digits and text (`counter` True: in the prefix, lengths a, b, suffix),
+    or its text and digits (False: in the suffix, lengths prefix, a, b). The bytes around them
+    are skipped, not matched: the tiling checked them."""
+    text = b"(" + _PLAIN_RUN + b")"
+    digits = rb"([0-9]{1,18})"
+    if counter is None:
+        p, s = lengths
+        return re.compile(rb"(?s).{%d}" % p + text + rb".{%d}" % s)
+    x, y, z = lengths
+    if counter:
+        return re.compile(rb"(?s).{%d}" % x + digits + rb".{%d}" % y + text + rb".{%d}" % z)
+    return re.compile(rb"(?s).{%d}" % x + text + rb".{%d}" % y + digits + rb".{%d}" % z)
 
 
 def opaque_int(payload: Any, path: Path) -> int | None:
@@ -346,8 +383,8 @@ class Steady:
         "hold_suffix",
         "last_start",
         "matches",
-        "pattern",
         "tiles",
+        "fields",
         "quotes",
         "least",
         "run",
@@ -390,13 +427,12 @@ class Steady:
         # The template's events are matched by regular expressions (most deltas: a short
         # printable ASCII text); False once a text was too long for them
         self.matches = False
-        # The template with its text and the counter's digits (if any) in groups, as one match,
-        # compiled when first needed (`named`)
-        self.pattern: re.Pattern[bytes] | None = None
-        # Without a counter: chunks made of such events, one after the other, as one match, and
-        # the quotes in each (its text has none, so they count the events). The expression
-        # depends on the template's lengths only (`_tiling`).
+        # Events of the template one after the other, as one match (`_tiling`, `_counted`),
+        # and each one's text and digits (`_fields`): expressions of the template's lengths,
+        # not its bytes, shared by the streams whose events carry ids of their own. Without a
+        # counter, the quotes of such events count them (their texts have none).
         self.tiles: re.Pattern[bytes] | None = None
+        self.fields: re.Pattern[bytes] | None = None
         self.quotes = 0
         self.least = 0  # the bytes of the shortest such event
         # With rewrites: what stands between two texts the client gets (out_suffix +
@@ -554,24 +590,70 @@ class Steady:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
-        self.matches, self.pattern = True, None
+        self.matches = True
         self.glue = out_suffix + out_prefix
-        self.tiles = None
         if counter is None:
             self.tiles = _tiling(len(prefix), len(suffix))
+            self.fields = _fields(None, len(prefix), len(suffix))
             self.quotes = prefix.count(b'"') + suffix.count(b'"')
             self.least = len(prefix) + 1 + len(suffix)
+        else:
+            in_prefix, a, b = counter
+            before = len(suffix) if in_prefix else len(prefix)
+            self.tiles = _counted(in_prefix, before, len(a), len(b))
+            if in_prefix:
+                self.fields = _fields(True, len(a), len(b), len(suffix))
+            else:
+                self.fields = _fields(False, len(prefix), len(a), len(b))
         return True
 
-    def named(self) -> re.Pattern[bytes]:
-        """The template's pattern (`_pattern`), compiled the first time a stream needs it: a
-        stream whose events carry an id of their own (Chat's, Responses', Gemini's) has a
-        template of its own, and an expression costs about a microsecond a byte to compile."""
-        pattern = self.pattern
-        if pattern is None:
-            assert self.prefix is not None
-            pattern = self.pattern = _pattern(self.prefix, self.suffix, self.counter)
-        return pattern
+    def _run(self, checker: StreamChecker, data: bytes) -> tuple[int, int, list[bytes]]:
+        """The template's events at the start of `data`, one after the other (with a counter,
+        each with the count the validator wants next): where they end, where the last one
+        starts, and their texts. The tiling is checked against the template's bytes where its
+        groups took the first event's; the fields then read the events it matched."""
+        prefix, suffix, counter = self.prefix, self.suffix, self.counter
+        tiles, fields = self.tiles, self.fields
+        assert prefix is not None and tiles is not None and fields is not None
+        none: tuple[int, int, list[bytes]] = (0, 0, [])
+        if counter is None:
+            m = tiles.match(data) if data.startswith(prefix) else None
+            if m is None or not data.startswith(suffix, m.start("s")):
+                return none
+            end = m.end()
+            texts = fields.findall(data, 0, end)
+            return end, end - len(prefix) - len(texts[-1]) - len(suffix), texts
+        in_prefix, a, b = counter
+        if in_prefix:
+            m = tiles.match(data) if data.startswith(a) else None
+            if (
+                m is None
+                or not data.startswith(b, m.start("b"))
+                or not data.startswith(suffix, m.start("s"))
+            ):
+                return none
+            fixed = len(a) + len(b) + len(suffix)
+        else:
+            m = tiles.match(data) if data.startswith(prefix) else None
+            if (
+                m is None
+                or not data.startswith(a, m.start("a"))
+                or not data.startswith(b, m.start("b"))
+            ):
+                return none
+            fixed = len(prefix) + len(a) + len(b)
+        assert self.counted is not None
+        count = getattr(checker.validator, self.counted[1])
+        pos = last = 0
+        texts = []
+        for i, pair in enumerate(fields.findall(data, 0, m.end())):
+            digits, text = pair if in_prefix else pair[::-1]
+            if digits != b"%d" % (count + i):
+                break
+            last = pos
+            pos += fixed + len(digits) + len(text)
+            texts.append(text)
+        return pos, last, texts
 
     def _counter(
         self, checker: StreamChecker, ev: Event, payload: Any, at: int, size: int
@@ -674,33 +756,14 @@ class Steady:
                 pos = m.end()
                 taken = chunk.count(b'"', 0, pos) // self.quotes
                 self.last_start = chunk.rfind(prefix, 0, pos)
-        else:  # one match per event
-            match = self.named().match
-            m = match(chunk)
-            if counter is None:  # the texts, to keep or to rewrite the events around
-                found: list[bytes] = []
-                while m is not None:
-                    found.append(m.group("text"))
-                    taken += 1
-                    self.last_start = pos
-                    pos = m.end()
-                    m = match(chunk, pos)
+        else:  # the texts, to keep or to rewrite the events around; or a counter
+            end, last, found = self._run(checker, chunk)
+            if found:
+                pos, taken, self.last_start = end, len(found), last
                 if texts is not None:
                     texts += found
-                if rewrites and found:
+                if rewrites:
                     out.append(self._rewritten(found))
-            else:  # a counter: each event's the one the validator wants next
-                assert self.counted is not None
-                count = getattr(checker.validator, self.counted[1])
-                while m is not None:
-                    if m.group("count") != b"%d" % (count + taken):
-                        break
-                    if texts is not None:
-                        texts.append(m.group("text"))
-                    taken += 1
-                    self.last_start = pos
-                    pos = m.end()
-                    m = match(chunk, pos)
         while pos < n:
             if counter is not None:
                 prefix, suffix = self._frame(checker, taken)
@@ -766,52 +829,39 @@ class Steady:
         n = len(chunk)
         tiles = self.tiles
         if self.rewrites:
-            if tiles is None:
+            if self.counter is not None:
                 return 0  # a template with a counter is never rewritten (`_learn`)
-            # the texts of matches that do not overlap and add up to the chunk's length, so
-            # tile it: the events, each rewritten to out_prefix + text + out_suffix
-            found = self.named().findall(chunk)
+            # the events, all of the chunk (the first one's prefix checked here, the last one's
+            # suffix by `may_end`), each rewritten to out_prefix + text + out_suffix
+            prefix = self.prefix
+            assert prefix is not None and tiles is not None and self.fields is not None
+            if not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
+                return 0
+            if n < 2 * self.least:  # one event: its text is what lies between
+                found = [chunk[len(prefix) : n - len(self.suffix)]]
+            else:
+                found = self.fields.findall(chunk)
             taken = len(found)
-            if not taken:
-                return 0
-            texts_size = len(found[0]) if taken == 1 else sum(map(len, found))
-            if taken * (self.least - 1) + texts_size != n:  # least - 1: prefix and suffix
-                return 0
             self.whole_out = self._rewritten(found)
             texts = found
-        elif tiles is not None:
+        elif self.counter is None:
             # One match for the whole chunk: from its start the pattern matches one event after
             # the other up to its end, where `take` would match one at a time (its text
             # possessive: one way only); and the texts have no quote, so the quotes count them.
             # The first event's prefix is checked here, the last one's suffix by `may_end`: the
             # pattern has them match every other event's.
             prefix = self.prefix
-            assert prefix is not None
+            assert prefix is not None and tiles is not None
             if not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
                 return 0
             # shorter than two events (each has a text): one, else count the quotes
             taken = 1 if n < 2 * self.least else chunk.count(b'"') // self.quotes
             texts = None
         else:
-            # (count, text) per event, or (text, count): matches that do not overlap and add
-            # up to the chunk's length tile it; each count the one the validator wants next
-            assert self.counter is not None and self.counted is not None and self.prefix is not None
-            found = self.named().findall(chunk)
-            if not found:
-                return 0
-            in_prefix, a, b = self.counter
-            count = getattr(checker.validator, self.counted[1])
-            fixed = len(a) + len(b) + len(self.suffix if in_prefix else self.prefix)
-            size = 0
-            texts = []
-            for i, pair in enumerate(found):
-                digits, text = pair if in_prefix else pair[::-1]
-                if digits != b"%d" % (count + i):
-                    return 0
-                size += len(digits) + len(text)
-                texts.append(text)
-            taken = len(found)
-            if taken * fixed + size != n:
+            # the events, all of the chunk, each count the one the validator wants next
+            end, _, texts = self._run(checker, chunk)
+            taken = len(texts)
+            if end != n:
                 return 0
         self._count(checker, taken, n, texts if self.sink else None)
         self.used = True
@@ -833,19 +883,11 @@ class Steady:
         if prefix is None or not self.matches:
             return 0
         tiles = self.tiles
-        if tiles is not None:
+        if self.counter is None:  # the end of the run is all it needs
+            assert tiles is not None
             m = tiles.match(data) if data.startswith(prefix) else None
             return m.end() if m is not None and data.startswith(self.suffix, m.start("s")) else 0
-        assert self.counted is not None
-        count = getattr(checker.validator, self.counted[1])
-        match = self.named().match
-        pos = k = 0
-        m = match(data)
-        while m is not None and m.group("count") == b"%d" % (count + k):
-            pos = m.end()
-            k += 1
-            m = match(data, pos)
-        return pos
+        return self._run(checker, data)[0]
 
     def _rewritten(self, texts: list[bytes]) -> bytes:
         """The steady events of `texts`, one after the other, as the client gets them: each
