@@ -624,24 +624,14 @@ class Steady:
             texts = fields.findall(data, 0, end)
             return end, end - len(prefix) - len(texts[-1]) - len(suffix), texts
         in_prefix, a, b = counter
-        if in_prefix:
-            m = tiles.match(data) if data.startswith(a) else None
-            if (
-                m is None
-                or not data.startswith(b, m.start("b"))
-                or not data.startswith(suffix, m.start("s"))
-            ):
-                return none
-            fixed = len(a) + len(b) + len(suffix)
-        else:
-            m = tiles.match(data) if data.startswith(prefix) else None
-            if (
-                m is None
-                or not data.startswith(a, m.start("a"))
-                or not data.startswith(b, m.start("b"))
-            ):
-                return none
-            fixed = len(prefix) + len(a) + len(b)
+        # the first event's parts, in the order the tiling's groups took them
+        first, (x, gx), (y, gy) = (
+            (a, (b, "b"), (suffix, "s")) if in_prefix else (prefix, (a, "a"), (b, "b"))
+        )
+        m = tiles.match(data) if data.startswith(first) else None
+        if m is None or not data.startswith(x, m.start(gx)) or not data.startswith(y, m.start(gy)):
+            return none
+        fixed = len(first) + len(x) + len(y)
         assert self.counted is not None
         count = getattr(checker.validator, self.counted[1])
         pos = last = 0
