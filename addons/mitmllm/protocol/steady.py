@@ -379,6 +379,7 @@ class Steady:
         "least",
         "run",
         "glue",
+        "seam",
         "whole_out",
     )
 
@@ -428,6 +429,7 @@ class Steady:
         # With rewrites: what stands between two texts the client gets (out_suffix +
         # out_prefix), and what `whole` made of the last chunk it took
         self.glue = b""
+        self.seam = b""  # suffix + prefix: what stands between two texts upstream
         self.whole_out = b""
         # The last event the full path checked was a candidate (see `before`)
         self.run = False
@@ -582,6 +584,7 @@ class Steady:
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
         self.matches = True
         self.glue = out_suffix + out_prefix
+        self.seam = suffix + prefix
         if counter is None:
             self.tiles = _tiling(len(prefix), len(suffix))
             self.fields = _fields(None, len(prefix), len(suffix))
@@ -811,16 +814,19 @@ class Steady:
         if self.rewrites:
             if self.counter is not None:
                 return 0  # a template with a counter is never rewritten (`_learn`)
-            # the events, all of the chunk (the first one's prefix checked here, the last one's
-            # suffix by `may_end`), each rewritten to out_prefix + text + out_suffix
-            prefix = self.prefix
+            # the events, all of the chunk, each rewritten to out_prefix + text + out_suffix
+            prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
-            if not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
-                return 0
-            if n < 2 * self.least:  # one event: its text is what lies between
-                found = [chunk[len(prefix) : n - len(self.suffix)]]
+            if n < 2 * self.least:  # one event (its suffix checked by `may_end`): its text is
+                if not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
+                    return 0
+                found = [chunk[len(prefix) : n - len(suffix)]]  # what lies between
             else:
+                # the texts as the template's lengths place them; the events they make, the
+                # template's bytes around them, are the chunk itself or it is not such events
                 found = self.fields.findall(chunk)
+                if not found or prefix + self.seam.join(found) + suffix != chunk:
+                    return 0
             taken = len(found)
             self.whole_out = self._rewritten(found)
             texts = found
