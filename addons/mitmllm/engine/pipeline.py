@@ -147,12 +147,6 @@ class Pipeline:
         )
 
     @property
-    def inspect_only(self) -> bool:
-        """Does the pipeline pass on what it is given unchanged (no repair, no rewrite), with
-        nothing else reading its events one by one?"""
-        return self.repairer is None and not self.rewrites and self.on_event is None
-
-    @property
     def defers(self) -> bool:
         """May whole events go on before the pipeline reads them? Where it is inspect-only,
         or its rewrites say which events they may change (`unmarked`), and no repair or

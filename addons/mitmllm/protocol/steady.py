@@ -375,6 +375,9 @@ class Steady:
         "matches",
         "tiles",
         "fields",
+        "head",
+        "parts",
+        "fixed",
         "quotes",
         "least",
         "run",
@@ -424,6 +427,11 @@ class Steady:
         # counter, the quotes of such events count them (their texts have none).
         self.tiles: re.Pattern[bytes] | None = None
         self.fields: re.Pattern[bytes] | None = None
+        # What the tiling's groups take of the first event, checked against the template
+        # (`_tiled`): the bytes it starts with, and each part's bytes and group.
+        self.head = b""
+        self.parts: tuple[tuple[bytes, str], ...] = ()
+        self.fixed = 0  # the bytes of such an event but its text and digits
         self.quotes = 0
         self.least = 0  # the bytes of the shortest such event
         # With rewrites: what stands between two texts the client gets (out_suffix +
@@ -588,48 +596,58 @@ class Steady:
         if counter is None:
             self.tiles = _tiling(len(prefix), len(suffix))
             self.fields = _fields(None, len(prefix), len(suffix))
+            self.head, self.parts = prefix, ((suffix, "s"),)
             self.quotes = prefix.count(b'"') + suffix.count(b'"')
             self.least = len(prefix) + 1 + len(suffix)
         else:
             in_prefix, a, b = counter
             before = len(suffix) if in_prefix else len(prefix)
             self.tiles = _counted(in_prefix, before, len(a), len(b))
+            # the first event's parts, in the order the tiling's groups took them
+            self.head, self.parts = (
+                (a, ((b, "b"), (suffix, "s"))) if in_prefix else (prefix, ((a, "a"), (b, "b")))
+            )
             if in_prefix:
                 self.fields = _fields(True, len(a), len(b), len(suffix))
             else:
                 self.fields = _fields(False, len(prefix), len(a), len(b))
+        self.fixed = len(self.head) + sum(len(part) for part, _ in self.parts)
         return True
+
+    def _tiled(self, data: bytes) -> re.Match[bytes] | None:
+        """The tiling's match at the start of `data`, where the first event's parts that its
+        groups took (`head`, `parts`) are the template's: its steady events, one after the
+        other (with a counter, whatever their counts)."""
+        tiles = self.tiles
+        assert tiles is not None
+        m = tiles.match(data) if data.startswith(self.head) else None
+        if m is None:
+            return None
+        for part, group in self.parts:
+            if not data.startswith(part, m.start(group)):
+                return None
+        return m
 
     def _run(self, checker: StreamChecker, data: bytes) -> tuple[int, int, list[bytes]]:
         """The template's events at the start of `data`, one after the other (with a counter,
         each with the count the validator wants next): where they end, where the last one
         starts, and their texts. The tiling is checked against the template's bytes where its
         groups took the first event's; the fields then read the events it matched."""
-        prefix, suffix, counter = self.prefix, self.suffix, self.counter
-        tiles, fields = self.tiles, self.fields
-        assert prefix is not None and tiles is not None and fields is not None
-        none: tuple[int, int, list[bytes]] = (0, 0, [])
+        counter, fields = self.counter, self.fields
+        assert fields is not None
+        m = self._tiled(data)
+        if m is None:
+            return 0, 0, []
+        end, fixed = m.end(), self.fixed
         if counter is None:
-            m = tiles.match(data) if data.startswith(prefix) else None
-            if m is None or not data.startswith(suffix, m.start("s")):
-                return none
-            end = m.end()
             texts = fields.findall(data, 0, end)
-            return end, end - len(prefix) - len(texts[-1]) - len(suffix), texts
-        in_prefix, a, b = counter
-        # the first event's parts, in the order the tiling's groups took them
-        first, (x, gx), (y, gy) = (
-            (a, (b, "b"), (suffix, "s")) if in_prefix else (prefix, (a, "a"), (b, "b"))
-        )
-        m = tiles.match(data) if data.startswith(first) else None
-        if m is None or not data.startswith(x, m.start(gx)) or not data.startswith(y, m.start(gy)):
-            return none
-        fixed = len(first) + len(x) + len(y)
+            return end, end - fixed - len(texts[-1]), texts
+        in_prefix = counter[0]
         assert self.counted is not None
         count = getattr(checker.validator, self.counted[1])
         pos = last = 0
         texts = []
-        for i, pair in enumerate(fields.findall(data, 0, m.end())):
+        for i, pair in enumerate(fields.findall(data, 0, end)):
             digits, text = pair if in_prefix else pair[::-1]
             if digits != b"%d" % (count + i):
                 break
@@ -732,10 +750,8 @@ class Steady:
         elif counter is None and texts is None and not rewrites:
             # the common case: the events at the chunk's start in one match, counted by their
             # quotes; the last of them starts with the prefix (the texts hold no quote)
-            tiles = self.tiles
-            assert tiles is not None
-            m = tiles.match(chunk) if startswith(prefix) else None
-            if m is not None and startswith(suffix, m.start("s")):
+            m = self._tiled(chunk)
+            if m is not None:
                 pos = m.end()
                 taken = chunk.count(b'"', 0, pos) // self.quotes
                 self.last_start = chunk.rfind(prefix, 0, pos)
@@ -865,14 +881,11 @@ class Steady:
     def leading(self, checker: StreamChecker, data: bytes) -> int:
         """How many bytes at the start of `data` are steady events one after the other, as
         `whole` would take them (their counts the ones the validator wants next)."""
-        prefix = self.prefix
-        if prefix is None or not self.matches:
+        if self.prefix is None or not self.matches:
             return 0
-        tiles = self.tiles
         if self.counter is None:  # the end of the run is all it needs
-            assert tiles is not None
-            m = tiles.match(data) if data.startswith(prefix) else None
-            return m.end() if m is not None and data.startswith(self.suffix, m.start("s")) else 0
+            m = self._tiled(data)
+            return m.end() if m is not None else 0
         return self._run(checker, data)[0]
 
     def _rewritten(self, texts: list[bytes]) -> bytes:
