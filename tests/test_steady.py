@@ -641,17 +641,20 @@ def test_plain_span_reads_a_quoted_text_in_place_as_plain_text_reads_it(
 # --- the relay's pipeline: repairs and a commit gate ---------------------------------------------
 
 
-def gated(fmt: str, chunks: list[bytes], *, shortcut: bool) -> tuple[Any, ...]:
+def gated(
+    fmt: str, chunks: list[bytes], *, shortcut: bool, rewrites: Sequence[Any] = ()
+) -> tuple[Any, ...]:
     """A stream through the relay's pipeline (the upstream's checker, the repairs, the client's
-    checker, the commit gate): what the gate lets out and decides after each chunk, and what
-    every part of it holds at the end."""
+    checker, the commit gate), or an inspected flow's with repairs on (and `rewrites`, its
+    restamp): what the gate lets out and decides after each chunk, and what every part of it
+    holds at the end."""
     dialect = detect.by_name(fmt)
     request = dict(CALLS[fmt].body)
     upstream = StreamChecker(dialect, request=request)
     client = StreamChecker(dialect, request=request)
     repairer = Repairer(dialect, upstream.findings, request=request)
     gate = Gate(dialect, client.findings)
-    pipeline = Pipeline(client, upstream=upstream, repairer=repairer, gate=gate)
+    pipeline = Pipeline(client, rewrites, upstream=upstream, repairer=repairer, gate=gate)
     if not shortcut:
         pipeline.gated = None
     seen = []
@@ -672,6 +675,7 @@ def gated(fmt: str, chunks: list[bytes], *, shortcut: bool) -> tuple[Any, ...]:
         repairer.repairs,
         (repairer.index, repairer.offset),
         pipeline.events,
+        pipeline.rewritten,
         client.trailing,
     )
 
@@ -687,26 +691,39 @@ def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
 ) -> None:
     """After commit, steady deltas pass the relay's pipeline by their bytes: the client gets
     the same bytes when the gate lets them out, the gate decides the same, and both checkers and
-    the repairs hold the same, for broken streams the repairs mend (or not) in any chunking."""
+    the repairs hold the same, for broken streams the repairs mend (or not) in any chunking;
+    restamped too (an inspected flow with repairs on and a model rule), each event as the full
+    path rewrites it."""
     fmt = data.draw(st.sampled_from(FORMATS))
     texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
     events = stream(fmt, texts, data.draw(st.booleans()))
     chunks = data.draw(chunked(data.draw(mutated(events))))
-    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+    rewrites = restamping(fmt) if data.draw(st.booleans()) else []
+    assert gated(fmt, chunks, shortcut=True, rewrites=rewrites) == gated(
+        fmt, chunks, shortcut=False, rewrites=rewrites
+    )
 
 
 @pytest.mark.parametrize("fmt", [f for f in STEADY if f != "openai-responses"])
 @pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("restamps", [False, True], ids=["relay", "repairing restamp"])
 def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
-    fmt: str, per_chunk: int
+    fmt: str, per_chunk: int, restamps: bool
 ) -> None:
+    """The relay's pipeline, or an inspected flow's with repairs on and a model rule: a healthy
+    stream's deltas go by their bytes after commit (restamped as the full path would)."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
     dialect = detect.by_name(fmt)
     upstream, client = StreamChecker(dialect), StreamChecker(dialect)
     gate = Gate(dialect, client.findings)
+    rewrites = restamping(fmt) if restamps else []
     pipeline = Pipeline(
-        client, upstream=upstream, repairer=Repairer(dialect, upstream.findings), gate=gate
+        client,
+        rewrites,
+        upstream=upstream,
+        repairer=Repairer(dialect, upstream.findings),
+        gate=gate,
     )
     parsed = 0
     original = upstream.parse
@@ -723,9 +740,17 @@ def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
         out += gate.take()
     pipeline.close()
     gate.close()
-    assert out + gate.take() == b"".join(events) and gate.verdict is Verdict.PASS
+    out += gate.take()
+    assert gate.verdict is Verdict.PASS and not client.findings and not upstream.findings
+    if restamps:  # every model the upstream named is the client's
+        assert MODELS.sub(b'"%s"' % ALIAS.encode(), b"".join(events)) == out
+        assert pipeline.rewritten == len(MODELS.findall(b"".join(events))) > 0
+    else:
+        assert out == b"".join(events)
     assert parsed < 20 and gate.progress == gate.events - (fmt == "anthropic")  # the ping
-    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+    assert gated(fmt, chunks, shortcut=True, rewrites=rewrites) == gated(
+        fmt, chunks, shortcut=False, rewrites=rewrites
+    )
 
 
 #: The formats whose deltas carry an id of their response (Responses: of its item), and the

@@ -15,8 +15,8 @@ each event the client would get (the relay's commit gate).
 
 Steady deltas (`mitmllm.protocol.steady`) skip the way above once one of them was proven a
 no-op: in an inspect-only pipeline whose rewrites are all `TextBlind`, and, after commit, in a
-repairing pipeline with a gate; never where anything else reads events one by one. Three
-promises, with or without them:
+repairing pipeline with a gate whose rewrites are too; never where anything else reads events
+one by one. Three promises, with or without them:
 
 * Lossless: an event no repair or rewrite changes is emitted byte-identical; with neither the
   output is the input, whatever the chunking.
@@ -133,14 +133,15 @@ class Pipeline:
             and all(isinstance(r, TextBlind) for r in self.rewrites)
             else None
         )
-        # With a repairer and a gate (the relay), steady deltas after commit go by their bytes
-        # too, once one is proven a no-op for both checkers, the repairs and the gate; not where
-        # each event carries a count (the repairs renumber it).
+        # With a repairer and a gate (the relay; repairs on an inspected flow), steady deltas
+        # after commit go by their bytes too, once one is proven a no-op for both checkers, the
+        # repairs and the gate, and its rewrite (text-blind, as above) the certified delta's;
+        # not where each event carries a count (the repairs renumber it).
         self.gated = (
             Steady.of(self.upstream)
             if repairer is not None
             and gate is not None
-            and not self.rewrites
+            and all(isinstance(r, TextBlind) for r in self.rewrites)
             and self.upstream.validator is not None
             and self.upstream.validator.STEADY_COUNTED is None
             else None
@@ -430,13 +431,15 @@ class Pipeline:
                 whole = gated.whole(self.upstream, chunk) if gated.tiles is not None else 0
                 if whole:
                     last = 0 if whole == 1 else chunk.rfind(gated.prefix)
-                    self._passed(At(index + whole - 1, offset + last), whole, chunk)
-                    return chunk
-                n = gated.take(self.upstream, chunk, [], hold=False)
+                    out = gated.whole_out if gated.rewrites else chunk
+                    self._passed(At(index + whole - 1, offset + last), whole, len(chunk), out)
+                    return out
+                sent: list[bytes] = []  # what the client gets of the events taken
+                n = gated.take(self.upstream, chunk, sent, hold=False)
                 if n:
                     k = decoder.index - index
-                    head = chunk if n == len(chunk) else chunk[:n]
-                    self._passed(At(index + k - 1, offset + gated.last_start), k, head)
+                    head = sent[0] if len(sent) == 1 else b"".join(sent)
+                    self._passed(At(index + k - 1, offset + gated.last_start), k, n, head)
             except Exception as e:  # a bug must not eat the stream: all of it, as it came
                 return self._fail(e, []) + chunk
             if n == len(chunk):
@@ -450,18 +453,21 @@ class Pipeline:
             return head
         return head + self._process_repairing(events, repairer)
 
-    def _passed(self, last: At, events: int, raw: bytes) -> None:
-        """Steady deltas after commit, which the upstream's checker counted: what the repairs,
-        the client's checker and the gate would have done with them."""
+    def _passed(self, last: At, events: int, size: int, out: bytes) -> None:
+        """Steady deltas after commit (`size` bytes of the upstream's, `out` the client's, as
+        rewritten), which the upstream's checker counted: what the repairs, the client's
+        checker and the gate would have done with them."""
         assert self.repairer is not None and self.gate is not None and self.gated is not None
         client = self.checker
         client.skipped(events)
         validator = client.validator
         for name in self.gated.counters:
             setattr(validator, name, getattr(validator, name) + events)
-        self.repairer.passed(last, events, len(raw))
-        self.gate.passed(raw, events)
+        self.repairer.passed(last, events, size)
+        self.gate.passed(out, events)
         self.events += events
+        if self.gated.rewrites:
+            self.rewritten += events
 
     def _process_repairing(self, events: list[Event], repairer: Repairer) -> bytes:
         upstream = self.upstream
@@ -472,9 +478,11 @@ class Pipeline:
                 live = gated is not None and gate is not None and gate.committed
                 if live and gated.prefix is not None:  # type: ignore[union-attr]
                     raw = ev.raw
-                    if gated.take(upstream, raw, [], decoded=True, hold=False) == len(raw):  # type: ignore[union-attr]
-                        self._passed(At(ev.index, ev.offset), 1, raw)
-                        out.append(raw)
+                    pieces: list[bytes] = []  # what the client gets of it
+                    if gated.take(upstream, raw, pieces, decoded=True, hold=False) == len(raw):  # type: ignore[union-attr]
+                        taken = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                        self._passed(At(ev.index, ev.offset), 1, len(raw), taken)
+                        out.append(taken)
                         continue
                 notes = ev.notes
                 payload = upstream.parse(ev)
@@ -483,14 +491,19 @@ class Pipeline:
                 upstream.check(ev, payload)
                 ev.notes = notes  # the grammar findings of the block, for the client's side too
                 pairs = repairer.feed(ev, payload)
+                sent = None  # the client's event, where the rewrites changed the one mended
                 for mended, mended_payload in pairs:
-                    out.append(self._emit(mended, mended_payload))
+                    emitted = self._emit(mended, mended_payload)
+                    if emitted.raw is not mended.raw:
+                        sent = emitted
+                    out.append(emitted.raw)
                 if gated is not None:
                     if token is None:
                         gated.forget()
                     else:
                         same = self._gated_same(state, ev, payload, pairs)
-                        gated.after(upstream, ev, payload, token, also=same)
+                        edits = self._edits if self.rewrites else None
+                        gated.after(upstream, ev, payload, token, sent, edits, also=same)
             except Exception as e:
                 return b"".join(out) + self._fail(e, events[i:])
         return b"".join(out)
@@ -534,7 +547,7 @@ class Pipeline:
         gated = self.gated
         return unchanged(state[0], now[0], gated.counters, gated.context) and state[1:5] == now[1:5]
 
-    def _emit(self, ev: Event, payload: Any) -> bytes:
+    def _emit(self, ev: Event, payload: Any) -> Event:
         """Rewrite and check one event of what the client gets."""
         if self.rewrites and is_json(payload):
             ev = self._rewrite(ev, payload)
@@ -542,7 +555,7 @@ class Pipeline:
         self.events += 1
         if self.on_event is not None:
             self.on_event(ev, payload)
-        return ev.raw
+        return ev
 
     def _close_repairing(self, repairer: Repairer) -> bytes:
         upstream = self.upstream
@@ -556,7 +569,7 @@ class Pipeline:
             if partial is not None:
                 partial.notes = notes
             pairs, tail = repairer.close(partial)
-            out += [self._emit(ev, payload) for ev, payload in pairs]
+            out += [self._emit(ev, payload).raw for ev, payload in pairs]
             client_partial = None
             if tail and partial is not None:
                 client_partial = partial.at(repairer.index, repairer.offset)
