@@ -704,7 +704,7 @@ def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
     )
 
 
-@pytest.mark.parametrize("fmt", [f for f in STEADY if f != "openai-responses"])
+@pytest.mark.parametrize("fmt", STEADY)
 @pytest.mark.parametrize("per_chunk", [1, 4])
 @pytest.mark.parametrize("restamps", [False, True], ids=["relay", "repairing restamp"])
 def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(

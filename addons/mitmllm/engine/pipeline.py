@@ -136,14 +136,19 @@ class Pipeline:
         # With a repairer and a gate (the relay; repairs on an inspected flow), steady deltas
         # after commit go by their bytes too, once one is proven a no-op for both checkers, the
         # repairs and the gate, and its rewrite (text-blind, as above) the certified delta's;
-        # not where each event carries a count (the repairs renumber it).
+        # where each event carries a count, the repairs' count too (`Mender.COUNTED`). A
+        # template is learned only from a delta that left every part as it was (the client's
+        # checker wanted its count, the repairs renumbered nothing) and forgotten at any other
+        # event, so a run of steady deltas keeps them all in step.
+        validator = self.upstream.validator
+        mender = repairer.mender if repairer is not None else None
         self.gated = (
             Steady.of(self.upstream)
             if repairer is not None
             and gate is not None
             and all(isinstance(r, TextBlind) for r in self.rewrites)
-            and self.upstream.validator is not None
-            and self.upstream.validator.STEADY_COUNTED is None
+            and validator is not None
+            and (validator.STEADY_COUNTED is None or (mender is not None and mender.COUNTED))
             else None
         )
 
@@ -430,7 +435,12 @@ class Pipeline:
                 # last one starts with the template's prefix (the texts hold no quote)
                 whole = gated.whole(self.upstream, chunk) if gated.tiles is not None else 0
                 if whole:
-                    last = 0 if whole == 1 else chunk.rfind(gated.prefix)
+                    if whole == 1:
+                        last = 0
+                    elif gated.counter is None:  # the texts hold no quote: the prefix is last
+                        last = chunk.rfind(gated.prefix)
+                    else:
+                        last = gated.last_start
                     out = gated.whole_out if gated.rewrites else chunk
                     self._passed(At(index + whole - 1, offset + last), whole, len(chunk), out)
                     return out
@@ -458,11 +468,20 @@ class Pipeline:
         rewritten), which the upstream's checker counted: what the repairs, the client's
         checker and the gate would have done with them."""
         assert self.repairer is not None and self.gate is not None and self.gated is not None
+        gated = self.gated
         client = self.checker
         client.skipped(events)
         validator = client.validator
-        for name in self.gated.counters:
+        for name in gated.counters:
             setattr(validator, name, getattr(validator, name) + events)
+        if gated.counted is not None:  # the texts the client's checker keeps, the count
+            text = gated.taken_text
+            sink = validator.steady_sink() if validator is not None else None
+            if text is not None and sink is not None:
+                sink.append(text)
+            mender = self.repairer.mender
+            assert mender is not None and mender.COUNTED is not None
+            setattr(mender, mender.COUNTED, getattr(mender, mender.COUNTED) + events)
         self.repairer.passed(last, events, size)
         self.gate.passed(out, events)
         self.events += events
@@ -532,7 +551,23 @@ class Pipeline:
         mended, mended_payload = pairs[0]
         if mended.raw is not ev.raw or mended_payload is not payload:
             return False
-        now = self._gated_state()
+        # Where the checkers keep the texts, the delta's is the only other change the client's
+        # may show: the upstream's last text (`Steady.after` proves it the delta's), taken out
+        # while its picture is taken
+        sink = self.checker.validator.steady_sink() if self.checker.validator else None
+        kept = self.upstream.validator.steady_sink() if self.upstream.validator else None
+        if (sink is None) != (kept is None):
+            return False
+        text: str | None = None
+        if sink is not None:
+            if not sink or not kept or sink[-1] != kept[-1]:
+                return False
+            text = sink.pop()
+        try:
+            now = self._gated_state()
+        finally:
+            if sink is not None and text is not None:
+                sink.append(text)
         if now is None:
             return False
         client, repairer, gate = self.checker, self.repairer, self.gate
@@ -545,7 +580,15 @@ class Pipeline:
         validator = client.validator
         assert validator is not None
         gated = self.gated
-        return unchanged(state[0], now[0], gated.counters, gated.context) and state[1:5] == now[1:5]
+        if not unchanged(state[0], now[0], gated.counters, gated.context):
+            return False
+        if state[1:4] != now[1:4]:
+            return False
+        mender = repairer.mender
+        if mender is None:
+            return True
+        # the repairs' count of the client's events (`Mender.COUNTED`) grew by one
+        return unchanged(state[4], now[4], (mender.COUNTED,) if mender.COUNTED else (), ())
 
     def _emit(self, ev: Event, payload: Any) -> Event:
         """Rewrite and check one event of what the client gets."""

@@ -965,6 +965,8 @@ class ResponsesMender(Mender):
     upstream knows.
     """
 
+    COUNTED = "_seq"
+
     def __init__(self) -> None:
         super().__init__()
         self._held: list[Pair] = []  # a response.created, until the next event

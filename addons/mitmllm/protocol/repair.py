@@ -36,6 +36,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import ClassVar
 
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import INVALID
@@ -91,6 +92,12 @@ class Mender:
     `close` returns what the end of the stream releases or adds. The helpers make and edit
     events in the stream's own framing and record each repair.
     """
+
+    #: Where the format numbers its events (Responses' sequence_number): the attribute that
+    #: holds the number the client's next event carries. An event that carries it passes
+    #: unchanged and moves it on by one, so steady deltas (`mitmllm.protocol.steady`) that
+    #: carry the count the upstream's checker wants go by their bytes while it is that count.
+    COUNTED: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         self.repairer: Repairer | None = None

@@ -384,6 +384,7 @@ class Steady:
         "glue",
         "seam",
         "whole_out",
+        "taken_text",
     )
 
     def __init__(
@@ -439,6 +440,8 @@ class Steady:
         self.glue = b""
         self.seam = b""  # suffix + prefix: what stands between two texts upstream
         self.whole_out = b""
+        # The texts the last events taken gave the validator's sink, as one (None: none)
+        self.taken_text: str | None = None
         # The last event the full path checked was a candidate (see `before`)
         self.run = False
 
@@ -861,10 +864,11 @@ class Steady:
             texts = None
         else:
             # the events, all of the chunk, each count the one the validator wants next
-            end, _, texts = self._run(checker, chunk)
+            end, last, texts = self._run(checker, chunk)
             taken = len(texts)
             if end != n:
                 return 0
+            self.last_start = last  # (their prefixes differ in the digits)
         self._count(checker, taken, n, texts if self.sink else None)
         self.used = True
         self.misses = 0
@@ -975,7 +979,11 @@ class Steady:
             assert sink is not None
             # One piece of the validator's text for all of them (it joins its pieces when it
             # compares), decoded once: each text is whole UTF-8, so the joined bytes are too.
-            sink.append(b"".join(texts).decode())  # (one text: the join is that text, no copy)
+            text = b"".join(texts).decode()  # (one text: the join is that text, no copy)
+            sink.append(text)
+            self.taken_text = text
+        else:
+            self.taken_text = None
         for name in self.counters:
             setattr(validator, name, getattr(validator, name) + events)
 
