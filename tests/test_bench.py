@@ -55,6 +55,7 @@ from mitmllm.bench.proxy import PLAIN
 from mitmllm.bench.proxy import RELAY
 from mitmllm.bench.proxy import RELAY_ROWS
 from mitmllm.bench.proxy import RELAY_TTFB
+from mitmllm.bench.proxy import REPAIR
 from mitmllm.bench.proxy import RESTAMP
 from mitmllm.bench.proxy import TAP
 from mitmllm.bench.proxy import WORKER
@@ -310,6 +311,7 @@ def test_quick_run_prints_every_section(tmp_path, capsys) -> None:  # type: igno
         ("proxy", "gemini, 4 events/chunk: tap / plain, CPU per event", "<= 1.15 x"),
         ("proxy", "openai-chat, 1 event/chunk: tap / plain, events/s", ">= 0.900 x"),
         ("proxy", "openai-responses, 1 event/chunk: restamp / tap, CPU per event", "<= 1.10 x"),
+        ("proxy", "anthropic, 4 events/chunk: repair / tap, CPU per event", "<= 1.10 x"),
         ("sizes", "64 KiB events: tap / plain, CPU per event", "<= 1.30 x"),
     ]:
         figure = figures[(section, name)]
@@ -657,7 +659,7 @@ def test_rows_cover_every_format_and_chunking_and_run_enough_events() -> None:
     for fmt in FORMATS:
         one, four = rows[f"{fmt}, 1 event/chunk"], rows[f"{fmt}, 4 events/chunk"]
         assert (one.per_chunk, four.per_chunk) == (1, 4)
-        assert {DIRECT, PLAIN, TAP, RESTAMP} <= set(one.setups)
+        assert {DIRECT, PLAIN, TAP, RESTAMP, REPAIR} <= set(one.setups)
         assert (WORKER in one.setups) is (fmt == "anthropic")
         # as many upstream chunks per run at four events per chunk as at one
         assert one.streams * one.stream_events == 20_000
@@ -684,11 +686,12 @@ def test_proxy_figures_judge_cpu_per_event_against_plain_and_restamp_against_the
 ) -> None:
     sizes = ProxySizes(20_000, 1, 1, 1, 16, 100)
     rows = plan_rows(sizes, ["proxy"], ["openai-chat"], relay=False)
-    m = Measured([Setup(n, None if n == DIRECT else ()) for n in (DIRECT, PLAIN, TAP, RESTAMP)])
+    names = (DIRECT, PLAIN, TAP, RESTAMP, REPAIR)
+    m = Measured([Setup(n, None if n == DIRECT else ()) for n in names])
     m.rows = rows
     for r in rows:
-        cpu = {PLAIN: 40.0, TAP: tap_us, RESTAMP: tap_us * 1.2}
-        rate = {DIRECT: 900_000.0, PLAIN: 24_000.0, TAP: 1e6 / tap_us, RESTAMP: 1e6 / tap_us / 1.2}
+        cpu = {PLAIN: 40.0, TAP: tap_us, RESTAMP: tap_us * 1.2, REPAIR: tap_us * 1.05}
+        rate = {DIRECT: 900_000.0, PLAIN: 24_000.0} | {n: 1e6 / cpu[n] for n in names[2:]}
         runs_of(cpu, rate, r.label, m)
     report = Report(out=io.StringIO())
     misses = proxy_figures(report, m)
@@ -702,6 +705,8 @@ def test_proxy_figures_judge_cpu_per_event_against_plain_and_restamp_against_the
         )
         restamp = figures[f"{r.label}: restamp / tap, CPU per event"]
         assert restamp.value == pytest.approx(1.2) and restamp.met is False
+        repair = figures[f"{r.label}: repair / tap, CPU per event"]
+        assert repair.value == pytest.approx(1.05) and repair.met is True
     # The worst misses are profiled: the restamp row always, the tap's only when it missed.
     assert set(misses) == ({RESTAMP} if met else {TAP, RESTAMP})
 

@@ -13,6 +13,8 @@ counting events). Each way of reaching the upstream is a `Setup`:
 * ``worker``: the same with ``mitmllm_worker``: the proxy frames, a process validates;
 * ``restamp``: the tap with a model rule, so every model value of the answer is restamped to
   the alias the client asked for (`mitmllm.bench.corpus.RESTAMP_ALIAS`);
+* ``repair``: the same with ``mitmllm_repair`` on: every chunk is checked before it goes on
+  (a repair may change it), and restamped;
 * ``relay``: the addon plus a config file that routes the stream through mitmllm's relay; it
   joins the run when the addon chain has the ``mitmllm_config`` option (see `relay_ready`).
 
@@ -95,7 +97,8 @@ SECTIONS = (SECTION, SIZES_SECTION, RELAY_SECTION, CONCURRENCY_SECTION)
 #: proxy section: CPU time per event at most, events/s at least.
 TARGET_CPU_RATIO = 1.15
 TARGET_EVENTS_RATIO = 0.9
-#: Restamping (only the model value changes) against the tap's own CPU time per event.
+#: Restamping, and restamping with repairs on (only the model value changes), against the tap's
+#: own CPU time per event.
 TARGET_RESTAMP_RATIO = 1.10
 #: 64 KiB events: the tap's CPU time per event against plain mitmdump's.
 TARGET_BIG_CPU_RATIO = 1.3
@@ -122,6 +125,7 @@ PLAIN = "plain"
 TAP = "tap"  # the addon, inspect-only
 WORKER = "worker"  # the addon with mitmllm_worker on: the proxy only frames
 RESTAMP = "restamp"  # the addon with a model rule that restamps every answer
+REPAIR = "repair"  # the same with mitmllm_repair on
 RELAY = "relay"
 
 # Runs mitmdump from this interpreter, whatever the PATH says.
@@ -266,6 +270,13 @@ def setups(workdir: Path, upstream_port: int, names: Sequence[str]) -> list[Setu
             restamped=True,
             description="the tap with a model rule: every answer restamped",
         ),
+        REPAIR: Setup(
+            REPAIR,
+            ("-s", script, "--set", f"mitmllm_config={restamp}", "--set", "mitmllm_repair=true"),
+            tapped=True,
+            restamped=True,
+            description="the same with repairs on: every chunk checked before it goes on",
+        ),
     }
     if RELAY in names:
         every[RELAY] = relay_setup(workdir, upstream_port)
@@ -273,7 +284,7 @@ def setups(workdir: Path, upstream_port: int, names: Sequence[str]) -> list[Setu
 
 
 #: Every setup, in the order a run starts and lists them.
-SETUP_ORDER = (DIRECT, PLAIN, TAP, WORKER, RESTAMP, RELAY)
+SETUP_ORDER = (DIRECT, PLAIN, TAP, WORKER, RESTAMP, REPAIR, RELAY)
 #: The model the restamp setup's rule sends upstream instead of the alias.
 RESTAMP_UPSTREAM_MODEL = "bench-upstream-model"
 
@@ -675,7 +686,7 @@ def plan_rows(
         if SECTION in sections:
             for fmt in formats:
                 extra = [WORKER] if fmt == ANTHROPIC else []
-                want(fmt, per_chunk, None, [DIRECT, PLAIN, TAP, RESTAMP, *extra])
+                want(fmt, per_chunk, None, [DIRECT, PLAIN, TAP, RESTAMP, REPAIR, *extra])
         if relay and RELAY_SECTION in sections:
             want(ANTHROPIC, per_chunk, None, [PLAIN, TAP, RELAY])
     if SIZES_SECTION in sections:
@@ -1030,6 +1041,7 @@ async def print_hot_spots(
     title = {
         TAP: "mitmdump + addon",
         RESTAMP: "mitmdump + addon, restamping",
+        REPAIR: "mitmdump + addon, restamping with repairs on",
         RELAY: "mitmdump + addon + relay",
     }.get(setup.name, "")
     for workload in workloads:
@@ -1255,9 +1267,11 @@ RATE = "events/s"
 def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bool]]:
     """Print and record the proxy section. The setups to profile: by name, the row whose
     target it missed worst (None: none) and whether the TTFB target was missed."""
-    report.heading("proxy: the tap and restamping against plain mitmdump (stream=True), same run")
+    report.heading(
+        "proxy: the tap, restamping and repairing against plain mitmdump (stream=True), same run"
+    )
     rows = [r for r in m.rows if TAP in r.setups and r.text_bytes is None and PLAIN in r.setups]
-    rows = [r for r in rows if RESTAMP in r.setups]
+    rows = [r for r in rows if RESTAMP in r.setups and REPAIR in r.setups]
     table = []
     worst: dict[str, tuple[float, Row]] = {}
     for r in rows:
@@ -1292,6 +1306,14 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             at_most(TARGET_RESTAMP_RATIO),
             spread=m.cpu_ratios(label, RESTAMP, TAP),
         )
+        repair = report.add(
+            SECTION,
+            ratio_name(label, REPAIR, TAP, CPU),
+            m.cpu_ratio(label, REPAIR, TAP),
+            "x",
+            at_most(TARGET_RESTAMP_RATIO),
+            spread=m.cpu_ratios(label, REPAIR, TAP),
+        )
         headroom = report.add(
             SECTION,
             ratio_name(label, DIRECT, PLAIN, RATE),
@@ -1322,10 +1344,11 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             score = tap_cpu.value or 0.0
             if TAP not in worst or score > worst[TAP][0]:
                 worst[TAP] = (score, r)
-        if restamp.missed:
-            score = restamp.value or 0.0
-            if RESTAMP not in worst or score > worst[RESTAMP][0]:
-                worst[RESTAMP] = (score, r)
+        for name, figure in ((RESTAMP, restamp), (REPAIR, repair)):
+            if figure.missed:
+                score = figure.value or 0.0
+                if name not in worst or score > worst[name][0]:
+                    worst[name] = (score, r)
         table.append(
             [
                 label,
@@ -1337,6 +1360,8 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
                 mark(tap_rate),
                 f"{cpu[RESTAMP]:.1f}",
                 mark(restamp),
+                f"{cpu[REPAIR]:.1f}",
+                mark(repair),
                 worker,
                 mark(headroom),
             ]
@@ -1352,6 +1377,8 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             "tap/plain ev/s",
             "restamp µs/ev",
             "restamp/tap CPU",
+            "repair µs/ev",
+            "repair/tap CPU",
             "worker µs/ev / ev/s vs plain",
             "direct/plain",
         ],
@@ -1359,8 +1386,8 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
     )
     report.print(
         f"  targets: tap CPU per event <= {TARGET_CPU_RATIO:g}x plain and events/s >= "
-        f"{TARGET_EVENTS_RATIO:g}x plain in every row; restamp <= {TARGET_RESTAMP_RATIO:g}x the "
-        "tap's CPU per event"
+        f"{TARGET_EVENTS_RATIO:g}x plain in every row; restamp, and restamp with repairs on, "
+        f"<= {TARGET_RESTAMP_RATIO:g}x the tap's CPU per event"
     )
     report.print()
     missed_ttfb = ttfb_figures(report, m)
@@ -1487,6 +1514,7 @@ LATENCY_NAMES = {
     TAP: "per-event latency p50 added: tap-only",
     WORKER: "per-event latency p50 added: tap-only, validation worker",
     RESTAMP: "per-event latency p50 added: restamp",
+    REPAIR: "per-event latency p50 added: restamp with repairs",
     RELAY: "per-event latency p50 added: relay",
 }
 LATENCY_RATIOS = (
