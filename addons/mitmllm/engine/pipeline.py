@@ -199,14 +199,14 @@ class Pipeline:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
         if self.failed:
             return chunk
+        if self.repairer is not None:  # (no `steady` then: `gated` takes its deltas)
+            return self._feed_repairing(chunk, self.repairer)
         if self.skim(chunk):
             steady = self.steady
             assert steady is not None
             if steady.rewrites:
                 return steady.whole_out
             return chunk  # the common chunk, passed on as the very object
-        if self.repairer is not None:
-            return self._feed_repairing(chunk, self.repairer)
         checker = self.checker
         decoder = checker.decoder
         steady = self.steady
