@@ -39,9 +39,11 @@ tests/test_rewrite.py). The certified event's rewritten bytes are then the templ
 client gets (`out_prefix` + text + `out_suffix`), checked on the probe as well: the probe's
 payload gives the same edits, and splicing them into the probe gives that template.
 
-The relay's pipeline (repairs and a commit gate) uses the same template after commit, when a
-delta also left the client's checker, the repairs and the gate as they were (see
-`mitmllm.engine.pipeline`).
+A repairing pipeline (the relay's, or an inspected flow's with repairs on: repairs and a commit
+gate) uses the same template after commit, when a delta also left the client's checker, the
+repairs and the gate as they were, but for the counts they keep of the client's events, which
+grew by one, and the text the client's checker keeps (see `mitmllm.engine.pipeline`); its
+text-blind rewrites too.
 
 Anything else goes the full way, and a later certified event learns again. A stream whose
 events never certify or never repeat stops trying after `MAX_MISSES`, so it pays for the
