@@ -474,18 +474,19 @@ class Pipeline:
         validator = client.validator
         for name in gated.counters:
             setattr(validator, name, getattr(validator, name) + events)
-        if gated.counted is not None:  # the texts the client's checker keeps, the count
-            text = gated.taken_text
-            sink = validator.steady_sink() if validator is not None else None
-            if text is not None and sink is not None:
+        text = gated.taken_text  # the texts the upstream's checker keeps: the client's too
+        if text is not None and validator is not None:
+            sink = validator.steady_sink()
+            if sink is not None:
                 sink.append(text)
+        if gated.counted is not None:  # the repairs' count of the client's events
             mender = self.repairer.mender
             assert mender is not None and mender.COUNTED is not None
             setattr(mender, mender.COUNTED, getattr(mender, mender.COUNTED) + events)
         self.repairer.passed(last, events, size)
         self.gate.passed(out, events)
         self.events += events
-        if self.gated.rewrites:
+        if gated.rewrites:
             self.rewritten += events
 
     def _process_repairing(self, events: list[Event], repairer: Repairer) -> bytes:
