@@ -704,6 +704,86 @@ def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
     )
 
 
+def inspected(
+    fmt: str, chunks: list[bytes], *, shortcut: bool, lazy: bool, rewrites: Sequence[Any]
+) -> tuple[Any, ...]:
+    """A stream through an inspected flow's pipeline with repairs on (its gate only judges):
+    what the client gets of each chunk, and what every part holds once its books are kept."""
+    dialect = detect.by_name(fmt)
+    request = dict(CALLS[fmt].body)
+    upstream = StreamChecker(dialect, request=request)
+    client = StreamChecker(dialect, request=request)
+    repairer = Repairer(dialect, upstream.findings, request=request)
+    gate = Gate(dialect, client.findings, collect=False)
+    pipeline = Pipeline(
+        client, rewrites, upstream=upstream, repairer=repairer, gate=gate, lazy=lazy
+    )
+    if not shortcut:
+        pipeline.gated = None
+    sent = [pipeline.feed(c) for c in chunks]
+    sent.append(pipeline.close())
+    pipeline.settle()
+    gate.close()
+    mender = repairer.mender
+    return (
+        sent,
+        (gate.verdict, gate.outcome, gate.progress, gate.events),
+        _where(repairer._last),
+        StreamResult.of(upstream),
+        StreamResult.of(client),
+        upstream.findings.to_list(),
+        client.findings.to_list(),
+        repairer.repairs,
+        (repairer.index, repairer.offset),
+        getattr(mender, mender.COUNTED) if mender is not None and mender.COUNTED else None,
+        pipeline.events,
+        pipeline.rewritten,
+        client.trailing,
+    )
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_an_inspected_flow_with_repairs_keeps_its_books_lazily_to_the_same_end(
+    data: st.DataObject,
+) -> None:
+    """With repairs on, an inspected flow's pipeline keeps the books of the steady deltas it
+    takes after commit when they are read (`settle`), not per chunk: the client gets the same
+    bytes of every chunk, and every part holds the same at the end, as keeping them at once
+    and as the full way, for broken streams in any chunking, restamped or not."""
+    fmt = data.draw(st.sampled_from(FORMATS))
+    texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
+    events = stream(fmt, texts, data.draw(st.booleans()))
+    chunks = data.draw(chunked(data.draw(mutated(events))))
+    rewrites = restamping(fmt) if data.draw(st.booleans()) else []
+    lazy = inspected(fmt, chunks, shortcut=True, lazy=True, rewrites=rewrites)
+    assert lazy == inspected(fmt, chunks, shortcut=True, lazy=False, rewrites=rewrites)
+    assert lazy == inspected(fmt, chunks, shortcut=False, lazy=False, rewrites=rewrites)
+
+
+def test_only_a_repairing_pipeline_whose_gate_only_judges_keeps_lazy_books() -> None:
+    d = detect.by_name("anthropic")
+    up, client = StreamChecker(d), StreamChecker(d)
+    with pytest.raises(ValueError, match="lazy"):  # the relay's gate lets out what it judged
+        Pipeline(
+            client,
+            upstream=up,
+            repairer=Repairer(d, up.findings),
+            gate=Gate(d, client.findings),
+            lazy=True,
+        )
+    with pytest.raises(ValueError, match="lazy"):
+        Pipeline(client, lazy=True)
+    judging = Gate(d, client.findings, collect=False)
+    assert Pipeline(
+        client, upstream=up, repairer=Repairer(d, up.findings), gate=judging, lazy=True
+    ).lazy
+
+
 @pytest.mark.parametrize("fmt", STEADY)
 @pytest.mark.parametrize("per_chunk", [1, 4])
 @pytest.mark.parametrize("restamps", [False, True], ids=["relay", "repairing restamp"])
@@ -823,3 +903,17 @@ def test_an_event_with_another_id_as_long_ends_the_run_of_steady_deltas(
     sent: list[bytes] = []
     assert steady.take(checker, mixed, sent, hold=False) == len(b"".join(deltas[:5]))
     assert steady.last_start == len(b"".join(deltas[:4]))
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+def test_a_stream_cut_inside_a_delta_after_lazy_books_closes_as_with_books_kept(fmt: str) -> None:
+    """The books are kept before the end of the stream reads them: the cut final delta is
+    placed, checked and reported where the events before it put it."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(40)], False)
+    last = max(i for i, ev in enumerate(events) if b"token 39" in ev)
+    body = b"".join(events[:last]) + events[last][: len(events[last]) // 2]
+    chunks = [body[i : i + 300] for i in range(0, len(body), 300)]
+    lazy = inspected(fmt, chunks, shortcut=True, lazy=True, rewrites=[])
+    assert lazy == inspected(fmt, chunks, shortcut=True, lazy=False, rewrites=[])
+    assert lazy == inspected(fmt, chunks, shortcut=False, lazy=False, rewrites=[])
+    assert lazy[-1]  # the client got the cut delta as it came

@@ -28,6 +28,7 @@ one by one. Three promises, with or without them:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -95,6 +96,7 @@ class Pipeline:
         repairer: Repairer | None = None,
         upstream: StreamChecker | None = None,
         gate: Gate | None = None,
+        lazy: bool = False,
     ) -> None:
         if (repairer is None) != (upstream is None):
             raise ValueError(
@@ -102,6 +104,8 @@ class Pipeline:
             )
         if gate is not None and on_event is not None:
             raise ValueError("a pipeline hands its events to a gate or to on_event, not both")
+        if lazy and (repairer is None or gate is None or gate.collect):
+            raise ValueError("only a repairing pipeline whose gate only judges keeps lazy books")
         self.checker = checker  # what the client gets
         self.upstream = upstream if upstream is not None else checker  # what the upstream sent
         self.repairer = repairer
@@ -110,6 +114,16 @@ class Pipeline:
         self.on_event = on_event if gate is None else gate.push
         self.failed = False
         self.closed = False
+        # Lazy: the books of the steady deltas the repairing pipeline takes after commit (the
+        # client's checker, the repairs, the gate, `events`) are kept when something reads
+        # them (`settle`), not per chunk; for an inspected flow with repairs on, whose gate
+        # only judges and whose tap settles before the flow is reported. The relay's gate lets
+        # each chunk out as it is judged: its books are kept at once.
+        self.lazy = lazy
+        self._owed = 0  # steady deltas taken, not yet in the books
+        self._owed_size = 0
+        self._owed_last: At | None = None
+        self._owed_texts: list[str] = []
         self.events = 0
         self.rewritten = 0
         #: the unterminated tail passed on at the end, rewritten like any event when its data
@@ -466,7 +480,32 @@ class Pipeline:
     def _passed(self, last: At, events: int, size: int, out: bytes) -> None:
         """Steady deltas after commit (`size` bytes of the upstream's, `out` the client's, as
         rewritten), which the upstream's checker counted: what the repairs, the client's
-        checker and the gate would have done with them."""
+        checker and the gate would have done with them, at once or when `settle`d (`lazy`)."""
+        assert self.gated is not None
+        text = self.gated.taken_text
+        if self.lazy:
+            self._owed += events
+            self._owed_size += size
+            self._owed_last = last
+            if text is not None:
+                self._owed_texts.append(text)
+            return
+        self._book(last, events, size, out, text)
+
+    def settle(self) -> None:
+        """Keep the books of the steady deltas taken since the last time (`lazy`)."""
+        events = self._owed
+        if not events:
+            return
+        assert self._owed_last is not None
+        texts = self._owed_texts
+        text = None if not texts else texts[0] if len(texts) == 1 else "".join(texts)
+        last, size = self._owed_last, self._owed_size
+        self._owed, self._owed_size, self._owed_last, self._owed_texts = 0, 0, None, []
+        self._book(last, events, size, b"", text)
+
+    def _book(self, last: At, events: int, size: int, out: bytes, text: str | None) -> None:
+        """What `_passed` says, in the books."""
         assert self.repairer is not None and self.gate is not None and self.gated is not None
         gated = self.gated
         client = self.checker
@@ -474,8 +513,7 @@ class Pipeline:
         validator = client.validator
         for name in gated.counters:
             setattr(validator, name, getattr(validator, name) + events)
-        text = gated.taken_text  # the texts the upstream's checker keeps: the client's too
-        if text is not None and validator is not None:
+        if text is not None and validator is not None:  # the upstream's checker keeps them
             sink = validator.steady_sink()
             if sink is not None:
                 sink.append(text)
@@ -504,6 +542,7 @@ class Pipeline:
                         self._passed(At(ev.index, ev.offset), 1, len(raw), taken)
                         out.append(taken)
                         continue
+                self.settle()  # the full way reads the books
                 notes = ev.notes
                 payload = upstream.parse(ev)
                 token = gated.before(upstream, ev, payload) if live else None  # type: ignore[union-attr]
@@ -604,6 +643,7 @@ class Pipeline:
     def _close_repairing(self, repairer: Repairer) -> bytes:
         upstream = self.upstream
         try:
+            self.settle()
             events, partial = upstream.decoder.close()
             out = [self._process_repairing(events, repairer)]
             if self.failed:
@@ -631,6 +671,8 @@ class Pipeline:
         """Switch to pass-through; return every byte held so far, unchanged."""
         logger.exception("mitmllm pipeline failed; passing the rest of the stream through")
         self.failed = True
+        with contextlib.suppress(Exception):  # what was taken before counts, if it can
+            self.settle()
         self.findings.add("TAP-1", f"internal error {type(error).__name__}: {error}"[:200])
         held = b"".join(ev.raw for ev in unprocessed)
         if self.repairer is not None:

@@ -503,7 +503,9 @@ def repairing_pipeline(state: LLMFlow) -> Pipeline:
     client = StreamChecker(state.dialect, request=state.request, autodetect=True)
     repairer = Repairer(state.dialect, state.findings, request=state.request)
     gate = state.gate = Gate(state.dialect, client.findings, collect=False)
-    return Pipeline(client, state.rewrites, upstream=upstream, repairer=repairer, gate=gate)
+    return Pipeline(
+        client, state.rewrites, upstream=upstream, repairer=repairer, gate=gate, lazy=True
+    )
 
 
 def record_repair(state: LLMFlow, pipeline: Pipeline) -> None:

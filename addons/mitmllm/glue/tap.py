@@ -144,7 +144,11 @@ class Tap(StreamRecord):
 
     def settle(self) -> None:
         """Have the pipeline read the whole events passed on before it read them, and record
-        them as sent."""
+        them as sent; and keep its books (`Pipeline.settle`)."""
+        self._settle()
+        self.pipeline.settle()
+
+    def _settle(self) -> None:
         deferred = self._deferred
         if deferred:
             size = self._deferred_size
@@ -267,7 +271,7 @@ class Tap(StreamRecord):
                     size = self._deferred_size + len(chunk)
                     self._deferred_size = size
                     if size >= self.defer_bytes:
-                        self.settle()
+                        self._settle()
                     return [chunk]
                 marked = True
             if chunk:
@@ -296,13 +300,13 @@ class Tap(StreamRecord):
                         self._first_out = self.clock()
                     self._passing = self._passable()
                     if self._deferred_size >= self.defer_bytes:
-                        self.settle()
+                        self._settle()
                     return [chunk]
                 self.chunk_count += 1
                 self.received += len(chunk)
                 counted = True
                 if self._deferred:
-                    self.settle()
+                    self._settle()
                 pipeline = self.pipeline
                 out = pipeline.feed(chunk)
                 if self._ahead:
