@@ -641,94 +641,32 @@ def test_plain_span_reads_a_quoted_text_in_place_as_plain_text_reads_it(
 # --- the relay's pipeline: repairs and a commit gate ---------------------------------------------
 
 
-def gated(
-    fmt: str, chunks: list[bytes], *, shortcut: bool, rewrites: Sequence[Any] = ()
-) -> tuple[Any, ...]:
-    """A stream through the relay's pipeline (the upstream's checker, the repairs, the client's
-    checker, the commit gate), or an inspected flow's with repairs on (and `rewrites`, its
-    restamp): what the gate lets out and decides after each chunk, and what every part of it
-    holds at the end."""
+def repairing(
+    fmt: str, rewrites: Sequence[Any], *, shortcut: bool, collect: bool = True, lazy: bool = False
+) -> tuple[Pipeline, Gate]:
+    """A repairing pipeline (the upstream's checker, the repairs, the client's checker, a
+    commit gate): the relay's (its gate collects what it lets out), or an inspected flow's
+    with repairs on (its gate only judges; `lazy` books) and `rewrites`, its restamp."""
     dialect = detect.by_name(fmt)
     request = dict(CALLS[fmt].body)
     upstream = StreamChecker(dialect, request=request)
     client = StreamChecker(dialect, request=request)
     repairer = Repairer(dialect, upstream.findings, request=request)
-    gate = Gate(dialect, client.findings)
-    pipeline = Pipeline(client, rewrites, upstream=upstream, repairer=repairer, gate=gate)
-    if not shortcut:
-        pipeline.gated = None
-    seen = []
-    for chunk in [*chunks, None]:
-        if chunk is None:
-            pipeline.close()
-            gate.close()
-        else:
-            pipeline.feed(chunk)
-        where = _where(repairer._last)  # where a repair would default to, after each chunk
-        seen.append((gate.take(), gate.verdict, gate.outcome, gate.progress, gate.events, where))
-    return (
-        seen,
-        StreamResult.of(upstream),
-        StreamResult.of(client),
-        upstream.findings.to_list(),
-        client.findings.to_list(),
-        repairer.repairs,
-        (repairer.index, repairer.offset),
-        pipeline.events,
-        pipeline.rewritten,
-        client.trailing,
-    )
-
-
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(st.data())
-def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
-    data: st.DataObject,
-) -> None:
-    """After commit, steady deltas pass the relay's pipeline by their bytes: the client gets
-    the same bytes when the gate lets them out, the gate decides the same, and both checkers and
-    the repairs hold the same, for broken streams the repairs mend (or not) in any chunking;
-    restamped too (an inspected flow with repairs on and a model rule), each event as the full
-    path rewrites it."""
-    fmt = data.draw(st.sampled_from(FORMATS))
-    texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
-    events = stream(fmt, texts, data.draw(st.booleans()))
-    chunks = data.draw(chunked(data.draw(mutated(events))))
-    rewrites = restamping(fmt) if data.draw(st.booleans()) else []
-    assert gated(fmt, chunks, shortcut=True, rewrites=rewrites) == gated(
-        fmt, chunks, shortcut=False, rewrites=rewrites
-    )
-
-
-def inspected(
-    fmt: str, chunks: list[bytes], *, shortcut: bool, lazy: bool, rewrites: Sequence[Any]
-) -> tuple[Any, ...]:
-    """A stream through an inspected flow's pipeline with repairs on (its gate only judges):
-    what the client gets of each chunk, and what every part holds once its books are kept."""
-    dialect = detect.by_name(fmt)
-    request = dict(CALLS[fmt].body)
-    upstream = StreamChecker(dialect, request=request)
-    client = StreamChecker(dialect, request=request)
-    repairer = Repairer(dialect, upstream.findings, request=request)
-    gate = Gate(dialect, client.findings, collect=False)
+    gate = Gate(dialect, client.findings, collect=collect)
     pipeline = Pipeline(
         client, rewrites, upstream=upstream, repairer=repairer, gate=gate, lazy=lazy
     )
     if not shortcut:
         pipeline.gated = None
-    sent = [pipeline.feed(c) for c in chunks]
-    sent.append(pipeline.close())
-    pipeline.settle()
-    gate.close()
+    return pipeline, gate
+
+
+def held(pipeline: Pipeline) -> tuple[Any, ...]:
+    """What every part of a repairing pipeline holds."""
+    upstream, client, repairer = pipeline.upstream, pipeline.checker, pipeline.repairer
+    assert repairer is not None
     mender = repairer.mender
     return (
-        sent,
-        (gate.verdict, gate.outcome, gate.progress, gate.events),
-        _where(repairer._last),
         StreamResult.of(upstream),
         StreamResult.of(client),
         upstream.findings.to_list(),
@@ -742,24 +680,86 @@ def inspected(
     )
 
 
+def gated(
+    fmt: str, chunks: list[bytes], *, shortcut: bool, rewrites: Sequence[Any] = ()
+) -> tuple[Any, ...]:
+    """A stream through the relay's pipeline, or an inspected flow's with repairs on and a
+    restamp (`repairing`): what the gate lets out and decides after each chunk, and what every
+    part of it holds at the end."""
+    pipeline, gate = repairing(fmt, rewrites, shortcut=shortcut)
+    repairer = pipeline.repairer
+    seen = []
+    for chunk in [*chunks, None]:
+        if chunk is None:
+            pipeline.close()
+            gate.close()
+        else:
+            pipeline.feed(chunk)
+        where = _where(repairer._last)  # where a repair would default to, after each chunk
+        seen.append((gate.take(), gate.verdict, gate.outcome, gate.progress, gate.events, where))
+    return (seen, *held(pipeline))
+
+
+@st.composite
+def broken(draw: st.DrawFn) -> tuple[str, list[bytes], list[Any]]:
+    """A stream in any format, broken as the repairs mend (or not), in any chunking, and the
+    restamp of its flow or none."""
+    fmt = draw(st.sampled_from(FORMATS))
+    texts = draw(st.lists(_texts, min_size=4, max_size=16))
+    events = stream(fmt, texts, draw(st.booleans()))
+    chunks = draw(chunked(draw(mutated(events))))
+    return fmt, chunks, restamping(fmt) if draw(st.booleans()) else []
+
+
 @settings(
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(st.data())
+@given(broken())
+def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
+    case: tuple[str, list[bytes], list[Any]],
+) -> None:
+    """After commit, steady deltas pass the relay's pipeline by their bytes: the client gets
+    the same bytes when the gate lets them out, the gate decides the same, and both checkers and
+    the repairs hold the same, for broken streams the repairs mend (or not) in any chunking;
+    restamped too (an inspected flow with repairs on and a model rule), each event as the full
+    path rewrites it."""
+    fmt, chunks, rewrites = case
+    assert gated(fmt, chunks, shortcut=True, rewrites=rewrites) == gated(
+        fmt, chunks, shortcut=False, rewrites=rewrites
+    )
+
+
+def inspected(
+    fmt: str, chunks: list[bytes], *, shortcut: bool, lazy: bool, rewrites: Sequence[Any]
+) -> tuple[Any, ...]:
+    """A stream through an inspected flow's pipeline with repairs on (its gate only judges):
+    what the client gets of each chunk, and what every part holds once its books are kept."""
+    pipeline, gate = repairing(fmt, rewrites, shortcut=shortcut, collect=False, lazy=lazy)
+    sent = [pipeline.feed(c) for c in chunks]
+    sent.append(pipeline.close())
+    pipeline.settle()
+    gate.close()
+    assert pipeline.repairer is not None
+    where = _where(pipeline.repairer._last)
+    return (sent, (gate.verdict, gate.outcome, gate.progress, gate.events), where, *held(pipeline))
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(broken())
 def test_an_inspected_flow_with_repairs_keeps_its_books_lazily_to_the_same_end(
-    data: st.DataObject,
+    case: tuple[str, list[bytes], list[Any]],
 ) -> None:
     """With repairs on, an inspected flow's pipeline keeps the books of the steady deltas it
     takes after commit when they are read (`settle`), not per chunk: the client gets the same
     bytes of every chunk, and every part holds the same at the end, as keeping them at once
     and as the full way, for broken streams in any chunking, restamped or not."""
-    fmt = data.draw(st.sampled_from(FORMATS))
-    texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
-    events = stream(fmt, texts, data.draw(st.booleans()))
-    chunks = data.draw(chunked(data.draw(mutated(events))))
-    rewrites = restamping(fmt) if data.draw(st.booleans()) else []
+    fmt, chunks, rewrites = case
     lazy = inspected(fmt, chunks, shortcut=True, lazy=True, rewrites=rewrites)
     assert lazy == inspected(fmt, chunks, shortcut=True, lazy=False, rewrites=rewrites)
     assert lazy == inspected(fmt, chunks, shortcut=False, lazy=False, rewrites=rewrites)
@@ -794,17 +794,9 @@ def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
     stream's deltas go by their bytes after commit (restamped as the full path would)."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
-    dialect = detect.by_name(fmt)
-    upstream, client = StreamChecker(dialect), StreamChecker(dialect)
-    gate = Gate(dialect, client.findings)
     rewrites = restamping(fmt) if restamps else []
-    pipeline = Pipeline(
-        client,
-        rewrites,
-        upstream=upstream,
-        repairer=Repairer(dialect, upstream.findings),
-        gate=gate,
-    )
+    pipeline, gate = repairing(fmt, rewrites, shortcut=True)
+    upstream, client = pipeline.upstream, pipeline.checker
     parsed = 0
     original = upstream.parse
 

@@ -76,7 +76,9 @@ from mitmllm.bench.corpus import proxy_request
 from mitmllm.bench.latency import LatencyError
 from mitmllm.bench.latency import PacedStream
 from mitmllm.bench.latency import paced_run
+from mitmllm.bench.report import Figure
 from mitmllm.bench.report import Report
+from mitmllm.bench.report import Target
 from mitmllm.bench.report import at_least
 from mitmllm.bench.report import at_most
 from mitmllm.bench.report import hot_spots
@@ -1264,6 +1266,25 @@ CPU = "CPU per event"
 RATE = "events/s"
 
 
+def ratio_figure(
+    report: Report,
+    m: Measured,
+    section: str,
+    label: str,
+    a: str,
+    b: str,
+    what: str,
+    target: Target | None = None,
+) -> Figure:
+    """Setup `a` against `b` in row `label`, CPU per event (`CPU`) or events/s (`RATE`): the
+    median of the repetitions' ratios, their spread next to it."""
+    if what == CPU:
+        value, spread = m.cpu_ratio(label, a, b), m.cpu_ratios(label, a, b)
+    else:
+        value, spread = m.rate_ratio(label, a, b), m.rate_ratios(label, a, b)
+    return report.add(section, ratio_name(label, a, b, what), value, "x", target, spread=spread)
+
+
 def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bool]]:
     """Print and record the proxy section. The setups to profile: by name, the row whose
     target it missed worst (None: none) and whether the TTFB target was missed."""
@@ -1282,62 +1303,31 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
             report.add(SECTION, f"{label}: {n} {RATE}", rate[n], RATE)
             if n != DIRECT:
                 report.add(SECTION, f"{label}: {n} {CPU}", cpu[n], "µs")
-        tap_cpu = report.add(
-            SECTION,
-            ratio_name(label, TAP, PLAIN, CPU),
-            m.cpu_ratio(label, TAP, PLAIN),
-            "x",
-            at_most(TARGET_CPU_RATIO),
-            spread=m.cpu_ratios(label, TAP, PLAIN),
+        tap_cpu = ratio_figure(
+            report, m, SECTION, label, TAP, PLAIN, CPU, at_most(TARGET_CPU_RATIO)
         )
-        tap_rate = report.add(
-            SECTION,
-            ratio_name(label, TAP, PLAIN, RATE),
-            m.rate_ratio(label, TAP, PLAIN),
-            "x",
-            at_least(TARGET_EVENTS_RATIO),
-            spread=m.rate_ratios(label, TAP, PLAIN),
+        tap_rate = ratio_figure(
+            report, m, SECTION, label, TAP, PLAIN, RATE, at_least(TARGET_EVENTS_RATIO)
         )
-        restamp = report.add(
-            SECTION,
-            ratio_name(label, RESTAMP, TAP, CPU),
-            m.cpu_ratio(label, RESTAMP, TAP),
-            "x",
-            at_most(TARGET_RESTAMP_RATIO),
-            spread=m.cpu_ratios(label, RESTAMP, TAP),
+        restamp = ratio_figure(
+            report, m, SECTION, label, RESTAMP, TAP, CPU, at_most(TARGET_RESTAMP_RATIO)
         )
-        repair = report.add(
-            SECTION,
-            ratio_name(label, REPAIR, TAP, CPU),
-            m.cpu_ratio(label, REPAIR, TAP),
-            "x",
-            at_most(TARGET_RESTAMP_RATIO),
-            spread=m.cpu_ratios(label, REPAIR, TAP),
+        repair = ratio_figure(
+            report, m, SECTION, label, REPAIR, TAP, CPU, at_most(TARGET_RESTAMP_RATIO)
         )
-        headroom = report.add(
-            SECTION,
-            ratio_name(label, DIRECT, PLAIN, RATE),
-            m.rate_ratio(label, DIRECT, PLAIN),
-            "x",
-            at_least(1.0),
-            spread=m.rate_ratios(label, DIRECT, PLAIN),
-        )
+        headroom = ratio_figure(report, m, SECTION, label, DIRECT, PLAIN, RATE, at_least(1.0))
         worker = "-"
         if WORKER in r.setups:
-            report.add(
+            ratio_figure(report, m, SECTION, label, WORKER, PLAIN, CPU)
+            wrate = ratio_figure(
+                report,
+                m,
                 SECTION,
-                ratio_name(label, WORKER, PLAIN, CPU),
-                m.cpu_ratio(label, WORKER, PLAIN),
-                "x",
-                spread=m.cpu_ratios(label, WORKER, PLAIN),
-            )
-            wrate = report.add(
-                SECTION,
-                ratio_name(label, WORKER, PLAIN, RATE),
-                m.rate_ratio(label, WORKER, PLAIN),
-                "x",
+                label,
+                WORKER,
+                PLAIN,
+                RATE,
                 at_least(TARGET_EVENTS_RATIO) if r.per_chunk == 1 else None,
-                spread=m.rate_ratios(label, WORKER, PLAIN),
             )
             worker = f"{cpu[WORKER]:.1f} / {mark(wrate)}"
         if tap_cpu.missed or tap_rate.missed:
@@ -1450,28 +1440,14 @@ def sizes_figures(report: Report, m: Measured) -> Row | None:
             report.add(SIZES_SECTION, f"{label}: {n} {RATE}", rate[n], RATE)
             report.add(SIZES_SECTION, f"{label}: {n} {CPU}", cpu[n], "µs")
         target = at_most(TARGET_BIG_CPU_RATIO) if r.text_bytes >= 64 * KiB else None
-        by_plain = report.add(
-            SIZES_SECTION,
-            ratio_name(label, TAP, PLAIN, CPU),
-            m.cpu_ratio(label, TAP, PLAIN),
-            "x",
-            target,
-            spread=m.cpu_ratios(label, TAP, PLAIN),
-        )
+        by_plain = ratio_figure(report, m, SIZES_SECTION, label, TAP, PLAIN, CPU, target)
         per_kib = report.add(
             SIZES_SECTION,
             f"{label}: tap CPU added per KiB",
             (cpu[TAP] - cpu[PLAIN]) / (r.text_bytes / KiB),
             "µs",
         )
-        headroom = report.add(
-            SIZES_SECTION,
-            ratio_name(label, DIRECT, PLAIN, RATE),
-            m.rate_ratio(label, DIRECT, PLAIN),
-            "x",
-            at_least(1.0),
-            spread=m.rate_ratios(label, DIRECT, PLAIN),
-        )
+        headroom = ratio_figure(report, m, SIZES_SECTION, label, DIRECT, PLAIN, RATE, at_least(1.0))
         if by_plain.missed and (worst is None or (by_plain.value or 0.0) > worst[0]):
             worst = (by_plain.value or 0.0, r)
         mb = r.text_bytes / 1e6
@@ -1539,13 +1515,15 @@ def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
         plain, tap, relay = (m.rate(label, n) for n in (PLAIN, TAP, RELAY))
         cpu_relay = m.cpu(label, RELAY)
         fr = report.add(RELAY_SECTION, f"{label}: relay {RATE}", relay, RATE)
-        fp = report.add(
+        fp = ratio_figure(
+            report,
+            m,
             RELAY_SECTION,
-            ratio_name(label, RELAY, PLAIN, RATE),
-            m.rate_ratio(label, RELAY, PLAIN),
-            "x",
+            label,
+            RELAY,
+            PLAIN,
+            RATE,
             at_least(TARGET_RELAY_EVENTS_RATIO) if i == 0 else None,
-            spread=m.rate_ratios(label, RELAY, PLAIN),
         )
         fa = report.add(
             RELAY_SECTION,
@@ -1555,13 +1533,7 @@ def relay_figures(report: Report, m: Measured) -> tuple[bool, bool]:
             spread=m.rate_ratios(label, RELAY, TAP),
         )
         fc = report.add(RELAY_SECTION, f"{label}: relay {CPU}", cpu_relay, "µs")
-        fcp = report.add(
-            RELAY_SECTION,
-            ratio_name(label, RELAY, PLAIN, CPU),
-            m.cpu_ratio(label, RELAY, PLAIN),
-            "x",
-            spread=m.cpu_ratios(label, RELAY, PLAIN),
-        )
+        fcp = ratio_figure(report, m, RELAY_SECTION, label, RELAY, PLAIN, CPU)
         missed_rate |= fp.missed
         rows.append(
             [
