@@ -833,7 +833,12 @@ IDS = {"openai-chat": b"chatcmpl-mock", "gemini": b"mock-mock", "openai-response
 def _compiled() -> int:
     return sum(
         f.cache_info().misses
-        for f in (steady_module._tiling, steady_module._counted, steady_module._fields)
+        for f in (
+            steady_module._tiling,
+            steady_module._counted,
+            steady_module._fields,
+            steady_module._counted_texts,
+        )
     )
 
 
@@ -909,3 +914,71 @@ def test_a_stream_cut_inside_a_delta_after_lazy_books_closes_as_with_books_kept(
     assert lazy == inspected(fmt, chunks, shortcut=True, lazy=False, rewrites=[])
     assert lazy == inspected(fmt, chunks, shortcut=False, lazy=False, rewrites=[])
     assert lazy[-1]  # the client got the cut delta as it came
+
+
+@pytest.mark.parametrize("item", [b"msg_mock", b"msg_%d%s%%"], ids=["plain", "percent"])
+def test_a_chunk_of_counted_deltas_is_taken_when_its_counts_and_bytes_are_the_ones_wanted(
+    item: bytes,
+) -> None:
+    """Responses' counted deltas in one chunk: the texts found by one pattern, the events
+    they make with the counts wanted formatted in one go and compared with the chunk. Taken
+    only when every count is the one wanted and every byte around the texts the template's
+    (a ``%`` in the template is a byte like any other); a chunk with another event among the
+    deltas, even one as big as a done event's whole text, is turned down, as `take` would
+    turn it down, and `leading` still finds the run before it."""
+    fmt = "openai-responses"
+    events = [ev.replace(b"msg_mock", item) for ev in long_stream(fmt, 40).events]
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    for ev in events[:8]:
+        pipeline.feed(ev)
+    steady = pipeline.steady
+    assert steady is not None and steady.prefix is not None and steady.counter is not None
+    assert item in steady.prefix
+    deltas = events[8:20]
+    assert all(b"output_text.delta" in ev for ev in deltas)
+
+    def count_of(ev: bytes) -> int:
+        m = re.search(rb'"sequence_number":(\d+)', ev)
+        assert m is not None
+        return int(m[1])
+
+    def renumbered(ev: bytes, n: int) -> bytes:
+        return ev.replace(b'"sequence_number":%d' % count_of(ev), b'"sequence_number":%d' % n)
+
+    wanted = count_of(deltas[0])
+    big = b"event: response.output_text.delta.other\ndata: " + b"x" * 60_000 + b"\n\n"
+    # each chunk with the events before the first one `take` would turn down
+    turned_down = {
+        "a count skipped": (
+            deltas[:5] + [renumbered(ev, count_of(ev) + 1) for ev in deltas[5:]],
+            5,
+        ),
+        "a count repeated": (
+            deltas[:6] + [renumbered(deltas[6], count_of(deltas[5]))] + deltas[7:],
+            6,
+        ),
+        "a count with a leading zero": (
+            deltas[:3]
+            + [deltas[3].replace(b'"sequence_number":', b'"sequence_number":0')]
+            + deltas[4:],
+            3,
+        ),
+        "another event among them": (deltas[:4] + [big] + deltas[4:], 4),
+        "a byte of the template changed": (
+            deltas[:7] + [deltas[7].replace(b'"output_index":0', b'"output_index":1')] + deltas[8:],
+            7,
+        ),
+    }
+    for why, (chunk, good) in turned_down.items():
+        data = b"".join(chunk)
+        assert steady.whole(checker, data) == 0, why
+        assert checker.validator.next_sequence == wanted, why  # nothing was counted
+        assert steady.leading(checker, data) == len(b"".join(chunk[:good])), why
+    data = b"".join(deltas)
+    assert steady.whole(checker, data) == len(deltas)
+    assert checker.validator.next_sequence == wanted + len(deltas)
+    assert steady.last_start == len(b"".join(deltas[:-1]))
+    rest = b"".join(pipeline.feed(ev) for ev in events[20:]) + pipeline.close()
+    assert rest == b"".join(events[20:])
+    assert StreamResult.of(checker).findings == []
