@@ -916,24 +916,39 @@ def test_a_stream_cut_inside_a_delta_after_lazy_books_closes_as_with_books_kept(
     assert lazy[-1]  # the client got the cut delta as it came
 
 
+def _count_last(ev: bytes) -> bytes:
+    """A Responses event with its sequence number last, as some upstreams order the keys."""
+    m = re.search(rb'"sequence_number":(\d+),', ev)
+    if m is None:
+        return ev
+    ev = ev[: m.start()] + ev[m.end() :]
+    end = ev.rindex(b"}")
+    return ev[:end] + b',"sequence_number":' + m[1] + ev[end:]
+
+
 @pytest.mark.parametrize("item", [b"msg_mock", b"msg_%d%s%%"], ids=["plain", "percent"])
-def test_a_chunk_of_counted_deltas_is_taken_when_its_counts_and_bytes_are_the_ones_wanted(
-    item: bytes,
+@pytest.mark.parametrize("last", [False, True], ids=["count-first", "count-last"])
+def test_counted_deltas_are_taken_when_their_counts_and_bytes_are_the_ones_wanted(
+    item: bytes, last: bool
 ) -> None:
     """Responses' counted deltas in one chunk: the texts found by one pattern, the events
-    they make with the counts wanted formatted in one go and compared with the chunk. Taken
-    only when every count is the one wanted and every byte around the texts the template's
-    (a ``%`` in the template is a byte like any other); a chunk with another event among the
-    deltas, even one as big as a done event's whole text, is turned down, as `take` would
-    turn it down, and `leading` still finds the run before it."""
+    they make with the counts wanted formatted in one go and compared with the chunk; a chunk
+    of one delta by its parts, where its count puts them. Taken only when every count is the
+    one wanted and every byte around the texts the template's (a ``%`` in the template is a
+    byte like any other), whether the count comes before the text or after it; a chunk with
+    another event among the deltas, even one as big as a done event's whole text, is turned
+    down, as `take` would turn it down, and `leading` still finds the run before it."""
     fmt = "openai-responses"
     events = [ev.replace(b"msg_mock", item) for ev in long_stream(fmt, 40).events]
+    if last:
+        events = [_count_last(ev) for ev in events]
     checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
     pipeline = Pipeline(checker)
     for ev in events[:8]:
         pipeline.feed(ev)
     steady = pipeline.steady
     assert steady is not None and steady.prefix is not None and steady.counter is not None
+    assert steady.counter[0] is not last  # the count in the template's prefix, or its suffix
     assert item in steady.prefix
     deltas = events[8:20]
     assert all(b"output_text.delta" in ev for ev in deltas)
@@ -946,8 +961,14 @@ def test_a_chunk_of_counted_deltas_is_taken_when_its_counts_and_bytes_are_the_on
     def renumbered(ev: bytes, n: int) -> bytes:
         return ev.replace(b'"sequence_number":%d' % count_of(ev), b'"sequence_number":%d' % n)
 
+    def other_byte(ev: bytes) -> bytes:
+        return ev.replace(b'"output_index":0', b'"output_index":1')
+
     wanted = count_of(deltas[0])
+    validator = checker.validator
+    assert validator.next_sequence == wanted
     big = b"event: response.output_text.delta.other\ndata: " + b"x" * 60_000 + b"\n\n"
+    zero = deltas[3].replace(b'"sequence_number":', b'"sequence_number":0')
     # each chunk with the events before the first one `take` would turn down
     turned_down = {
         "a count skipped": (
@@ -958,27 +979,31 @@ def test_a_chunk_of_counted_deltas_is_taken_when_its_counts_and_bytes_are_the_on
             deltas[:6] + [renumbered(deltas[6], count_of(deltas[5]))] + deltas[7:],
             6,
         ),
-        "a count with a leading zero": (
-            deltas[:3]
-            + [deltas[3].replace(b'"sequence_number":', b'"sequence_number":0')]
-            + deltas[4:],
-            3,
-        ),
+        "a count with a leading zero": (deltas[:3] + [zero] + deltas[4:], 3),
         "another event among them": (deltas[:4] + [big] + deltas[4:], 4),
-        "a byte of the template changed": (
-            deltas[:7] + [deltas[7].replace(b'"output_index":0', b'"output_index":1')] + deltas[8:],
-            7,
-        ),
+        "a byte of the template changed": (deltas[:7] + [other_byte(deltas[7])] + deltas[8:], 7),
     }
     for why, (chunk, good) in turned_down.items():
         data = b"".join(chunk)
         assert steady.whole(checker, data) == 0, why
-        assert checker.validator.next_sequence == wanted, why  # nothing was counted
+        assert validator.next_sequence == wanted, why  # nothing was counted
         assert steady.leading(checker, data) == len(b"".join(chunk[:good])), why
-    data = b"".join(deltas)
-    assert steady.whole(checker, data) == len(deltas)
-    assert checker.validator.next_sequence == wanted + len(deltas)
-    assert steady.last_start == len(b"".join(deltas[:-1]))
+    one = deltas[0]
+    for why, event in {
+        "the next count": renumbered(one, wanted + 1),
+        "the last count": renumbered(one, wanted - 1),
+        "a count with a leading zero": one.replace(b'"sequence_number":', b'"sequence_number":0'),
+        "a byte of the template changed": other_byte(one),
+        "a quote in the text": one.replace(b'"delta":"', b'"delta":"\\"', 1),
+    }.items():
+        assert steady.whole(checker, event) == 0, why
+        assert validator.next_sequence == wanted, why
+    assert steady.whole(checker, one) == 1 and steady.last_start == 0
+    assert validator.next_sequence == wanted + 1
+    data = b"".join(deltas[1:])
+    assert steady.whole(checker, data) == len(deltas) - 1
+    assert validator.next_sequence == wanted + len(deltas)
+    assert steady.last_start == len(b"".join(deltas[1:-1]))
     rest = b"".join(pipeline.feed(ev) for ev in events[20:]) + pipeline.close()
     assert rest == b"".join(events[20:])
     assert StreamResult.of(checker).findings == []

@@ -639,7 +639,6 @@ class Steady:
             self.fields = _fields(None, len(prefix), len(suffix))
             self.head, self.parts = prefix, ((suffix, "s"),)
             self.quotes = prefix.count(b'"') + suffix.count(b'"')
-            self.least = len(prefix) + 1 + len(suffix)
         else:
             in_prefix, a, b = counter
             before = len(suffix) if in_prefix else len(prefix)
@@ -657,6 +656,8 @@ class Steady:
                 self.texts = _counted_texts(_lead(prefix), False, len(prefix), len(a), len(b))
                 self.one = _percent(prefix) + b"%s" + _percent(a) + b"%d" + _percent(b)
         self.fixed = len(self.head) + sum(len(part) for part, _ in self.parts)
+        # the shortest such event: a text of one byte (and a count of one digit)
+        self.least = self.fixed + (1 if counter is None else 2)
         return True
 
     def _tiled(self, data: bytes) -> re.Match[bytes] | None:
@@ -703,6 +704,30 @@ class Steady:
             pos += fixed + len(digits) + len(text)
             texts.append(text)
         return pos, last, texts
+
+    def _one_counted(self, count: int, chunk: bytes) -> bytes | None:
+        """The text of `chunk` when it is one event of the template with the count wanted,
+        `count` (its head and its end checked already); else None. Its parts are where the
+        count's digits put them: a few comparisons, where a pattern and a format cost more
+        than the event (a chunk of one event is what most upstreams write)."""
+        assert self.counter is not None
+        in_prefix, a, b = self.counter
+        digits = b"%d" % count
+        n = len(chunk)
+        if in_prefix:  # a DIGITS b TEXT suffix
+            at = len(a) + len(digits)
+            if not chunk.startswith(digits, len(a)) or not chunk.startswith(b, at):
+                return None
+            text = chunk[at + len(b) : n - len(self.suffix)]
+        else:  # prefix TEXT a DIGITS b
+            tail = a + digits + b
+            if not chunk.endswith(tail):
+                return None
+            text = chunk[len(self.head) : n - len(tail)]
+        # what the pattern's text takes: 1-2047 bytes of printable ASCII but `"` and `\`
+        if not 0 < len(text) < _BIG_TEXT or text.translate(None, _PLAIN_ASCII):
+            return None
+        return text
 
     def _counted_run(self, count: int, data: bytes, end: int) -> list[bytes] | None:
         """The texts of `data` up to `end` when it is the template's events one after the
@@ -935,12 +960,19 @@ class Steady:
                 return 0
             assert self.counted is not None
             count = getattr(checker.validator, self.counted[1])
-            texts = self._counted_run(count, chunk, n)
-            if texts is None:
-                return 0
-            taken = len(texts)
-            # where the last starts (their prefixes differ in the digits)
-            self.last_start = n - self.fixed - len(b"%d" % (count + taken - 1)) - len(texts[-1])
+            if n < 2 * self.least:  # one event at most (most chunks of a real stream)
+                text = self._one_counted(count, chunk)
+                if text is None:
+                    return 0
+                taken, texts = 1, [text]
+                self.last_start = 0
+            else:
+                run = self._counted_run(count, chunk, n)
+                if run is None:
+                    return 0
+                taken, texts = len(run), run
+                # where the last starts (their prefixes differ in the digits)
+                self.last_start = n - self.fixed - len(b"%d" % (count + taken - 1)) - len(texts[-1])
         self._count(checker, taken, n, texts if self.sink else None)
         self.used = True
         self.misses = 0
