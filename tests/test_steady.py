@@ -900,6 +900,9 @@ def test_an_event_with_another_id_as_long_ends_the_run_of_steady_deltas(
     sent: list[bytes] = []
     assert steady.take(checker, mixed, sent, hold=False) == len(b"".join(deltas[:5]))
     assert steady.last_start == len(b"".join(deltas[:4]))
+    # a chunk of one event, checked by its parts: the other id ends the run there too
+    assert steady.whole(checker, other[5]) == 0
+    assert steady.whole(checker, deltas[5]) == 1
 
 
 @pytest.mark.parametrize("fmt", STEADY)

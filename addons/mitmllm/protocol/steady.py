@@ -713,21 +713,15 @@ class Steady:
         assert self.counter is not None
         in_prefix, a, b = self.counter
         digits = b"%d" % count
-        n = len(chunk)
         if in_prefix:  # a DIGITS b TEXT suffix
             at = len(a) + len(digits)
             if not chunk.startswith(digits, len(a)) or not chunk.startswith(b, at):
                 return None
-            text = chunk[at + len(b) : n - len(self.suffix)]
-        else:  # prefix TEXT a DIGITS b
-            tail = a + digits + b
-            if not chunk.endswith(tail):
-                return None
-            text = chunk[len(self.head) : n - len(tail)]
-        # what the pattern's text takes: 1-2047 bytes of printable ASCII but `"` and `\`
-        if not 0 < len(text) < _BIG_TEXT or text.translate(None, _PLAIN_ASCII):
+            return _between(chunk, None, len(self.suffix), at + len(b))
+        tail = a + digits + b  # prefix TEXT a DIGITS b
+        if not chunk.endswith(tail):
             return None
-        return text
+        return _between(chunk, None, len(tail), len(self.head))
 
     def _counted_run(self, count: int, data: bytes, end: int) -> list[bytes] | None:
         """The texts of `data` up to `end` when it is the template's events one after the
@@ -927,9 +921,10 @@ class Steady:
             prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
             if n < 2 * self.least:  # one event (its suffix checked by `may_end`): its text is
-                if not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
+                text = _between(chunk, prefix, len(suffix))  # what lies between
+                if text is None:
                     return 0
-                found = [chunk[len(prefix) : n - len(suffix)]]  # what lies between
+                found = [text]
             else:
                 # the texts as the template's lengths place them; the events they make, the
                 # template's bytes around them, are the chunk itself or it is not such events
@@ -947,10 +942,14 @@ class Steady:
             # pattern has them match every other event's.
             prefix = self.prefix
             assert prefix is not None and tiles is not None
-            if not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
+            if n < 2 * self.least:  # shorter than two events (each has a text): one at most
+                if _between(chunk, prefix, len(self.suffix)) is None:
+                    return 0
+                taken = 1
+            elif not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
                 return 0
-            # shorter than two events (each has a text): one, else count the quotes
-            taken = 1 if n < 2 * self.least else chunk.count(b'"') // self.quotes
+            else:
+                taken = chunk.count(b'"') // self.quotes
             texts = None
         else:
             # the events, all of the chunk, each count the one the validator wants next: one
@@ -1090,6 +1089,21 @@ class Steady:
             self.taken_text = None
         for name in self.counters:
             setattr(validator, name, getattr(validator, name) + events)
+
+
+def _between(chunk: bytes, prefix: bytes | None, after: int, start: int = 0) -> bytes | None:
+    """The text of `chunk` when it is one event: `prefix` (checked unless None; else the text
+    starts at `start`), then what the pattern's text takes (1-2047 bytes of printable ASCII
+    but ``"`` and ``\\``), then `after` bytes of suffix (checked by the caller). A few
+    comparisons, where a match costs more than the event (most upstreams write one a chunk)."""
+    if prefix is not None:
+        if not chunk.startswith(prefix):
+            return None
+        start = len(prefix)
+    text = chunk[start : len(chunk) - after]
+    if not 0 < len(text) < _BIG_TEXT or text.translate(None, _PLAIN_ASCII):
+        return None
+    return text
 
 
 def _may_be_plain(chunk: bytes, start: int, end: int) -> bool:
