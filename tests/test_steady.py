@@ -991,6 +991,32 @@ def test_counted_deltas_are_taken_when_their_counts_and_bytes_are_the_ones_wante
         assert steady.whole(checker, data) == 0, why
         assert validator.next_sequence == wanted, why  # nothing was counted
         assert steady.leading(checker, data) == len(b"".join(chunk[:good])), why
+    # A done event (the whole text) after the deltas ends as they end: turned down by the
+    # length of the last event, without a search through it for texts
+    text = re.search(rb'"delta":"([^"]*)"', deltas[-1])
+    assert text is not None
+    done = (
+        deltas[-1]
+        .replace(b"output_text.delta", b"output_text.done")
+        .replace(text[0], b'"text":"' + b"x" * 60_000 + b'"')
+    )
+    assert steady.may_end(done)
+
+    class Spy:
+        def __init__(self, pattern: re.Pattern[bytes]) -> None:
+            self.pattern, self.calls = pattern, 0
+
+        def findall(self, *args: Any) -> list[bytes]:
+            self.calls += 1
+            return self.pattern.findall(*args)
+
+    spy = Spy(steady.texts)  # type: ignore[arg-type]
+    steady.texts = spy  # type: ignore[assignment]
+    try:
+        assert steady.whole(checker, b"".join([*deltas, done])) == 0 and spy.calls == 0
+    finally:
+        steady.texts = spy.pattern
+    assert steady.leading(checker, b"".join([*deltas, done])) == len(b"".join(deltas))
     one = deltas[0]
     for why, event in {
         "the next count": renumbered(one, wanted + 1),

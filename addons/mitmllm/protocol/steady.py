@@ -208,6 +208,8 @@ _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 #: A short text of printable ASCII but ``"`` and ``\\``, as a pattern (the rest is read by
 #: `plain_text`). Possessive: a longer text fails at once instead of backtracking through it.
 _PLAIN_RUN = rb"[ !#-\[\]-~]{1,2047}+"
+#: The most digits a counter's pattern takes.
+_MAX_DIGITS = 18
 #: From this size on, a text is checked by orjson's string scanner (control characters) rather
 #: than by a byte table: about twice as fast on big texts.
 _BIG_TEXT = 2048
@@ -255,7 +257,7 @@ def _counted(in_prefix: bool, before: int, a: int, b: int) -> re.Pattern[bytes]:
     around the digits, and the rest of the suffix, as long as `_fields` says. The groups are
     the first event's parts (``a``, ``b`` and ``s``, or ``p``, ``a`` and ``b``), every later
     event's the same bytes again, each with digits of its own."""
-    digits = rb"[0-9]{1,18}"
+    digits = rb"[0-9]{1,%d}" % _MAX_DIGITS
     if in_prefix:  # a DIGITS b TEXT s
         return re.compile(
             rb"(?s)(?P<a>.{%d})" % a
@@ -288,7 +290,7 @@ def _fields(counter: bool | None, *lengths: int) -> re.Pattern[bytes]:
     or its text and digits (False: in the suffix, lengths prefix, a, b). The bytes around them
     are skipped, not matched: the tiling checked them."""
     text = b"(" + _PLAIN_RUN + b")"
-    digits = rb"([0-9]{1,18})"
+    digits = rb"([0-9]{1,%d})" % _MAX_DIGITS
     if counter is None:
         p, s = lengths
         return re.compile(rb"(?s).{%d}" % p + text + rb".{%d}" % s)
@@ -307,7 +309,7 @@ def _counted_texts(lead: bytes, in_prefix: bool, *lengths: int) -> re.Pattern[by
     over other events (a Responses stream's done events, with the whole text) costs a scan,
     not a failed match at every byte (17 ns a byte without it)."""
     text = b"(" + _PLAIN_RUN + b")"
-    digits = rb"[0-9]{1,18}"
+    digits = rb"[0-9]{1,%d}" % _MAX_DIGITS
     x, y, z = lengths
     start = rb"(?s)" + re.escape(lead) + rb".{%d}" % (x - len(lead))
     if in_prefix:  # a DIGITS b TEXT s
@@ -417,6 +419,7 @@ class Steady:
         "run",
         "glue",
         "seam",
+        "bound",
         "whole_out",
         "taken_text",
     )
@@ -477,6 +480,8 @@ class Steady:
         # out_prefix), and what `whole` made of the last chunk it took
         self.glue = b""
         self.seam = b""  # suffix + prefix: what stands between two texts upstream
+        # With a counter: the bytes where one event ends and the next starts (no digits)
+        self.bound = b""
         self.whole_out = b""
         # The texts the last events taken gave the validator's sink, as one (None: none)
         self.taken_text: str | None = None
@@ -647,6 +652,7 @@ class Steady:
             self.head, self.parts = (
                 (a, ((b, "b"), (suffix, "s"))) if in_prefix else (prefix, ((a, "a"), (b, "b")))
             )
+            self.bound = suffix + a if in_prefix else b + prefix
             if in_prefix:
                 self.fields = _fields(True, len(a), len(b), len(suffix))
                 self.texts = _counted_texts(_lead(a), True, len(a), len(b), len(suffix))
@@ -966,6 +972,13 @@ class Steady:
                 taken, texts = 1, [text]
                 self.last_start = 0
             else:
+                # The last event is no longer than a steady one can be: a Responses stream's
+                # done event (the whole text) after its last deltas is turned down here, not
+                # searched through for texts
+                at = chunk.rfind(self.bound)
+                last = 0 if at < 0 else at + len(self.bound) - len(self.head)
+                if n - last >= self.fixed + _MAX_DIGITS + _BIG_TEXT:
+                    return 0
                 run = self._counted_run(count, chunk, n)
                 if run is None:
                     return 0
