@@ -180,30 +180,34 @@ def test_a_tap_that_defers_sends_and_finds_what_one_that_reads_every_chunk_does(
     without the model's key): the client gets the same lists call by call, and the flow the
     same findings, counts, chunk offsets and kept body, whether the stream ends or the
     connection dies (`close`), with the body and timings kept or not (not: most chunks take
-    the tap's shortest path)."""
+    the tap's shortest path). And a tap that never defers (repairs on) reads each chunk by its
+    own short path where no timings are kept: the same again."""
     chunks = data.draw(_stream_chunks(fmt))
     died = data.draw(st.none() | st.integers(0, len(chunks)))
-    limit = data.draw(st.sampled_from([DEFAULT_LIMIT, 0]))
+    # a small limit: the body is cut, and the timings dropped, partway through the stream
+    limit = data.draw(st.sampled_from([DEFAULT_LIMIT, 0, 300]))
     dialect = detect.by_name(fmt)
     taps = []
-    for defers in (True, False):
+    for mode in ("defers", "reads", "direct"):
         checker = StreamChecker(dialect, request=dict(CALLS[fmt].body))
         rewrites = response_rewrites(dialect, client_model="alias", names=None) if restamps else []
         tap = Tap(Pipeline(checker, rewrites), time.time(), body=KeptBody(limit))
-        assert tap.defers
-        tap.defers = defers
+        assert tap.defers and not tap._direct
+        tap.defers = mode == "defers"
+        tap._direct = mode == "direct"
         tap.defer_bytes = data.draw(st.sampled_from([1, 300, 2000, 1 << 20]))
         taps.append(tap)
-    deferring, reading = taps
+    deferring, reading, direct = taps
     for chunk in chunks[:died]:
-        assert deferring(chunk) == reading(chunk)
+        assert deferring(chunk) == reading(chunk) == direct(chunk)
     if died is None:
-        assert deferring(b"") == reading(b"")
+        assert deferring(b"") == reading(b"") == direct(b"")
     else:
         deferring.settle()
-        assert deferring.close() == reading.close()
-    assert _outcome(deferring) == _outcome(reading)
-    assert deferring.pipeline.rewritten == reading.pipeline.rewritten
+        assert deferring.close() == reading.close() == direct.close()
+    assert _outcome(deferring) == _outcome(reading) == _outcome(direct)
+    assert deferring.pipeline.rewritten == reading.pipeline.rewritten == direct.pipeline.rewritten
+    assert (direct.first_event_ms is None) == (reading.first_event_ms is None)
     assert not deferring.pipeline.failed
 
 

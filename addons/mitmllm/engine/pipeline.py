@@ -122,7 +122,7 @@ class Pipeline:
         self.lazy = lazy
         self._owed = 0  # steady deltas taken, not yet in the books
         self._owed_size = 0
-        self._owed_last: At | None = None
+        self._owed_at = (0, 0)  # the last one's index and offset upstream
         self._owed_texts: list[str] = []
         self.events = 0
         self.rewritten = 0
@@ -456,14 +456,21 @@ class Pipeline:
                     else:
                         last = gated.last_start
                     out = gated.whole_out if gated.rewrites else chunk
-                    self._passed(At(index + whole - 1, offset + last), whole, len(chunk), out)
+                    if self.lazy:  # `_passed`, inline: this runs once a chunk
+                        self._owed += whole
+                        self._owed_size += len(chunk)
+                        self._owed_at = (index + whole - 1, offset + last)
+                        if gated.taken_text is not None:
+                            self._owed_texts.append(gated.taken_text)
+                    else:
+                        self._passed(index + whole - 1, offset + last, whole, len(chunk), out)
                     return out
                 sent: list[bytes] = []  # what the client gets of the events taken
                 n = gated.take(self.upstream, chunk, sent, hold=False)
                 if n:
                     k = decoder.index - index
                     head = sent[0] if len(sent) == 1 else b"".join(sent)
-                    self._passed(At(index + k - 1, offset + gated.last_start), k, n, head)
+                    self._passed(index + k - 1, offset + gated.last_start, k, n, head)
             except Exception as e:  # a bug must not eat the stream: all of it, as it came
                 return self._fail(e, []) + chunk
             if n == len(chunk):
@@ -477,31 +484,31 @@ class Pipeline:
             return head
         return head + self._process_repairing(events, repairer)
 
-    def _passed(self, last: At, events: int, size: int, out: bytes) -> None:
+    def _passed(self, index: int, offset: int, events: int, size: int, out: bytes) -> None:
         """Steady deltas after commit (`size` bytes of the upstream's, `out` the client's, as
-        rewritten), which the upstream's checker counted: what the repairs, the client's
-        checker and the gate would have done with them, at once or when `settle`d (`lazy`)."""
+        rewritten; the last at `index` and `offset` upstream), which the upstream's checker
+        counted: what the repairs, the client's checker and the gate would have done with
+        them, at once or when `settle`d (`lazy`)."""
         assert self.gated is not None
         text = self.gated.taken_text
         if self.lazy:
             self._owed += events
             self._owed_size += size
-            self._owed_last = last
+            self._owed_at = (index, offset)
             if text is not None:
                 self._owed_texts.append(text)
             return
-        self._book(last, events, size, out, text)
+        self._book(At(index, offset), events, size, out, text)
 
     def settle(self) -> None:
         """Keep the books of the steady deltas taken since the last time (`lazy`)."""
         events = self._owed
         if not events:
             return
-        assert self._owed_last is not None
         texts = self._owed_texts
         text = None if not texts else texts[0] if len(texts) == 1 else "".join(texts)
-        last, size = self._owed_last, self._owed_size
-        self._owed, self._owed_size, self._owed_last, self._owed_texts = 0, 0, None, []
+        last, size = At(*self._owed_at), self._owed_size
+        self._owed, self._owed_size, self._owed_texts = 0, 0, []
         self._book(last, events, size, b"", text)
 
     def _book(self, last: At, events: int, size: int, out: bytes, text: str | None) -> None:
@@ -539,7 +546,7 @@ class Pipeline:
                     pieces: list[bytes] = []  # what the client gets of it
                     if gated.take(upstream, raw, pieces, decoded=True, hold=False) == len(raw):  # type: ignore[union-attr]
                         taken = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                        self._passed(At(ev.index, ev.offset), 1, len(raw), taken)
+                        self._passed(ev.index, ev.offset, 1, len(raw), taken)
                         out.append(taken)
                         continue
                 self.settle()  # the full way reads the books

@@ -91,7 +91,10 @@ class StreamRecord:
     @property
     def chunks(self) -> list[tuple[int, float]]:
         """(upstream offset, ms since the request started) of every upstream chunk; empty when
-        the timing was not kept (`timing_cut`)."""
+        the timing was not kept (`timing_cut`), or the kept body was cut (they fit no kept body;
+        a tap that defers may have recorded chunks it appended past the limit later)."""
+        if self.body.over:
+            return []
         t0 = self.t0
         return [
             (offset, round((t - t0) * 1000, 3))
@@ -141,6 +144,9 @@ class Tap(StreamRecord):
         self._deferred_size = 0
         self._ahead = 0  # bytes sent that the pipeline has not passed on yet
         self._passing = False  # see `_passable`
+        # never defers (repairs on: a repair may change any chunk): each chunk is read at once,
+        # and while no timings are kept, by the path in `__call__` that does only that
+        self._direct = not self.defers
 
     def settle(self) -> None:
         """Have the pipeline read the whole events passed on before it read them, and record
@@ -262,6 +268,18 @@ class Tap(StreamRecord):
         counted = False  # the chunk is in `chunk_count` and `received`
         marked = False  # whole events a rewrite may change: read now
         try:
+            if self._direct and self.timing_cut and chunk:
+                # read at once, nothing recorded but the bytes (nothing is deferred or ahead)
+                self.chunk_count += 1
+                self.received += len(chunk)
+                counted = True
+                out = self.pipeline.feed(chunk)
+                if not out:
+                    return []
+                if self._first_out is None:
+                    self._first_out = self.clock()
+                self.body.append(out)
+                return [out]
             if self._passing and chunk.endswith(WHOLE_EVENTS):
                 if self._blind or self.pipeline.unmarked(chunk):
                     # The shortest path (most chunks): whole events, on they go, counted and
