@@ -66,6 +66,16 @@ def stream(fmt: str, texts: list[str], ascii_only: bool) -> list[bytes]:
     return [WORD.sub(text, ev) for ev in events]
 
 
+def examples(n: int) -> settings:
+    """Hypothesis settings for the property tests here: `n` examples of streams, slow and big
+    as they may be, with no deadline."""
+    return settings(
+        max_examples=n,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
 @st.composite
 def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
     """`events`, sometimes broken the ways streams break: reordered, dropped, repeated,
@@ -156,11 +166,7 @@ def outcome(
     return out, result, checker.data_events, checker.sentinels, pipeline.events, pipeline.rewritten
 
 
-@settings(
-    max_examples=400,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@examples(400)
 @given(st.data())
 def test_the_shortcut_changes_no_finding_no_count_and_no_byte(data: st.DataObject) -> None:
     fmt = data.draw(st.sampled_from(FORMATS))
@@ -178,11 +184,7 @@ def _where(last: Any) -> tuple[int, int] | None:
     return None if last is None else (last.index, last.offset)
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@examples(300)
 @given(st.data())
 def test_with_text_blind_rewrites_the_shortcut_sends_what_the_full_path_sends(
     data: st.DataObject,
@@ -293,11 +295,7 @@ def checker_picture(checker: StreamChecker) -> Any:
 
 
 @pytest.mark.parametrize("fmt", STEADY)
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@examples(150)
 @given(st.data())
 def test_whole_chunks_of_steady_deltas_leave_what_take_leaves(
     fmt: str, data: st.DataObject
@@ -579,11 +577,7 @@ def cut_anywhere(draw: st.DrawFn, body: bytes) -> list[bytes]:
     return streamcheck.split(body, cuts)
 
 
-@settings(
-    max_examples=250,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@examples(250)
 @given(st.data())
 def test_big_texts_read_in_place_give_what_the_full_path_gives(data: st.DataObject) -> None:
     """Big deltas, whole in a chunk or cut into pieces that are only searched for escapes until
@@ -711,11 +705,7 @@ def broken(draw: st.DrawFn) -> tuple[str, list[bytes], list[Any]]:
     return fmt, chunks, restamping(fmt) if draw(st.booleans()) else []
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@examples(300)
 @given(broken())
 def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
     case: tuple[str, list[bytes], list[Any]],
@@ -746,11 +736,7 @@ def inspected(
     return (sent, (gate.verdict, gate.outcome, gate.progress, gate.events), where, *held(pipeline))
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@examples(300)
 @given(broken())
 def test_an_inspected_flow_with_repairs_keeps_its_books_lazily_to_the_same_end(
     case: tuple[str, list[bytes], list[Any]],

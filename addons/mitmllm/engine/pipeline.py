@@ -456,14 +456,7 @@ class Pipeline:
                     else:
                         last = gated.last_start
                     out = gated.whole_out if gated.rewrites else chunk
-                    if self.lazy:  # `_passed`, inline: this runs once a chunk
-                        self._owed += whole
-                        self._owed_size += len(chunk)
-                        self._owed_at = (index + whole - 1, offset + last)
-                        if gated.taken_text is not None:
-                            self._owed_texts.append(gated.taken_text)
-                    else:
-                        self._passed(index + whole - 1, offset + last, whole, len(chunk), out)
+                    self._passed(index + whole - 1, offset + last, whole, len(chunk), out)
                     return out
                 sent: list[bytes] = []  # what the client gets of the events taken
                 n = gated.take(self.upstream, chunk, sent, hold=False)
