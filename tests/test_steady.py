@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from mitmllm.engine.pipeline import TextBlind
 from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.validation import StreamResult
 from mitmllm.protocol import detect
+from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.gate import Verdict
 from mitmllm.protocol.repair import Repairer
@@ -418,6 +420,43 @@ def test_fingerprint_compares_state_by_value_and_ignores_reporting_references() 
     b.parts.append("b")
     assert fingerprint([a]) != fingerprint([b])
     assert fingerprint(print) == fingerprint(len)  # callables are references
+    # Findings are references too, whatever they hold; a set is a set however it was made
+    full = Findings()
+    full.add("SSE-1", "x")
+    assert fingerprint([Findings()]) == fingerprint([full])
+    assert fingerprint({"b", "a"}) == fingerprint(frozenset({"a", "b"})) != fingerprint(["a", "b"])
+
+
+def test_fingerprint_pictures_every_object_of_a_class_alike_the_first_as_the_next() -> None:
+    """How an object is pictured is worked out once a class: the same answers for the first
+    object of a class and the next, for the kinds of state a validator keeps."""
+
+    class Counts(dict[str, int]):
+        pass
+
+    class Hook:
+        def __call__(self) -> None:
+            pass
+
+    class Colour(Enum):
+        RED = 1
+
+    class Part:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    for make in (
+        lambda: Counts(a=1),
+        lambda: Hook(),
+        lambda: Colour.RED,
+        lambda: Part("t"),
+        lambda: (1, ["x"]),
+    ):
+        first, second = fingerprint(make()), fingerprint(make())
+        assert first == second
+    assert fingerprint(Counts(a=1)) == fingerprint({"a": 1})
+    assert fingerprint(Hook()) == "<ref>" and fingerprint(Colour.RED) is Colour.RED
+    assert fingerprint(Part("t")) != fingerprint(Part("u"))
 
 
 def test_an_object_reached_twice_is_pictured_by_its_value_once_and_a_cycle_is_too_deep(
