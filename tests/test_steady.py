@@ -4,7 +4,9 @@ every chunking (findings, validator summary, counts and the bytes passed on)."""
 from __future__ import annotations
 
 import json
+import random
 import re
+import string
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -57,15 +59,49 @@ _texts = st.one_of(
 _ascii = st.sampled_from(["Hello", " world", "a", " token", "x" * 300, "{}", "1 < 2 & 3"])
 
 
-def stream(fmt: str, texts: list[str], ascii_only: bool) -> list[bytes]:
+def stream(
+    fmt: str,
+    texts: list[str],
+    ascii_only: bool,
+    pads: list[str] | None = None,
+    *,
+    first: bool = False,
+) -> list[bytes]:
     """The mock's `long` stream in `fmt` with `texts` as its deltas, JSON-escaped as a sender
-    might (raw UTF-8, or \\u escapes)."""
+    might (raw UTF-8, or \\u escapes); with `pads`, each delta padded as OpenAI pads them (an
+    ``obfuscation`` string, the last key of its object; `first`: the first)."""
     events = long_stream(fmt, len(texts)).events
 
     def text(m: re.Match[bytes]) -> bytes:
         return json.dumps(texts[int(m[1])], ensure_ascii=ascii_only)[1:-1].encode()
 
-    return [WORD.sub(text, ev) for ev in events]
+    def padded(ev: bytes) -> bytes:
+        m = WORD.search(ev)
+        if pads is None or m is None:
+            return ev
+        pad = b'"obfuscation":' + json.dumps(pads[int(m[1])], ensure_ascii=ascii_only).encode()
+        if first:
+            return ev.replace(b"data: {", b"data: {" + pad + b",", 1)
+        end = ev.rindex(b"}")
+        return ev[:end] + b"," + pad + ev[end:]
+
+    return [WORD.sub(text, padded(ev)) for ev in events]
+
+
+#: Pads OpenAI adds to its deltas (random letters and digits), and ones the shortcut leaves to
+#: the full path.
+_alnum = st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=16)
+_pads = st.one_of(
+    _alnum, _alnum, _alnum, st.sampled_from(["", 'q"q', "b\\s", "ü", "tab\t", "x" * 2100])
+)
+
+
+@st.composite
+def any_stream(draw: st.DrawFn, fmt: str, texts: list[str]) -> list[bytes]:
+    """`stream` with `texts`, its deltas padded (last, or first in their objects) or not."""
+    where = draw(st.sampled_from([None, None, "last", "last", "first"]))
+    pads = draw(st.lists(_pads, min_size=len(texts), max_size=len(texts))) if where else None
+    return stream(fmt, texts, draw(st.booleans()), pads, first=where == "first")
 
 
 def examples(n: int) -> settings:
@@ -99,6 +135,7 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
                     "inside",
                     "other",
                     "others",
+                    "finish",
                 ]
             )
         )
@@ -118,6 +155,8 @@ def mutated(draw: st.DrawFn, events: list[bytes]) -> list[bytes]:
             out.insert(i, b"\n")
         elif kind == "model":  # this event already names the client's model: nothing to restamp
             out[i] = MODELS.sub(b'"' + ALIAS.encode() + b'"', out[i])
+        elif kind == "finish":  # a finish_reason nobody knows, as long as null (a Chat rule)
+            out[i] = out[i].replace(b'"finish_reason":null', b'"finish_reason":"no"', 1)
         elif kind == "other":  # another response's id, as long as this one's
             out[i] = out[i].replace(b"mock", b"moCk", 1)
         elif kind == "others":  # from here on, another response's events (a gateway's retry)
@@ -173,7 +212,7 @@ def outcome(
 def test_the_shortcut_changes_no_finding_no_count_and_no_byte(data: st.DataObject) -> None:
     fmt = data.draw(st.sampled_from(FORMATS))
     texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
-    events = stream(fmt, texts, data.draw(st.booleans()))
+    events = data.draw(any_stream(fmt, texts))
     pieces = data.draw(mutated(events))
     chunks = data.draw(chunked(pieces))
     full = outcome(fmt, chunks, shortcut=False)
@@ -195,7 +234,7 @@ def test_with_text_blind_rewrites_the_shortcut_sends_what_the_full_path_sends(
     path's splices give, and the same findings and counts, for mutated streams in any chunking."""
     fmt = data.draw(st.sampled_from(FORMATS))
     texts = data.draw(st.lists(_texts, min_size=4, max_size=16))
-    events = stream(fmt, texts, data.draw(st.booleans()))
+    events = data.draw(any_stream(fmt, texts))
     chunks = data.draw(chunked(data.draw(mutated(events))))
     rewrites = restamping(fmt)
     full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
@@ -238,6 +277,146 @@ def test_a_healthy_stream_is_mostly_taken_by_its_bytes(
     assert full[-1] == (sum(1 for ev in events if MODELS.search(ev)) if restamp else 0)
     for o, c in zip(out, chunks, strict=True):
         assert o is c or (restamp and MODELS.search(c))
+
+
+#: The formats whose deltas may carry a pad (OpenAI's `obfuscation`).
+PADDED = sorted(f for f in STEADY if detect.by_name(f).steady_pads)
+
+
+@pytest.mark.parametrize("fmt", PADDED)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("texts", ["ascii", "utf-8"])
+def test_padded_deltas_are_taken_by_their_bytes_whatever_their_pads(
+    fmt: str, per_chunk: int, texts: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI pads every delta with random characters of random length (``obfuscation``, on by
+    default): a delta's template has the pad as a second hole after its text, and the deltas
+    are still taken by their bytes (short ASCII texts by the patterns, others one by one), to
+    the same end as the full path."""
+    rng = random.Random(7)
+    alnum = string.ascii_letters + string.digits
+    pads = ["".join(rng.choices(alnum, k=rng.randint(1, 16))) for _ in range(200)]
+    words = [f"token {i} of a long answer" for i in range(200)]
+    if texts == "utf-8":
+        words = [f"Grüße {i} 東京" for i in range(200)]
+    events = stream(fmt, words, False, pads)
+    assert all(b'"obfuscation":"' + p.encode() + b'"' in b"".join(events) for p in pads[:5])
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    parsed = 0
+    original = checker.parse
+
+    def counting(ev: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return original(ev)
+
+    checker.parse = counting  # type: ignore[method-assign]
+    whole = Steady.whole
+    wholes: list[int] = []
+
+    def spy(self: Steady, checker: StreamChecker, chunk: bytes) -> int:
+        wholes.append(whole(self, checker, chunk))
+        return wholes[-1]
+
+    monkeypatch.setattr(Steady, "whole", spy)
+    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    assert checker.events == len(events) and parsed < 20
+    assert checker.findings.to_list() == []
+    assert pipeline.steady is not None and pipeline.steady.mid.endswith(b'"obfuscation":"')
+    # short ASCII texts: whole chunks of them in one match (with a counter, one format)
+    taken = sum(wholes)
+    assert taken > 0.9 * len(events) if texts == "ascii" else taken == 0
+    full = outcome(fmt, chunks, shortcut=False)
+    assert outcome(fmt, chunks, shortcut=True) == full and out == full[0] == b"".join(events)
+
+
+@examples(300)
+@given(st.data())
+def test_padded_deltas_give_what_the_full_path_gives_in_the_tap_the_restamp_and_the_relay(
+    data: st.DataObject,
+) -> None:
+    """Streams whose deltas are mostly steady and padded (the common OpenAI stream), some of
+    them broken, in any chunking: the shortcut changes no finding, count, verdict or byte in an
+    inspected flow, a restamped one and the relay's pipeline."""
+    fmt = data.draw(st.sampled_from(PADDED))
+    texts = data.draw(st.lists(st.one_of(_ascii, _ascii, _ascii, _texts), min_size=4, max_size=30))
+    pads = data.draw(st.lists(st.one_of(_alnum, _alnum, _alnum, _pads), min_size=len(texts)))
+    events = stream(fmt, texts, data.draw(st.booleans()), pads)
+    if data.draw(st.booleans()):
+        events = data.draw(mutated(events))
+    chunks = data.draw(chunked(events))
+    rewrites = restamping(fmt) if data.draw(st.booleans()) else []
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+
+
+@pytest.mark.parametrize("fmt", PADDED)
+@pytest.mark.parametrize("cut", [5, 60], ids=["in the prefix", "in the text"])
+def test_a_padded_delta_the_chunking_cuts_is_read_whole_by_the_full_path(
+    fmt: str, cut: int
+) -> None:
+    """A cut event is not held against a padded template (what follows its text is not the
+    template's suffix): here one that ends right after its text, which would look like the
+    end of such an event to a template without the pad, and is no JSON."""
+    pads = ["x7Qp"] * 8
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(8)], False, pads)
+    bad = events[4]
+    end = bad.index(b'of a long answer"') + len(b'of a long answer"')
+    short = bad[:end] + b"}\n\n"  # Chat: no JSON; Responses: a delta without the keys after
+    at = bad.index(b"token") if cut == 60 else cut
+    chunks = [b"".join(events[:4]), short[:at], short[at:], b"".join(events[5:])]
+    shortcut = outcome(fmt, chunks, shortcut=True)
+    assert shortcut == outcome(fmt, chunks, shortcut=False)
+    if fmt == "openai-chat":  # the short event is flagged, as the full path flags it
+        assert shortcut[1].findings
+
+
+@pytest.mark.parametrize("per_chunk", [1, 2])
+@pytest.mark.parametrize("word", ["token", "Grüße"], ids=["pattern", "one by one"])
+def test_the_bytes_between_a_text_and_its_pad_are_the_templates_or_the_full_path_reads_them(
+    per_chunk: int, word: str
+) -> None:
+    """What stands between a padded delta's text and its pad is checked as the prefix and
+    suffix are: a delta whose finish_reason there is another value of the same length is
+    read by the full path, and flagged as it flags it."""
+    pads = [f"p{i}" for i in range(12)]
+    events = stream("openai-chat", [f"{word} {i} of a long answer" for i in range(12)], False, pads)
+    assert events[6].count(b'"finish_reason":null') == 1
+    events[6] = events[6].replace(b'"finish_reason":null', b'"finish_reason":"no"')
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    shortcut = outcome("openai-chat", chunks, shortcut=True)
+    assert shortcut == outcome("openai-chat", chunks, shortcut=False)
+    assert "OAI-13" in {f["rule"] for f in shortcut[1].findings}
+
+
+@pytest.mark.parametrize("fmt", PADDED)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_the_relay_takes_padded_deltas_by_their_bytes_after_commit(
+    fmt: str, per_chunk: int
+) -> None:
+    rng = random.Random(3)
+    pads = ["".join(rng.choices(string.ascii_letters, k=rng.randint(1, 12))) for _ in range(200)]
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False, pads)
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    pipeline, _gate = repairing(fmt, [], shortcut=True)
+    upstream = pipeline.upstream
+    parsed = 0
+    original = upstream.parse
+
+    def counting(ev: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return original(ev)
+
+    upstream.parse = counting  # type: ignore[method-assign]
+    for c in chunks:
+        pipeline.feed(c)
+    pipeline.close()
+    assert upstream.events == len(events) and parsed < 20
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
 
 
 @pytest.mark.parametrize("fmt", STEADY)
@@ -509,7 +688,7 @@ def test_a_healthy_stream_with_any_texts_gives_the_same_with_and_without_the_sho
     fmt = data.draw(st.sampled_from(STEADY))
     mostly_plain = st.one_of(_plain, _plain, _plain, _texts)
     texts = data.draw(st.lists(mostly_plain, min_size=4, max_size=40))
-    events = stream(fmt, texts, data.draw(st.booleans()))
+    events = data.draw(any_stream(fmt, texts))
     chunks = data.draw(chunked(events))
     assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
 
@@ -739,7 +918,7 @@ def broken(draw: st.DrawFn) -> tuple[str, list[bytes], list[Any]]:
     restamp of its flow or none."""
     fmt = draw(st.sampled_from(FORMATS))
     texts = draw(st.lists(_texts, min_size=4, max_size=16))
-    events = stream(fmt, texts, draw(st.booleans()))
+    events = draw(any_stream(fmt, texts))
     chunks = draw(chunked(draw(mutated(events))))
     return fmt, chunks, restamping(fmt) if draw(st.booleans()) else []
 

@@ -195,7 +195,9 @@ class Pipeline:
             return False
         if steady.prefix is not self._marks_read:  # a template is read once
             self._marks_read = steady.prefix
-            self._marked = not (self.unmarked(steady.prefix) and self.unmarked(steady.suffix))
+            self._marked = not all(
+                self.unmarked(part) for part in (steady.prefix, steady.mid, steady.suffix)
+            )
         return self._marked
 
     @property

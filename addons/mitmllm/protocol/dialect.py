@@ -295,6 +295,10 @@ class Dialect(ABC):
     #: the validator reads the text there only for being empty or not: such events are accepted
     #: by their bytes once one was checked (`mitmllm.protocol.steady`). Empty: never.
     steady_paths: ClassVar[tuple[tuple[str | int, ...], ...]] = ()
+    #: Where such an event may also carry padding: a string the validator never reads, with
+    #: other bytes in each event (OpenAI's ``obfuscation``, random characters that even out
+    #: the events' sizes, on by default). A steady event's pad may differ as its text does.
+    steady_pads: ClassVar[tuple[tuple[str | int, ...], ...]] = ()
 
     def mender(self, request: Any = None) -> Mender | None:
         """The repairs of this wire format for one stream (see `mitmllm.protocol.repair`);

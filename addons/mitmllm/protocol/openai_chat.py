@@ -698,6 +698,8 @@ class OpenAIChat(Dialect):
     name = "openai-chat"
     # ChatStreamValidator reads it only for being empty or not (OAI-13, OAI-14)
     steady_paths = (("choices", 0, "delta", "content"),)
+    # ... and never reads its "obfuscation" (stream_options.include_obfuscation)
+    steady_pads = (("obfuscation",),)
     title = "OpenAI Chat Completions"
     sentinel = SENTINEL_DATA
     usage_fields: ClassVar[dict[str, str]] = {

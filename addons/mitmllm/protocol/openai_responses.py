@@ -1068,6 +1068,8 @@ class OpenAIResponses(Dialect):
     name = "openai-responses"
     # ResponsesValidator keeps the texts it is sent (RSP-8): steady deltas add theirs, in order
     steady_paths = (("delta",),)
+    # ... and never reads its "obfuscation" (stream_options.include_obfuscation)
+    steady_pads = (("obfuscation",),)
     title = "OpenAI Responses"
     usage_fields: ClassVar[dict[str, str]] = {
         "input": "input_tokens",

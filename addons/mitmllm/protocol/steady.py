@@ -32,6 +32,14 @@ text itself where the validator keeps it (`StreamValidator.steady_sink`: Respons
 streamed text with its *.done events); certification then allows exactly that append, and
 accepted events append their texts in order.
 
+An event may also carry a pad: a string the validator never reads, with other characters in
+each event (`Dialect.steady_pads`: OpenAI's ``obfuscation``, random characters of random length
+on every delta of Chat Completions and Responses streams unless the client turns it off). When
+the certified event has one after its text, the template has a second hole there: its events
+are `prefix` + text + `mid` + pad + `suffix`, the probe proves the pad's place as it proves the
+text's, and a pad is taken as a short text is (printable ASCII, no ``"`` or ``\\``); a padded
+event the chunking cuts is left to the full path, and a rewritten one is no template.
+
 A pipeline that rewrites events (a model restamp, tool names mapped back) may use the shortcut
 when each of its rewrites is text-blind: its edits follow from the payload without the text at
 the steady paths, and never land there (`Pipeline`, proven for the response rewrites in
@@ -58,6 +66,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from enum import Enum
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -84,6 +93,8 @@ Path = tuple[str | int, ...]
 MAX_MISSES = 4
 #: Stands for the text while a template is learned (no character a JSON string escapes).
 PROBE = "mitmllm-steady-probe"
+#: Stands for the pad while a template is learned.
+PROBE_PAD = "mitmllm-steady-pad"
 #: Stands for the counter (a sequence number) while a template is learned.
 PROBE_COUNT = 987654321
 #: A validator's state deeper than this is not fingerprinted (and not certified).
@@ -260,7 +271,7 @@ def unchanged(
 
 
 @lru_cache(maxsize=64)
-def _tiling(prefix: int, suffix: int) -> re.Pattern[bytes]:
+def _tiling(prefix: int, suffix: int, mid: int = 0) -> re.Pattern[bytes]:
     """Events of a template whose prefix and suffix are this long, one after the other, each
     text short printable ASCII (`_PLAIN_RUN`): the first event's prefix and suffix in groups
     ``p`` and ``s``, every later one's the same bytes again (back-references). A match is the
@@ -268,37 +279,54 @@ def _tiling(prefix: int, suffix: int) -> re.Pattern[bytes]:
     Held by the lengths, not the bytes, the expression is compiled once for all the streams
     whose events carry an id of their own (their templates differ in it, seldom in its
     length); it matches faster than the template written out (the engine compares a
-    back-reference as a run of bytes, a literal byte by byte)."""
+    back-reference as a run of bytes, a literal byte by byte). `mid`: a padded template's
+    bytes between the text and the pad (group ``m``), the pad a run like the text."""
     # `.` with DOTALL, not a class: the engine skips n bytes of it in one step
+    pad, again = _pad_parts(mid)
     return re.compile(
         rb"(?s)(?P<p>.{%d})" % prefix
         + _PLAIN_RUN
+        + pad
         + rb"(?P<s>.{%d})(?:(?P=p)" % suffix
         + _PLAIN_RUN
+        + again
         + rb"(?P=s))*+"
     )
 
 
+def _pad_parts(mid: int) -> tuple[bytes, bytes]:
+    """A tiling's pattern of what follows a padded template's text in its first event (`mid`
+    bytes, group ``m``, then the pad) and in every later one (the same bytes, another pad)."""
+    if not mid:
+        return b"", b""
+    return rb"(?P<m>.{%d})" % mid + _PLAIN_RUN, rb"(?P=m)" + _PLAIN_RUN
+
+
 @lru_cache(maxsize=64)
-def _counted(in_prefix: bool, before: int, a: int, b: int) -> re.Pattern[bytes]:
+def _counted(in_prefix: bool, before: int, a: int, b: int, mid: int = 0) -> re.Pattern[bytes]:
     """`_tiling` for a template with a counter: `before` the bytes before the text (in the
     prefix) or before the counter's `a` (the prefix, in the suffix); `a` and `b` the bytes
     around the digits, and the rest of the suffix, as long as `_fields` says. The groups are
     the first event's parts (``a``, ``b`` and ``s``, or ``p``, ``a`` and ``b``), every later
-    event's the same bytes again, each with digits of its own."""
+    event's the same bytes again, each with digits of its own. `mid` as for `_tiling` (a
+    counter in the prefix only)."""
     digits = rb"[0-9]{1,%d}" % _MAX_DIGITS
-    if in_prefix:  # a DIGITS b TEXT s
+    pad, again = _pad_parts(mid)
+    if in_prefix:  # a DIGITS b TEXT [m PAD] s
         return re.compile(
             rb"(?s)(?P<a>.{%d})" % a
             + digits
             + rb"(?P<b>.{%d})" % b
             + _PLAIN_RUN
+            + pad
             + rb"(?P<s>.{%d})(?:(?P=a)" % before
             + digits
             + rb"(?P=b)"
             + _PLAIN_RUN
+            + again
             + rb"(?P=s))*+"
         )
+    assert not mid
     return re.compile(  # p TEXT a DIGITS b
         rb"(?s)(?P<p>.{%d})" % before
         + _PLAIN_RUN
@@ -313,12 +341,15 @@ def _counted(in_prefix: bool, before: int, a: int, b: int) -> re.Pattern[bytes]:
 
 
 @lru_cache(maxsize=64)
-def _fields(counter: bool | None, *lengths: int) -> re.Pattern[bytes]:
+def _fields(counter: bool | None, *lengths: int, mid: int = 0) -> re.Pattern[bytes]:
     """One event of a template's lengths, for `findall` over events a tiling matched: its text
     (no counter), its digits and text (`counter` True: in the prefix, lengths a, b, suffix),
     or its text and digits (False: in the suffix, lengths prefix, a, b). The bytes around them
-    are skipped, not matched: the tiling checked them."""
+    are skipped, not matched: the tiling checked them (a padded template's pad, which a
+    text's run does not take, is skipped by one)."""
     text = b"(" + _PLAIN_RUN + b")"
+    if mid:
+        text += rb".{%d}" % mid + _PLAIN_RUN
     digits = rb"([0-9]{1,%d})" % _MAX_DIGITS
     if counter is None:
         p, s = lengths
@@ -326,23 +357,28 @@ def _fields(counter: bool | None, *lengths: int) -> re.Pattern[bytes]:
     x, y, z = lengths
     if counter:
         return re.compile(rb"(?s).{%d}" % x + digits + rb".{%d}" % y + text + rb".{%d}" % z)
+    assert not mid
     return re.compile(rb"(?s).{%d}" % x + text + rb".{%d}" % y + digits + rb".{%d}" % z)
 
 
 @lru_cache(maxsize=64)
-def _counted_texts(lead: bytes, in_prefix: bool, *lengths: int) -> re.Pattern[bytes]:
+def _counted_texts(lead: bytes, in_prefix: bool, *lengths: int, mid: int = 0) -> re.Pattern[bytes]:
     """`_fields` for a template with a counter, capturing the texts only: `findall` of it
     gives each event's text (its digits are proven by `Steady._counted_run`, which formats
     the counts wanted). `lead`, the template's first line when that is an ``event:`` line (no
     ids in it), is matched as written: the engine then skips to where it occurs, so a search
     over other events (a Responses stream's done events, with the whole text) costs a scan,
-    not a failed match at every byte (17 ns a byte without it)."""
+    not a failed match at every byte (17 ns a byte without it). `mid`: each event's text and
+    pad, a pair (a counter in the prefix only)."""
     text = b"(" + _PLAIN_RUN + b")"
+    if mid:
+        text += rb".{%d}(" % mid + _PLAIN_RUN + b")"
     digits = rb"[0-9]{1,%d}" % _MAX_DIGITS
     x, y, z = lengths
     start = rb"(?s)" + re.escape(lead) + rb".{%d}" % (x - len(lead))
-    if in_prefix:  # a DIGITS b TEXT s
+    if in_prefix:  # a DIGITS b TEXT [m PAD] s
         return re.compile(start + digits + rb".{%d}" % y + text + rb".{%d}" % z)
+    assert not mid
     return re.compile(start + text + rb".{%d}" % y + digits + rb".{%d}" % z)  # p TEXT a DIGITS b
 
 
@@ -417,11 +453,13 @@ class Steady:
 
     __slots__ = (
         "paths",
+        "pads",
         "counters",
         "context",
         "counted",
         "prefix",
         "suffix",
+        "mid",
         "counter",
         "out_prefix",
         "out_suffix",
@@ -459,13 +497,20 @@ class Steady:
         counters: tuple[str, ...] = (),
         context: tuple[str, ...] = (),
         counted: tuple[Path, str] | None = None,
+        pads: tuple[Path, ...] = (),
     ) -> None:
         self.paths = paths
+        # Where an event may carry padding: a string the validator never reads (`Dialect.
+        # steady_pads`), different in each event, as the text is
+        self.pads = pads
         self.counters = counters
         self.context = context
         self.counted = counted  # (payload path, validator attribute): see StreamValidator
         self.prefix: bytes | None = None  # the learned template, once certified
         self.suffix = b""
+        # A padded template's bytes between the text and the pad (b"": no pad); its events are
+        # prefix + text + mid + pad + suffix
+        self.mid = b""
         # The template's counter, when its events carry one (a sequence number): the bytes
         # before and after its digits, in the prefix (True) or in the suffix.
         self.counter: tuple[bool, bytes, bytes] | None = None
@@ -525,7 +570,11 @@ class Steady:
         if dialect is None or validator is None or not dialect.steady_paths:
             return None
         return cls(
-            dialect.steady_paths, validator.COUNTERS, validator.CONTEXT, validator.STEADY_COUNTED
+            dialect.steady_paths,
+            validator.COUNTERS,
+            validator.CONTEXT,
+            validator.STEADY_COUNTED,
+            dialect.steady_pads,
         )
 
     # --- the full path: certify and learn ------------------------------------------------------
@@ -622,8 +671,18 @@ class Steady:
         prefix, suffix = raw[:at], raw[at + len(body) :]
         rewritten = sent is not None and sent is not ev
         probe_edits = [Edit(path, PROBE)]
+        # A pad after the text: what lies between them, and the pad's place (not rewritten)
+        padded = self._pad(payload, raw, at + len(body))
+        mid = b""
+        if padded is not None:
+            pad_path, pad_at, pad_end = padded
+            if rewritten:
+                return False
+            mid, suffix = raw[at + len(body) : pad_at], raw[pad_end:]
+            probe_edits.append(Edit(pad_path, PROBE_PAD))
+        tail = mid + PROBE_PAD.encode() + suffix if mid else suffix
         counter = None
-        probe_raw = prefix + PROBE.encode() + suffix
+        probe_raw = prefix + PROBE.encode() + tail
         if self.counted is not None:
             if rewritten:
                 return False
@@ -631,6 +690,11 @@ class Steady:
             if found is None:
                 return False
             counter, probe_raw = found
+            if mid:
+                if not counter[0]:
+                    return False  # a counter after the text, with a pad: not a template here
+                # the probe's bytes after its text: the pad's probe in place
+                probe_raw = probe_raw[: len(probe_raw) - (len(raw) - at - len(body))] + tail
             probe_edits.append(Edit(self.counted[0], PROBE_COUNT))
         probe = parse_common(probe_raw, ev.index, ev.offset)
         if probe is None or probe.event != ev.event or probe.data is None:
@@ -664,36 +728,61 @@ class Steady:
             if spliced != out_prefix + PROBE.encode() + out_suffix:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
+        self.mid = mid
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
         self.matches = True
         self.glue = out_suffix + out_prefix
         self.seam = suffix + prefix
+        # the parts after the text: the pad's, then the suffix
+        after = ((mid, "m"), (suffix, "s")) if mid else ((suffix, "s"),)
+        m = len(mid)
         if counter is None:
-            self.tiles = _tiling(len(prefix), len(suffix))
-            self.fields = _fields(None, len(prefix), len(suffix))
-            self.head, self.parts = prefix, ((suffix, "s"),)
-            self.quotes = prefix.count(b'"') + suffix.count(b'"')
+            self.tiles = _tiling(len(prefix), len(suffix), m)
+            self.fields = _fields(None, len(prefix), len(suffix), mid=m)
+            self.head, self.parts = prefix, after
+            self.quotes = sum(part.count(b'"') for part in (prefix, mid, suffix))
         else:
             in_prefix, a, b = counter
             before = len(suffix) if in_prefix else len(prefix)
-            self.tiles = _counted(in_prefix, before, len(a), len(b))
+            self.tiles = _counted(in_prefix, before, len(a), len(b), m)
             # the first event's parts, in the order the tiling's groups took them
             self.head, self.parts = (
-                (a, ((b, "b"), (suffix, "s"))) if in_prefix else (prefix, ((a, "a"), (b, "b")))
+                (a, ((b, "b"), *after)) if in_prefix else (prefix, ((a, "a"), (b, "b")))
             )
             self.bound = suffix + a if in_prefix else b + prefix
             if in_prefix:
-                self.fields = _fields(True, len(a), len(b), len(suffix))
-                self.texts = _counted_texts(_lead(a), True, len(a), len(b), len(suffix))
-                self.one = _percent(a) + b"%d" + _percent(b) + b"%s" + _percent(suffix)
+                self.fields = _fields(True, len(a), len(b), len(suffix), mid=m)
+                self.texts = _counted_texts(_lead(a), True, len(a), len(b), len(suffix), mid=m)
+                self.one = _percent(a) + b"%d" + _percent(b) + b"%s"
+                if mid:
+                    self.one += _percent(mid) + b"%s"
+                self.one += _percent(suffix)
             else:
                 self.fields = _fields(False, len(prefix), len(a), len(b))
                 self.texts = _counted_texts(_lead(prefix), False, len(prefix), len(a), len(b))
                 self.one = _percent(prefix) + b"%s" + _percent(a) + b"%d" + _percent(b)
         self.fixed = len(self.head) + sum(len(part) for part, _ in self.parts)
-        # the shortest such event: a text of one byte (and a count of one digit)
-        self.least = self.fixed + (1 if counter is None else 2)
+        # the shortest such event: a text of one byte (and a count of one digit, a pad of one)
+        self.least = self.fixed + 1 + (counter is not None) + bool(mid)
         return True
+
+    def _pad(self, payload: Any, raw: bytes, start: int) -> tuple[Path, int, int] | None:
+        """The certified event's pad, when it has one after its text (which ends at `start`):
+        its path and where its bytes are in `raw` (between its quotes). None: no pad, or one
+        the template cannot take (not plain, or its bytes not once in the event)."""
+        for path in self.pads:
+            value = opaque_text(payload, path)
+            if not value:
+                continue
+            pad = value.encode("utf-8")
+            quoted = b'"' + pad + b'"'
+            # printable ASCII (as the patterns read it), once, after the text
+            if pad.translate(None, _PLAIN_ASCII) or len(pad) >= _BIG_TEXT:
+                return None
+            if raw.count(quoted) != 1 or (at := raw.find(quoted, start)) == -1:
+                return None
+            return path, at + 1, at + 1 + len(pad)
+        return None
 
     def _tiled(self, data: bytes) -> re.Match[bytes] | None:
         """The tiling's match at the start of `data`, where the first event's parts that its
@@ -722,13 +811,19 @@ class Steady:
         end, fixed = m.end(), self.fixed
         if counter is None:
             texts = fields.findall(data, 0, end)
+            if self.mid:  # where the last starts: its prefix (the texts and pads hold no quote)
+                return end, data.rfind(self.head, 0, end), texts
             return end, end - fixed - len(texts[-1]), texts
         in_prefix = counter[0]
         assert self.counted is not None
         count = getattr(checker.validator, self.counted[1])
         run = self._counted_run(count, data, end)
         if run is not None:  # every count the one wanted (the common run)
-            return end, end - fixed - len(b"%d" % (count + len(run) - 1)) - len(run[-1]), run
+            texts, tail = run
+            last = end - fixed - len(b"%d" % (count + len(texts) - 1)) - len(texts[-1]) - tail
+            return end, last, texts
+        if self.mid:
+            return 0, 0, []  # with a pad, counts out of turn are read by the full path
         pos = last = 0
         texts = []
         for i, pair in enumerate(fields.findall(data, 0, end)):
@@ -758,27 +853,39 @@ class Steady:
             return None
         return _between(chunk, None, len(tail), len(self.head))
 
-    def _counted_run(self, count: int, data: bytes, end: int) -> list[bytes] | None:
+    def _counted_run(self, count: int, data: bytes, end: int) -> tuple[list[bytes], int] | None:
         """The texts of `data` up to `end` when it is the template's events one after the
-        other, each with the count wanted next from `count` on; None when it is not. The texts
-        are found by one pattern (`_counted_texts`); the events they make with the counts
-        wanted, formatted in one go (`one` repeated), are `data`'s bytes or they are not such
-        events: equal bytes prove the digits, each text's place and the bytes around it."""
+        other, each with the count wanted next from `count` on, and the last one's pad's
+        length (0: no pad); None when it is not. The texts (and pads) are found by one pattern
+        (`_counted_texts`); the events they make with the counts wanted, formatted in one go
+        (`one` repeated), are `data`'s bytes or they are not such events: equal bytes prove the
+        digits, each text's place and the bytes around it."""
         assert self.texts is not None and self.counter is not None
-        texts = self.texts.findall(data, 0, end)
-        n = len(texts)
+        found = self.texts.findall(data, 0, end)
+        n = len(found)
         if not n:
             return None
-        # the format's arguments, counts and texts taking turns, set by two slice assignments
-        # (half the time of pairing them up one by one)
-        args = texts * 2
-        first = 0 if self.counter[0] else 1
-        args[first::2] = range(count, count + n)
-        args[1 - first :: 2] = texts
+        # the format's arguments, counts and texts (and pads) taking turns, set by slice
+        # assignments (half the time of pairing them up one by one)
+        if self.mid:  # a counter in the prefix: count, text, pad
+            flat = list(chain.from_iterable(found))  # text, pad, text, pad, ...
+            texts = flat[0::2]
+            args = flat + texts
+            args[0::3] = range(count, count + n)
+            args[1::3] = texts
+            args[2::3] = flat[1::2]
+            tail = len(flat[-1])
+        else:
+            texts = found
+            args = texts * 2
+            first = 0 if self.counter[0] else 1
+            args[first::2] = range(count, count + n)
+            args[1 - first :: 2] = texts
+            tail = 0
         made = self.one * n % tuple(args)
         if len(made) != end or not data.startswith(made):
             return None
-        return texts
+        return texts, tail
 
     def _counter(
         self, checker: StreamChecker, ev: Event, payload: Any, at: int, size: int
@@ -860,10 +967,12 @@ class Steady:
         template, and hold one the chunk cuts while it still matches; how many bytes that takes.
         What the client gets of the events accepted is appended to `out` (one slice of `chunk`
         when the template does not rewrite: `chunk` itself when it takes all of it). `decoded`:
-        `chunk` is one block the decoder returned (and counted); `hold` False: hold nothing."""
-        prefix, suffix = self.prefix, self.suffix
+        `chunk` is one block the decoder returned (and counted); `hold` False: hold nothing.
+        A padded template's cut event is not held: the decoder keeps it for the full path."""
+        prefix, suffix, mid = self.prefix, self.suffix, self.mid
         if prefix is None:
             return 0
+        hold = hold and not mid
         rewrites, counter = self.rewrites, self.counter
         texts: list[bytes] | None = [] if self.sink else None
         startswith, find = chunk.startswith, chunk.find
@@ -912,13 +1021,21 @@ class Steady:
                 text = b""  # a big text is copied only for what needs it as bytes (below)
             else:
                 break
-            after = end + len(suffix)
+            tail = end  # where the suffix starts
+            if mid:  # then the pad: printable ASCII, as the patterns take it
+                if not startswith(mid, end):
+                    break
+                pad = end + len(mid)
+                tail = find(b'"', pad)
+                if not 0 < tail - pad < _BIG_TEXT or chunk[pad:tail].translate(None, _PLAIN_ASCII):
+                    break
+            after = tail + len(suffix)
             if after > n:  # cut inside the suffix, maybe
                 rest = chunk[end:]
                 if hold and suffix.startswith(rest):
                     self._hold(_rest(chunk, pos), SUFFIX, len(rest), prefix, suffix)
                 break
-            if not startswith(suffix, end):
+            if not startswith(suffix, tail):
                 break
             taken += 1
             if not text and (rewrites or texts is not None):
@@ -979,7 +1096,12 @@ class Steady:
             # pattern has them match every other event's.
             prefix = self.prefix
             assert prefix is not None and tiles is not None
-            if n < 2 * self.least:  # shorter than two events (each has a text): one at most
+            if self.mid:  # padded: the parts around the pads checked where the first has them
+                m = self._tiled(chunk)
+                if m is None or m.end() != n:
+                    return 0
+                taken = chunk.count(b'"') // self.quotes
+            elif n < 2 * self.least:  # shorter than two events (each has a text): one at most
                 if _between(chunk, prefix, len(self.suffix)) is None:
                     return 0
                 taken = 1
@@ -996,7 +1118,7 @@ class Steady:
                 return 0
             assert self.counted is not None
             count = getattr(checker.validator, self.counted[1])
-            if n < 2 * self.least:  # one event at most (most chunks of a real stream)
+            if n < 2 * self.least and not self.mid:  # one event at most (most chunks)
                 text = self._one_counted(count, chunk)
                 if text is None:
                     return 0
@@ -1008,14 +1130,17 @@ class Steady:
                 # searched through for texts
                 at = chunk.rfind(self.bound)
                 last = 0 if at < 0 else at + len(self.bound) - len(self.head)
-                if n - last >= self.fixed + _MAX_DIGITS + _BIG_TEXT:
+                if n - last >= self.fixed + _MAX_DIGITS + _BIG_TEXT * (1 + bool(self.mid)):
                     return 0
                 run = self._counted_run(count, chunk, n)
                 if run is None:
                     return 0
-                taken, texts = len(run), run
+                texts, tail = run
+                taken = len(texts)
                 # where the last starts (their prefixes differ in the digits)
-                self.last_start = n - self.fixed - len(b"%d" % (count + taken - 1)) - len(texts[-1])
+                self.last_start = (
+                    n - self.fixed - len(b"%d" % (count + taken - 1)) - len(texts[-1]) - tail
+                )
         self._count(checker, taken, n, texts if self.sink else None)
         self.used = True
         self.misses = 0
