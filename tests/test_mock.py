@@ -289,6 +289,29 @@ def test_chat_usage_chunk_only_when_requested() -> None:
     assert all(d["usage"] is None for _, d in with_usage[:-2])
 
 
+@pytest.mark.parametrize("fmt", [OPENAI_CHAT, OPENAI_RESPONSES])
+@pytest.mark.parametrize("scenario", ["thinking", "parallel-tools"])
+def test_openai_deltas_are_padded_only_when_the_request_asks(fmt: str, scenario: str) -> None:
+    """OpenAI pads each delta with an ``obfuscation`` string (random characters of random
+    length) unless the client turns it off; the mock pads when asked, the same for the same
+    stream, and only deltas."""
+    assert b"obfuscation" not in plan(fmt, scenario).body()
+    body = request_body(fmt) | {"stream_options": {"include_obfuscation": True}}
+    raw = plan(fmt, scenario, body=body).body()
+    assert raw == plan(fmt, scenario, body=body).body()
+    events = [d for _, d in payloads(raw) if isinstance(d, dict)]
+    if fmt == OPENAI_CHAT:
+        deltas = [d for d in events if d["choices"] and d["choices"][0]["finish_reason"] is None]
+        deltas = [d for d in deltas if "role" not in d["choices"][0]["delta"]]
+    else:
+        deltas = [d for d in events if d["type"].endswith(".delta")]
+    pads = [d.get("obfuscation") for d in deltas]
+    assert len(deltas) > 3 and all(isinstance(p, str) and p.isalnum() for p in pads)
+    assert len(set(pads)) > 1 and len({len(p) for p in pads}) > 1
+    assert sum("obfuscation" in d for d in events) == len(deltas)
+    assert all(list(d)[-1] == "obfuscation" for d in deltas)  # the last key, as OpenAI sends it
+
+
 def test_responses_sequence_numbers_and_terminal() -> None:
     events = payloads(plan(OPENAI_RESPONSES, "parallel-tools").body())
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))

@@ -36,7 +36,10 @@ rule, served under the scenario name ``rule-<ID>``; `find_scenario` looks up bot
 from __future__ import annotations
 
 import itertools
+import random
 import re
+import string
+import zlib
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -486,6 +489,19 @@ def _include_usage(request: Mapping[str, Any]) -> bool:
     return isinstance(opts, dict) and bool(opts.get("include_usage"))
 
 
+def _obfuscation(ctx: Context) -> Iterator[str] | None:
+    """The pads of the stream's deltas when the request asks for them
+    (``stream_options.include_obfuscation: true``), as OpenAI adds them to every delta of
+    Chat Completions and Responses streams (there by default): random letters and digits of
+    random length, here the same for the same stream. None: not asked for."""
+    opts = ctx.request.get("stream_options")
+    if not isinstance(opts, dict) or opts.get("include_obfuscation") is not True:
+        return None
+    rng = random.Random(zlib.crc32(f"{ctx.fmt} {ctx.ident}".encode()))
+    alphabet = string.ascii_letters + string.digits
+    return ("".join(rng.choices(alphabet, k=rng.randint(1, 16))) for _ in itertools.count())
+
+
 def _chat_usage(ctx: Context, reply: Reply) -> dict[str, Any]:
     out = reply.output_tokens
     return {
@@ -506,12 +522,15 @@ def _chat_events(ctx: Context, reply: Reply, *, first_index: int = 0) -> Iterato
         "system_fingerprint": "fp_mock",
     }
     usage = _include_usage(ctx.request)
+    pads = _obfuscation(ctx)
 
     def chunk(kind: Kind, delta: dict[str, Any], finish: str | None = None) -> Ev:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         payload: dict[str, Any] = {**envelope, "choices": [choice]}
         if usage:  # "all other chunks will also include a usage field, but with a null value"
             payload["usage"] = None
+        if pads is not None and kind is Kind.CONTENT:
+            payload["obfuscation"] = next(pads)
         return Ev(kind, None, _dumps(payload))
 
     yield chunk(Kind.HEAD, {"role": "assistant", "content": "", "refusal": None})
@@ -719,9 +738,13 @@ def _responses_output(ctx: Context, reply: Reply) -> list[dict[str, Any]]:
 
 def _responses_events(ctx: Context, reply: Reply) -> Iterator[Ev]:
     seq = itertools.count()
+    pads = _obfuscation(ctx)
 
     def ev(kind: Kind, type_: str, fields: dict[str, Any]) -> Ev:
-        return Ev(kind, type_, _dumps({"type": type_, "sequence_number": next(seq), **fields}))
+        payload = {"type": type_, "sequence_number": next(seq), **fields}
+        if pads is not None and type_.endswith(".delta"):
+            payload["obfuscation"] = next(pads)
+        return Ev(kind, type_, _dumps(payload))
 
     yield ev(Kind.HEAD, "response.created", {"response": _response(ctx, reply, "in_progress", [])})
     yield ev(
