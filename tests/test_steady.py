@@ -286,13 +286,15 @@ PADDED = sorted(f for f in STEADY if detect.by_name(f).steady_pads)
 @pytest.mark.parametrize("fmt", PADDED)
 @pytest.mark.parametrize("per_chunk", [1, 4])
 @pytest.mark.parametrize("texts", ["ascii", "utf-8"])
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
 def test_padded_deltas_are_taken_by_their_bytes_whatever_their_pads(
-    fmt: str, per_chunk: int, texts: str, monkeypatch: pytest.MonkeyPatch
+    fmt: str, per_chunk: int, texts: str, restamp: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenAI pads every delta with random characters of random length (``obfuscation``, on by
     default): a delta's template has the pad as a second hole after its text, and the deltas
     are still taken by their bytes (short ASCII texts by the patterns, others one by one), to
-    the same end as the full path."""
+    the same end as the full path; restamped (Chat's deltas name the model), each as the full
+    path's splice makes it, its pad kept."""
     rng = random.Random(7)
     alnum = string.ascii_letters + string.digits
     pads = ["".join(rng.choices(alnum, k=rng.randint(1, 16))) for _ in range(200)]
@@ -303,7 +305,8 @@ def test_padded_deltas_are_taken_by_their_bytes_whatever_their_pads(
     assert all(b'"obfuscation":"' + p.encode() + b'"' in b"".join(events) for p in pads[:5])
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
     checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
-    pipeline = Pipeline(checker)
+    rewrites = restamping(fmt) if restamp else []
+    pipeline = Pipeline(checker, rewrites)
     parsed = 0
     original = checker.parse
 
@@ -328,8 +331,41 @@ def test_padded_deltas_are_taken_by_their_bytes_whatever_their_pads(
     # short ASCII texts: whole chunks of them in one match (with a counter, one format)
     taken = sum(wholes)
     assert taken > 0.9 * len(events) if texts == "ascii" else taken == 0
-    full = outcome(fmt, chunks, shortcut=False)
-    assert outcome(fmt, chunks, shortcut=True) == full and out == full[0] == b"".join(events)
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full and out == full[0]
+    sent = b"".join(events)
+    if restamp:
+        sent = MODELS.sub(b'"' + ALIAS.encode() + b'"', sent)
+        assert pipeline.steady.rewrites == (fmt == "openai-chat")  # Chat's deltas name it
+    assert out == sent
+
+
+@pytest.mark.parametrize("per_chunk", [1, 3])
+@pytest.mark.parametrize("word", ["token", "Grüße"], ids=["pattern", "one by one"])
+def test_a_restamp_between_a_text_and_its_pad_is_made_there(per_chunk: int, word: str) -> None:
+    """A Chat delta whose model comes after its choices, between the text and the pad: the
+    restamp edits the bytes there, and the client gets each event as the full path's splice
+    makes it."""
+    pads = [f"pad{i}" for i in range(30)]
+    events = stream("openai-chat", [f"{word} {i}" for i in range(30)], False, pads)
+    moved = []
+    for ev in events:
+        model = b'"model":"gpt-4.1",'
+        if model in ev and b'"obfuscation"' in ev:
+            ev = ev.replace(model, b"").replace(
+                b',"obfuscation"', b',"model":"gpt-4.1","obfuscation"'
+            )
+        moved.append(ev)
+    chunks = [b"".join(moved[i : i + per_chunk]) for i in range(0, len(moved), per_chunk)]
+    rewrites = restamping("openai-chat")
+    checker = StreamChecker(detect.by_name("openai-chat"), request=dict(CALLS["openai-chat"].body))
+    pipeline = Pipeline(checker, rewrites)
+    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    steady = pipeline.steady
+    assert steady is not None and steady.rewrites and steady.out_mid != steady.mid
+    full = outcome("openai-chat", chunks, shortcut=False, rewrites=rewrites)
+    assert outcome("openai-chat", chunks, shortcut=True, rewrites=rewrites) == full
+    assert out == full[0] == MODELS.sub(b'"' + ALIAS.encode() + b'"', b"".join(moved))
 
 
 @examples(300)

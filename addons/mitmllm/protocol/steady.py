@@ -38,7 +38,8 @@ on every delta of Chat Completions and Responses streams unless the client turns
 the certified event has one after its text, the template has a second hole there: its events
 are `prefix` + text + `mid` + pad + `suffix`, the probe proves the pad's place as it proves the
 text's, and a pad is taken as a short text is (printable ASCII, no ``"`` or ``\\``); a padded
-event the chunking cuts is left to the full path, and a rewritten one is no template.
+event the chunking cuts is left to the full path. Rewritten (a Chat restamp), the client's
+events are `out_prefix` + text + `out_mid` + pad + `out_suffix`.
 
 A pipeline that rewrites events (a model restamp, tool names mapped back) may use the shortcut
 when each of its rewrites is text-blind: its edits follow from the payload without the text at
@@ -345,15 +346,16 @@ def _fields(counter: bool | None, *lengths: int, mid: int = 0) -> re.Pattern[byt
     """One event of a template's lengths, for `findall` over events a tiling matched: its text
     (no counter), its digits and text (`counter` True: in the prefix, lengths a, b, suffix),
     or its text and digits (False: in the suffix, lengths prefix, a, b). The bytes around them
-    are skipped, not matched: the tiling checked them (a padded template's pad, which a
-    text's run does not take, is skipped by one)."""
+    are skipped, not matched: the tiling checked them. A padded template's event gives its
+    text and pad (no counter), or its digits and text (its pad skipped by a run)."""
     text = b"(" + _PLAIN_RUN + b")"
+    digits = rb"([0-9]{1,%d})" % _MAX_DIGITS
+    if counter is None:  # with a pad: (text, pad)
+        p, s = lengths
+        pad = rb".{%d}(" % mid + _PLAIN_RUN + b")" if mid else b""
+        return re.compile(rb"(?s).{%d}" % p + text + pad + rb".{%d}" % s)
     if mid:
         text += rb".{%d}" % mid + _PLAIN_RUN
-    digits = rb"([0-9]{1,%d})" % _MAX_DIGITS
-    if counter is None:
-        p, s = lengths
-        return re.compile(rb"(?s).{%d}" % p + text + rb".{%d}" % s)
     x, y, z = lengths
     if counter:
         return re.compile(rb"(?s).{%d}" % x + digits + rb".{%d}" % y + text + rb".{%d}" % z)
@@ -462,6 +464,7 @@ class Steady:
         "mid",
         "counter",
         "out_prefix",
+        "out_mid",
         "out_suffix",
         "rewrites",
         "sink",
@@ -478,6 +481,7 @@ class Steady:
         "fields",
         "texts",
         "one",
+        "one_out",
         "head",
         "parts",
         "fixed",
@@ -517,6 +521,7 @@ class Steady:
         # What the client gets of such an event: the same bytes unless the pipeline's rewrites
         # edit the certified event.
         self.out_prefix = b""
+        self.out_mid = b""
         self.out_suffix = b""
         self.rewrites = False
         self.sink = False  # the validator keeps the texts (`StreamValidator.steady_sink`)
@@ -543,6 +548,9 @@ class Steady:
         # its count and text (in their order), which `_counted_run` repeats to prove a run
         self.texts: re.Pattern[bytes] | None = None
         self.one = b""
+        # A padded template without a counter: `one` is an event as a %-format of its text and
+        # pad, `one_out` the same as the client gets it (rewritten or not)
+        self.one_out = b""
         # What the tiling's groups take of the first event, checked against the template
         # (`_tiled`): the bytes it starts with, and each part's bytes and group.
         self.head = b""
@@ -676,8 +684,6 @@ class Steady:
         mid = b""
         if padded is not None:
             pad_path, pad_at, pad_end = padded
-            if rewritten:
-                return False
             mid, suffix = raw[at + len(body) : pad_at], raw[pad_end:]
             probe_edits.append(Edit(pad_path, PROBE_PAD))
         tail = mid + PROBE_PAD.encode() + suffix if mid else suffix
@@ -707,7 +713,7 @@ class Steady:
                 return False
         except orjson.JSONDecodeError:  # numbers orjson does not take: the full path, always
             return False
-        out_prefix, out_suffix = prefix, suffix
+        out_prefix, out_mid, out_suffix = prefix, mid, suffix
         if edits_of is not None:
             edits = list(edits_of(payload))
             if list(edits_of(probed)) != edits or bool(edits) != rewritten:
@@ -721,14 +727,23 @@ class Steady:
                 return False
             at = out.find(quoted) + 1
             out_prefix, out_suffix = out[:at], out[at + len(body) :]
+            out_tail = out_suffix
+            if mid:  # the pad's place in what the client gets, as in what came
+                pad = raw[pad_at:pad_end]
+                quoted_pad = b'"' + pad + b'"'
+                pad_out = out.find(quoted_pad, at + len(body)) + 1
+                if not pad_out or out.count(quoted_pad) != 1:
+                    return False
+                out_mid, out_suffix = out[at + len(body) : pad_out], out[pad_out + len(pad) :]
+                out_tail = out_mid + PROBE_PAD.encode() + out_suffix
             try:
                 spliced = splice_event(probe, edits).raw
             except SpliceError:
                 return False
-            if spliced != out_prefix + PROBE.encode() + out_suffix:
+            if spliced != out_prefix + PROBE.encode() + out_tail:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
-        self.mid = mid
+        self.mid, self.out_mid = mid, out_mid
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
         self.matches = True
         self.glue = out_suffix + out_prefix
@@ -741,6 +756,11 @@ class Steady:
             self.fields = _fields(None, len(prefix), len(suffix), mid=m)
             self.head, self.parts = prefix, after
             self.quotes = sum(part.count(b'"') for part in (prefix, mid, suffix))
+            if mid:
+                self.one = _percent(prefix) + b"%s" + _percent(mid) + b"%s" + _percent(suffix)
+                self.one_out = (
+                    _percent(out_prefix) + b"%s" + _percent(out_mid) + b"%s" + _percent(out_suffix)
+                )
         else:
             in_prefix, a, b = counter
             before = len(suffix) if in_prefix else len(prefix)
@@ -811,8 +831,10 @@ class Steady:
         end, fixed = m.end(), self.fixed
         if counter is None:
             texts = fields.findall(data, 0, end)
-            if self.mid:  # where the last starts: its prefix (the texts and pads hold no quote)
-                return end, data.rfind(self.head, 0, end), texts
+            if self.mid:  # text and pad taking turns (`_rewritten` reads them so); the last
+                # event starts with the last prefix (the texts and pads hold no quote)
+                flat = list(chain.from_iterable(texts))
+                return end, data.rfind(self.head, 0, end), flat
             return end, end - fixed - len(texts[-1]), texts
         in_prefix = counter[0]
         assert self.counted is not None
@@ -991,9 +1013,10 @@ class Steady:
         else:  # the texts, to keep or to rewrite the events around; or a counter
             end, last, found = self._run(checker, chunk)
             if found:
-                pos, taken, self.last_start = end, len(found), last
+                padded = bool(mid) and counter is None  # texts and pads taking turns
+                pos, taken, self.last_start = end, len(found) >> padded, last
                 if texts is not None:
-                    texts += found
+                    texts += found[0::2] if padded else found
                 if rewrites:
                     out.append(self._rewritten(found))
         while pos < n:
@@ -1041,7 +1064,10 @@ class Steady:
             if not text and (rewrites or texts is not None):
                 text = chunk[start:end]
             if rewrites:
-                out += (self.out_prefix, text, self.out_suffix)
+                if mid:
+                    out += (self.out_prefix, text, self.out_mid, chunk[pad:tail], self.out_suffix)
+                else:
+                    out += (self.out_prefix, text, self.out_suffix)
             if texts is not None:
                 texts.append(text)
             if end - start >= _BIG_TEXT:
@@ -1074,20 +1100,30 @@ class Steady:
             # the events, all of the chunk, each rewritten to out_prefix + text + out_suffix
             prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
-            if n < 2 * self.least:  # one event (its suffix checked by `may_end`): its text is
-                text = _between(chunk, prefix, len(suffix))  # what lies between
-                if text is None:
-                    return 0
-                found = [text]
-            else:
-                # the texts as the template's lengths place them; the events they make, the
-                # template's bytes around them, are the chunk itself or it is not such events
+            if self.mid:
+                # the texts and pads as the lengths place them; the events they make are the
+                # chunk itself or it is not such events; the client's, the same format's
                 found = self.fields.findall(chunk)
-                if not found or prefix + self.seam.join(found) + suffix != chunk:
+                args = tuple(chain.from_iterable(found))
+                if not found or self.one * len(found) % args != chunk:
                     return 0
-            taken = len(found)
-            self.whole_out = self._rewritten(found)
-            texts = found
+                self.whole_out = self.one_out * len(found) % args
+                taken, texts = len(found), list(args[0::2])
+            else:
+                if n < 2 * self.least:  # one event (its suffix checked by `may_end`): its text
+                    text = _between(chunk, prefix, len(suffix))  # is what lies between
+                    if text is None:
+                        return 0
+                    found = [text]
+                else:
+                    # the texts as the template's lengths place them; the events they make, the
+                    # template's bytes around them, are the chunk itself or not such events
+                    found = self.fields.findall(chunk)
+                    if not found or prefix + self.seam.join(found) + suffix != chunk:
+                        return 0
+                taken = len(found)
+                self.whole_out = self._rewritten(found)
+                texts = found
         elif self.counter is None:
             # One match for the whole chunk: from its start the pattern matches one event after
             # the other up to its end, where `take` would match one at a time (its text
@@ -1166,7 +1202,10 @@ class Steady:
 
     def _rewritten(self, texts: list[bytes]) -> bytes:
         """The steady events of `texts`, one after the other, as the client gets them: each
-        out_prefix + text + out_suffix, in one join."""
+        out_prefix + text + out_suffix, in one join (padded: `texts` are texts and pads taking
+        turns, each event out_prefix + text + out_mid + pad + out_suffix, in one format)."""
+        if self.mid:
+            return self.one_out * (len(texts) // 2) % tuple(texts)
         return self.out_prefix + self.glue.join(texts) + self.out_suffix
 
     def resume(self, checker: StreamChecker, chunk: bytes, out: list[bytes]) -> int | None:
