@@ -148,6 +148,23 @@ def test_proxy_stream_in_every_format_is_healthy_with_the_deltas_asked_for(fmt: 
             assert text_bytes < min(sizes) and max(sizes) < text_bytes + 400
 
 
+@pytest.mark.parametrize("fmt", ["openai-chat", "openai-responses"])
+def test_padded_proxy_streams_pad_every_delta_and_stay_healthy(fmt: str) -> None:
+    """The streams of the padded rows: OpenAI's, an ``obfuscation`` pad on each delta."""
+    plain = proxy_events(40, fmt=fmt)
+    events = proxy_events(40, fmt=fmt, padded=True)
+    deltas = [e for e in events if b"delta" in e and b"obfuscation" in e]
+    assert len(events) == len(plain) == 40 and len(deltas) == 40 - lifecycle_events(fmt)
+    request = dict(CALLS[fmt].body)
+    findings, _pairs, _ = check_stream(detect.by_name(fmt), b"".join(events), request=request)
+    assert problems(findings) == []
+    path, headers, body = proxy_request(40, fmt=fmt, padded=True)
+    assert headers["x-bench-padded"] == "1" and b'"include_obfuscation":true' in body
+    assert framed(40, 1, fmt, None, True) == tuple(b"%x\r\n%b\r\n" % (len(e), e) for e in events)
+    with pytest.raises(ValueError, match="no pads"):
+        proxy_events(40, fmt="anthropic", padded=True)
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_upstream_answers_in_the_format_the_request_path_names(fmt: str) -> None:
     path, _headers, _body = proxy_request(10, fmt=fmt, model=RESTAMP_ALIAS)
@@ -664,6 +681,14 @@ def test_rows_cover_every_format_and_chunking_and_run_enough_events() -> None:
         # as many upstream chunks per run at four events per chunk as at one
         assert one.streams * one.stream_events == 20_000
         assert four.streams * four.stream_events == 80_000
+    # OpenAI's formats again, padded as OpenAI pads them by default
+    padded = {label for label, r in rows.items() if r.padded}
+    assert padded == {
+        f"{fmt}, padded, {shape}"
+        for fmt in ("openai-chat", "openai-responses")
+        for shape in ("1 event/chunk", "4 events/chunk")
+    }
+    assert all(set(rows[label].setups) == {PLAIN, TAP, RESTAMP, REPAIR} for label in padded)
     big = rows["64 KiB events"]
     assert big.text_bytes == 64 * KiB and big.streams >= 10
     assert big.streams * big.stream_events * 64 * KiB >= 60 * MiB

@@ -87,6 +87,9 @@ CALLS: dict[str, Call] = {
 }
 
 FORMATS: tuple[str, ...] = tuple(CALLS)
+#: The formats whose deltas OpenAI pads (``obfuscation``), and how a request asks for pads.
+PADDED_FORMATS: tuple[str, ...] = (OPENAI_CHAT, OPENAI_RESPONSES)
+PADDED: dict[str, Any] = {"include_obfuscation": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +117,18 @@ class Corpus:
         return [body[i : i + size] for i in range(0, len(body), size)]
 
 
-def long_stream(fmt: str, events: int) -> Corpus:
-    """The mock's `long` scenario in `fmt` with `events` text deltas."""
+def long_stream(fmt: str, events: int, *, padded: bool = False) -> Corpus:
+    """The mock's `long` scenario in `fmt` with `events` text deltas; `padded`: each delta
+    with an ``obfuscation`` pad, as OpenAI sends them by default (Chat and Responses)."""
     call = CALLS[fmt]
     headers = {HEADER_SCENARIO: "long", HEADER_EVENTS: str(events)}
-    plan = plan_request("POST", call.path, call.query, headers, call.encoded())
+    body = call.body
+    if padded:
+        body = {**body, "stream_options": {**body.get("stream_options", {}), **PADDED}}
+    plan = plan_request("POST", call.path, call.query, headers, orjson.dumps(body))
     if plan.status != 200 or not plan.stream:
         raise RuntimeError(f"mock upstream answered {plan.status} for a long {fmt} stream")
-    return Corpus(fmt, call.body, tuple(s.data for s in plan.steps if s.data))
+    return Corpus(fmt, body, tuple(s.data for s in plan.steps if s.data))
 
 
 def codec_corpus(fmt: str, budget: int) -> Corpus:
@@ -183,10 +190,13 @@ def proxy_request(
     fmt: str = ANTHROPIC,
     text_bytes: int | None = None,
     model: str | None = None,
+    padded: bool = False,
 ) -> tuple[str, dict[str, str], bytes]:
     """(path, headers, body) of the request the client sends for a proxy stream in `fmt`; with
     `interval_us`, a stamped stream whose deltas the upstream writes that many microseconds
-    apart; with `text_bytes`, deltas of that much text; with `model`, asking for that model."""
+    apart; with `text_bytes`, deltas of that much text; with `model`, asking for that model;
+    `padded`: asking for deltas padded as OpenAI pads them (``x-bench-padded`` tells the bench's
+    upstream, the body asks as a client does)."""
     call = CALLS[fmt]
     headers = {
         "content-type": "application/json",
@@ -199,9 +209,13 @@ def proxy_request(
         headers["x-bench-interval-us"] = str(interval_us)
     if text_bytes is not None:
         headers["x-bench-text-bytes"] = str(text_bytes)
+    if padded:
+        headers["x-bench-padded"] = "1"
     body = dict(call.body)
     if model is not None and "model" in body:
         body["model"] = model
+    if padded:
+        body["stream_options"] = {**body.get("stream_options", {}), **PADDED}
     return proxy_path(fmt, model), headers, orjson.dumps(body)
 
 
@@ -216,13 +230,21 @@ def delta_text(i: int, *, stamped: bool = False, text_bytes: int | None = None) 
 
 
 def proxy_events(
-    total: int, *, fmt: str = ANTHROPIC, stamped: bool = False, text_bytes: int | None = None
+    total: int,
+    *,
+    fmt: str = ANTHROPIC,
+    stamped: bool = False,
+    text_bytes: int | None = None,
+    padded: bool = False,
 ) -> list[bytes]:
     """A healthy stream in `fmt` of `total` events (at least the format's lifecycle events and
     one delta): lifecycle events around text deltas of `delta_text` (150-200 bytes per Anthropic
-    delta event). `stamped`: each delta's text starts with `STAMP` and STAMP_DIGITS zeros."""
+    delta event). `stamped`: each delta's text starts with `STAMP` and STAMP_DIGITS zeros;
+    `padded`: each delta padded as OpenAI pads them (`PADDED_FORMATS` only)."""
+    if padded and fmt not in PADDED_FORMATS:
+        raise ValueError(f"{fmt} streams carry no pads")
     if fmt != ANTHROPIC:
-        return _mock_events(fmt, total, stamped=stamped, text_bytes=text_bytes)
+        return _mock_events(fmt, total, stamped=stamped, text_bytes=text_bytes, padded=padded)
     deltas = max(1, total - LIFECYCLE_EVENTS)
 
     def event(payload: dict[str, Any]) -> bytes:
@@ -278,14 +300,16 @@ def lifecycle_events(fmt: str) -> int:
     return len(long_stream(fmt, 1).events) - 1
 
 
-def _mock_events(fmt: str, total: int, *, stamped: bool, text_bytes: int | None) -> list[bytes]:
+def _mock_events(
+    fmt: str, total: int, *, stamped: bool, text_bytes: int | None, padded: bool = False
+) -> list[bytes]:
     """The mock's `long` stream in `fmt` with `total` events, its words replaced by prose."""
     deltas = max(1, total - lifecycle_events(fmt))
 
     def text(m: re.Match[bytes]) -> bytes:
         return delta_text(int(m[1]), stamped=stamped, text_bytes=text_bytes).encode()
 
-    return [_MOCK_WORD.sub(text, ev) for ev in long_stream(fmt, deltas).events]
+    return [_MOCK_WORD.sub(text, ev) for ev in long_stream(fmt, deltas, padded=padded).events]
 
 
 def group(events: list[bytes], per_chunk: int) -> list[bytes]:

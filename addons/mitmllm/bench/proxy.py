@@ -67,6 +67,7 @@ from mitmllm.bench.corpus import ANTHROPIC
 from mitmllm.bench.corpus import FORMATS
 from mitmllm.bench.corpus import GEMINI
 from mitmllm.bench.corpus import LIFECYCLE_EVENTS
+from mitmllm.bench.corpus import PADDED_FORMATS
 from mitmllm.bench.corpus import RESTAMP_ALIAS
 from mitmllm.bench.corpus import KiB
 from mitmllm.bench.corpus import MiB
@@ -566,12 +567,13 @@ async def fetch(
     text_bytes: int | None = None,
     model: str | None = None,
     profile: str | None = None,
+    padded: bool = False,
 ) -> Stream:
     """One streaming request in `fmt` (asking for `model`, if given); events are counted as the
     blank lines that end them. With `profile`, a profiling proxy adds the flow to the profile
     of that name."""
     path, headers, body = proxy_request(
-        events, per_chunk, fmt=fmt, text_bytes=text_bytes, model=model
+        events, per_chunk, fmt=fmt, text_bytes=text_bytes, model=model, padded=padded
     )
     if profile:
         headers[PROFILE_HEADER] = profile
@@ -664,10 +666,12 @@ class Row:
     setups: tuple[str, ...]
     stream_events: int  # events per stream
     streams: int  # streams per run, one after the other on one connection
+    padded: bool = False  # each delta padded as OpenAI pads them (`PADDED_FORMATS`)
 
 
-def row_label(fmt: str, per_chunk: int) -> str:
-    return f"{fmt}, {per_chunk} event{'s' if per_chunk > 1 else ''}/chunk"
+def row_label(fmt: str, per_chunk: int, padded: bool = False) -> str:
+    shape = f"{per_chunk} event{'s' if per_chunk > 1 else ''}/chunk"
+    return f"{fmt}, {'padded, ' if padded else ''}{shape}"
 
 
 def size_label(text_bytes: int) -> str:
@@ -678,10 +682,12 @@ def plan_rows(
     sizes: ProxySizes, sections: Sequence[str], formats: Sequence[str], *, relay: bool
 ) -> list[Row]:
     """The rows the selected sections need, each with the union of their setups."""
-    wanted: dict[tuple[str, int, int | None], list[str]] = {}
+    wanted: dict[tuple[str, int, int | None, bool], list[str]] = {}
 
-    def want(fmt: str, per_chunk: int, text_bytes: int | None, names: Sequence[str]) -> None:
-        have = wanted.setdefault((fmt, per_chunk, text_bytes), [])
+    def want(
+        fmt: str, per_chunk: int, text_bytes: int | None, names: Sequence[str], padded: bool = False
+    ) -> None:
+        have = wanted.setdefault((fmt, per_chunk, text_bytes, padded), [])
         have += [n for n in names if n not in have]
 
     for per_chunk in (1, REALISTIC_PER_CHUNK):
@@ -689,17 +695,20 @@ def plan_rows(
             for fmt in formats:
                 extra = [WORKER] if fmt == ANTHROPIC else []
                 want(fmt, per_chunk, None, [DIRECT, PLAIN, TAP, RESTAMP, REPAIR, *extra])
+            for fmt in formats:  # as OpenAI streams them by default
+                if fmt in PADDED_FORMATS:
+                    want(fmt, per_chunk, None, [PLAIN, TAP, RESTAMP, REPAIR], padded=True)
         if relay and RELAY_SECTION in sections:
             want(ANTHROPIC, per_chunk, None, [PLAIN, TAP, RELAY])
     if SIZES_SECTION in sections:
         for big in BIG_EVENTS:
             want(ANTHROPIC, 1, big, [DIRECT, PLAIN, TAP])
     rows = []
-    for (fmt, per_chunk, size), names in wanted.items():
+    for (fmt, per_chunk, size, padded), names in wanted.items():
         if size is None:
             total = sizes.events * per_chunk
             per_stream = min(sizes.stream_events, total)
-            label = row_label(fmt, per_chunk)
+            label = row_label(fmt, per_chunk, padded)
         else:
             # Big events: a run of about big_bytes, in ten streams or more.
             total = max(10 * (LIFECYCLE_EVENTS + 1), sizes.big_bytes // size)
@@ -707,9 +716,8 @@ def plan_rows(
             label = size_label(size)
         per_stream = max(per_stream, lifecycle_events(fmt) + 1)
         ordered = tuple(n for n in SETUP_ORDER if n in names)
-        rows.append(
-            Row(label, fmt, per_chunk, size, ordered, per_stream, max(1, total // per_stream))
-        )
+        streams = max(1, total // per_stream)
+        rows.append(Row(label, fmt, per_chunk, size, ordered, per_stream, streams, padded))
     return rows
 
 
@@ -851,8 +859,10 @@ PACED_WARMUP_EVENTS = 16
 
 
 @functools.cache
-def expected_events(events: int, fmt: str = ANTHROPIC, text_bytes: int | None = None) -> int:
-    return len(proxy_events(events, fmt=fmt, text_bytes=text_bytes))
+def expected_events(
+    events: int, fmt: str = ANTHROPIC, text_bytes: int | None = None, padded: bool = False
+) -> int:
+    return len(proxy_events(events, fmt=fmt, text_bytes=text_bytes, padded=padded))
 
 
 async def run_streams(
@@ -867,7 +877,7 @@ async def run_streams(
     """The row's streams (or `streams` of them) through `setup`, with the proxy's CPU time."""
     pid = running.pid(setup)
     port = running.port(setup)
-    expected = expected_events(row.stream_events, row.fmt, row.text_bytes)
+    expected = expected_events(row.stream_events, row.fmt, row.text_bytes, row.padded)
     model = RESTAMP_ALIAS if setup.restamped else None
     cpu0 = tree_cpu_seconds(pid) if pid is not None else None
     t0 = time.perf_counter()
@@ -882,6 +892,7 @@ async def run_streams(
             text_bytes=row.text_bytes,
             model=model,
             profile=profile,
+            padded=row.padded,
         )
         check(setup, got, expected)
         events += got.events

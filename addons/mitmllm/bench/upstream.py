@@ -11,7 +11,8 @@ benchmark measures it without a proxy too, to show it is not the bottleneck.
 Any POST is answered with `mitmllm.bench.corpus.proxy_events` in the wire format its path names
 (``/v1/messages``, ``/v1/chat/completions``, ``/v1/responses``, ``…:streamGenerateContent``),
 shaped by request headers: ``x-bench-events`` (events in the stream), ``x-bench-per-chunk``
-(events per HTTP chunk) and ``x-bench-text-bytes`` (text per delta, for big events).
+(events per HTTP chunk), ``x-bench-text-bytes`` (text per delta, for big events) and
+``x-bench-padded: 1`` (OpenAI's pads on each delta, in the formats that have them).
 With ``x-bench-interval-us`` the stream is paced instead, as a model generates tokens: the
 lifecycle events at once, then one text delta per HTTP chunk every that many microseconds, each
 stamped with this process's monotonic clock (nanoseconds, shared by every process of the
@@ -38,6 +39,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 
+from mitmllm.bench.corpus import PADDED_FORMATS
 from mitmllm.bench.corpus import STAMP
 from mitmllm.bench.corpus import STAMP_DIGITS
 from mitmllm.bench.corpus import group
@@ -50,6 +52,7 @@ HEADER_PER_CHUNK = "x-bench-per-chunk"
 HEADER_INTERVAL = "x-bench-interval-us"
 HEADER_ACCEPT_ENCODING = "x-bench-accept-encoding"
 HEADER_TEXT_BYTES = "x-bench-text-bytes"
+HEADER_PADDED = "x-bench-padded"
 DEFAULT_EVENTS = 100
 END = b"0\r\n\r\n"
 #: What the mock's ids hold in place of an answer's own (chatcmpl-mock, msg_mock, mock-mock)
@@ -69,10 +72,14 @@ def own_id(n: int) -> bytes:
 
 @cache
 def framed(
-    events: int, per_chunk: int, fmt: str = ANTHROPIC, text_bytes: int | None = None
+    events: int,
+    per_chunk: int,
+    fmt: str = ANTHROPIC,
+    text_bytes: int | None = None,
+    padded: bool = False,
 ) -> tuple[bytes, ...]:
     """The stream's HTTP chunks, each already framed for chunked transfer encoding."""
-    stream = proxy_events(events, fmt=fmt, text_bytes=text_bytes)
+    stream = proxy_events(events, fmt=fmt, text_bytes=text_bytes, padded=padded)
     return tuple(b"%x\r\n%b\r\n" % (len(c), c) for c in group(stream, max(1, per_chunk)))
 
 
@@ -189,6 +196,7 @@ class Connection(asyncio.Protocol):
             int(headers.get(HEADER_PER_CHUNK) or 1),
             fmt,
             int(text_bytes) if text_bytes else None,
+            headers.get(HEADER_PADDED) == "1" and fmt in PADDED_FORMATS,
         )
         writable = self.writable
         own = own_id(next(_ANSWERS))
