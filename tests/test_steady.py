@@ -279,6 +279,59 @@ def test_a_healthy_stream_is_mostly_taken_by_its_bytes(
         assert o is c or (restamp and MODELS.search(c))
 
 
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_a_delta_with_an_escape_keeps_the_template_without_certifying_it_again(
+    fmt: str, per_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real texts carry escapes (a line break, a quote): such a delta is read by the full
+    path, and is known by its payload as the template's event with another text; the
+    template stays, and the stream is certified about once, not after every escape."""
+    texts = [f"word {i}" if i % 5 else f"line {i}\nnext" for i in range(200)]
+    events = stream(fmt, texts, False)
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    certified = 0
+    after = Steady.after
+
+    def counting(self: Steady, *args: Any, **kwargs: Any) -> None:
+        nonlocal certified
+        certified += args[3][0] is not steady_module.SAME
+        after(self, *args, **kwargs)
+
+    monkeypatch.setattr(Steady, "after", counting)
+    shortcut = outcome(fmt, chunks, shortcut=True)
+    assert shortcut[1].findings == [] and certified == 1
+    assert shortcut == outcome(fmt, chunks, shortcut=False)
+
+
+@pytest.mark.parametrize("fmt", ["anthropic", "openai-chat"])
+def test_a_delta_with_an_escape_and_another_field_is_no_event_of_the_template(fmt: str) -> None:
+    """An escaped delta for another block (an index as long) is read by the full path and
+    flagged there; the template does not take it for one of its own."""
+    texts = [f"word {i}" if i % 5 else f"line {i}\nnext" for i in range(30)]
+    events = stream(fmt, texts, False)
+    at = next(i for i, ev in enumerate(events) if b"line 15" in ev)
+    events[at] = events[at].replace(b'"index":0', b'"index":1', 1)
+    shortcut = outcome(fmt, events, shortcut=True)
+    assert shortcut == outcome(fmt, events, shortcut=False)
+    assert shortcut[1].findings  # the stray index is reported, as the full path reports it
+
+
+@pytest.mark.parametrize("per_chunk", [1, 3])
+def test_an_escaped_delta_that_finishes_its_choice_ends_the_template(per_chunk: int) -> None:
+    """A Chat delta with an escape that also carries its choice's finish_reason changes the
+    validator's state without a finding of its own: the template goes, and the deltas after
+    it are flagged as the full path flags them (output after the finish_reason)."""
+    texts = [f"word {i}" if i % 5 else f"line {i}\nnext" for i in range(30)]
+    events = stream("openai-chat", texts, False)
+    at = next(i for i, ev in enumerate(events) if b"line 15" in ev)
+    events[at] = events[at].replace(b'"finish_reason":null', b'"finish_reason":"stop"', 1)
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    shortcut = outcome("openai-chat", chunks, shortcut=True)
+    assert shortcut == outcome("openai-chat", chunks, shortcut=False)
+    assert "OAI-13" in {f["rule"] for f in shortcut[1].findings}
+
+
 #: The formats whose deltas may carry a pad (OpenAI's `obfuscation`).
 PADDED = sorted(f for f in STEADY if detect.by_name(f).steady_pads)
 

@@ -547,7 +547,7 @@ class Pipeline:
                 self.settle()  # the full way reads the books
                 notes = ev.notes
                 payload = upstream.parse(ev)
-                token = gated.before(upstream, ev, payload) if live else None  # type: ignore[union-attr]
+                token = gated.before(upstream, ev, payload, same=False) if live else None  # type: ignore[union-attr]
                 state = self._gated_state() if token is not None else None
                 upstream.check(ev, payload)
                 ev.notes = notes  # the grammar findings of the block, for the client's side too

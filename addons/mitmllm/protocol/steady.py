@@ -102,6 +102,9 @@ PROBE_COUNT = 987654321
 MAX_DEPTH = 12
 
 
+#: `Steady.before`'s token for an event of the live template (`Steady._same`).
+SAME = object()
+
 #: Where in a template a cut steady event stops.
 PREFIX, TEXT, SUFFIX = range(3)
 
@@ -488,6 +491,9 @@ class Steady:
         "quotes",
         "least",
         "run",
+        "probed",
+        "probes",
+        "event_name",
         "glue",
         "seam",
         "bound",
@@ -569,6 +575,12 @@ class Steady:
         self.taken_text: str | None = None
         # The last event the full path checked was a candidate (see `before`)
         self.run = False
+        # The certified event's payload with the probes in place, the edits that put them there
+        # and its SSE event name: an event the full path reads is the template's event with
+        # another text when the same edits make its payload that one (`before`)
+        self.probed: Any = None
+        self.probes: list[Edit] = []
+        self.event_name: str | None = None
 
     @classmethod
     def of(cls, checker: StreamChecker) -> Steady | None:
@@ -587,9 +599,11 @@ class Steady:
 
     # --- the full path: certify and learn ------------------------------------------------------
 
-    def before(self, checker: StreamChecker, ev: Event, payload: Any) -> Any:
+    def before(self, checker: StreamChecker, ev: Event, payload: Any, *, same: bool = True) -> Any:
         """Between parsing and checking an event: what `after` needs to certify it, or None
-        when it is no candidate (no text at an opaque path, or the stream stopped trying)."""
+        when it is no candidate (no text at an opaque path, or the stream stopped trying).
+        `same`: an event of the live template with a text it does not take by its bytes (an
+        escape in it, say) is known by its payload, not certified again (see `after`)."""
         run, self.run = self.run, False
         if self.misses >= MAX_MISSES or type(payload) is not dict or checker.validator is None:
             return None
@@ -597,6 +611,8 @@ class Steady:
             text = opaque_text(payload, path)
             if text:
                 self.run = True
+                if same and self.prefix is not None and self._same(ev, payload, path):
+                    return SAME, len(checker.findings.items), _suppressed(checker)
                 if not run:
                     # The first delta of a run (after a block's start, a role, a stream's
                     # first event) moves the validator's state nearly always ("text seen"):
@@ -624,6 +640,15 @@ class Steady:
         """After checking the event `before` saw: learn its template if it certifies. `sent` is
         what the client got of it when the pipeline's text-blind rewrites (`edits_of`) changed
         it; `also` False: something else the event went through did not stay as it was."""
+        if token[0] is SAME:
+            # The template's event with another non-empty text, which the validator reads
+            # only for being empty (or keeps, as the full path just did): it left the state
+            # as the template's events leave it, unless it was found wanting
+            _, found, suppressed = token
+            if also and len(checker.findings.items) == found and _suppressed(checker) == suppressed:
+                return
+            self.forget()
+            return
         path, text, state, found, suppressed = token
         if self.prefix is not None and not self.used:
             self.misses += 1  # the last template accepted nothing
@@ -713,6 +738,7 @@ class Steady:
                 return False
         except orjson.JSONDecodeError:  # numbers orjson does not take: the full path, always
             return False
+        self.probed, self.probes, self.event_name = probed, probe_edits, ev.event
         out_prefix, out_mid, out_suffix = prefix, mid, suffix
         if edits_of is not None:
             edits = list(edits_of(payload))
@@ -945,6 +971,16 @@ class Steady:
         if not b or b[:1].isdigit() or b[:1] in b".eE":
             return None  # the digits must end where the template says
         return (in_prefix, a, b), probe_raw
+
+    def _same(self, ev: Event, payload: dict[str, Any], path: Path) -> bool:
+        """Is the event the certified one with another text (and pad, and count): the same
+        event name, and the same payload once the probes are in place?"""
+        if ev.event != self.event_name or self.probes[0].path != path:
+            return False
+        try:
+            return replaced(payload, self.probes) == self.probed
+        except (KeyError, IndexError, TypeError):  # a path the payload does not have
+            return False
 
     def forget(self) -> None:
         """The full path checked an event that was not certified: the state the template was
