@@ -304,6 +304,58 @@ def test_a_delta_with_an_escape_keeps_the_template_without_certifying_it_again(
     assert shortcut == outcome(fmt, chunks, shortcut=False)
 
 
+#: Texts of a real answer: line breaks, quotes (many: as many as an event has of its own), a
+#: backslash, escaped non-ASCII (an SDK that writes ASCII only), a surrogate pair.
+ESCAPED = [
+    "line\nbreak",
+    'say "hi"',
+    "a\\b",
+    "caf\u00e9 \u2028",
+    "smile \U0001f642",
+    "tab\t",
+    '"' * 40,
+]
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_deltas_with_escapes_are_taken_by_their_bytes(
+    fmt: str, per_chunk: int, restamp: bool
+) -> None:
+    """Texts with escapes, every other delta: taken by their bytes (whole chunks by the
+    patterns where the format's allow, else one by one), to the same end as the full path."""
+    texts = [ESCAPED[i % len(ESCAPED)] if i % 2 else f"word {i}" for i in range(200)]
+    events = stream(fmt, texts, True)  # \u escapes for the non-ASCII
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    rewrites = restamping(fmt) if restamp else []
+    pipeline = Pipeline(checker, rewrites)
+    parsed = 0
+    original = checker.parse
+
+    def counting(ev: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return original(ev)
+
+    checker.parse = counting  # type: ignore[method-assign]
+    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    assert checker.events == len(events) and parsed < 20
+    assert checker.findings.to_list() == []
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full and out == full[0]
+
+
+def test_a_text_ends_at_its_first_quote_that_no_backslash_escapes() -> None:
+    chunk = b'{"text":"a\\"b\\\\\\"c\\\\","x":1}'
+    start = chunk.index(b'"a') + 1
+    end = steady_module._text_end(chunk, start)
+    assert chunk[start:end] == b'a\\"b\\\\\\"c\\\\' and chunk[end : end + 2] == b'",'
+    assert steady_module._text_end(b'"cut \\"', 1) == -1
+    assert steady_module._text_end(b'"x"', 1) == 2
+
+
 @pytest.mark.parametrize("fmt", ["anthropic", "openai-chat"])
 def test_a_delta_with_an_escape_and_another_field_is_no_event_of_the_template(fmt: str) -> None:
     """An escaped delta for another block (an index as long) is read by the full path and
@@ -1316,10 +1368,17 @@ def test_counted_deltas_are_taken_when_their_counts_and_bytes_are_the_ones_wante
         "the last count": renumbered(one, wanted - 1),
         "a count with a leading zero": one.replace(b'"sequence_number":', b'"sequence_number":0'),
         "a byte of the template changed": other_byte(one),
-        "a quote in the text": one.replace(b'"delta":"', b'"delta":"\\"', 1),
+        "a quote in the text": one.replace(b'"delta":"', b'"delta":"x"', 1),
+        "an escape that is none": one.replace(b'"delta":"', b'"delta":"\\x', 1),
+        "half a surrogate pair": one.replace(b'"delta":"', b'"delta":"\\ud83d', 1),
     }.items():
         assert steady.whole(checker, event) == 0, why
         assert validator.next_sequence == wanted, why
+    # an escaped quote is a text's (its JSON string's) own
+    escaped = one.replace(b'"delta":"', b'"delta":"\\"', 1)
+    assert steady.whole(checker, escaped) == 1 and validator.steady_sink()[-1].startswith('"')
+    validator.next_sequence -= 1
+    validator.steady_sink().pop()
     assert steady.whole(checker, one) == 1 and steady.last_start == 0
     assert validator.next_sequence == wanted + 1
     data = b"".join(deltas[1:])

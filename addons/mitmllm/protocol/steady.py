@@ -252,6 +252,16 @@ _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b not in b'"\\')
 #: A short text of printable ASCII but ``"`` and ``\\``, as a pattern (the rest is read by
 #: `plain_text`). Possessive: a longer text fails at once instead of backtracking through it.
 _PLAIN_RUN = rb"[ !#-\[\]-~]{1,2047}+"
+#: A JSON string escape (a surrogate only in a pair: orjson takes no lone one), and a short
+#: text of printable ASCII with escapes (a line break, a quote: most texts of real answers have
+#: them now and then), non-empty. Each text's run of plain bytes is matched as `_PLAIN_RUN`'s
+#: is, so a text without escapes costs little more.
+_ESCAPE = (
+    rb'\\(?:["\\/bfnrt]|u(?![dD][89a-fA-F])[0-9a-fA-F]{4}'
+    rb"|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+_ESCAPED_RUN = rb"(?=[ !#-~])[ !#-\[\]-~]*+(?:" + _ESCAPE + rb"[ !#-\[\]-~]*+)*+"
+_ESCAPED_TEXT = re.compile(_ESCAPED_RUN)
 #: The most digits a counter's pattern takes.
 _MAX_DIGITS = 18
 #: From this size on, a text is checked by orjson's string scanner (control characters) rather
@@ -275,7 +285,7 @@ def unchanged(
 
 
 @lru_cache(maxsize=64)
-def _tiling(prefix: int, suffix: int, mid: int = 0) -> re.Pattern[bytes]:
+def _tiling(prefix: int, suffix: int, mid: int = 0, escaped: bool = False) -> re.Pattern[bytes]:
     """Events of a template whose prefix and suffix are this long, one after the other, each
     text short printable ASCII (`_PLAIN_RUN`): the first event's prefix and suffix in groups
     ``p`` and ``s``, every later one's the same bytes again (back-references). A match is the
@@ -284,15 +294,17 @@ def _tiling(prefix: int, suffix: int, mid: int = 0) -> re.Pattern[bytes]:
     whose events carry an id of their own (their templates differ in it, seldom in its
     length); it matches faster than the template written out (the engine compares a
     back-reference as a run of bytes, a literal byte by byte). `mid`: a padded template's
-    bytes between the text and the pad (group ``m``), the pad a run like the text."""
+    bytes between the text and the pad (group ``m``), the pad a run like the text. `escaped`:
+    texts with escapes too (`_ESCAPED_RUN`), for a chunk with a backslash in it."""
     # `.` with DOTALL, not a class: the engine skips n bytes of it in one step
     pad, again = _pad_parts(mid)
+    run = _ESCAPED_RUN if escaped else _PLAIN_RUN
     return re.compile(
         rb"(?s)(?P<p>.{%d})" % prefix
-        + _PLAIN_RUN
+        + run
         + pad
         + rb"(?P<s>.{%d})(?:(?P=p)" % suffix
-        + _PLAIN_RUN
+        + run
         + again
         + rb"(?P=s))*+"
     )
@@ -367,15 +379,17 @@ def _fields(counter: bool | None, *lengths: int, mid: int = 0) -> re.Pattern[byt
 
 
 @lru_cache(maxsize=64)
-def _counted_texts(lead: bytes, in_prefix: bool, *lengths: int, mid: int = 0) -> re.Pattern[bytes]:
+def _counted_texts(
+    lead: bytes, in_prefix: bool, *lengths: int, mid: int = 0, escaped: bool = False
+) -> re.Pattern[bytes]:
     """`_fields` for a template with a counter, capturing the texts only: `findall` of it
     gives each event's text (its digits are proven by `Steady._counted_run`, which formats
     the counts wanted). `lead`, the template's first line when that is an ``event:`` line (no
     ids in it), is matched as written: the engine then skips to where it occurs, so a search
     over other events (a Responses stream's done events, with the whole text) costs a scan,
     not a failed match at every byte (17 ns a byte without it). `mid`: each event's text and
-    pad, a pair (a counter in the prefix only)."""
-    text = b"(" + _PLAIN_RUN + b")"
+    pad, a pair (a counter in the prefix only). `escaped`: texts with escapes too."""
+    text = b"(" + (_ESCAPED_RUN if escaped else _PLAIN_RUN) + b")"
     if mid:
         text += rb".{%d}(" % mid + _PLAIN_RUN + b")"
     digits = rb"[0-9]{1,%d}" % _MAX_DIGITS
@@ -830,6 +844,17 @@ class Steady:
             return path, at + 1, at + 1 + len(pad)
         return None
 
+    def _escaped_tiles(self) -> re.Pattern[bytes]:
+        """The tiling of the template's events whose texts may have escapes (no pad, no
+        counter: see `whole`)."""
+        assert self.prefix is not None
+        return _tiling(len(self.prefix), len(self.suffix), escaped=True)
+
+    def _end(self) -> bytes:
+        """The blank line that ends each event (LF, or CRLF as Gemini frames them): once in
+        each of the template's events, whatever their texts (no line break in one)."""
+        return b"\r\n\r\n" if self.suffix.endswith(b"\r\n\r\n") else b"\n\n"
+
     def _tiled(self, data: bytes) -> re.Match[bytes] | None:
         """The tiling's match at the start of `data`, where the first event's parts that its
         groups took (`head`, `parts`) are the template's: its steady events, one after the
@@ -909,7 +934,27 @@ class Steady:
         (`one` repeated), are `data`'s bytes or they are not such events: equal bytes prove the
         digits, each text's place and the bytes around it."""
         assert self.texts is not None and self.counter is not None
-        found = self.texts.findall(data, 0, end)
+        run = self._counted_texts_run(self.texts, count, data, end)
+        if run is None and data.find(b"\\", 0, end) != -1:  # texts with escapes, maybe
+            run = self._counted_texts_run(self._escaped_texts(), count, data, end)
+        return run
+
+    def _escaped_texts(self) -> re.Pattern[bytes]:
+        """`texts` for texts with escapes too."""
+        assert self.counter is not None and self.prefix is not None
+        in_prefix, a, b = self.counter
+        if in_prefix:
+            lengths = (len(a), len(b), len(self.suffix))
+            return _counted_texts(_lead(a), True, *lengths, mid=len(self.mid), escaped=True)
+        lengths = (len(self.prefix), len(a), len(b))
+        return _counted_texts(_lead(self.prefix), False, *lengths, escaped=True)
+
+    def _counted_texts_run(
+        self, pattern: re.Pattern[bytes], count: int, data: bytes, end: int
+    ) -> tuple[list[bytes], int] | None:
+        """`_counted_run` with the texts (and pads) `pattern` finds."""
+        assert self.counter is not None
+        found = pattern.findall(data, 0, end)
         n = len(found)
         if not n:
             return None
@@ -1065,6 +1110,8 @@ class Steady:
                 break
             start = pos + len(prefix)
             end = find(b'"', start)
+            if end > start and chunk[end - 1] == 0x5C:  # an escaped quote: where the text ends
+                end = _text_end(chunk, start)
             if end == -1:  # cut inside the text
                 if hold and _may_be_plain(chunk, start, n):
                     self._hold(_rest(chunk, pos), TEXT, 0, prefix, suffix)
@@ -1073,8 +1120,13 @@ class Steady:
                 break
             if end - start < _BIG_TEXT:
                 text = chunk[start:end]
-                # short printable ASCII (most deltas): nothing is left once it is deleted
-                if text.translate(None, _PLAIN_ASCII) and not plain_text(text):
+                # short printable ASCII (most deltas): nothing is left once it is deleted;
+                # or with escapes (short ASCII), or plain UTF-8
+                if (
+                    text.translate(None, _PLAIN_ASCII)
+                    and not plain_text(text)
+                    and _ESCAPED_TEXT.fullmatch(text) is None
+                ):
                     break
             elif plain_span(chunk, start, end):
                 text = b""  # a big text is copied only for what needs it as bytes (below)
@@ -1177,10 +1229,15 @@ class Steady:
                 if _between(chunk, prefix, len(self.suffix)) is None:
                     return 0
                 taken = 1
-            elif not chunk.startswith(prefix) or tiles.fullmatch(chunk) is None:
+            elif not chunk.startswith(prefix):
                 return 0
-            else:
+            elif tiles.fullmatch(chunk) is not None:
                 taken = chunk.count(b'"') // self.quotes
+            elif chunk.find(b"\\") != -1 and self._escaped_tiles().fullmatch(chunk) is not None:
+                # texts with escapes (a quote among them): the events counted by their ends
+                taken = chunk.count(self._end())
+            else:
+                return 0
             texts = None
         else:
             # the events, all of the chunk, each count the one the validator wants next: one
@@ -1325,8 +1382,13 @@ class Steady:
             sink = validator.steady_sink()
             assert sink is not None
             # One piece of the validator's text for all of them (it joins its pieces when it
-            # compares), decoded once: each text is whole UTF-8, so the joined bytes are too.
-            text = b"".join(texts).decode()  # (one text: the join is that text, no copy)
+            # compares), decoded once: each text is whole UTF-8, so the joined bytes are too;
+            # with escapes, each a whole JSON string's bytes, so the joined ones are one.
+            joined = b"".join(texts)  # (one text: the join is that text, no copy)
+            if joined.find(b"\\") == -1:
+                text = joined.decode()
+            else:
+                text = orjson.loads(b'"' + joined + b'"')
             sink.append(text)
             self.taken_text = text
         else:
@@ -1338,16 +1400,32 @@ class Steady:
 def _between(chunk: bytes, prefix: bytes | None, after: int, start: int = 0) -> bytes | None:
     """The text of `chunk` when it is one event: `prefix` (checked unless None; else the text
     starts at `start`), then what the pattern's text takes (1-2047 bytes of printable ASCII
-    but ``"`` and ``\\``), then `after` bytes of suffix (checked by the caller). A few
+    but ``"``, with escapes or without), then `after` bytes of suffix (checked by the caller). A few
     comparisons, where a match costs more than the event (most upstreams write one a chunk)."""
     if prefix is not None:
         if not chunk.startswith(prefix):
             return None
         start = len(prefix)
     text = chunk[start : len(chunk) - after]
-    if not 0 < len(text) < _BIG_TEXT or text.translate(None, _PLAIN_ASCII):
+    if not 0 < len(text) < _BIG_TEXT:
         return None
+    if text.translate(None, _PLAIN_ASCII) and _ESCAPED_TEXT.fullmatch(text) is None:
+        return None  # not printable ASCII, with escapes or without
     return text
+
+
+def _text_end(chunk: bytes, start: int) -> int:
+    """Where the JSON string whose bytes start at `start` ends: its closing quote, the first
+    one not escaped (an even run of backslashes before it); -1 when `chunk` ends first."""
+    end = chunk.find(b'"', start)
+    while end > start and chunk[end - 1] == 0x5C:
+        k = end - 1
+        while k > start and chunk[k - 1] == 0x5C:
+            k -= 1
+        if (end - k) % 2 == 0:  # the backslashes escape each other: the quote ends the text
+            break
+        end = chunk.find(b'"', end + 1)
+    return end
 
 
 def _may_be_plain(chunk: bytes, start: int, end: int) -> bool:
