@@ -718,7 +718,7 @@ class Steady:
         prefix, suffix = raw[:at], raw[at + len(body) :]
         rewritten = sent is not None and sent is not ev
         probe_edits = [Edit(path, PROBE)]
-        # A pad after the text: what lies between them, and the pad's place (not rewritten)
+        # A pad after the text: what lies between them, and the pad's place
         padded = self._pad(payload, raw, at + len(body))
         mid = b""
         if padded is not None:
