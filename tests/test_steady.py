@@ -37,6 +37,7 @@ from mitmllm.protocol.steady import fingerprint
 from mitmllm.protocol.steady import plain_span
 from mitmllm.protocol.steady import plain_text
 from mitmllm.protocol.stream import StreamChecker
+from tests import anthropic_streams as ant
 from tests import streamcheck
 
 WORD = re.compile(rb" word(\d+)")
@@ -345,6 +346,50 @@ def test_deltas_with_escapes_are_taken_by_their_bytes(
     assert checker.findings.to_list() == []
     full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
     assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full and out == full[0]
+
+
+@pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("cut", [False, True], ids=["whole JSON", "cut JSON"])
+def test_a_tool_input_streamed_in_fragments_is_taken_by_its_bytes(
+    per_chunk: int, cut: bool
+) -> None:
+    """A coding agent writes a file through a tool: its input streams as hundreds of
+    partial_json fragments (JSON with escapes), which the validator keeps to judge the input
+    whole at the block's stop (ANT-12). They are taken by their bytes, kept as the full path
+    keeps them, and the input judged the same; a text block after it is taken as ever."""
+    content = "".join(f'line {i}: print("x")\n' for i in range(150))
+    document = json.dumps({"file_path": "/tmp/x.py", "content": content})
+    if cut:
+        document = document[:-5]
+    fragments = ["", *(document[i : i + 12] for i in range(0, len(document), 12))]
+    words = [f"word {i}" for i in range(100)]
+    body = ant.message(
+        ant.text_block(0, "Writing it."),
+        ant.tool_block(1, "Write", *fragments),
+        ant.text_block(2, *words),  # its texts read only for being empty, the input's kept
+        reason="tool_use",
+    )
+    events = [block + b"\n\n" for block in body.split(b"\n\n") if block]
+    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    checker = StreamChecker(detect.by_name("anthropic"), request=dict(CALLS["anthropic"].body))
+    pipeline = Pipeline(checker)
+    parsed = 0
+    original = checker.parse
+
+    def counting(ev: Any) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return original(ev)
+
+    checker.parse = counting  # type: ignore[method-assign]
+    for c in chunks:
+        pipeline.feed(c)
+    pipeline.close()
+    assert len(fragments) > 100 and parsed < 20
+    shortcut = outcome("anthropic", chunks, shortcut=True)
+    assert shortcut == outcome("anthropic", chunks, shortcut=False)
+    assert ("ANT-12" in {f["rule"] for f in shortcut[1].findings}) is cut
+    assert gated("anthropic", chunks, shortcut=True) == gated("anthropic", chunks, shortcut=False)
 
 
 def test_a_text_ends_at_its_first_quote_that_no_backslash_escapes() -> None:

@@ -252,10 +252,15 @@ class MessageStreamValidator(StreamValidator):
         State.FAILED: {"error": Step(), "*": Step(judge=False)},
     }
 
+    #: Where the last delta's partial_json went (a tool block's fragments), or None: bound by
+    #: every content_block_delta, read right after it (`steady_sink`).
+    CONTEXT = (*StreamValidator.CONTEXT, "_delta_sink")
+
     def __init__(self) -> None:
         super().__init__()
         self.state = State.START
         self._unknown: set[str] = set()  # unknown names/types already reported (ANT-3)
+        self._delta_sink: list[str] | None = None
         self._start_event: int | None = None
         self._reset_message()
 
@@ -356,7 +361,13 @@ class MessageStreamValidator(StreamValidator):
         if btype == "tool_use":
             self._tool_uses += 1
 
+    def steady_sink(self) -> list[str] | None:
+        """A tool block's partial_json fragments, when the last delta added one (a text
+        delta's text is read only for being empty: None)."""
+        return self._delta_sink
+
     def _block_delta(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._delta_sink = None
         self._late_block_event("content_block_delta")
         index = payload.get("index")
         block = self._blocks.get(index) if _is_int(index) else None
@@ -394,6 +405,7 @@ class MessageStreamValidator(StreamValidator):
                 self.report("ANT-12", f"partial_json of {block!r} is a {what}, not a string")
             elif block.parts is not None:
                 block.parts.append(fragment)
+                self._delta_sink = block.parts
         elif dtype == "signature_delta":
             block.signed = True
 
@@ -778,8 +790,9 @@ class AnthropicDialect(Dialect):
     """Anthropic Messages: ``POST …/v1/messages`` with ``"stream": true`` in the body."""
 
     name = "anthropic"
-    # MessageStreamValidator._block_delta reads them only for being empty (has_text)
-    steady_paths = (("delta", "text"), ("delta", "thinking"))
+    # MessageStreamValidator._block_delta reads the texts only for being empty (has_text), and
+    # keeps a tool block's partial_json fragments (steady_sink)
+    steady_paths = (("delta", "text"), ("delta", "thinking"), ("delta", "partial_json"))
     title = "Anthropic Messages"
     sentinel = None
     usage_fields: ClassVar[dict[str, str]] = {

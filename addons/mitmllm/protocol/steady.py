@@ -357,13 +357,16 @@ def _counted(in_prefix: bool, before: int, a: int, b: int, mid: int = 0) -> re.P
 
 
 @lru_cache(maxsize=64)
-def _fields(counter: bool | None, *lengths: int, mid: int = 0) -> re.Pattern[bytes]:
+def _fields(
+    counter: bool | None, *lengths: int, mid: int = 0, escaped: bool = False
+) -> re.Pattern[bytes]:
     """One event of a template's lengths, for `findall` over events a tiling matched: its text
     (no counter), its digits and text (`counter` True: in the prefix, lengths a, b, suffix),
     or its text and digits (False: in the suffix, lengths prefix, a, b). The bytes around them
     are skipped, not matched: the tiling checked them. A padded template's event gives its
-    text and pad (no counter), or its digits and text (its pad skipped by a run)."""
-    text = b"(" + _PLAIN_RUN + b")"
+    text and pad (no counter), or its digits and text (its pad skipped by a run). `escaped`:
+    texts with escapes too."""
+    text = b"(" + (_ESCAPED_RUN if escaped else _PLAIN_RUN) + b")"
     digits = rb"([0-9]{1,%d})" % _MAX_DIGITS
     if counter is None:  # with a pad: (text, pad)
         p, s = lengths
@@ -712,9 +715,18 @@ class Steady:
         raw = ev.raw
         body = text.encode("utf-8")
         quoted = b'"' + body + b'"'
-        if not plain_text(body) or raw.count(quoted) != 1:
-            return False
-        at = raw.find(quoted) + 1
+        if plain_text(body):
+            if raw.count(quoted) != 1:
+                return False
+            at = raw.find(quoted) + 1
+        else:  # a text with escapes: its bytes are where the path puts them, not its own
+            span = _text_span(raw, ev, path)
+            if span is None:
+                return False
+            at, end = span
+            body, quoted = raw[at:end], raw[at - 1 : end + 1]
+            if raw.count(quoted) != 1:
+                return False
         prefix, suffix = raw[:at], raw[at + len(body) :]
         rewritten = sent is not None and sent is not ev
         probe_edits = [Edit(path, PROBE)]
@@ -1220,15 +1232,19 @@ class Steady:
             # pattern has them match every other event's.
             prefix = self.prefix
             assert prefix is not None and tiles is not None
+            # The texts themselves only where the validator keeps them (a tool block's input)
+            fields = self.fields if self.sink else None
             if self.mid:  # padded: the parts around the pads checked where the first has them
                 m = self._tiled(chunk)
                 if m is None or m.end() != n:
                     return 0
                 taken = chunk.count(b'"') // self.quotes
             elif n < 2 * self.least:  # shorter than two events (each has a text): one at most
-                if _between(chunk, prefix, len(self.suffix)) is None:
+                text = _between(chunk, prefix, len(self.suffix))
+                if text is None:
                     return 0
-                taken = 1
+                taken, fields = 1, None
+                texts = [text]
             elif not chunk.startswith(prefix):
                 return 0
             elif tiles.fullmatch(chunk) is not None:
@@ -1236,9 +1252,16 @@ class Steady:
             elif chunk.find(b"\\") != -1 and self._escaped_tiles().fullmatch(chunk) is not None:
                 # texts with escapes (a quote among them): the events counted by their ends
                 taken = chunk.count(self._end())
+                if fields is not None:
+                    fields = _fields(None, len(prefix), len(self.suffix), escaped=True)
             else:
                 return 0
-            texts = None
+            if fields is not None:  # (padded: texts and pads)
+                texts = fields.findall(chunk)
+                if self.mid:
+                    texts = list(chain.from_iterable(texts))[0::2]
+            elif taken > 1 or not self.sink:
+                texts = None
         else:
             # the events, all of the chunk, each count the one the validator wants next: one
             # pattern for the texts and one format to prove them (`_counted_run`), where `take`
@@ -1412,6 +1435,21 @@ def _between(chunk: bytes, prefix: bytes | None, after: int, start: int = 0) -> 
     if text.translate(None, _PLAIN_ASCII) and _ESCAPED_TEXT.fullmatch(text) is None:
         return None  # not printable ASCII, with escapes or without
     return text
+
+
+def _text_span(raw: bytes, ev: Event, path: Path) -> tuple[int, int] | None:
+    """Where the bytes of the string at `path` in the event's one data line are (between its
+    quotes); None when the event has another shape."""
+    spans = data_spans(raw, ev.offset == 0)
+    if len(spans) != 1:
+        return None
+    try:
+        span = locate(raw, path, *spans[0])
+    except SpliceError:
+        return None
+    if span is None or span[1] - span[0] < 2 or raw[span[0]] != 0x22 or raw[span[1] - 1] != 0x22:
+        return None
+    return span[0] + 1, span[1] - 1
 
 
 def _text_end(chunk: bytes, start: int) -> int:
