@@ -560,6 +560,47 @@ def test_a_padded_delta_the_chunking_cuts_is_read_whole_by_the_full_path(
         assert shortcut[1].findings
 
 
+def test_a_padded_counted_delta_alone_in_its_chunk_is_taken_by_its_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Most upstreams write one event a chunk, and a repairing tap reads each at once: a
+    padded Responses delta is taken by a few comparisons (its count, the bytes around its
+    text and pad), not by the pattern and the format, and turned down as they would."""
+    pads = [f"pad{i}" for i in range(12)]
+    events = stream("openai-responses", [f"word {i}" for i in range(12)], False, pads)
+    checker = StreamChecker(detect.by_name("openai-responses"), request=None)
+    pipeline = Pipeline(checker)
+    for ev in events[:8]:
+        pipeline.feed(ev)
+    steady = pipeline.steady
+    assert steady is not None and steady.mid and steady.counter is not None
+    validator = checker.validator
+    assert validator is not None
+    wanted = validator.next_sequence
+    one = events[8]
+    assert b'"sequence_number":%d,' % wanted in one
+    runs = 0
+    counted_run = Steady._counted_run
+
+    def spy(self: Steady, *args: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return counted_run(self, *args)
+
+    monkeypatch.setattr(Steady, "_counted_run", spy)
+    for why, event in {
+        "another count": one.replace(b":%d," % wanted, b":%d," % (wanted + 1), 1),
+        "a quote in the pad": one.replace(b'"obfuscation":"pad', b'"obfuscation":"p"d', 1),
+        "no pad": re.sub(rb'"obfuscation":"[^"]*"', b'"obfuscation":""', one),
+        "the bytes before the pad": one.replace(b'"logprobs":[]', b'"logprobs":{}', 1),
+    }.items():
+        assert steady.whole(checker, event) == 0, why
+        assert validator.next_sequence == wanted, why
+    assert steady.whole(checker, one) == 1 and validator.next_sequence == wanted + 1
+    text = json.loads(one.split(b"data: ", 1)[1])["delta"]
+    assert runs == 0 and validator.steady_sink()[-1] == text
+
+
 @pytest.mark.parametrize("per_chunk", [1, 2])
 @pytest.mark.parametrize("word", ["token", "Grüße"], ids=["pattern", "one by one"])
 def test_the_bytes_between_a_text_and_its_pad_are_the_templates_or_the_full_path_reads_them(

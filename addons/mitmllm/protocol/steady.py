@@ -920,6 +920,22 @@ class Steady:
             texts.append(text)
         return pos, last, texts
 
+    def _one_padded(self, chunk: bytes, start: int) -> tuple[bytes, bytes] | None:
+        """The text and pad of `chunk` when it is one padded event whose text starts at
+        `start` (what comes before it checked already, its suffix by `may_end`): the text up
+        to its closing quote, `mid`, then a pad, as the patterns take them; else None."""
+        end = chunk.find(b'"', start)
+        if end > start and chunk[end - 1] == 0x5C:  # an escaped quote: where the text ends
+            end = _text_end(chunk, start)
+        if end <= start or not chunk.startswith(self.mid, end):
+            return None
+        text, pad = chunk[start:end], chunk[end + len(self.mid) : len(chunk) - len(self.suffix)]
+        if not 0 < len(pad) < _BIG_TEXT or pad.translate(None, _PLAIN_ASCII):
+            return None
+        if _between(text, None, 0) is None:  # the text as a pattern's takes it
+            return None
+        return text, pad
+
     def _one_counted(self, count: int, chunk: bytes) -> bytes | None:
         """The text of `chunk` when it is one event of the template with the count wanted,
         `count` (its head and its end checked already); else None. Its parts are where the
@@ -928,10 +944,13 @@ class Steady:
         assert self.counter is not None
         in_prefix, a, b = self.counter
         digits = b"%d" % count
-        if in_prefix:  # a DIGITS b TEXT suffix
+        if in_prefix:  # a DIGITS b TEXT suffix (or TEXT mid PAD suffix)
             at = len(a) + len(digits)
             if not chunk.startswith(digits, len(a)) or not chunk.startswith(b, at):
                 return None
+            if self.mid:
+                parts = self._one_padded(chunk, at + len(b))
+                return None if parts is None else parts[0]
             return _between(chunk, None, len(self.suffix), at + len(b))
         tail = a + digits + b  # prefix TEXT a DIGITS b
         if not chunk.endswith(tail):
@@ -1203,12 +1222,12 @@ class Steady:
             if self.mid:
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
-                found = self.fields.findall(chunk)
-                args = tuple(chain.from_iterable(found))
-                if not found or self.one * len(found) % args != chunk:
+                pairs = self.fields.findall(chunk)
+                args = tuple(chain.from_iterable(pairs))
+                if not pairs or self.one * len(pairs) % args != chunk:
                     return 0
-                self.whole_out = self.one_out * len(found) % args
-                taken, texts = len(found), list(args[0::2])
+                self.whole_out = self.one_out * len(pairs) % args
+                taken, texts = len(pairs), list(args[0::2])
             else:
                 if n < 2 * self.least:  # one event (its suffix checked by `may_end`): its text
                     text = _between(chunk, prefix, len(suffix))  # is what lies between
@@ -1270,7 +1289,7 @@ class Steady:
                 return 0
             assert self.counted is not None
             count = getattr(checker.validator, self.counted[1])
-            if n < 2 * self.least and not self.mid:  # one event at most (most chunks)
+            if n < 2 * self.least:  # one event at most (most chunks of a real stream)
                 text = self._one_counted(count, chunk)
                 if text is None:
                     return 0
