@@ -1326,7 +1326,9 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
         repair = ratio_figure(
             report, m, SECTION, label, REPAIR, TAP, CPU, at_most(TARGET_RESTAMP_RATIO)
         )
-        headroom = ratio_figure(report, m, SECTION, label, DIRECT, PLAIN, RATE, at_least(1.0))
+        headroom = None  # the padded rows have no direct setup
+        if DIRECT in r.setups:
+            headroom = ratio_figure(report, m, SECTION, label, DIRECT, PLAIN, RATE, at_least(1.0))
         worker = "-"
         if WORKER in r.setups:
             ratio_figure(report, m, SECTION, label, WORKER, PLAIN, CPU)
@@ -1364,7 +1366,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
                 f"{cpu[REPAIR]:.1f}",
                 mark(repair),
                 worker,
-                mark(headroom),
+                mark(headroom) if headroom is not None else "-",
             ]
         )
     report.table(
