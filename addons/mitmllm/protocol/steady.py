@@ -262,6 +262,23 @@ _ESCAPE = (
 )
 _ESCAPED_RUN = rb"(?=[ !#-~])[ !#-\[\]-~]*+(?:" + _ESCAPE + rb"[ !#-\[\]-~]*+)*+"
 _ESCAPED_TEXT = re.compile(_ESCAPED_RUN)
+#: A text of printable ASCII or of any bytes from 0x80 up, with escapes or without: the runs
+#: of a chunk with UTF-8 texts (most of a stream in any language but English), whose texts are
+#: then each read as `plain_text` or `escaped_text` reads them (`_utf8_texts`).
+_UTF8_RUN = rb"[ !#-\[\]-~\x80-\xff]{1,2047}+"
+_UTF8_ESCAPED_RUN = (
+    rb"(?=[ !#-~\x80-\xff])[ !#-\[\]-~\x80-\xff]*+(?:" + _ESCAPE + rb"[ !#-\[\]-~\x80-\xff]*+)*+"
+)
+
+
+def _run(escaped: bool, utf8: bool) -> bytes:
+    """The pattern of a text: plain printable ASCII, with escapes, with bytes from 0x80 up, or
+    both."""
+    if utf8:
+        return _UTF8_ESCAPED_RUN if escaped else _UTF8_RUN
+    return _ESCAPED_RUN if escaped else _PLAIN_RUN
+
+
 #: The most digits a counter's pattern takes.
 _MAX_DIGITS = 18
 #: From this size on, a text is checked by orjson's string scanner (control characters) rather
@@ -285,7 +302,9 @@ def unchanged(
 
 
 @lru_cache(maxsize=64)
-def _tiling(prefix: int, suffix: int, mid: int = 0, escaped: bool = False) -> re.Pattern[bytes]:
+def _tiling(
+    prefix: int, suffix: int, mid: int = 0, escaped: bool = False, utf8: bool = False
+) -> re.Pattern[bytes]:
     """Events of a template whose prefix and suffix are this long, one after the other, each
     text short printable ASCII (`_PLAIN_RUN`): the first event's prefix and suffix in groups
     ``p`` and ``s``, every later one's the same bytes again (back-references). A match is the
@@ -295,10 +314,11 @@ def _tiling(prefix: int, suffix: int, mid: int = 0, escaped: bool = False) -> re
     length); it matches faster than the template written out (the engine compares a
     back-reference as a run of bytes, a literal byte by byte). `mid`: a padded template's
     bytes between the text and the pad (group ``m``), the pad a run like the text. `escaped`:
-    texts with escapes too (`_ESCAPED_RUN`), for a chunk with a backslash in it."""
+    texts with escapes too (`_ESCAPED_RUN`), for a chunk with a backslash in it; `utf8`: texts
+    with bytes from 0x80 up too (`_UTF8_RUN`), for a chunk that is not ASCII."""
     # `.` with DOTALL, not a class: the engine skips n bytes of it in one step
     pad, again = _pad_parts(mid)
-    run = _ESCAPED_RUN if escaped else _PLAIN_RUN
+    run = _run(escaped, utf8)
     return re.compile(
         rb"(?s)(?P<p>.{%d})" % prefix
         + run
@@ -358,15 +378,15 @@ def _counted(in_prefix: bool, before: int, a: int, b: int, mid: int = 0) -> re.P
 
 @lru_cache(maxsize=64)
 def _fields(
-    counter: bool | None, *lengths: int, mid: int = 0, escaped: bool = False
+    counter: bool | None, *lengths: int, mid: int = 0, escaped: bool = False, utf8: bool = False
 ) -> re.Pattern[bytes]:
     """One event of a template's lengths, for `findall` over events a tiling matched: its text
     (no counter), its digits and text (`counter` True: in the prefix, lengths a, b, suffix),
     or its text and digits (False: in the suffix, lengths prefix, a, b). The bytes around them
     are skipped, not matched: the tiling checked them. A padded template's event gives its
     text and pad (no counter), or its digits and text (its pad skipped by a run). `escaped`:
-    texts with escapes too."""
-    text = b"(" + (_ESCAPED_RUN if escaped else _PLAIN_RUN) + b")"
+    texts with escapes too; `utf8`: with bytes from 0x80 up too."""
+    text = b"(" + _run(escaped, utf8) + b")"
     digits = rb"([0-9]{1,%d})" % _MAX_DIGITS
     if counter is None:  # with a pad: (text, pad)
         p, s = lengths
@@ -383,7 +403,12 @@ def _fields(
 
 @lru_cache(maxsize=64)
 def _counted_texts(
-    lead: bytes, in_prefix: bool, *lengths: int, mid: int = 0, escaped: bool = False
+    lead: bytes,
+    in_prefix: bool,
+    *lengths: int,
+    mid: int = 0,
+    escaped: bool = False,
+    utf8: bool = False,
 ) -> re.Pattern[bytes]:
     """`_fields` for a template with a counter, capturing the texts only: `findall` of it
     gives each event's text (its digits are proven by `Steady._counted_run`, which formats
@@ -391,8 +416,9 @@ def _counted_texts(
     ids in it), is matched as written: the engine then skips to where it occurs, so a search
     over other events (a Responses stream's done events, with the whole text) costs a scan,
     not a failed match at every byte (17 ns a byte without it). `mid`: each event's text and
-    pad, a pair (a counter in the prefix only). `escaped`: texts with escapes too."""
-    text = b"(" + (_ESCAPED_RUN if escaped else _PLAIN_RUN) + b")"
+    pad, a pair (a counter in the prefix only). `escaped`: texts with escapes too; `utf8`: with
+    bytes from 0x80 up too (each then read as `plain_text` reads it)."""
+    text = b"(" + _run(escaped, utf8) + b")"
     if mid:
         text += rb".{%d}(" % mid + _PLAIN_RUN + b")"
     digits = rb"[0-9]{1,%d}" % _MAX_DIGITS
@@ -451,6 +477,22 @@ def plain_text(text: bytes) -> bool:
         return text.decode("utf-8").isprintable()
     except UnicodeDecodeError:
         return False
+
+
+def escaped_text(text: bytes) -> bool:
+    """Is `text` the bytes of a JSON string with escapes in it that the SSE grammar reports
+    nothing on: printable ASCII with valid escapes (`_ESCAPED_TEXT`), or valid UTF-8 whose
+    characters are printable (the escapes' backslashes among them) and whose escapes are valid
+    (orjson reads it, a lone surrogate not)? The caller found its end: no quote but escaped."""
+    if text.isascii():
+        return _ESCAPED_TEXT.fullmatch(text) is not None
+    try:
+        if not text.decode("utf-8").isprintable():
+            return False
+        orjson.loads(b'"' + text + b'"')
+    except (UnicodeDecodeError, orjson.JSONDecodeError):
+        return False
+    return True
 
 
 def plain_span(raw: bytes, start: int, end: int, *, escapes: bool = True) -> bool:
@@ -966,19 +1008,27 @@ class Steady:
         digits, each text's place and the bytes around it."""
         assert self.texts is not None and self.counter is not None
         run = self._counted_texts_run(self.texts, count, data, end)
-        if run is None and data.find(b"\\", 0, end) != -1:  # texts with escapes, maybe
-            run = self._counted_texts_run(self._escaped_texts(), count, data, end)
+        if run is None:
+            if not data.isascii():  # UTF-8 texts, maybe, each then read as the full path would
+                escaped = data.find(b"\\", 0, end) != -1
+                texts = self._texts_of(utf8=True, escaped=escaped)
+                run = self._counted_texts_run(texts, count, data, end)
+                if run is not None and not _utf8_texts(run[0]):
+                    return None
+            elif data.find(b"\\", 0, end) != -1:  # texts with escapes, maybe
+                run = self._counted_texts_run(self._texts_of(), count, data, end)
         return run
 
-    def _escaped_texts(self) -> re.Pattern[bytes]:
-        """`texts` for texts with escapes too."""
+    def _texts_of(self, *, utf8: bool = False, escaped: bool = True) -> re.Pattern[bytes]:
+        """`texts` for texts with escapes (`escaped`), bytes from 0x80 up (`utf8`), or both."""
         assert self.counter is not None and self.prefix is not None
+        kinds = {"utf8": utf8, "escaped": escaped}
         in_prefix, a, b = self.counter
         if in_prefix:
             lengths = (len(a), len(b), len(self.suffix))
-            return _counted_texts(_lead(a), True, *lengths, mid=len(self.mid), escaped=True)
+            return _counted_texts(_lead(a), True, *lengths, mid=len(self.mid), **kinds)
         lengths = (len(self.prefix), len(a), len(b))
-        return _counted_texts(_lead(self.prefix), False, *lengths, escaped=True)
+        return _counted_texts(_lead(self.prefix), False, *lengths, **kinds)
 
     def _counted_texts_run(
         self, pattern: re.Pattern[bytes], count: int, data: bytes, end: int
@@ -1152,11 +1202,11 @@ class Steady:
             if end - start < _BIG_TEXT:
                 text = chunk[start:end]
                 # short printable ASCII (most deltas): nothing is left once it is deleted;
-                # or with escapes (short ASCII), or plain UTF-8
+                # or plain UTF-8, or either with escapes
                 if (
                     text.translate(None, _PLAIN_ASCII)
                     and not plain_text(text)
-                    and _ESCAPED_TEXT.fullmatch(text) is None
+                    and not escaped_text(text)
                 ):
                     break
             elif plain_span(chunk, start, end):
@@ -1251,8 +1301,10 @@ class Steady:
             # pattern has them match every other event's.
             prefix = self.prefix
             assert prefix is not None and tiles is not None
-            # The texts themselves only where the validator keeps them (a tool block's input)
-            fields = self.fields if self.sink else None
+            # The texts themselves only where the validator keeps them (a tool block's input):
+            # the pattern that finds them in the chunk, or the texts already found
+            fields: re.Pattern[bytes] | None = self.fields
+            texts = None
             if self.mid:  # padded: the parts around the pads checked where the first has them
                 m = self._tiled(chunk)
                 if m is None or m.end() != n:
@@ -1262,8 +1314,7 @@ class Steady:
                 text = _between(chunk, prefix, len(self.suffix))
                 if text is None:
                     return 0
-                taken, fields = 1, None
-                texts = [text]
+                taken, fields, texts = 1, None, [text]
             elif not chunk.startswith(prefix):
                 return 0
             elif tiles.fullmatch(chunk) is not None:
@@ -1271,16 +1322,26 @@ class Steady:
             elif chunk.find(b"\\") != -1 and self._escaped_tiles().fullmatch(chunk) is not None:
                 # texts with escapes (a quote among them): the events counted by their ends
                 taken = chunk.count(self._end())
-                if fields is not None:
-                    fields = _fields(None, len(prefix), len(self.suffix), escaped=True)
+                fields = _fields(None, len(prefix), len(self.suffix), escaped=True)
+            elif not chunk.isascii():
+                # UTF-8 texts (with escapes or without): each read as the full path would take it
+                escaped = chunk.find(b"\\") != -1
+                lengths = (len(prefix), len(self.suffix))
+                if _tiling(*lengths, escaped=escaped, utf8=True).fullmatch(chunk) is None:
+                    return 0
+                found = _fields(None, *lengths, escaped=escaped, utf8=True).findall(chunk)
+                if not _utf8_texts(found):
+                    return 0
+                taken = chunk.count(self._end()) if escaped else chunk.count(b'"') // self.quotes
+                fields, texts = None, found
             else:
                 return 0
-            if fields is not None:  # (padded: texts and pads)
+            if not self.sink:
+                texts = None
+            elif fields is not None:  # (padded: texts and pads)
                 texts = fields.findall(chunk)
                 if self.mid:
                     texts = list(chain.from_iterable(texts))[0::2]
-            elif taken > 1 or not self.sink:
-                texts = None
         else:
             # the events, all of the chunk, each count the one the validator wants next: one
             # pattern for the texts and one format to prove them (`_counted_run`), where `take`
@@ -1451,9 +1512,29 @@ def _between(chunk: bytes, prefix: bytes | None, after: int, start: int = 0) -> 
     text = chunk[start : len(chunk) - after]
     if not 0 < len(text) < _BIG_TEXT:
         return None
-    if text.translate(None, _PLAIN_ASCII) and _ESCAPED_TEXT.fullmatch(text) is None:
-        return None  # not printable ASCII, with escapes or without
+    if text.translate(None, _PLAIN_ASCII) and not (plain_text(text) or escaped_text(text)):
+        return None  # not printable (ASCII or UTF-8), with escapes or without
     return text
+
+
+def _utf8_texts(texts: Sequence[bytes]) -> bool:
+    """Are `texts`, runs a UTF-8 pattern took, each what `plain_text` or `escaped_text` takes
+    (short, and its escapes valid: the pattern took only printable ASCII beside its bytes from
+    0x80 up, so an ASCII text with no backslash is one)?"""
+    for text in texts:
+        if len(text) >= _BIG_TEXT:
+            return False
+        if text.find(b"\\") == -1:
+            if text.isascii():
+                continue
+            try:  # plain_text's reading, its quote and backslash checks done by the pattern
+                if not text.decode("utf-8").isprintable():
+                    return False
+            except UnicodeDecodeError:
+                return False
+        elif not escaped_text(text):
+            return False
+    return True
 
 
 def _text_span(raw: bytes, ev: Event, path: Path) -> tuple[int, int] | None:
