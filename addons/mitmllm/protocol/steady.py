@@ -1072,13 +1072,7 @@ class Steady:
         if value is None or getattr(checker.validator, attr, None) != value + 1:
             return None
         raw = ev.raw
-        spans = data_spans(raw, ev.offset == 0)
-        if len(spans) != 1:
-            return None
-        try:
-            span = locate(raw, cpath, *spans[0])
-        except SpliceError:
-            return None
+        span = _value_span(raw, ev, cpath)
         if span is None or raw[span[0] : span[1]] != b"%d" % value:
             return None
         cs, ce = span
@@ -1537,16 +1531,22 @@ def _utf8_texts(texts: Sequence[bytes]) -> bool:
     return True
 
 
-def _text_span(raw: bytes, ev: Event, path: Path) -> tuple[int, int] | None:
-    """Where the bytes of the string at `path` in the event's one data line are (between its
-    quotes); None when the event has another shape."""
+def _value_span(raw: bytes, ev: Event, path: Path) -> tuple[int, int] | None:
+    """Where the bytes of the value at `path` in the event's one data line are; None when the
+    event has another shape."""
     spans = data_spans(raw, ev.offset == 0)
     if len(spans) != 1:
         return None
     try:
-        span = locate(raw, path, *spans[0])
+        return locate(raw, path, *spans[0])
     except SpliceError:
         return None
+
+
+def _text_span(raw: bytes, ev: Event, path: Path) -> tuple[int, int] | None:
+    """Where the bytes of the string at `path` in the event's one data line are (between its
+    quotes); None when the event has another shape."""
+    span = _value_span(raw, ev, path)
     if span is None or span[1] - span[0] < 2 or raw[span[0]] != 0x22 or raw[span[1] - 1] != 0x22:
         return None
     return span[0] + 1, span[1] - 1
