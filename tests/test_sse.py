@@ -258,6 +258,29 @@ def test_SSE_3_unicode_separators_are_not_line_breaks() -> None:
     assert f.rules() == ["SSE-3a"]
 
 
+@pytest.mark.parametrize(
+    "char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+)
+@pytest.mark.parametrize("rest", ["plain ascii", "Grüße 東京"], ids=["ascii", "utf-8"])
+@pytest.mark.parametrize("size", [40, 70_000], ids=["short", "big"])
+def test_SSE_3a_each_raw_separator_hazard_is_reported_whatever_the_rest_of_the_line(
+    char: str, rest: str, size: int
+) -> None:
+    """Each character a line splitter other than SSE's breaks lines at (a client that splits
+    with `str.splitlines` cuts the data there) is reported, in a line of ASCII as in a line of
+    any other text, short or big, by its code point."""
+    text = (rest * (size // len(rest)))[: size // 2] + char + "x"
+    assert text.isascii() == (rest.isascii() and char.isascii())
+    f = Findings()
+    (ev,), _ = decode_all(f"data: {text}\n\n".encode(), f)
+    assert ev.data == text
+    assert f.rules() == ["SSE-3a"]
+    assert f"U+{ord(char):04X}" in f.items[0].message
+    clean = Findings()
+    decode_all(f"data: {rest}\n\n".encode(), clean)
+    assert clean.rules() == []
+
+
 def test_multibyte_split_across_chunks() -> None:
     body = 'data: {"t":"日本語😀"}\n\n'.encode()
     for cut in range(1, len(body)):

@@ -43,6 +43,8 @@ from tests import streamcheck
 WORD = re.compile(rb" word(\d+)")
 #: The formats whose text deltas the shortcut may take.
 STEADY = sorted(f for f in FORMATS if detect.by_name(f).steady_paths)
+#: The formats whose deltas may carry a pad (OpenAI's `obfuscation`).
+PADDED = sorted(f for f in STEADY if detect.by_name(f).steady_pads)
 
 # Texts a model streams (most of them), and the ones the shortcut must leave to the full path.
 _plain = st.sampled_from(["Hello", " world", "a", "Grüße 東京 🙂", "x" * 300, " token", "{}"])
@@ -207,6 +209,19 @@ def parses(checker: StreamChecker) -> list[int]:
 
     checker.parse = counting  # type: ignore[method-assign]
     return count
+
+
+def taken_whole(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events each `Steady.whole` call takes from now on."""
+    whole = Steady.whole
+    wholes: list[int] = []
+
+    def spy(self: Steady, checker: StreamChecker, chunk: bytes) -> int:
+        wholes.append(whole(self, checker, chunk))
+        return wholes[-1]
+
+    monkeypatch.setattr(Steady, "whole", spy)
+    return wholes
 
 
 def outcome(
@@ -427,10 +442,11 @@ UTF8 = ["Grüße", '東京 "引用"', "emoji 🙂", "Zeile\nneu", "naïve \\ pat
 @pytest.mark.parametrize("per_chunk", [1, 4])
 @pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
 def test_deltas_with_utf8_texts_are_taken_by_their_bytes(
-    fmt: str, per_chunk: int, restamp: bool
+    fmt: str, per_chunk: int, restamp: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """UTF-8 texts (most of a stream in any language but English), with escapes or without:
-    taken by their bytes, each text read as the full path would take it, to the same end."""
+    taken by their bytes, whole chunks of them at once (restamped too), each text read as the
+    full path would take it, to the same end."""
     texts = [UTF8[i % len(UTF8)] + f" {i}" for i in range(200)]
     events = stream(fmt, texts, False)
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
@@ -438,11 +454,64 @@ def test_deltas_with_utf8_texts_are_taken_by_their_bytes(
     rewrites = restamping(fmt) if restamp else []
     pipeline = Pipeline(checker, rewrites)
     parsed = parses(checker)
+    wholes = taken_whole(monkeypatch)
     out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
     assert checker.events == len(events) and parsed[0] < 20
+    assert sum(wholes) > 0.9 * len(events)
     assert checker.findings.to_list() == []
     full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
     assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full and out == full[0]
+
+
+#: Two deltas' texts, as bytes in the stream, that one chunk of UTF-8 texts may hold and that
+#: the full path reads otherwise than a text of code or of any language: the shortcut must
+#: leave such a chunk to it (or take it to the same end).
+ODD_PAIRS = {
+    "a character cut between them": (b"Gr\xc3", b"\xb6\xc3\x9fe"),
+    "a raw NEL": (b"a\xc2\x85b", b"\xc3\xbc"),
+    "a raw line separator": (b"\xe2\x80\xa8", b"\xc3\xbc"),
+    "no-break space": (b"\xc2\xa0", b'\xc3\xbc \\"q\\"'),
+    "a lone surrogate": (b"\xc3\xbc \\ud800", b"x"),
+    "a low surrogate first": (b"\xc3\xbc \\udc00\\ud800", b"x"),
+    "an unknown escape": (b"\xc3\xbc \\x41", b"y"),
+    "bytes no UTF-8 has": (b"\xc3\xbc \xff", b"\xc0\xaf"),
+    "a keep-alive between": (b"\xc3\xbc", b"\xc3\xa4"),
+}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "padded"), [(f, False) for f in STEADY] + [(f, True) for f in PADDED]
+)
+@pytest.mark.parametrize("odd", list(ODD_PAIRS))
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_a_chunk_of_utf8_texts_the_full_path_reads_otherwise_goes_its_way(
+    fmt: str, padded: bool, odd: str, restamp: bool
+) -> None:
+    """Chunks of four deltas whose texts are code and other languages (escapes, bytes from
+    0x80 up), padded or not, one of them with two texts (or a keep-alive between two events)
+    that are no such texts together: the same findings, counts and bytes as the full path's."""
+    n = 40
+    texts = [f'Grüße {i}, "東京"\n' for i in range(n)]
+    pads = [f"pad{i}" for i in range(n)] if padded else None
+    events = stream(fmt, [f"ODD{i}" for i in range(n)], False, pads)
+    first, second = ODD_PAIRS[odd]
+    at = next(i for i, ev in enumerate(events) if b"ODD21" in ev)
+    for i, ev in enumerate(events):
+        for k in range(n - 1, -1, -1):
+            value = json.dumps(texts[k], ensure_ascii=False)[1:-1].encode()
+            if odd != "a keep-alive between":
+                value = {20: first, 21: second}.get(k, value)
+            ev = ev.replace(b"ODD%d" % k, value)
+        events[i] = ev
+    if odd == "a keep-alive between":
+        events[at] = b": keep-alive\n\n" + events[at]
+    start = (at - 1) % 4  # the two deltas in one chunk, its second and third events
+    chunks = [b"".join(events[i : i + 4]) for i in range(start, len(events), 4)]
+    chunks = [b"".join(events[:start]), *chunks] if start else chunks
+    assert any(events[at - 1] + events[at] in c for c in chunks)
+    rewrites = restamping(fmt) if restamp else []
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
 
 
 def test_a_text_ends_at_its_first_quote_that_no_backslash_escapes() -> None:
@@ -482,28 +551,26 @@ def test_an_escaped_delta_that_finishes_its_choice_ends_the_template(per_chunk: 
     assert "OAI-13" in {f["rule"] for f in shortcut[1].findings}
 
 
-#: The formats whose deltas may carry a pad (OpenAI's `obfuscation`).
-PADDED = sorted(f for f in STEADY if detect.by_name(f).steady_pads)
-
-
 @pytest.mark.parametrize("fmt", PADDED)
 @pytest.mark.parametrize("per_chunk", [1, 4])
-@pytest.mark.parametrize("texts", ["ascii", "utf-8"])
+@pytest.mark.parametrize("texts", ["ascii", "utf-8", "code"])
 @pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
 def test_padded_deltas_are_taken_by_their_bytes_whatever_their_pads(
     fmt: str, per_chunk: int, texts: str, restamp: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenAI pads every delta with random characters of random length (``obfuscation``, on by
     default): a delta's template has the pad as a second hole after its text, and the deltas
-    are still taken by their bytes (short ASCII texts by the patterns, others one by one), to
-    the same end as the full path; restamped (Chat's deltas name the model), each as the full
-    path's splice makes it, its pad kept."""
+    are still taken by their bytes, whole chunks of them at once (texts of code, with escapes,
+    and UTF-8 texts too), to the same end as the full path; restamped (Chat's deltas name the
+    model), each as the full path's splice makes it, its pad kept."""
     rng = random.Random(7)
     alnum = string.ascii_letters + string.digits
     pads = ["".join(rng.choices(alnum, k=rng.randint(1, 16))) for _ in range(200)]
     words = [f"token {i} of a long answer" for i in range(200)]
     if texts == "utf-8":
         words = [f"Grüße {i} 東京" for i in range(200)]
+    elif texts == "code":
+        words = [f'    x = "{i}"\n' for i in range(200)]
     events = stream(fmt, words, False, pads)
     assert all(b'"obfuscation":"' + p.encode() + b'"' in b"".join(events) for p in pads[:5])
     chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
@@ -511,21 +578,13 @@ def test_padded_deltas_are_taken_by_their_bytes_whatever_their_pads(
     rewrites = restamping(fmt) if restamp else []
     pipeline = Pipeline(checker, rewrites)
     parsed = parses(checker)
-    whole = Steady.whole
-    wholes: list[int] = []
-
-    def spy(self: Steady, checker: StreamChecker, chunk: bytes) -> int:
-        wholes.append(whole(self, checker, chunk))
-        return wholes[-1]
-
-    monkeypatch.setattr(Steady, "whole", spy)
+    wholes = taken_whole(monkeypatch)
     out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
     assert checker.events == len(events) and parsed[0] < 20
     assert checker.findings.to_list() == []
     assert pipeline.steady is not None and pipeline.steady.mid.endswith(b'"obfuscation":"')
-    # short ASCII texts: whole chunks of them in one match (with a counter, one format)
-    if texts == "ascii":
-        assert sum(wholes) > 0.9 * len(events)
+    # whole chunks of them in one match (with a counter, one format)
+    assert sum(wholes) > 0.9 * len(events)
     full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
     assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full and out == full[0]
     sent = b"".join(events)

@@ -302,9 +302,7 @@ def unchanged(
 
 
 @lru_cache(maxsize=64)
-def _tiling(
-    prefix: int, suffix: int, mid: int = 0, escaped: bool = False, utf8: bool = False
-) -> re.Pattern[bytes]:
+def _tiling(prefix: int, suffix: int, mid: int = 0) -> re.Pattern[bytes]:
     """Events of a template whose prefix and suffix are this long, one after the other, each
     text short printable ASCII (`_PLAIN_RUN`): the first event's prefix and suffix in groups
     ``p`` and ``s``, every later one's the same bytes again (back-references). A match is the
@@ -313,18 +311,16 @@ def _tiling(
     whose events carry an id of their own (their templates differ in it, seldom in its
     length); it matches faster than the template written out (the engine compares a
     back-reference as a run of bytes, a literal byte by byte). `mid`: a padded template's
-    bytes between the text and the pad (group ``m``), the pad a run like the text. `escaped`:
-    texts with escapes too (`_ESCAPED_RUN`), for a chunk with a backslash in it; `utf8`: texts
-    with bytes from 0x80 up too (`_UTF8_RUN`), for a chunk that is not ASCII."""
+    bytes between the text and the pad (group ``m``), the pad a run like the text. Texts with
+    escapes or bytes from 0x80 up are found by `_fields` (`Steady._other_texts`)."""
     # `.` with DOTALL, not a class: the engine skips n bytes of it in one step
     pad, again = _pad_parts(mid)
-    run = _run(escaped, utf8)
     return re.compile(
         rb"(?s)(?P<p>.{%d})" % prefix
-        + run
+        + _PLAIN_RUN
         + pad
         + rb"(?P<s>.{%d})(?:(?P=p)" % suffix
-        + run
+        + _PLAIN_RUN
         + again
         + rb"(?P=s))*+"
     )
@@ -898,17 +894,6 @@ class Steady:
             return path, at + 1, at + 1 + len(pad)
         return None
 
-    def _escaped_tiles(self) -> re.Pattern[bytes]:
-        """The tiling of the template's events whose texts may have escapes (no pad, no
-        counter: see `whole`)."""
-        assert self.prefix is not None
-        return _tiling(len(self.prefix), len(self.suffix), escaped=True)
-
-    def _end(self) -> bytes:
-        """The blank line that ends each event (LF, or CRLF as Gemini frames them): once in
-        each of the template's events, whatever their texts (no line break in one)."""
-        return b"\r\n\r\n" if self.suffix.endswith(b"\r\n\r\n") else b"\n\n"
-
     def _tiled(self, data: bytes) -> re.Match[bytes] | None:
         """The tiling's match at the start of `data`, where the first event's parts that its
         groups took (`head`, `parts`) are the template's: its steady events, one after the
@@ -1007,16 +992,16 @@ class Steady:
         (`one` repeated), are `data`'s bytes or they are not such events: equal bytes prove the
         digits, each text's place and the bytes around it."""
         assert self.texts is not None and self.counter is not None
-        run = self._counted_texts_run(self.texts, count, data, end)
-        if run is None:
-            if not data.isascii():  # UTF-8 texts, maybe, each then read as the full path would
-                escaped = data.find(b"\\", 0, end) != -1
-                texts = self._texts_of(utf8=True, escaped=escaped)
-                run = self._counted_texts_run(texts, count, data, end)
-                if run is not None and not _utf8_texts(run[0]):
-                    return None
-            elif data.find(b"\\", 0, end) != -1:  # texts with escapes, maybe
-                run = self._counted_texts_run(self._texts_of(), count, data, end)
+        escaped = data.find(b"\\", 0, end) != -1
+        utf8 = not data.isascii()
+        if not (escaped or utf8):  # plain texts (the common run)
+            return self._counted_texts_run(self.texts, count, data, end)
+        # texts with escapes or UTF-8 texts, maybe (or such bytes after `end`: the pattern
+        # takes plain texts too), each UTF-8 text then read as the full path would read it
+        texts = self._texts_of(utf8=utf8, escaped=escaped)
+        run = self._counted_texts_run(texts, count, data, end)
+        if run is not None and utf8 and not _utf8_texts(run[0]):
+            return None
         return run
 
     def _texts_of(self, *, utf8: bool = False, escaped: bool = True) -> re.Pattern[bytes]:
@@ -1197,11 +1182,7 @@ class Steady:
                 text = chunk[start:end]
                 # short printable ASCII (most deltas): nothing is left once it is deleted;
                 # or plain UTF-8, or either with escapes
-                if (
-                    text.translate(None, _PLAIN_ASCII)
-                    and not plain_text(text)
-                    and not escaped_text(text)
-                ):
+                if text.translate(None, _PLAIN_ASCII) and not _other_text(text):
                     break
             elif plain_span(chunk, start, end):
                 text = b""  # a big text is copied only for what needs it as bytes (below)
@@ -1269,9 +1250,12 @@ class Steady:
                 pairs = self.fields.findall(chunk)
                 args = tuple(chain.from_iterable(pairs))
                 if not pairs or self.one * len(pairs) % args != chunk:
-                    return 0
-                self.whole_out = self.one_out * len(pairs) % args
-                taken, texts = len(pairs), list(args[0::2])
+                    found = self._other_texts(chunk)  # texts with escapes or UTF-8, maybe
+                    if found is None:
+                        return 0
+                    args = tuple(found)
+                self.whole_out = self.one_out * (len(args) // 2) % args
+                taken, texts = len(args) // 2, list(args[0::2])
             else:
                 if n < 2 * self.least:  # one event (its suffix checked by `may_end`): its text
                     text = _between(chunk, prefix, len(suffix))  # is what lies between
@@ -1283,7 +1267,10 @@ class Steady:
                     # template's bytes around them, are the chunk itself or not such events
                     found = self.fields.findall(chunk)
                     if not found or prefix + self.seam.join(found) + suffix != chunk:
-                        return 0
+                        other = self._other_texts(chunk)
+                        if other is None:
+                            return 0
+                        found = other
                 taken = len(found)
                 self.whole_out = self._rewritten(found)
                 texts = found
@@ -1299,37 +1286,29 @@ class Steady:
             # the pattern that finds them in the chunk, or the texts already found
             fields: re.Pattern[bytes] | None = self.fields
             texts = None
-            if self.mid:  # padded: the parts around the pads checked where the first has them
-                m = self._tiled(chunk)
-                if m is None or m.end() != n:
-                    return 0
-                taken = chunk.count(b'"') // self.quotes
-            elif n < 2 * self.least:  # shorter than two events (each has a text): one at most
+            if n < 2 * self.least and not self.mid:  # shorter than two events: one at most
                 text = _between(chunk, prefix, len(self.suffix))
                 if text is None:
                     return 0
                 taken, fields, texts = 1, None, [text]
             elif not chunk.startswith(prefix):
                 return 0
+            elif self.mid:  # padded: the parts around the pads checked where the first has them
+                m = self._tiled(chunk)
+                if m is not None and m.end() == n:
+                    taken = chunk.count(b'"') // self.quotes
+                else:
+                    found = self._other_texts(chunk)
+                    if found is None:
+                        return 0
+                    taken, fields, texts = len(found) // 2, None, found[0::2]
             elif tiles.fullmatch(chunk) is not None:
                 taken = chunk.count(b'"') // self.quotes
-            elif chunk.find(b"\\") != -1 and self._escaped_tiles().fullmatch(chunk) is not None:
-                # texts with escapes (a quote among them): the events counted by their ends
-                taken = chunk.count(self._end())
-                fields = _fields(None, len(prefix), len(self.suffix), escaped=True)
-            elif not chunk.isascii():
-                # UTF-8 texts (with escapes or without): each read as the full path would take it
-                escaped = chunk.find(b"\\") != -1
-                lengths = (len(prefix), len(self.suffix))
-                if _tiling(*lengths, escaped=escaped, utf8=True).fullmatch(chunk) is None:
+            else:  # texts with escapes (a quote among them) or UTF-8 texts
+                found = self._other_texts(chunk)
+                if found is None:
                     return 0
-                found = _fields(None, *lengths, escaped=escaped, utf8=True).findall(chunk)
-                if not _utf8_texts(found):
-                    return 0
-                taken = chunk.count(self._end()) if escaped else chunk.count(b'"') // self.quotes
-                fields, texts = None, found
-            else:
-                return 0
+                taken, fields, texts = len(found), None, found
             if not self.sink:
                 texts = None
             elif fields is not None:  # (padded: texts and pads)
@@ -1371,6 +1350,36 @@ class Steady:
         self.used = True
         self.misses = 0
         return taken
+
+    def _other_texts(self, chunk: bytes) -> list[bytes] | None:
+        """The texts of `chunk` (padded: texts and pads taking turns) when it is nothing but
+        the template's events (no counter) whose texts have escapes or bytes from 0x80 up (a
+        quote or a line break in code, any language but English), each one the full path
+        would take; else None. One pass finds them as the template's lengths place them (the
+        pattern takes valid escapes only); the events they make, the template's bytes around
+        them, are the chunk itself or it is not such events: equal bytes prove every part a
+        tiling's match would. UTF-8 texts are then read as the full path reads them."""
+        prefix, suffix = self.prefix, self.suffix
+        assert prefix is not None
+        ascii = chunk.isascii()
+        escaped = chunk.find(b"\\") != -1
+        if ascii and not escaped:
+            return None  # plain texts, which the tiling has turned down
+        mid = len(self.mid)
+        lengths = (len(prefix), len(suffix))
+        found = _fields(None, *lengths, mid=mid, escaped=escaped, utf8=not ascii).findall(chunk)
+        if not found:
+            return None
+        if mid:
+            flat = list(chain.from_iterable(found))
+            if self.one * len(found) % tuple(flat) != chunk:
+                return None
+            texts = flat[0::2]
+        else:
+            if prefix + self.seam.join(found) + suffix != chunk:
+                return None
+            flat = texts = found
+        return flat if ascii or _utf8_texts(texts) else None
 
     def may_end(self, data: bytes) -> bool:
         """Does `data` end as the learned template ends? Bytes that do not are not all steady
@@ -1506,29 +1515,31 @@ def _between(chunk: bytes, prefix: bytes | None, after: int, start: int = 0) -> 
     text = chunk[start : len(chunk) - after]
     if not 0 < len(text) < _BIG_TEXT:
         return None
-    if text.translate(None, _PLAIN_ASCII) and not (plain_text(text) or escaped_text(text)):
+    if text.translate(None, _PLAIN_ASCII) and not _other_text(text):
         return None  # not printable (ASCII or UTF-8), with escapes or without
     return text
 
 
+def _other_text(text: bytes) -> bool:
+    """`plain_text` or `escaped_text` of `text`, which is not short plain ASCII: a text with
+    a backslash is no plain one, and one without is an escaped one only if it is a plain one
+    (a quote ends both), so one of them is asked."""
+    return escaped_text(text) if text.find(b"\\") != -1 else plain_text(text)
+
+
 def _utf8_texts(texts: Sequence[bytes]) -> bool:
-    """Are `texts`, runs a UTF-8 pattern took, each what `plain_text` or `escaped_text` takes
-    (short, and its escapes valid: the pattern took only printable ASCII beside its bytes from
-    0x80 up, so an ASCII text with no backslash is one)?"""
-    for text in texts:
-        if len(text) >= _BIG_TEXT:
-            return False
-        if text.find(b"\\") == -1:
-            if text.isascii():
-                continue
-            try:  # plain_text's reading, its quote and backslash checks done by the pattern
-                if not text.decode("utf-8").isprintable():
-                    return False
-            except UnicodeDecodeError:
-                return False
-        elif not escaped_text(text):
-            return False
-    return True
+    """Are `texts`, runs a UTF-8 pattern took, each what `plain_text` or `escaped_text` takes?
+    The pattern took printable ASCII but ``"`` and ``\\``, bytes from 0x80 up and valid escapes
+    (surrogates in pairs), so each must still be valid UTF-8 and printable once decoded (the
+    escapes' backslashes and letters are). All are read in one go: joined by a space, a text
+    cut inside a character is no valid UTF-8 either, and a space is printable."""
+    joined = b" ".join(texts)
+    if joined.isascii():
+        return True
+    try:
+        return joined.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
 
 
 def _value_span(raw: bytes, ev: Event, path: Path) -> tuple[int, int] | None:
