@@ -148,6 +148,25 @@ def test_proxy_stream_in_every_format_is_healthy_with_the_deltas_asked_for(fmt: 
             assert text_bytes < min(sizes) and max(sizes) < text_bytes + 400
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_mixed_proxy_streams_carry_code_and_other_languages_and_stay_healthy(fmt: str) -> None:
+    """The streams of the mixed rows: most deltas' texts have an escape (a line break, a
+    quote) or characters beyond ASCII, as a coding agent's answers do; the same events as
+    the prose streams, and as healthy."""
+    plain = proxy_events(40, fmt=fmt)
+    events = proxy_events(40, fmt=fmt, mixed=True)
+    assert len(events) == len(plain) == 40
+    texts = [delta_text(i, mixed=True) for i in range(40 - lifecycle_events(fmt))]
+    wire = [orjson.dumps(t)[1:-1] for t in texts]
+    assert all(any(w in e for e in events) for w in wire)  # in JSON as the APIs send them
+    odd = [w for w in wire if b"\\" in w or not w.isascii()]
+    assert len(odd) > 0.75 * len(wire)
+    assert any(b"\\" in w and not w.isascii() for w in wire)
+    request = dict(CALLS[fmt].body)
+    findings, _pairs, _ = check_stream(detect.by_name(fmt), b"".join(events), request=request)
+    assert problems(findings) == []
+
+
 @pytest.mark.parametrize("fmt", ["openai-chat", "openai-responses"])
 def test_padded_proxy_streams_pad_every_delta_and_stay_healthy(fmt: str) -> None:
     """The streams of the padded rows: OpenAI's, an ``obfuscation`` pad on each delta."""
@@ -689,6 +708,15 @@ def test_rows_cover_every_format_and_chunking_and_run_enough_events() -> None:
         for shape in ("1 event/chunk", "4 events/chunk")
     }
     assert all(set(rows[label].setups) == {PLAIN, TAP, RESTAMP, REPAIR} for label in padded)
+    # every format again, its texts code and other languages, as a coding agent gets them
+    mixed = {label for label, r in rows.items() if r.mixed}
+    assert mixed == {
+        f"{fmt}, mixed texts, {shape}"
+        for fmt in FORMATS
+        for shape in ("1 event/chunk", "4 events/chunk")
+    }
+    assert all(set(rows[label].setups) == {PLAIN, TAP, RESTAMP, REPAIR} for label in mixed)
+    assert not any(rows[label].padded for label in mixed)
     big = rows["64 KiB events"]
     assert big.text_bytes == 64 * KiB and big.streams >= 10
     assert big.streams * big.stream_events * 64 * KiB >= 60 * MiB

@@ -163,6 +163,17 @@ _PROSE = (
     "The proxy reads every event on its way to the client and checks it against the rules of "
     "its wire format, then passes it on byte for byte, so a client never notices it is there. "
 )
+#: What a coding agent streams: code (line breaks, indents, quotes, a backslash) and prose in
+#: more languages than English (bytes from 0x80 up, raw in the JSON as the APIs send them).
+#: Most deltas cut from it carry an escape, a character beyond ASCII, or both.
+_MIXED = (
+    'Here is the fix \u2014 the parser now reads a "data:" line whole:\n\n```python\n'
+    'def field(line: str) -> str:\n    if line.startswith("data:"):\n'
+    '        return line[5:].removeprefix(" ")\n    return ""  # not a data line\n```\n'
+    "Gr\u00f6\u00dfere Ereignisse pr\u00fcft er jetzt auch: "
+    "\u4e8b\u4ef6\u6d41\u5df2\u4fee\u590d \u2705. "
+    "A path on Windows, C:\\Users\\dev\\proxy, stays as it was.\n"
+)
 
 
 #: Events of an Anthropic proxy stream that are not text deltas: three before them, three after.
@@ -191,12 +202,14 @@ def proxy_request(
     text_bytes: int | None = None,
     model: str | None = None,
     padded: bool = False,
+    mixed: bool = False,
 ) -> tuple[str, dict[str, str], bytes]:
     """(path, headers, body) of the request the client sends for a proxy stream in `fmt`; with
     `interval_us`, a stamped stream whose deltas the upstream writes that many microseconds
     apart; with `text_bytes`, deltas of that much text; with `model`, asking for that model;
     `padded`: asking for deltas padded as OpenAI pads them (``x-bench-padded`` tells the bench's
-    upstream, the body asks as a client does)."""
+    upstream, the body asks as a client does); `mixed`: deltas of code and other languages
+    (`delta_text`)."""
     call = CALLS[fmt]
     headers = {
         "content-type": "application/json",
@@ -211,6 +224,8 @@ def proxy_request(
         headers["x-bench-text-bytes"] = str(text_bytes)
     if padded:
         headers["x-bench-padded"] = "1"
+    if mixed:
+        headers["x-bench-texts"] = "mixed"
     body = dict(call.body)
     if model is not None and "model" in body:
         body["model"] = model
@@ -219,13 +234,17 @@ def proxy_request(
     return proxy_path(fmt, model), headers, orjson.dumps(body)
 
 
-def delta_text(i: int, *, stamped: bool = False, text_bytes: int | None = None) -> str:
+def delta_text(
+    i: int, *, stamped: bool = False, text_bytes: int | None = None, mixed: bool = False
+) -> str:
     """The text of the `i`th delta: 40-84 characters of prose as Claude streams them, or
-    `text_bytes` of it; `stamped`: starting with `STAMP` and room for the clock."""
+    `text_bytes` of it; `stamped`: starting with `STAMP` and room for the clock; `mixed`: of
+    code and prose in more languages than English, as a coding agent gets them."""
     room = f"{STAMP.decode()}{'0' * STAMP_DIGITS} " if stamped else ""
     size = text_bytes if text_bytes is not None else 40 + (i * 13) % 45
-    start = (i * 37) % len(_PROSE)
-    prose = _PROSE * (2 + size // len(_PROSE))
+    source = _MIXED if mixed else _PROSE
+    start = (i * 37) % len(source)
+    prose = source * (2 + size // len(source))
     return room + prose[start : start + max(0, size - len(room))]
 
 
@@ -236,15 +255,19 @@ def proxy_events(
     stamped: bool = False,
     text_bytes: int | None = None,
     padded: bool = False,
+    mixed: bool = False,
 ) -> list[bytes]:
     """A healthy stream in `fmt` of `total` events (at least the format's lifecycle events and
     one delta): lifecycle events around text deltas of `delta_text` (150-200 bytes per Anthropic
     delta event). `stamped`: each delta's text starts with `STAMP` and STAMP_DIGITS zeros;
-    `padded`: each delta padded as OpenAI pads them (`PADDED_FORMATS` only)."""
+    `padded`: each delta padded as OpenAI pads them (`PADDED_FORMATS` only); `mixed`: texts of
+    code and other languages (`delta_text`)."""
     if padded and fmt not in PADDED_FORMATS:
         raise ValueError(f"{fmt} streams carry no pads")
     if fmt != ANTHROPIC:
-        return _mock_events(fmt, total, stamped=stamped, text_bytes=text_bytes, padded=padded)
+        return _mock_events(
+            fmt, total, stamped=stamped, text_bytes=text_bytes, padded=padded, mixed=mixed
+        )
     deltas = max(1, total - LIFECYCLE_EVENTS)
 
     def event(payload: dict[str, Any]) -> bytes:
@@ -272,7 +295,7 @@ def proxy_events(
         event({"type": "ping"}),
     ]
     for i in range(deltas):
-        text = delta_text(i, stamped=stamped, text_bytes=text_bytes)
+        text = delta_text(i, stamped=stamped, text_bytes=text_bytes, mixed=mixed)
         delta = {"type": "text_delta", "text": text}
         out.append(event({"type": "content_block_delta", "index": 0, "delta": delta}))
     out += [
@@ -301,13 +324,21 @@ def lifecycle_events(fmt: str) -> int:
 
 
 def _mock_events(
-    fmt: str, total: int, *, stamped: bool, text_bytes: int | None, padded: bool = False
+    fmt: str,
+    total: int,
+    *,
+    stamped: bool,
+    text_bytes: int | None,
+    padded: bool = False,
+    mixed: bool = False,
 ) -> list[bytes]:
-    """The mock's `long` stream in `fmt` with `total` events, its words replaced by prose."""
+    """The mock's `long` stream in `fmt` with `total` events, its words replaced by prose (in
+    JSON strings: escaped as JSON has them)."""
     deltas = max(1, total - lifecycle_events(fmt))
 
     def text(m: re.Match[bytes]) -> bytes:
-        return delta_text(int(m[1]), stamped=stamped, text_bytes=text_bytes).encode()
+        value = delta_text(int(m[1]), stamped=stamped, text_bytes=text_bytes, mixed=mixed)
+        return orjson.dumps(value)[1:-1]
 
     return [_MOCK_WORD.sub(text, ev) for ev in long_stream(fmt, deltas, padded=padded).events]
 

@@ -568,12 +568,13 @@ async def fetch(
     model: str | None = None,
     profile: str | None = None,
     padded: bool = False,
+    mixed: bool = False,
 ) -> Stream:
     """One streaming request in `fmt` (asking for `model`, if given); events are counted as the
     blank lines that end them. With `profile`, a profiling proxy adds the flow to the profile
     of that name."""
     path, headers, body = proxy_request(
-        events, per_chunk, fmt=fmt, text_bytes=text_bytes, model=model, padded=padded
+        events, per_chunk, fmt=fmt, text_bytes=text_bytes, model=model, padded=padded, mixed=mixed
     )
     if profile:
         headers[PROFILE_HEADER] = profile
@@ -667,11 +668,12 @@ class Row:
     stream_events: int  # events per stream
     streams: int  # streams per run, one after the other on one connection
     padded: bool = False  # each delta padded as OpenAI pads them (`PADDED_FORMATS`)
+    mixed: bool = False  # texts of code and other languages (`corpus.delta_text`)
 
 
-def row_label(fmt: str, per_chunk: int, padded: bool = False) -> str:
+def row_label(fmt: str, per_chunk: int, padded: bool = False, mixed: bool = False) -> str:
     shape = f"{per_chunk} event{'s' if per_chunk > 1 else ''}/chunk"
-    return f"{fmt}, {'padded, ' if padded else ''}{shape}"
+    return f"{fmt}, {'padded, ' if padded else ''}{'mixed texts, ' if mixed else ''}{shape}"
 
 
 def size_label(text_bytes: int) -> str:
@@ -682,12 +684,17 @@ def plan_rows(
     sizes: ProxySizes, sections: Sequence[str], formats: Sequence[str], *, relay: bool
 ) -> list[Row]:
     """The rows the selected sections need, each with the union of their setups."""
-    wanted: dict[tuple[str, int, int | None, bool], list[str]] = {}
+    wanted: dict[tuple[str, int, int | None, bool, bool], list[str]] = {}
 
     def want(
-        fmt: str, per_chunk: int, text_bytes: int | None, names: Sequence[str], padded: bool = False
+        fmt: str,
+        per_chunk: int,
+        text_bytes: int | None,
+        names: Sequence[str],
+        padded: bool = False,
+        mixed: bool = False,
     ) -> None:
-        have = wanted.setdefault((fmt, per_chunk, text_bytes, padded), [])
+        have = wanted.setdefault((fmt, per_chunk, text_bytes, padded, mixed), [])
         have += [n for n in names if n not in have]
 
     for per_chunk in (1, REALISTIC_PER_CHUNK):
@@ -698,17 +705,19 @@ def plan_rows(
             for fmt in formats:  # as OpenAI streams them by default
                 if fmt in PADDED_FORMATS:
                     want(fmt, per_chunk, None, [PLAIN, TAP, RESTAMP, REPAIR], padded=True)
+            for fmt in formats:  # as a coding agent gets them: code, other languages
+                want(fmt, per_chunk, None, [PLAIN, TAP, RESTAMP, REPAIR], mixed=True)
         if relay and RELAY_SECTION in sections:
             want(ANTHROPIC, per_chunk, None, [PLAIN, TAP, RELAY])
     if SIZES_SECTION in sections:
         for big in BIG_EVENTS:
             want(ANTHROPIC, 1, big, [DIRECT, PLAIN, TAP])
     rows = []
-    for (fmt, per_chunk, size, padded), names in wanted.items():
+    for (fmt, per_chunk, size, padded, mixed), names in wanted.items():
         if size is None:
             total = sizes.events * per_chunk
             per_stream = min(sizes.stream_events, total)
-            label = row_label(fmt, per_chunk, padded)
+            label = row_label(fmt, per_chunk, padded, mixed)
         else:
             # Big events: a run of about big_bytes, in ten streams or more.
             total = max(10 * (LIFECYCLE_EVENTS + 1), sizes.big_bytes // size)
@@ -717,7 +726,7 @@ def plan_rows(
         per_stream = max(per_stream, lifecycle_events(fmt) + 1)
         ordered = tuple(n for n in SETUP_ORDER if n in names)
         streams = max(1, total // per_stream)
-        rows.append(Row(label, fmt, per_chunk, size, ordered, per_stream, streams, padded))
+        rows.append(Row(label, fmt, per_chunk, size, ordered, per_stream, streams, padded, mixed))
     return rows
 
 
@@ -860,9 +869,13 @@ PACED_WARMUP_EVENTS = 16
 
 @functools.cache
 def expected_events(
-    events: int, fmt: str = ANTHROPIC, text_bytes: int | None = None, padded: bool = False
+    events: int,
+    fmt: str = ANTHROPIC,
+    text_bytes: int | None = None,
+    padded: bool = False,
+    mixed: bool = False,
 ) -> int:
-    return len(proxy_events(events, fmt=fmt, text_bytes=text_bytes, padded=padded))
+    return len(proxy_events(events, fmt=fmt, text_bytes=text_bytes, padded=padded, mixed=mixed))
 
 
 async def run_streams(
@@ -877,7 +890,7 @@ async def run_streams(
     """The row's streams (or `streams` of them) through `setup`, with the proxy's CPU time."""
     pid = running.pid(setup)
     port = running.port(setup)
-    expected = expected_events(row.stream_events, row.fmt, row.text_bytes, row.padded)
+    expected = expected_events(row.stream_events, row.fmt, row.text_bytes, row.padded, row.mixed)
     model = RESTAMP_ALIAS if setup.restamped else None
     cpu0 = tree_cpu_seconds(pid) if pid is not None else None
     t0 = time.perf_counter()
@@ -893,6 +906,7 @@ async def run_streams(
             model=model,
             profile=profile,
             padded=row.padded,
+            mixed=row.mixed,
         )
         check(setup, got, expected)
         events += got.events
@@ -1326,7 +1340,7 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
         repair = ratio_figure(
             report, m, SECTION, label, REPAIR, TAP, CPU, at_most(TARGET_RESTAMP_RATIO)
         )
-        headroom = None  # the padded rows have no direct setup
+        headroom = None  # the padded and mixed rows have no direct setup
         if DIRECT in r.setups:
             headroom = ratio_figure(report, m, SECTION, label, DIRECT, PLAIN, RATE, at_least(1.0))
         worker = "-"

@@ -12,7 +12,8 @@ Any POST is answered with `mitmllm.bench.corpus.proxy_events` in the wire format
 (``/v1/messages``, ``/v1/chat/completions``, ``/v1/responses``, ``…:streamGenerateContent``),
 shaped by request headers: ``x-bench-events`` (events in the stream), ``x-bench-per-chunk``
 (events per HTTP chunk), ``x-bench-text-bytes`` (text per delta, for big events) and
-``x-bench-padded: 1`` (OpenAI's pads on each delta, in the formats that have them).
+``x-bench-padded: 1`` (OpenAI's pads on each delta, in the formats that have them) and
+``x-bench-texts: mixed`` (texts of code and of other languages than English: escapes, UTF-8).
 With ``x-bench-interval-us`` the stream is paced instead, as a model generates tokens: the
 lifecycle events at once, then one text delta per HTTP chunk every that many microseconds, each
 stamped with this process's monotonic clock (nanoseconds, shared by every process of the
@@ -53,6 +54,7 @@ HEADER_INTERVAL = "x-bench-interval-us"
 HEADER_ACCEPT_ENCODING = "x-bench-accept-encoding"
 HEADER_TEXT_BYTES = "x-bench-text-bytes"
 HEADER_PADDED = "x-bench-padded"
+HEADER_TEXTS = "x-bench-texts"
 DEFAULT_EVENTS = 100
 END = b"0\r\n\r\n"
 #: What the mock's ids hold in place of an answer's own (chatcmpl-mock, msg_mock, mock-mock)
@@ -77,9 +79,10 @@ def framed(
     fmt: str = ANTHROPIC,
     text_bytes: int | None = None,
     padded: bool = False,
+    mixed: bool = False,
 ) -> tuple[bytes, ...]:
     """The stream's HTTP chunks, each already framed for chunked transfer encoding."""
-    stream = proxy_events(events, fmt=fmt, text_bytes=text_bytes, padded=padded)
+    stream = proxy_events(events, fmt=fmt, text_bytes=text_bytes, padded=padded, mixed=mixed)
     return tuple(b"%x\r\n%b\r\n" % (len(c), c) for c in group(stream, max(1, per_chunk)))
 
 
@@ -197,6 +200,7 @@ class Connection(asyncio.Protocol):
             fmt,
             int(text_bytes) if text_bytes else None,
             headers.get(HEADER_PADDED) == "1" and fmt in PADDED_FORMATS,
+            headers.get(HEADER_TEXTS) == "mixed",
         )
         writable = self.writable
         own = own_id(next(_ANSWERS))
