@@ -16,7 +16,9 @@ so `Steady` proves that once and then accepts the following events by their byte
 2. Learn. The text's bytes occur once in the block, quoted, and parsing the block with a probe
    string in their place gives the same payload with the probe at that path: the bytes before
    (`prefix`) and after (`suffix`) are fixed, and any text without ``"``, ``\\``, control
-   characters or separators between them is that JSON string and nothing else.
+   characters or separators between them is that JSON string and nothing else; so is one with
+   valid escapes (a line break, a quote: the patterns take no other), and one of UTF-8 that
+   decodes to printable characters (read so, as the full path reads it).
 3. Accept. A block that is `prefix` + such a text + `suffix` is the certified event with another
    text: `take` counts it (codec, checker, validator counters) without building it. A block
    the chunking cuts is held while its pieces keep matching (`resume`: the pieces of its text
@@ -379,7 +381,8 @@ def _fields(
     """One event of a template's lengths, for `findall` over events a tiling matched: its text
     (no counter), its digits and text (`counter` True: in the prefix, lengths a, b, suffix),
     or its text and digits (False: in the suffix, lengths prefix, a, b). The bytes around them
-    are skipped, not matched: the tiling checked them. A padded template's event gives its
+    are skipped, not matched: the tiling checked them, or the events made of what `findall`
+    found are compared with the chunk (`Steady._other_texts`). A padded template's event gives its
     text and pad (no counter), or its digits and text (its pad skipped by a run). `escaped`:
     texts with escapes too; `utf8`: with bytes from 0x80 up too."""
     text = b"(" + _run(escaped, utf8) + b")"
