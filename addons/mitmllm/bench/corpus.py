@@ -8,7 +8,9 @@
 * The proxy stream: a healthy Anthropic stream whose text deltas are 150-200 bytes each, as
   Claude sends them; the benchmark's upstream writes it one event (or a few) per HTTP chunk.
   Its stamped variant starts every delta's text with `STAMP` and room for the upstream's clock,
-  which a paced upstream fills in as it writes the event (per-event latency).
+  which a paced upstream fills in as it writes the event (per-event latency); its padded one
+  pads each delta as OpenAI does, its mixed one cuts the texts from code and prose in other
+  languages than English (escapes, UTF-8), as a coding agent gets them.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ each thread's scheduler runtime where the kernel keeps it, else ``/proc/PID/stat
 divided by the events the client read, next to events/s; the ratio against plain mitmdump
 measured in the same run is what the targets judge. A run is a few streams of `stream_events`
 events one after the other on one connection, so the per-flow work counts too. Rows (`Row`):
-every wire format at one and at four events per upstream chunk (section `proxy`), 4 KiB and
-64 KiB events (section `sizes`); within each repetition the setups take turns stream by stream
+every wire format at one and at four events per upstream chunk (section `proxy`), again with
+OpenAI's pads (Chat, Responses) and with texts of code and other languages (``mixed texts``),
+4 KiB and 64 KiB events (section `sizes`); within each repetition the setups take turns stream by stream
 (rotating order), and the figures are medians of the repetitions. The proxy section also
 measures the time to the first body byte (TTFB) of short streams; with the relay, the latency
 each event gets through each setup (a paced, stamped stream: `mitmllm.bench.latency`). The
