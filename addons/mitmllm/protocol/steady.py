@@ -1247,16 +1247,21 @@ class Steady:
             # the events, all of the chunk, each rewritten to out_prefix + text + out_suffix
             prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
+            # plain texts by the plain pattern; others (escapes, UTF-8) by `_other_texts`
+            plain = chunk.isascii() and chunk.find(b"\\") == -1
             if self.mid:
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
-                pairs = self.fields.findall(chunk)
-                args = tuple(chain.from_iterable(pairs))
-                if not pairs or self.one * len(pairs) % args != chunk:
-                    found = self._other_texts(chunk)  # texts with escapes or UTF-8, maybe
-                    if found is None:
+                if plain:
+                    pairs = self.fields.findall(chunk)
+                    args = tuple(chain.from_iterable(pairs))
+                    if not pairs or self.one * len(pairs) % args != chunk:
                         return 0
-                    args = tuple(found)
+                else:
+                    other = self._other_texts(chunk)
+                    if other is None:
+                        return 0
+                    args = tuple(other)
                 self.whole_out = self.one_out * (len(args) // 2) % args
                 taken, texts = len(args) // 2, list(args[0::2])
             else:
@@ -1265,15 +1270,17 @@ class Steady:
                     if text is None:
                         return 0
                     found = [text]
-                else:
+                elif plain:
                     # the texts as the template's lengths place them; the events they make, the
                     # template's bytes around them, are the chunk itself or not such events
                     found = self.fields.findall(chunk)
                     if not found or prefix + self.seam.join(found) + suffix != chunk:
-                        other = self._other_texts(chunk)
-                        if other is None:
-                            return 0
-                        found = other
+                        return 0
+                else:
+                    other = self._other_texts(chunk)
+                    if other is None:
+                        return 0
+                    found = other
                 taken = len(found)
                 self.whole_out = self._rewritten(found)
                 texts = found
