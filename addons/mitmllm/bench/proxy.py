@@ -26,8 +26,8 @@ measured in the same run is what the targets judge. A run is a few streams of `s
 events one after the other on one connection, so the per-flow work counts too. Rows (`Row`):
 every wire format at one and at four events per upstream chunk (section `proxy`), again with
 OpenAI's pads (Chat, Responses) and with texts of code and other languages (``mixed texts``),
-4 KiB and 64 KiB events (section `sizes`); within each repetition the setups take turns stream by stream
-(rotating order), and the figures are medians of the repetitions. The proxy section also
+4 KiB and 64 KiB events (section `sizes`); within each repetition the setups take turns stream
+by stream (rotating order), and the figures are medians of the repetitions. The proxy section also
 measures the time to the first body byte (TTFB) of short streams; with the relay, the latency
 each event gets through each setup (a paced, stamped stream: `mitmllm.bench.latency`). The
 concurrency section (`mitmllm.bench.concurrency`) then starts the setups afresh and loads them
