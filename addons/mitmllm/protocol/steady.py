@@ -1308,17 +1308,17 @@ class Steady:
                 if m is not None and m.end() == n:
                     taken = chunk.count(b'"') // self.quotes
                 else:
-                    found = self._other_texts(chunk)
-                    if found is None:
+                    other = self._other_texts(chunk)
+                    if other is None:
                         return 0
-                    taken, fields, texts = len(found) // 2, None, found[0::2]
+                    taken, fields, texts = len(other) // 2, None, other[0::2]
             elif tiles.fullmatch(chunk) is not None:
                 taken = chunk.count(b'"') // self.quotes
             else:  # texts with escapes (a quote among them) or UTF-8 texts
-                found = self._other_texts(chunk)
-                if found is None:
+                other = self._other_texts(chunk)
+                if other is None:
                     return 0
-                taken, fields, texts = len(found), None, found
+                taken, fields, texts = len(other), None, other
             if not self.sink:
                 texts = None
             elif fields is not None:  # (padded: texts and pads)
