@@ -56,6 +56,7 @@ _texts = st.one_of(
     _plain,
     st.sampled_from(['say "hi"', "back\\slash", "tab\there", "line\nbreak", "\u2028", "\u0085"]),
     st.sampled_from(["", "nbsp\u00a0", "del\x7f", "</script>", '","index":1,"x":"']),
+    st.sampled_from(["\ud800", "lone \udc00 low", "\ud83d\ude42 pair"]),
     st.text(max_size=12),
 )
 #: Texts the pattern of a template matches: short printable ASCII.
@@ -75,14 +76,19 @@ def stream(
     ``obfuscation`` string, the last key of its object; `first`: the first)."""
     events = long_stream(fmt, len(texts)).events
 
+    def escaped(value: str) -> bytes:
+        # a lone surrogate has no UTF-8: a sender writes its escape (``\\ud800``)
+        lone = any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+        return json.dumps(value, ensure_ascii=ascii_only or lone).encode()
+
     def text(m: re.Match[bytes]) -> bytes:
-        return json.dumps(texts[int(m[1])], ensure_ascii=ascii_only)[1:-1].encode()
+        return escaped(texts[int(m[1])])[1:-1]
 
     def padded(ev: bytes) -> bytes:
         m = WORD.search(ev)
         if pads is None or m is None:
             return ev
-        pad = b'"obfuscation":' + json.dumps(pads[int(m[1])], ensure_ascii=ascii_only).encode()
+        pad = b'"obfuscation":' + escaped(pads[int(m[1])])
         if first:
             return ev.replace(b"data: {", b"data: {" + pad + b",", 1)
         end = ev.rindex(b"}")
@@ -95,7 +101,7 @@ def stream(
 #: the full path.
 _alnum = st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=16)
 _pads = st.one_of(
-    _alnum, _alnum, _alnum, st.sampled_from(["", 'q"q', "b\\s", "ü", "tab\t", "x" * 2100])
+    _alnum, _alnum, _alnum, st.sampled_from(["", 'q"q', "b\\s", "ü", "tab\t", "x" * 2100, "\udc00"])
 )
 
 
@@ -489,7 +495,8 @@ def test_a_chunk_of_utf8_texts_the_full_path_reads_otherwise_goes_its_way(
 ) -> None:
     """Chunks of four deltas whose texts are code and other languages (escapes, bytes from
     0x80 up), padded or not, one of them with two texts (or a keep-alive between two events)
-    that are no such texts together: the same findings, counts and bytes as the full path's."""
+    that are no such texts together: the same findings, counts and bytes as the full path's,
+    in the tap and in the repairing pipeline (the relay's, an inspected flow's with repairs)."""
     n = 40
     texts = [f'Grüße {i}, "東京"\n' for i in range(n)]
     pads = [f"pad{i}" for i in range(n)] if padded else None
@@ -512,6 +519,38 @@ def test_a_chunk_of_utf8_texts_the_full_path_reads_otherwise_goes_its_way(
     rewrites = restamping(fmt) if restamp else []
     full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
     assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
+    repaired = gated(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert gated(fmt, chunks, shortcut=True, rewrites=rewrites) == repaired
+
+
+@pytest.mark.parametrize(
+    ("fmt", "where"), [(f, "text") for f in STEADY] + [(f, "pad") for f in PADDED]
+)
+def test_a_lone_surrogate_is_reported_and_the_stream_still_read_to_its_end(
+    fmt: str, where: str
+) -> None:
+    """A delta whose text (or pad) escapes half a surrogate pair (a model's emoji cut at a token
+    boundary): the full path reports it (PAY-4) and the shortcut learns no template of it; it
+    once tried, failed to encode the text, and stopped validating the stream (TAP-1)."""
+    n = 12
+    texts = [f"word {i}" for i in range(n)]
+    pads = [f"pad{i}" for i in range(n)] if where == "pad" else None
+    for i in range(1, n, 3):  # the second delta of a run is the one certified
+        if pads is not None:
+            pads[i] = "\ud83d"
+        else:
+            texts[i] = "cut \ud83d"
+    events = stream(fmt, texts, False, pads)
+    assert any(b"\\ud83d" in ev for ev in events)
+    for rewrites in ([], restamping(fmt)):
+        for per_chunk in (1, 3):
+            chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+            full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+            assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
+            rules = {f["rule"] for f in full[1].findings}
+            assert "PAY-4" in rules and "TAP-1" not in rules
+            repaired = gated(fmt, chunks, shortcut=False, rewrites=rewrites)
+            assert gated(fmt, chunks, shortcut=True, rewrites=rewrites) == repaired
 
 
 def test_a_text_ends_at_its_first_quote_that_no_backslash_escapes() -> None:

@@ -754,7 +754,10 @@ class Steady:
         edits_of: Callable[[Any], Sequence[Edit]] | None,
     ) -> bool:
         raw = ev.raw
-        body = text.encode("utf-8")
+        try:
+            body = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate's escape (PAY-4): no template of it
+            return False
         quoted = b'"' + body + b'"'
         if plain_text(body):
             if raw.count(quoted) != 1:
@@ -887,7 +890,9 @@ class Steady:
             value = opaque_text(payload, path)
             if not value:
                 continue
-            pad = value.encode("utf-8")
+            if not value.isascii():
+                return None  # the patterns take printable ASCII pads only
+            pad = value.encode("ascii")
             quoted = b'"' + pad + b'"'
             # printable ASCII (as the patterns read it), once, after the text
             if pad.translate(None, _PLAIN_ASCII) or len(pad) >= _BIG_TEXT:
