@@ -3,6 +3,7 @@ several turns, and the load-time feature check."""
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from mitmllm.protocol.conversation import ErrorKind
 from mitmllm.protocol.detect import by_name
 from mitmllm.protocol.dialect import Assembled
 from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.stream import check_stream
 from mitmllm.protocol.translate import ByteTranslator
@@ -132,6 +134,47 @@ def test_an_in_band_error_becomes_the_clients_error_event_and_nothing_follows(
     assert FAILED[client] in findings.rules()
     assert not checker.validator.complete  # no success terminator after the error
     assert [f.rule for f in findings if f.severity == "error"] == [FAILED[client]]
+
+
+@pytest.mark.parametrize(("upstream", "client"), PAIRS)
+def test_half_a_surrogate_pair_in_a_text_reaches_the_client_as_it_came(
+    upstream: str, client: str
+) -> None:
+    """A model's emoji cut at a token boundary streams as half a surrogate pair's escape
+    (``\\ud83d``, PAY-4). The client gets the same character in its own format and the rest
+    of the answer; the writers once refused to encode it, and the client's stream stopped
+    there (through the relay, with a success terminator at the end all the same)."""
+    body = answer(upstream, "healthy")
+    assert b"Hello" in body
+    body = body.replace(b"Hello", b"Hello \\ud83d")
+    out, t = translate(upstream, client, [body])
+    findings, assembled, checker = check_client(client, out)
+    assert t.translator.complete and not t.translator.failed
+    assert checker.validator.complete
+    assert "XLT-4" not in t.findings.rules() and "PAY-4" in findings.rules()
+    _, pairs, _ = check_stream(by_name(upstream), body)
+    original = by_name(upstream).assemble(pairs)  # type: ignore[union-attr]
+    text = meaning(assembled, thinking=False)["text"]
+    assert text == meaning(original, thinking=False)["text"] and "Hello \ud83d" in text
+
+
+@pytest.mark.parametrize(("upstream", "client"), PAIRS)
+def test_half_a_surrogate_pair_in_a_whole_answer_or_a_request_is_carried(
+    upstream: str, client: str
+) -> None:
+    """The same in a whole answer and in a request (a user's message cut inside an emoji): the
+    JSON the relay sends holds the same characters, escaped where UTF-8 has no bytes for them."""
+    raw = answer(upstream, "healthy", stream=False)
+    assert b"Hello" in raw
+    payload, _ = parse_json(raw.replace(b"Hello", b"Hello \\ud83d"))
+    body = translate_response(upstream, client, payload, client_stream(), Findings())
+    sent = json_text(body).encode()
+    assert "Hello \ud83d" in json.dumps(json.loads(sent), ensure_ascii=False)
+    request = orjson.dumps(request_of(client)).replace(b"weather", b"weather \\udc00", 1)
+    request_json, _ = parse_json(request)
+    translated = translate_request(client, upstream, path_of(client), request_json)
+    sent = json_text(translated.call.body).encode()
+    assert "weather \udc00" in json.dumps(json.loads(sent), ensure_ascii=False)
 
 
 @pytest.mark.parametrize(("upstream", "client"), PAIRS)

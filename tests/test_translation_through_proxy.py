@@ -447,3 +447,83 @@ async def test_a_gemini_client_is_served_by_an_openai_chat_upstream(
         assert info["translated"] == "gemini -> openai-chat"
         assert [a["outcome"] for a in info["attempts"]] == OUTCOMES[primary]
         assert [x for x in info["findings"] if x["severity"] == "error"] == []
+
+
+def _chat_chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-cut",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4.1-mini",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+#: Half a surrogate pair as an upstream writes it: its JSON escape (UTF-8 has no bytes for it).
+CUT = b"\\ud83d"
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+async def test_a_model_emoji_cut_in_half_crosses_formats_whole(
+    tmp_path: Path, stream: bool
+) -> None:
+    """A model's emoji cut at a token boundary arrives as half a surrogate pair's escape
+    (PAY-4). Translated for the client, streamed or whole, the answer reaches it whole with that
+    character in it: the relay once failed to write it in the client's format, and the stream
+    stopped at that delta."""
+    if stream:
+        events = [
+            _chat_chunk({"role": "assistant", "content": ""}),
+            _chat_chunk({"content": "Hello "}),
+            _chat_chunk({"content": "CUT"}).replace(b"CUT", CUT),
+            _chat_chunk({"content": " world"}),
+            _chat_chunk({}, "stop"),
+        ]
+        usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        tail = orjson.dumps({"id": "chatcmpl-cut", "choices": [], "usage": usage})
+        body = b"".join(b"data: " + e + b"\n\n" for e in [*events, tail]) + b"data: [DONE]\n\n"
+        headers = {"content-type": "text/event-stream"}
+    else:
+        message = {"role": "assistant", "content": "Hello CUT world"}
+        body = orjson.dumps(
+            {
+                "id": "chatcmpl-cut",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "gpt-4.1-mini",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+        ).replace(b"CUT", CUT)
+        headers = {"content-type": "application/json"}
+
+    async def ask(base_url: str) -> str:
+        client = anthropic.AsyncAnthropic(
+            base_url=base_url, api_key=CLIENT_KEY, max_retries=0, timeout=CLIENT_TIMEOUT
+        )
+        kwargs: dict[str, Any] = {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        try:
+            if stream:
+                async with client.messages.stream(**kwargs) as s:
+                    message = await s.get_final_message()
+            else:
+                message = await client.messages.create(**kwargs)
+        finally:
+            await client.close()
+        assert message.stop_reason == "end_turn"
+        return "".join(b.text for b in message.content if b.type == "text")
+
+    async with ScriptedUpstream(200, headers, [(0.0, body)]) as scripted:
+        ups = [upstream("chat", scripted.url, OPENAI_CHAT)]
+        chain = [{"upstream": "chat", "models": {"*": "gpt-4.1-mini"}}]
+        cfg = config(ups, chain, match={"format": ANTHROPIC}, translate=True)
+        async with failover_proxy(write_config(tmp_path, cfg), scripted.url) as proxy:
+            text = await in_thread(ask(proxy.url))
+    assert text == "Hello \ud83d world"
+    assert len(scripted.received) == 1

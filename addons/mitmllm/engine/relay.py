@@ -76,7 +76,6 @@ from urllib.parse import unquote_plus
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from aiohttp import web
 
 from mitmllm.engine.breaker import retry_after as parse_retry_after
@@ -100,6 +99,7 @@ from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.payload import NO_DATA
 from mitmllm.protocol.payload import copy_json
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import Event
@@ -632,7 +632,7 @@ class _Exchange:
             include_usage=tr.request.include_usage,
             created=int(self.relay.wall_clock()),
         )
-        body = orjson.dumps(tr.call.body)
+        body = json_text(tr.call.body).encode()
         return _Translation(hop.upstream.dialect, tr.call.path, body, info, stream, tr, findings)
 
     def _may_forward(self, upstream: Upstream) -> bool:
@@ -750,7 +750,7 @@ class _Exchange:
                 tr.upstream, plan.dialect, payload, tr.stream, tr.findings, names=tr.request.names
             )
             out["content-type"] = "application/json"
-            return status, orjson.dumps(body), out
+            return status, json_text(body).encode(), out
         err = xlt.translate_error(
             tr.upstream, plan.dialect, status, raw, retry_after=headers.get("retry-after")
         )

@@ -65,6 +65,7 @@ from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
@@ -776,7 +777,7 @@ def _error_message(payload: Any) -> str | None:
         if isinstance(message, str):
             return message
         kind = err.get("type")
-        return kind if isinstance(kind, str) else orjson.dumps(err).decode()
+        return kind if isinstance(kind, str) else json_text(err)
     if isinstance(err, str):
         return err
     message = payload.get("message")
@@ -1117,7 +1118,7 @@ def _block_of(content: dict[str, Any]) -> Block:
             name=content.get("name"),
             id=content.get("id"),
             input=tool_input,
-            text=orjson.dumps(tool_input).decode() if tool_input else "",
+            text=json_text(tool_input) if tool_input else "",
         )
     return Block("other", name=str(btype))
 

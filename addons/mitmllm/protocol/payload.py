@@ -71,10 +71,21 @@ def copy_json(value: Any) -> Any:
 _LINE_BREAKERS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
+def json_text(value: Any) -> str:
+    """`value` (parsed JSON) as compact JSON text: orjson's, or where orjson refuses it (half a
+    surrogate pair in a string, which a ``\\ud83d`` escape gives: PAY-4; an integer beyond 64
+    bits) the standard library's, every character beyond ASCII escaped, so the text says what
+    the value holds."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"))
+
+
 def event_json(value: Any) -> str:
     """`value` as JSON text for an event's data line, with no character any client's line
     splitter could break on."""
-    text = orjson.dumps(value).decode()
+    text = json_text(value)
     if "\x85" in text or "\u2028" in text or "\u2029" in text:
         text = text.translate(_LINE_BREAKERS)
     return text

@@ -63,6 +63,7 @@ from mitmllm.protocol.conversation import safe_id
 from mitmllm.protocol.conversation import str_or_none
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import event_json
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -190,7 +191,7 @@ def _part(block: Any, ptr: str, gaps: list[Gap]) -> Part | None:
         return ToolCall(
             str(b.get("id") or ""),
             str(b.get("name") or ""),
-            orjson.dumps(b.get("input") or {}).decode(),
+            json_text(b.get("input") or {}),
         )
     if kind == "tool_result":
         content = b.get("content")
@@ -392,7 +393,7 @@ def _parse_response(payload: Any, findings: Findings) -> Response:
                 Thinking(str(b.get("thinking") or ""), str_or_none(b.get("signature")), FORMAT)
             )
         elif kind == "tool_use":
-            args = orjson.dumps(b.get("input") or {}).decode()
+            args = json_text(b.get("input") or {})
             resp.parts.append(ToolCall(str(b.get("id") or ""), str(b.get("name") or ""), args))
         else:
             findings.add(
@@ -463,7 +464,7 @@ def _render_error(error: ApiError) -> tuple[int, bytes]:
     status = ERROR_STATUS[error.kind]
     if error.kind is ErrorKind.API_ERROR and error.status and error.status >= 500:
         status = error.status  # 502, 500: the upstream's own
-    return status, orjson.dumps(error_object(error))
+    return status, json_text(error_object(error)).encode()
 
 
 # --- streams ---------------------------------------------------------------------------------

@@ -26,8 +26,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-import orjson
-
 from mitmllm.protocol.conversation import ApiError
 from mitmllm.protocol.conversation import BlockKind
 from mitmllm.protocol.conversation import BlockStart
@@ -70,6 +68,7 @@ from mitmllm.protocol.conversation import str_or_none
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import INVALID
 from mitmllm.protocol.payload import event_json
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
@@ -235,7 +234,7 @@ def _part(
         name = str(call.get("name") or "")
         minted_or_given = str_or_none(call.get("id")) or minted
         pending.setdefault(name, deque()).append(minted_or_given)
-        return ToolCall(minted_or_given, name, orjson.dumps(call.get("args") or {}).decode())
+        return ToolCall(minted_or_given, name, json_text(call.get("args") or {}))
     result = _either(p, "functionResponse", "function_response")
     if isinstance(result, dict):
         name = str(result.get("name") or "")
@@ -260,7 +259,7 @@ def _result_text(response: Any) -> str:
         ((key, value),) = r.items()
         if key in ("result", "output", "content", "error") and isinstance(value, str):
             return value
-    return orjson.dumps(response).decode() if response is not None else ""
+    return json_text(response) if response is not None else ""
 
 
 def _is_error(response: Any) -> bool:
@@ -459,7 +458,7 @@ def _parse_response(payload: Any, findings: Findings) -> Response:
                 ToolCall(
                     call_id,
                     str(call.get("name") or ""),
-                    orjson.dumps(call.get("args") or {}).decode(),
+                    json_text(call.get("args") or {}),
                 )
             )
         elif not ("thoughtSignature" in q and len(q) == 1):
@@ -534,7 +533,7 @@ def error_object(error: ApiError) -> dict[str, Any]:
 
 def _render_error(error: ApiError) -> tuple[int, bytes]:
     obj = error_object(error)
-    return obj["error"]["code"], orjson.dumps(obj)
+    return obj["error"]["code"], json_text(obj).encode()
 
 
 # --- streams ---------------------------------------------------------------------------------
@@ -581,7 +580,7 @@ class GeminiReader(StreamReader):
             self.index += 1
             call_id = str_or_none(call.get("id")) or f"call_{self.calls}"
             self.calls += 1
-            args = orjson.dumps(call.get("args") or {}).decode()
+            args = json_text(call.get("args") or {})
             name = str(call.get("name") or "")
             return out + [
                 BlockStart(self.index, "tool_call", call_id, name),

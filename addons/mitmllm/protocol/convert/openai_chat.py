@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from mitmllm.protocol.conversation import KIND_STATUS
 from mitmllm.protocol.conversation import ApiError
 from mitmllm.protocol.conversation import BlockKind
@@ -69,6 +67,7 @@ from mitmllm.protocol.conversation import text_of
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import SENTINEL
 from mitmllm.protocol.payload import event_json
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -218,7 +217,7 @@ def _message(m: Any, ptr: str, req: Request, gaps: list[Gap]) -> None:
                 ToolCall(
                     str(c.get("id") or ""),
                     str(fn.get("name") or ""),
-                    args if isinstance(args, str) else orjson.dumps(args or {}).decode(),
+                    args if isinstance(args, str) else json_text(args or {}),
                 )
             )
         if "function_call" in m:
@@ -499,7 +498,7 @@ def _render_error(error: ApiError) -> tuple[int, bytes]:
     status = KIND_STATUS[error.kind]
     if error.kind is ErrorKind.API_ERROR and error.status and error.status >= 500:
         status = error.status
-    return status, orjson.dumps(error_object(error))
+    return status, json_text(error_object(error)).encode()
 
 
 # --- streams ---------------------------------------------------------------------------------

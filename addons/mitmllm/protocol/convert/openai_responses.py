@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from mitmllm.protocol.conversation import KIND_STATUS
 from mitmllm.protocol.conversation import ApiError
 from mitmllm.protocol.conversation import BlockKind
@@ -69,6 +67,7 @@ from mitmllm.protocol.convert.openai_chat import image_of_url
 from mitmllm.protocol.convert.openai_chat import url_of_image
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.payload import event_json
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import encode
 
@@ -490,9 +489,9 @@ def _render_error(error: ApiError) -> tuple[int, bytes]:
     status = KIND_STATUS[error.kind]
     if error.kind is ErrorKind.API_ERROR and error.status and error.status >= 500:
         status = error.status
-    return status, orjson.dumps(
+    return status, json_text(
         {"error": {"message": error.message, "type": kind, "param": None, "code": code}}
-    )
+    ).encode()
 
 
 # --- streams ---------------------------------------------------------------------------------
