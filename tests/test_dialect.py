@@ -4,6 +4,7 @@ through."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -97,3 +98,17 @@ def test_report_points_at_the_event_unless_told() -> None:
     validator.report("ANT-3", "here")
     validator.report("ANT-3", "there", event=None, offset=3)
     assert [(f.event, f.offset) for f in findings] == [(7, 140), (None, 3)]
+
+
+@pytest.mark.parametrize("name", ["anthropic", "openai-chat", "openai-responses", "gemini"])
+def test_an_error_whose_message_holds_half_a_surrogate_pair_is_still_written(name: str) -> None:
+    """An upstream's error message may carry half a surrogate pair (a ``\\ud83d`` escape, which
+    UTF-8 has no bytes for): the error event and body a dialect writes around it are JSON that
+    says the same, not an exception on the way to the client."""
+    d = detect.by_name(name)
+    message = "overloaded \ud83d"
+    body = json.loads(d.error_body(503, message))
+    assert message in json.dumps(body, ensure_ascii=False)
+    event = d.error_event(message)
+    data = event.decode().split("data: ", 1)[1].split("\n", 1)[0].rstrip("\r")
+    assert message in json.dumps(json.loads(data), ensure_ascii=False)

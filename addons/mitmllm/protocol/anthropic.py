@@ -53,8 +53,6 @@ from typing import Any
 from typing import ClassVar
 from typing import TypeGuard
 
-import orjson
-
 from mitmllm.protocol.dialect import INVALID
 from mitmllm.protocol.dialect import NO_DATA
 from mitmllm.protocol.dialect import Assembled
@@ -992,10 +990,10 @@ class AnthropicDialect(Dialect):
     def error_event(self, message: str, kind: str = "api_error") -> bytes:
         """``event: error`` with the API's error object: the SDKs raise APIStatusError."""
         body = {"type": "error", "error": {"type": kind, "message": message}}
-        return encode(orjson.dumps(body).decode(), event="error")
+        return encode(json_text(body), event="error")
 
     def error_body(self, status: int, message: str, kind: str = "api_error") -> bytes:
-        return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+        return json_text({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
     def keepalive(self) -> bytes:
         """A ping event: the API sends them itself and every SDK skips them."""

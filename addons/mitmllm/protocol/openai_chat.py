@@ -53,8 +53,6 @@ from typing import Any
 from typing import ClassVar
 from typing import TypeGuard
 
-import orjson
-
 from mitmllm.protocol import sse
 from mitmllm.protocol.dialect import INVALID
 from mitmllm.protocol.dialect import NO_DATA
@@ -67,6 +65,7 @@ from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
@@ -958,10 +957,10 @@ class OpenAIChat(Dialect):
 
     def error_event(self, message: str, kind: str = "api_error") -> bytes:
         # No [DONE] after it: a clean-looking end must never follow a failure.
-        return sse.encode(orjson.dumps(error_object(message, kind)).decode())
+        return sse.encode(json_text(error_object(message, kind)))
 
     def error_body(self, status: int, message: str, kind: str = "api_error") -> bytes:
-        return orjson.dumps(error_object(message, kind))
+        return json_text(error_object(message, kind)).encode()
 
     def keepalive(self) -> bytes | None:
         # A comment is never dispatched by the SDK decoders (unless an id: was seen, SSE-11).

@@ -94,6 +94,7 @@ from mitmllm.protocol.dialect import StreamValidator
 from mitmllm.protocol.dialect import ToolInfo
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.repair import Mender
 from mitmllm.protocol.repair import Pair
 from mitmllm.protocol.repair import renumbered
@@ -1320,12 +1321,12 @@ class OpenAIResponses(Dialect):
         data["message"] = message
         data["param"] = None
         data["error"] = {"type": kind, "code": kind, "message": message, "param": None}
-        return encode(orjson.dumps(data).decode(), event=ERROR)
+        return encode(json_text(data), event=ERROR)
 
     def error_body(self, status: int, message: str, kind: str = "api_error") -> bytes:
-        return orjson.dumps(
+        return json_text(
             {"error": {"message": message, "type": kind, "param": None, "code": None}}
-        )
+        ).encode()
 
     def converter(self) -> Converter:
         from mitmllm.protocol.convert.openai_responses import (
