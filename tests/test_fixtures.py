@@ -6,6 +6,7 @@ import base64
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -349,6 +350,25 @@ def test_secret_in_a_non_utf8_body_is_masked_before_base64() -> None:
     assert fx.response is not None and fx.response.encoding == "base64"
     assert SECRET.encode() not in fx.response.content
     assert "response.body" in fx.redacted
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["field", "nested-field"])
+def test_a_secret_with_half_a_surrogate_pair_is_masked_and_the_flow_recorded(nested: bool) -> None:
+    """A secret-named field whose value escapes half a surrogate pair (``\\ud83d``, which
+    UTF-8 has no bytes for): masked like any other; recording such a flow once raised."""
+    secret = "sk-cut\ud83dkey"
+    request: dict[str, Any] = dict(REQUEST)
+    if nested:
+        request["auth"] = {"client_secret": secret}
+    else:
+        request["api_key"] = secret
+    f = sse_flow(HEALTHY, url=URL)
+    f.request.content = json.dumps(request).encode()
+    assert b"\\ud83d" in f.request.content
+    fx = fixtures.from_flow(f)
+    text = fx.to_json()
+    assert "sk-cut" not in text and "ud83d" not in text
+    assert fx.redacted == ["request.body.auth.client_secret" if nested else "request.body.api_key"]
 
 
 @settings(max_examples=30, deadline=None)

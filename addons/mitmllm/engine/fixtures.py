@@ -57,7 +57,6 @@ from urllib.parse import parse_qsl
 from urllib.parse import unquote_plus
 from urllib.parse import urlsplit
 
-import orjson
 from mitmproxy import connection
 from mitmproxy import flow as mflow
 from mitmproxy import http
@@ -78,6 +77,7 @@ from mitmllm.protocol.credentials import CREDENTIAL_QUERY
 from mitmllm.protocol.detect import Recognised
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
+from mitmllm.protocol.payload import json_text
 from mitmllm.protocol.payload import parse_json
 from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.rules import RULES
@@ -627,14 +627,18 @@ def _redact_json_fields(
     walk(value, where)
     secrets.update(values)
     for v in sorted(values, key=len, reverse=True):
-        for quoted in {json.dumps(v).encode(), orjson.dumps(v)}:
+        # as escaped ASCII and as raw UTF-8 (orjson's, unless UTF-8 has no bytes for it)
+        for quoted in {json.dumps(v).encode(), json_text(v).encode()}:
             body = body.replace(quoted, b'"' + b"*" * (len(quoted) - 2) + b'"')
     return body
 
 
 def _mask_bytes(data: bytes, secrets: Sequence[str], where: str, found: set[str]) -> bytes:
     for s in secrets:
-        raw = s.encode("utf-8")
+        try:
+            raw = s.encode("utf-8")
+        except UnicodeEncodeError:  # half a surrogate pair: no bytes can hold it raw
+            continue
         if raw in data:
             found.add(where)
             data = data.replace(raw, b"*" * len(raw))
