@@ -14,6 +14,7 @@ from mitmllm.engine.report import End
 from mitmllm.engine.report import FlowReport
 from mitmllm.engine.report import Repair
 from mitmllm.engine.report import Usage
+from mitmllm.glue.inspector import comment
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.rules import Severity
@@ -74,6 +75,38 @@ def test_metadata_is_json_and_saves_with_a_flow() -> None:
     buf.seek(0)
     (loaded,) = list(mio.FlowReader(buf).stream())
     assert FlowReport.from_metadata(loaded.metadata[METADATA_KEY]).to_metadata() == meta
+
+
+def test_half_a_surrogate_pair_from_an_upstream_still_saves_with_the_flow() -> None:
+    """An upstream's ``\\ud83d`` escape (a model's emoji cut at a token boundary) gives a str
+    that UTF-8 has no bytes for; in a model name, an error or a finding's words it reached the
+    metadata and the comment, and mitmproxy could not save the flow. It is kept as the
+    escape's text."""
+    report = routed_report()
+    report.model = "claude-\ud83d"
+    report.attempts[0].error = "Overloaded \ud83d"
+    report.findings.add("ANT-20", "in-band error: boom \ud83d")
+    meta = report.to_metadata()
+    assert meta["model"] == "claude-\\ud83d"
+    assert meta["attempts"][0]["error"] == "Overloaded \\ud83d"
+    flow = tflow.tflow(resp=True)
+    flow.metadata[METADATA_KEY] = meta
+    flow.comment = comment(report)
+    assert "boom \\ud83d" in flow.comment
+    buf = io.BytesIO()
+    mio.FlowWriter(buf).add(flow)
+    buf.seek(0)
+    (loaded,) = list(mio.FlowReader(buf).stream())
+    assert loaded.metadata[METADATA_KEY] == meta and loaded.comment == flow.comment
+    # every other field as it was
+    same = routed_report()
+    same.findings.add("ANT-20", "in-band error: boom")
+    plain = same.to_metadata()
+    touched = ("model", "attempts", "findings", "summary")
+    assert {k: v for k, v in meta.items() if k not in touched} == {
+        k: v for k, v in plain.items() if k not in touched
+    }
+    assert meta["attempts"][1] == plain["attempts"][1]
 
 
 def test_keys_readers_rely_on_keep_their_names() -> None:

@@ -23,6 +23,8 @@ from dataclasses import field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.rules import RULES
@@ -333,6 +335,10 @@ class FlowReport:
         if self.findings.suppressed:
             meta["suppressed"] = dict(self.findings.suppressed)
         meta["summary"] = self.summary
+        try:
+            orjson.dumps(meta)  # a few µs: holds the metadata anything a flow file cannot?
+        except orjson.JSONEncodeError:
+            meta = storable(meta)
         return meta
 
     @classmethod
@@ -461,3 +467,24 @@ def _findings_of(value: Any) -> list[Finding]:
                 out.append(Finding(rule, RULES[rule].severity, "(recorded as a summary)"))
         return out
     return []
+
+
+def storable(value: Any) -> Any:
+    """`value` (JSON-like) with every str UTF-8 can hold: half a surrogate pair, which an
+    upstream's ``\\ud83d`` escape gives (a model's emoji cut at a token boundary: PAY-4) and
+    which reaches the report in a model name, an error or a finding's words, is written as
+    that escape's text. mitmproxy saves flows as UTF-8 and refuses it: the flow would not be
+    saved, nor shown in mitmweb."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value

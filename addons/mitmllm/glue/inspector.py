@@ -38,6 +38,7 @@ from mitmllm.engine.report import FlowReport
 from mitmllm.engine.report import Repair
 from mitmllm.engine.report import Usage
 from mitmllm.engine.report import client_gone
+from mitmllm.engine.report import storable
 from mitmllm.engine.validation import StreamResult
 from mitmllm.engine.validation import ValidationWorker
 from mitmllm.engine.validation import WorkerGone
@@ -607,7 +608,7 @@ def comment(report: FlowReport) -> str:
             seen.update(more)
     effect = RULES[first.rule].effect if first.rule in RULES else ""
     detail = first.message.removesuffix(f"; {effect}") if effect else first.message
-    text = f"{ids}: {detail}"
+    text = storable(f"{ids}: {detail}")
     return text if len(text) <= COMMENT_WIDTH else text[: COMMENT_WIDTH - 1] + "…"
 
 
