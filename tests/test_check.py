@@ -80,6 +80,31 @@ def test_the_wire_format_can_be_given_for_a_recording(tmp_path: Path) -> None:
     assert status == 1 and stream["findings"], "an Anthropic stream read as Chat is broken"
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_half_a_surrogate_pair_in_a_finding_is_printed_as_its_escape(
+    as_json: bool, tmp_path: Path
+) -> None:
+    """An in-band error whose message ends in half a surrogate pair (``\\ud83d``: an emoji cut
+    at a token boundary) once made both outputs raise, UTF-8 having no bytes for it."""
+    recording = tmp_path / "cut.sse"
+    recording.write_bytes(
+        anthropic_streams.TOOL.split(b"event: content_block_start")[0]
+        + b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+        + b'"message":"boom \\ud83d"}}\n\n'
+    )
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")  # as stdout writes: UTF-8, strict
+    status = check.main([recording], dialect="anthropic", as_json=as_json, out=out)
+    out.flush()
+    text = raw.getvalue().decode("utf-8")
+    assert status == 1
+    if as_json:
+        messages = [f["message"] for f in json.loads(text)["files"][0]["streams"][0]["findings"]]
+    else:
+        messages = [line for line in text.splitlines() if line.startswith("  ANT-20")]
+    assert any("boom \\ud83d" in m for m in messages), text
+
+
 def test_a_fixture_gives_the_findings_it_expects() -> None:
     fixture = fixtures.load_fixture(DROP)
     status, text = run(DROP, as_json=True)

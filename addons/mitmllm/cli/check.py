@@ -29,6 +29,7 @@ from pydantic import Field
 from mitmllm.engine import fixtures
 from mitmllm.engine.report import FlowReport
 from mitmllm.engine.report import Usage
+from mitmllm.engine.report import storable
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Finding
 from mitmllm.protocol.rules import Severity
@@ -296,6 +297,9 @@ def main(
 ) -> int:
     out = out if out is not None else sys.stdout
     report = run(paths, kind, dialect)
+    # half a surrogate pair (an upstream's ``\\ud83d``, PAY-4) in a finding's words or a model
+    # name has no UTF-8: shown as the escape's text, as in a flow's metadata
+    report = CheckReport.model_validate(storable(report.model_dump()))
     if as_json:
         print(report.model_dump_json(indent=2), file=out)
     else:
