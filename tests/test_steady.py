@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import mitmllm.protocol.steady as steady_module
 from mitmllm.bench.corpus import CALLS
 from mitmllm.bench.corpus import FORMATS
+from mitmllm.bench.corpus import group
 from mitmllm.bench.corpus import long_stream
 from mitmllm.engine.pipeline import Pipeline
 from mitmllm.engine.pipeline import TextBlind
@@ -217,6 +218,18 @@ def parses(checker: StreamChecker) -> list[int]:
     return count
 
 
+def fed(
+    fmt: str, chunks: list[bytes], rewrites: Sequence[Any]
+) -> tuple[StreamChecker, Pipeline, list[int], bytes]:
+    """`chunks` through an inspecting pipeline with `rewrites`, the shortcut on: its checker,
+    the pipeline, how many events the full path parsed (`parses`) and what the client got."""
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker, rewrites)
+    parsed = parses(checker)
+    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    return checker, pipeline, parsed, out
+
+
 def taken_whole(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many events each `Steady.whole` call takes from now on."""
     whole = Steady.whole
@@ -284,7 +297,7 @@ def test_a_healthy_stream_is_mostly_taken_by_its_bytes(
 ) -> None:
     """The shortcut is not idle: after a delta or two, the deltas are accepted by the bytes."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
     rewrites = restamping(fmt) if restamp else []
     pipeline = Pipeline(checker, rewrites)
@@ -316,7 +329,7 @@ def test_a_delta_with_an_escape_keeps_the_template_without_certifying_it_again(
     template stays, and the stream is certified about once, not after every escape."""
     texts = [f"word {i}" if i % 5 else f"line {i}\nnext" for i in range(200)]
     events = stream(fmt, texts, False)
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     certified = 0
     after = Steady.after
 
@@ -354,12 +367,9 @@ def test_deltas_with_escapes_are_taken_by_their_bytes(
     patterns where the format's allow, else one by one), to the same end as the full path."""
     texts = [ESCAPED[i % len(ESCAPED)] if i % 2 else f"word {i}" for i in range(200)]
     events = stream(fmt, texts, True)  # \u escapes for the non-ASCII
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
-    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    chunks = group(events, per_chunk)
     rewrites = restamping(fmt) if restamp else []
-    pipeline = Pipeline(checker, rewrites)
-    parsed = parses(checker)
-    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    checker, _, parsed, out = fed(fmt, chunks, rewrites)
     assert checker.events == len(events) and parsed[0] < 20
     assert checker.findings.to_list() == []
     full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
@@ -388,7 +398,7 @@ def test_a_tool_input_streamed_in_fragments_is_taken_by_its_bytes(
         reason="tool_use",
     )
     events = [block + b"\n\n" for block in body.split(b"\n\n") if block]
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     checker = StreamChecker(detect.by_name("anthropic"), request=dict(CALLS["anthropic"].body))
     pipeline = Pipeline(checker)
     parsed = parses(checker)
@@ -455,13 +465,10 @@ def test_deltas_with_utf8_texts_are_taken_by_their_bytes(
     full path would take it, to the same end."""
     texts = [UTF8[i % len(UTF8)] + f" {i}" for i in range(200)]
     events = stream(fmt, texts, False)
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
-    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    chunks = group(events, per_chunk)
     rewrites = restamping(fmt) if restamp else []
-    pipeline = Pipeline(checker, rewrites)
-    parsed = parses(checker)
     wholes = taken_whole(monkeypatch)
-    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    checker, _, parsed, out = fed(fmt, chunks, rewrites)
     assert checker.events == len(events) and parsed[0] < 20
     assert sum(wholes) > 0.9 * len(events)
     assert checker.findings.to_list() == []
@@ -544,7 +551,7 @@ def test_a_lone_surrogate_is_reported_and_the_stream_still_read_to_its_end(
     assert any(b"\\ud83d" in ev for ev in events)
     for rewrites in ([], restamping(fmt)):
         for per_chunk in (1, 3):
-            chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+            chunks = group(events, per_chunk)
             full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
             assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
             rules = {f["rule"] for f in full[1].findings}
@@ -584,7 +591,7 @@ def test_an_escaped_delta_that_finishes_its_choice_ends_the_template(per_chunk: 
     events = stream("openai-chat", texts, False)
     at = next(i for i, ev in enumerate(events) if b"line 15" in ev)
     events[at] = events[at].replace(b'"finish_reason":null', b'"finish_reason":"stop"', 1)
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     shortcut = outcome("openai-chat", chunks, shortcut=True)
     assert shortcut == outcome("openai-chat", chunks, shortcut=False)
     assert "OAI-13" in {f["rule"] for f in shortcut[1].findings}
@@ -612,13 +619,10 @@ def test_padded_deltas_are_taken_by_their_bytes_whatever_their_pads(
         words = [f'    x = "{i}"\n' for i in range(200)]
     events = stream(fmt, words, False, pads)
     assert all(b'"obfuscation":"' + p.encode() + b'"' in b"".join(events) for p in pads[:5])
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
-    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    chunks = group(events, per_chunk)
     rewrites = restamping(fmt) if restamp else []
-    pipeline = Pipeline(checker, rewrites)
-    parsed = parses(checker)
     wholes = taken_whole(monkeypatch)
-    out = b"".join(pipeline.feed(c) for c in chunks) + pipeline.close()
+    checker, pipeline, parsed, out = fed(fmt, chunks, rewrites)
     assert checker.events == len(events) and parsed[0] < 20
     assert checker.findings.to_list() == []
     assert pipeline.steady is not None and pipeline.steady.mid.endswith(b'"obfuscation":"')
@@ -756,7 +760,7 @@ def test_the_bytes_between_a_text_and_its_pad_are_the_templates_or_the_full_path
     events = stream("openai-chat", [f"{word} {i} of a long answer" for i in range(12)], False, pads)
     assert events[6].count(b'"finish_reason":null') == 1
     events[6] = events[6].replace(b'"finish_reason":null', b'"finish_reason":"no"')
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     shortcut = outcome("openai-chat", chunks, shortcut=True)
     assert shortcut == outcome("openai-chat", chunks, shortcut=False)
     assert "OAI-13" in {f["rule"] for f in shortcut[1].findings}
@@ -770,7 +774,7 @@ def test_the_relay_takes_padded_deltas_by_their_bytes_after_commit(
     rng = random.Random(3)
     pads = ["".join(rng.choices(string.ascii_letters, k=rng.randint(1, 12))) for _ in range(200)]
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False, pads)
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     pipeline, _gate = repairing(fmt, [], shortcut=True)
     upstream = pipeline.upstream
     parsed = parses(upstream)
@@ -877,7 +881,7 @@ def test_chunks_of_whole_steady_deltas_take_the_fast_path(
     """`whole` is not idle: most chunks of a healthy stream are counted in one match, and pass
     on as the very object, or restamped in one call."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     pipeline = Pipeline(
         StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body)),
         restamping(fmt) if restamp else [],
@@ -1351,7 +1355,7 @@ def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
     """The relay's pipeline, or an inspected flow's with repairs on and a model rule: a healthy
     stream's deltas go by their bytes after commit (restamped as the full path would)."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
-    chunks = [b"".join(events[i : i + per_chunk]) for i in range(0, len(events), per_chunk)]
+    chunks = group(events, per_chunk)
     rewrites = restamping(fmt) if restamps else []
     pipeline, gate = repairing(fmt, rewrites, shortcut=True)
     upstream, client = pipeline.upstream, pipeline.checker

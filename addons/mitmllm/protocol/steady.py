@@ -1253,7 +1253,8 @@ class Steady:
             prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
             # plain texts by the plain pattern; others (escapes, UTF-8) by `_other_texts`
-            plain = chunk.isascii() and chunk.find(b"\\") == -1
+            ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
+            plain = ascii and not escaped
             if self.mid:
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
@@ -1263,7 +1264,7 @@ class Steady:
                     if not pairs or self.one * len(pairs) % args != chunk:
                         return 0
                 else:
-                    other = self._other_texts(chunk)
+                    other = self._other_texts(chunk, ascii, escaped)
                     if other is None:
                         return 0
                     args = tuple(other)
@@ -1282,7 +1283,7 @@ class Steady:
                     if not found or prefix + self.seam.join(found) + suffix != chunk:
                         return 0
                 else:
-                    other = self._other_texts(chunk)
+                    other = self._other_texts(chunk, ascii, escaped)
                     if other is None:
                         return 0
                     found = other
@@ -1313,14 +1314,14 @@ class Steady:
                 if m is not None and m.end() == n:
                     taken = chunk.count(b'"') // self.quotes
                 else:
-                    other = self._other_texts(chunk)
+                    other = self._other_texts(chunk, chunk.isascii(), chunk.find(b"\\") != -1)
                     if other is None:
                         return 0
                     taken, fields, texts = len(other) // 2, None, other[0::2]
             elif tiles.fullmatch(chunk) is not None:
                 taken = chunk.count(b'"') // self.quotes
             else:  # texts with escapes (a quote among them) or UTF-8 texts
-                other = self._other_texts(chunk)
+                other = self._other_texts(chunk, chunk.isascii(), chunk.find(b"\\") != -1)
                 if other is None:
                     return 0
                 taken, fields, texts = len(other), None, other
@@ -1366,18 +1367,17 @@ class Steady:
         self.misses = 0
         return taken
 
-    def _other_texts(self, chunk: bytes) -> list[bytes] | None:
+    def _other_texts(self, chunk: bytes, ascii: bool, escaped: bool) -> list[bytes] | None:
         """The texts of `chunk` (padded: texts and pads taking turns) when it is nothing but
         the template's events (no counter) whose texts have escapes or bytes from 0x80 up (a
         quote or a line break in code, any language but English), each one the full path
         would take; else None. One pass finds them as the template's lengths place them (the
         pattern takes valid escapes only); the events they make, the template's bytes around
         them, are the chunk itself or it is not such events: equal bytes prove every part a
-        tiling's match would. UTF-8 texts are then read as the full path reads them."""
+        tiling's match would. UTF-8 texts are then read as the full path reads them. `ascii`
+        and `escaped`: is the chunk ASCII, has it a backslash (the caller has asked)?"""
         prefix, suffix = self.prefix, self.suffix
         assert prefix is not None
-        ascii = chunk.isascii()
-        escaped = chunk.find(b"\\") != -1
         if ascii and not escaped:
             return None  # plain texts, which the tiling has turned down
         mid = len(self.mid)
