@@ -1379,6 +1379,126 @@ def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
     )
 
 
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("restamps", [False, True], ids=["repairs", "repairs and restamp"])
+def test_an_inspected_flow_with_repairs_counts_its_chunks_of_steady_deltas_in_one_go(
+    fmt: str, per_chunk: int, restamps: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With repairs on, an inspected flow's pipeline takes a healthy stream's chunks of steady
+    deltas by their bytes after commit and keeps even the upstream checker's books of them
+    when they are read: a run of them is counted once (`Pipeline._pay`), its counts (Responses'
+    sequence numbers) wanted further on from chunk to chunk, and every part ends as with the
+    books kept at once."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
+    chunks = group(events, per_chunk)
+    rewrites = restamping(fmt) if restamps else []
+    pipeline, gate = repairing(fmt, rewrites, shortcut=True, collect=False, lazy=True)
+    assert pipeline.gated is not None
+    counted: list[int] = []  # the events of each call that counts steady deltas upstream
+    count = Steady._count
+
+    def counting(self: Steady, checker: StreamChecker, events: int, *args: Any) -> None:
+        if checker is pipeline.upstream:
+            counted.append(events)
+        count(self, checker, events, *args)
+
+    monkeypatch.setattr(Steady, "_count", counting)
+    half = len(chunks) // 2
+    out = b"".join(pipeline.feed(c) for c in chunks[:half])
+    upstream_events = pipeline.upstream.events  # amid the run: not counted yet
+    out += b"".join(pipeline.feed(c) for c in chunks[half:]) + pipeline.close()
+    pipeline.settle()
+    gate.close()
+    assert gate.verdict is Verdict.PASS and not pipeline.upstream.findings
+    if restamps:
+        assert MODELS.sub(b'"%s"' % ALIAS.encode(), b"".join(events)) == out
+    else:
+        assert out == b"".join(events)
+    # one count for the run (the events about the template's first delta, and the last
+    # chunk's, are counted as `take` takes them)
+    assert len(counted) <= 5 and max(counted) > 150
+    assert upstream_events < 20
+    monkeypatch.undo()
+    assert inspected(fmt, chunks, shortcut=True, lazy=True, rewrites=rewrites) == inspected(
+        fmt, chunks, shortcut=False, lazy=False, rewrites=rewrites
+    )
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 3, 4])
+def test_after_a_stream_cut_after_steady_deltas_the_repairs_stand_at_the_last_one(
+    fmt: str, per_chunk: int
+) -> None:
+    """A stream that stops after a run of steady deltas taken whole (their books kept later):
+    the repairs place what they note next at the last delta, the last chunk's last event, as
+    where the books are kept at once and where every event goes the full way."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(40)], False)
+    last = max(i for i, ev in enumerate(events) if b"token 39" in ev)
+    chunks = group(events[: last + 1], per_chunk)
+    lazy = inspected(fmt, chunks, shortcut=True, lazy=True, rewrites=[])
+    assert lazy == inspected(fmt, chunks, shortcut=True, lazy=False, rewrites=[])
+    assert lazy == inspected(fmt, chunks, shortcut=False, lazy=False, rewrites=[])
+    assert lazy[2] is not None  # (where a repair defaults to: the last delta)
+
+
+#: The formats whose first event, again, says the stream starts over (the gate fails).
+RESTARTING = ("anthropic", "openai-responses")
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_steady_deltas_after_a_restart_or_a_cut_line_go_the_full_way_with_lazy_books(
+    fmt: str, per_chunk: int
+) -> None:
+    """Deltas are taken whole only after commit and where the decoder holds nothing: after a
+    gateway's retry starts the stream over (the gate fails after commit) and after a chunk that
+    ends inside a block (a comment line, its blank line in no chunk yet), they go the full way,
+    as where the books are kept at once and where every event goes the full way."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(60)], False)
+    at = next(i for i, ev in enumerate(events) if b"token 30" in ev)
+    retry = [ev.replace(b"mock", b"moCk") for ev in events]
+    chunks = group([*events[:at], *retry], per_chunk)
+    cut = [*group(events[:at], per_chunk), events[at] + b": keep-alive\n", *events[at + 1 :]]
+    for case in (chunks, cut):
+        lazy = inspected(fmt, case, shortcut=True, lazy=True, rewrites=[])
+        assert lazy == inspected(fmt, case, shortcut=True, lazy=False, rewrites=[])
+        assert lazy == inspected(fmt, case, shortcut=False, lazy=False, rewrites=[])
+    pipeline, gate = repairing(fmt, [], shortcut=True, collect=False, lazy=True)
+    for c in chunks:
+        pipeline.feed(c)
+    # a second message_start, response.created: the stream starts over (Chat's and Gemini's
+    # retries are reported, and the gate lets them pass)
+    assert gate.verdict is (Verdict.FAIL if fmt in RESTARTING else Verdict.PASS)
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+def test_after_an_internal_error_amid_steady_deltas_nothing_more_is_counted(
+    fmt: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug while steady deltas are taken whole (their books kept later): the stream goes on
+    as it came, the flow reports the internal error, and what came after it is not counted."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(60)], False)
+    at = next(i for i, ev in enumerate(events) if b"token 30" in ev)
+    pipeline, gate = repairing(fmt, [], shortcut=True, collect=False, lazy=True)
+    out = b"".join(pipeline.feed(ev) for ev in events[:at])
+    assert pipeline._quick
+    counted = pipeline.upstream.events + pipeline._due
+    whole = Steady.whole
+
+    def broken(self: Steady, *args: Any) -> int:
+        monkeypatch.setattr(Steady, "whole", whole)  # once
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Steady, "whole", broken)
+    out += b"".join(pipeline.feed(ev) for ev in events[at:]) + pipeline.close()
+    pipeline.settle()
+    assert out == b"".join(events)
+    assert "TAP-1" in [f.rule for f in pipeline.upstream.findings.items]
+    assert pipeline.upstream.events == counted
+    assert "mitmllm pipeline failed" in caplog.text
+
+
 #: The formats whose deltas carry an id of their response (Responses: of its item), and the
 #: mock's id in them.
 IDS = {"openai-chat": b"chatcmpl-mock", "gemini": b"mock-mock", "openai-responses": b"msg_mock"}

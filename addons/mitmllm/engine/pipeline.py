@@ -124,6 +124,15 @@ class Pipeline:
         self._owed_size = 0
         self._owed_at = (0, 0)  # the last one's index and offset upstream
         self._owed_texts: list[str] = []
+        # Lazy, the upstream checker's books of the chunks of steady deltas `whole` takes are
+        # kept later too (`_pay`): how many, their bytes, their texts for its sink, and the
+        # last chunk (where its last delta starts)
+        self._due = 0
+        self._due_size = 0
+        self._due_texts: list[bytes] = []
+        self._due_chunk = b""
+        self._due_last = 0
+        self._quick = False  # the next chunk may be such deltas (`feed`)
         self.events = 0
         self.rewritten = 0
         #: the unterminated tail passed on at the end, rewritten like any event when its data
@@ -213,10 +222,43 @@ class Pipeline:
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
+        if self._quick:
+            # Lazy, after commit, nothing buffered, a template learned: the common chunk is
+            # whole steady deltas, all their books kept later (`_pay`, `settle`)
+            gated = self.gated
+            assert gated is not None
+            due = self._due
+            try:
+                whole = gated.whole(self.upstream, chunk, due)
+                if whole:
+                    self._due = due + whole
+                    self._due_size += len(chunk)
+                    texts = gated.due_texts
+                    if texts:
+                        self._due_texts += texts
+                    self._due_chunk = chunk
+                    self._due_last = whole
+                    return gated.whole_out if gated.rewrites else chunk
+                self._pay()  # the full way reads the upstream's books
+            except Exception as e:  # a bug must not eat the stream: all of it, as it came
+                return self._fail(e, []) + chunk
+            self._quick = False  # until the full way has read this chunk
         if self.failed:
             return chunk
         if self.repairer is not None:  # (no `steady` then: `gated` takes its deltas)
-            return self._feed_repairing(chunk, self.repairer)
+            mended = self._feed_repairing(chunk, self.repairer)
+            if self.lazy:
+                gated, gate = self.gated, self.gate
+                self._quick = (
+                    not self.failed
+                    and gated is not None
+                    and gated.prefix is not None
+                    and gated.tiles is not None
+                    and gate is not None
+                    and gate.committed  # (as `_feed_repairing` asks)
+                    and not self.upstream.decoder.pending
+                )
+            return mended
         if self.skim(chunk):
             steady = self.steady
             assert steady is not None
@@ -448,8 +490,13 @@ class Pipeline:
             index, offset = decoder.index, decoder.offset
             try:
                 # the common chunk, whole steady deltas: one match (`Steady.whole`), and the
-                # last one starts with the template's prefix (the texts hold no quote)
-                whole = gated.whole(self.upstream, chunk) if gated.tiles is not None else 0
+                # last one starts with the template's prefix (the texts hold no quote); lazy,
+                # `feed` has tried that (`_quick`)
+                whole = (
+                    gated.whole(self.upstream, chunk)
+                    if gated.tiles is not None and not self.lazy
+                    else 0
+                )
                 if whole:
                     if whole == 1:
                         last = 0
@@ -495,8 +542,33 @@ class Pipeline:
             return
         self._book(At(index, offset), events, size, out, text)
 
+    def _pay(self) -> None:
+        """Keep the upstream checker's books of the chunks of steady deltas taken whole since
+        the last time (`lazy`), as `Steady.whole` would have one chunk at a time, in one go;
+        the other parts' books are owed then (`_passed`)."""
+        events = self._due
+        if not events:
+            return
+        gated = self.gated
+        assert gated is not None and gated.prefix is not None
+        decoder = self.upstream.decoder
+        size, chunk, whole = self._due_size, self._due_chunk, self._due_last
+        # where the last delta is: the last chunk's last one (`whole` took it last)
+        if whole == 1:
+            last = len(chunk)
+        elif gated.counter is None:  # the texts hold no quote: the prefix is last
+            last = len(chunk) - chunk.rfind(gated.prefix)
+        else:
+            last = len(chunk) - gated.last_start
+        index, offset = decoder.index + events - 1, decoder.offset + size - last
+        texts = self._due_texts
+        self._due, self._due_size, self._due_texts, self._due_chunk = 0, 0, [], b""
+        gated._count(self.upstream, events, size, texts or None)
+        self._passed(index, offset, events, size, b"")  # (lazy: what went out is not kept)
+
     def settle(self) -> None:
         """Keep the books of the steady deltas taken since the last time (`lazy`)."""
+        self._pay()
         events = self._owed
         if not events:
             return
@@ -673,6 +745,7 @@ class Pipeline:
         """Switch to pass-through; return every byte held so far, unchanged."""
         logger.exception("mitmllm pipeline failed; passing the rest of the stream through")
         self.failed = True
+        self._quick = False
         with contextlib.suppress(Exception):  # what was taken before counts, if it can
             self.settle()
         self.findings.add("TAP-1", f"internal error {type(error).__name__}: {error}"[:200])

@@ -557,6 +557,7 @@ class Steady:
         "bound",
         "whole_out",
         "taken_text",
+        "due_texts",
     )
 
     def __init__(
@@ -631,6 +632,8 @@ class Steady:
         self.whole_out = b""
         # The texts the last events taken gave the validator's sink, as one (None: none)
         self.taken_text: str | None = None
+        # The texts of the last events `whole` took for a caller that keeps the books
+        self.due_texts: list[bytes] | None = None
         # The last event the full path checked was a candidate (see `before`)
         self.run = False
         # The certified event's payload with the probes in place, the edits that put them there
@@ -1234,11 +1237,14 @@ class Steady:
             self.misses = 0
         return n if self.held else pos  # a held event takes the rest of the chunk
 
-    def whole(self, checker: StreamChecker, chunk: bytes) -> int:
+    def whole(self, checker: StreamChecker, chunk: bytes, due: int | None = None) -> int:
         """`take` for the common chunk (fed with nothing buffered or held): when `chunk` is
         steady events that each match the pattern, count them as `take` does and return how
         many; else 0, with nothing changed (`take` reads it). With rewrites, what the client
-        gets of the chunk is `whole_out`."""
+        gets of the chunk is `whole_out`. With `due`, the books are the caller's: `due`
+        events taken before are not counted yet (the count wanted next is that much further),
+        and these are not either; their texts for the validator's sink are left in
+        `due_texts` (None: none), to be counted with them (`_count`)."""
         if not self.matches or not self.may_end(chunk):
             # A chunk that ends otherwise is not all steady events; found at once, where the
             # matches below would read all of it first (a stream's last chunk can be big: a
@@ -1339,6 +1345,8 @@ class Steady:
                 return 0
             assert self.counted is not None
             count = getattr(checker.validator, self.counted[1])
+            if due:
+                count += due
             if n < 2 * self.least:  # one event at most (most chunks of a real stream)
                 text = self._one_counted(count, chunk)
                 if text is None:
@@ -1356,13 +1364,13 @@ class Steady:
                 run = self._counted_run(count, chunk, n)
                 if run is None:
                     return 0
-                texts, tail = run
+                texts, _ = run
                 taken = len(texts)
-                # where the last starts (their prefixes differ in the digits)
-                self.last_start = (
-                    n - self.fixed - len(b"%d" % (count + taken - 1)) - len(texts[-1]) - tail
-                )
-        self._count(checker, taken, n, texts if self.sink else None)
+                self.last_start = last  # (the run proves `bound` where it found it)
+        if due is None:
+            self._count(checker, taken, n, texts if self.sink else None)
+        else:
+            self.due_texts = texts if self.sink else None
         self.used = True
         self.misses = 0
         return taken
