@@ -235,8 +235,8 @@ def taken_whole(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     whole = Steady.whole
     wholes: list[int] = []
 
-    def spy(self: Steady, checker: StreamChecker, chunk: bytes) -> int:
-        wholes.append(whole(self, checker, chunk))
+    def spy(self: Steady, checker: StreamChecker, chunk: bytes, due: int | None = None) -> int:
+        wholes.append(whole(self, checker, chunk, due))
         return wholes[-1]
 
     monkeypatch.setattr(Steady, "whole", spy)
@@ -719,6 +719,7 @@ def test_a_padded_counted_delta_alone_in_its_chunk_is_taken_by_its_parts(
     pipeline = Pipeline(checker)
     for ev in events[:8]:
         pipeline.feed(ev)
+    pipeline.settle()  # the books of the deltas taken, kept when read
     steady = pipeline.steady
     assert steady is not None and steady.mid and steady.counter is not None
     validator = checker.validator
@@ -817,16 +818,18 @@ class TakeOnly(Steady):
 
     __slots__ = ()
 
-    def whole(self, checker: StreamChecker, chunk: bytes) -> int:
+    def whole(self, checker: StreamChecker, chunk: bytes, due: int | None = None) -> int:
         return 0
 
 
 def picture(pipeline: Pipeline) -> Any:
     """The state of a pipeline (checker, validator, decoder, shortcut) and its findings.
-    `last_start` is `take`'s answer to its caller, the relay, which does not use `whole`."""
+    `last_start` is `take`'s answer to its caller, the relay, which does not use `whole`;
+    `taken_text` and `due_texts`, what a repairing pipeline reads of the last count."""
+    scratch = frozenset({"last_start", "whole_out", "taken_text", "due_texts"})
     return (
         attributes(pipeline, skip=frozenset({"steady"})),
-        attributes(pipeline.steady, skip=frozenset({"last_start", "whole_out"})),
+        attributes(pipeline.steady, skip=scratch),
         checker_picture(pipeline.checker),
     )
 
@@ -867,6 +870,7 @@ def test_whole_chunks_of_steady_deltas_leave_what_take_leaves(
     twin.steady.__class__ = TakeOnly
     for chunk in chunks:
         assert pipeline.feed(chunk) == twin.feed(chunk)
+        pipeline.settle()  # the books `whole` leaves to be kept when read
         assert picture(pipeline) == picture(twin)
     assert pipeline.close() == twin.close()
     assert picture(pipeline) == picture(twin)
@@ -894,8 +898,8 @@ def test_chunks_of_whole_steady_deltas_take_the_fast_path(
     class Counting(Steady):
         __slots__ = ()
 
-        def whole(self, checker: StreamChecker, chunk: bytes) -> int:
-            n = original(checker, chunk)
+        def whole(self, checker: StreamChecker, chunk: bytes, due: int | None = None) -> int:
+            n = original(checker, chunk, due)
             taken.append(n)
             return n
 
@@ -1434,12 +1438,30 @@ def test_after_a_stream_cut_after_steady_deltas_the_repairs_stand_at_the_last_on
     the repairs place what they note next at the last delta, the last chunk's last event, as
     where the books are kept at once and where every event goes the full way."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(40)], False)
-    last = max(i for i, ev in enumerate(events) if b"token 39" in ev)
+    last = next(i for i, ev in enumerate(events) if b"token 39" in ev)  # the last delta
     chunks = group(events[: last + 1], per_chunk)
     lazy = inspected(fmt, chunks, shortcut=True, lazy=True, rewrites=[])
     assert lazy == inspected(fmt, chunks, shortcut=True, lazy=False, rewrites=[])
     assert lazy == inspected(fmt, chunks, shortcut=False, lazy=False, rewrites=[])
     assert lazy[2] is not None  # (where a repair defaults to: the last delta)
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 3, 4])
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_a_stream_that_ends_after_chunks_of_steady_deltas_ends_as_the_full_path_ends_it(
+    fmt: str, per_chunk: int, restamp: bool
+) -> None:
+    """Without repairs, the checker's books of the chunks of steady deltas taken whole are kept
+    when read too: a stream that ends right after them (none of its closing events) is
+    counted, placed and reported at its end as the full path would, with no `settle` first."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(40)], False)
+    last = next(i for i, ev in enumerate(events) if b"token 39" in ev)  # the last delta
+    chunks = group(events[: last + 1], per_chunk)
+    rewrites = restamping(fmt) if restamp else []
+    shortcut = outcome(fmt, chunks, shortcut=True, rewrites=rewrites)
+    assert shortcut == outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert shortcut[1].findings  # cut short: reported
 
 
 #: The formats whose first event, again, says the stream starts over (the gate fails).
@@ -1562,6 +1584,7 @@ def test_an_event_with_another_id_as_long_ends_the_run_of_steady_deltas(
     pipeline = Pipeline(checker, restamping(fmt) if restamp else ())
     for ev in events[:8]:
         pipeline.feed(ev)
+    pipeline.settle()  # the books of the deltas taken, kept when read
     steady = pipeline.steady
     assert steady is not None and steady.prefix is not None and steady.tiles is not None
     deltas = list(events[8:20])
@@ -1623,6 +1646,7 @@ def test_counted_deltas_are_taken_when_their_counts_and_bytes_are_the_ones_wante
     pipeline = Pipeline(checker)
     for ev in events[:8]:
         pipeline.feed(ev)
+    pipeline.settle()  # the books of the deltas taken, kept when read
     steady = pipeline.steady
     assert steady is not None and steady.prefix is not None and steady.counter is not None
     assert steady.counter[0] is not last  # the count in the template's prefix, or its suffix

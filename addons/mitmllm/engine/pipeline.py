@@ -124,9 +124,10 @@ class Pipeline:
         self._owed_size = 0
         self._owed_at = (0, 0)  # the last one's index and offset upstream
         self._owed_texts: list[str] = []
-        # Lazy, the upstream checker's books of the chunks of steady deltas `whole` takes are
-        # kept later too (`_pay`): how many, their bytes, their texts for its sink, and the
-        # last chunk (where its last delta starts)
+        # The checker's books of the chunks of steady deltas `Steady.whole` takes are kept
+        # when something reads them (`_pay`): without repairs (`skim`), and, lazy, the
+        # upstream's with them (`feed`); how many, their bytes, their texts for its sink, and
+        # the last chunk (where its last delta starts)
         self._due = 0
         self._due_size = 0
         self._due_texts: list[bytes] = []
@@ -320,13 +321,25 @@ class Pipeline:
         (`Steady.whole`), passed on as they are (rewritten: `Steady.whole_out`)? False: nothing
         was done."""
         steady = self.steady
+        due = self._due
         if steady is None or steady.held or self.failed or self.checker.decoder._buf:
+            taken = 0
+        else:
+            taken = steady.whole(self.checker, data, due)
+        if not taken or steady is None:
+            if due:
+                self._pay()  # the full way reads the checker's books
             return False
-        taken = steady.whole(self.checker, data)
+        # the checker's books of the deltas taken are kept when something reads them (`_pay`)
+        self._due = due + taken
+        self._due_size += len(data)
+        texts = steady.due_texts
+        if texts:
+            self._due_texts += texts
         self.events += taken
         if steady.rewrites:
             self.rewritten += taken
-        return taken > 0
+        return True
 
     def _adopt(self, steady: Steady) -> None:
         """The decoder holds the start of an event: when it starts as a steady delta, the
@@ -349,6 +362,10 @@ class Pipeline:
             return b""
         if self.repairer is not None:
             return self._close_repairing(self.repairer)
+        try:
+            self._pay()
+        except Exception as e:
+            return self._fail(e, [])
         lead = b""
         steady = self.steady
         if steady is not None and steady.open:  # a cut final event: the full path's now
@@ -543,11 +560,18 @@ class Pipeline:
         self._book(At(index, offset), events, size, out, text)
 
     def _pay(self) -> None:
-        """Keep the upstream checker's books of the chunks of steady deltas taken whole since
-        the last time (`lazy`), as `Steady.whole` would have one chunk at a time, in one go;
-        the other parts' books are owed then (`_passed`)."""
+        """Keep the checker's books of the chunks of steady deltas taken whole since the last
+        time, as `Steady.whole` would have one chunk at a time, in one go: before the full way
+        reads an event, at the end, in `settle`. With repairs (`lazy`), the upstream checker's,
+        and the other parts' books are owed then (`_passed`)."""
         events = self._due
         if not events:
+            return
+        steady = self.steady
+        if steady is not None:  # no repairs: the checker's books, and no others
+            size, texts = self._due_size, self._due_texts
+            self._due, self._due_size, self._due_texts = 0, 0, []
+            steady._count(self.checker, events, size, texts or None)
             return
         gated = self.gated
         assert gated is not None and gated.prefix is not None

@@ -339,6 +339,8 @@ class Tap(StreamRecord):
                         self._passing = self._passable()
                     else:  # its steady deltas carry what it rewrites: no chunk of them is deferred
                         self.defers = self._passing = False
+                        # each chunk read at once from here on, by the short path where it can
+                        self._direct = not self._ahead
                 return [out] if out else []
             self.finished = True
             self.settle()
