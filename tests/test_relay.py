@@ -35,6 +35,7 @@ from mitmllm.engine.relay import Relay
 from mitmllm.engine.relay import Timeouts
 from mitmllm.engine.relay import Upstream
 from mitmllm.engine.relay import _Exchange
+from mitmllm.engine.relay import _Stages
 from mitmllm.engine.relay import origin_of
 from mitmllm.engine.relay import redact_url
 from mitmllm.mock.scenarios import ANTHROPIC
@@ -368,6 +369,30 @@ async def _relay_garbage(
     finally:
         await relay.stop()
     return raw, upstream
+
+
+@pytest.mark.parametrize("fmt", [ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES, GEMINI])
+def test_an_attempt_with_repairs_lets_each_chunk_out_and_counts_its_steady_deltas_when_read(
+    fmt: str,
+) -> None:
+    """An untranslated attempt with repairs (the relay's default): after commit each chunk of
+    steady deltas goes out as it is judged, and the books of them are kept in one go when read
+    (before the full way reads an event, at the end), not chunk by chunk; the client's
+    stream is complete and the same bytes."""
+    d = dialect(fmt)
+    events = proxy_events(300, fmt=fmt)
+    stages = _Stages(d, d, request=request_body(fmt), repair=True, fails=None, translation=None)
+    assert stages.pipeline.lazy
+    out = b""
+    behind = 0  # the most events the upstream's checker was behind the stream
+    for n, ev in enumerate(events, 1):
+        stages.feed(ev)
+        out += stages.gate.take()
+        behind = max(behind, n - stages.upstream.events)
+    stages.close()
+    out += stages.gate.take()
+    assert out == b"".join(events) and stages.client_complete
+    assert stages.upstream.events == len(events) and behind > 250
 
 
 def passed_on(upstream: bytes, repair: bool) -> bytes:

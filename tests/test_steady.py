@@ -1255,12 +1255,19 @@ def held(pipeline: Pipeline) -> tuple[Any, ...]:
 
 
 def gated(
-    fmt: str, chunks: list[bytes], *, shortcut: bool, rewrites: Sequence[Any] = ()
+    fmt: str,
+    chunks: list[bytes],
+    *,
+    shortcut: bool,
+    rewrites: Sequence[Any] = (),
+    lazy: bool = True,
+    where: bool = False,
 ) -> tuple[Any, ...]:
     """A stream through the relay's pipeline, or an inspected flow's with repairs on and a
     restamp (`repairing`): what the gate lets out and decides after each chunk, and what every
-    part of it holds at the end."""
-    pipeline, gate = repairing(fmt, rewrites, shortcut=shortcut)
+    part of it holds at the end; `where` a repair would default to after each chunk (lazy
+    books place it when read: at the end only)."""
+    pipeline, gate = repairing(fmt, rewrites, shortcut=shortcut, lazy=lazy)
     repairer = pipeline.repairer
     seen = []
     for chunk in [*chunks, None]:
@@ -1269,8 +1276,8 @@ def gated(
             gate.close()
         else:
             pipeline.feed(chunk)
-        where = _where(repairer._last)  # where a repair would default to, after each chunk
-        seen.append((gate.take(), gate.verdict, gate.outcome, gate.progress, gate.events, where))
+        at = _where(repairer._last) if where or chunk is None else None
+        seen.append((gate.take(), gate.verdict, gate.outcome, gate.progress, gate.events, at))
     return (seen, *held(pipeline))
 
 
@@ -1296,9 +1303,10 @@ def test_in_the_relay_the_shortcut_changes_no_verdict_no_finding_and_no_byte(
     restamped too (an inspected flow with repairs on and a model rule), each event as the full
     path rewrites it."""
     fmt, chunks, rewrites = case
-    assert gated(fmt, chunks, shortcut=True, rewrites=rewrites) == gated(
-        fmt, chunks, shortcut=False, rewrites=rewrites
-    )
+    full = gated(fmt, chunks, shortcut=False, rewrites=rewrites, lazy=False, where=True)
+    assert gated(fmt, chunks, shortcut=True, rewrites=rewrites, lazy=False, where=True) == full
+    lazy = gated(fmt, chunks, shortcut=True, rewrites=rewrites)
+    assert lazy == gated(fmt, chunks, shortcut=False, rewrites=rewrites)
 
 
 def inspected(
@@ -1331,23 +1339,25 @@ def test_an_inspected_flow_with_repairs_keeps_its_books_lazily_to_the_same_end(
     assert lazy == inspected(fmt, chunks, shortcut=False, lazy=False, rewrites=rewrites)
 
 
-def test_only_a_repairing_pipeline_whose_gate_only_judges_keeps_lazy_books() -> None:
+def test_only_a_repairing_pipeline_with_a_gate_keeps_lazy_books() -> None:
+    """An inspected flow's gate only judges: it is told at the books; the relay's lets out
+    each chunk it judged: it is told at once (its progress runs the relay's timers)."""
     d = detect.by_name("anthropic")
     up, client = StreamChecker(d), StreamChecker(d)
-    with pytest.raises(ValueError, match="lazy"):  # the relay's gate lets out what it judged
-        Pipeline(
-            client,
-            upstream=up,
-            repairer=Repairer(d, up.findings),
-            gate=Gate(d, client.findings),
-            lazy=True,
-        )
     with pytest.raises(ValueError, match="lazy"):
         Pipeline(client, lazy=True)
+    with pytest.raises(ValueError, match="lazy"):
+        Pipeline(client, upstream=up, repairer=Repairer(d, up.findings), lazy=True)
     judging = Gate(d, client.findings, collect=False)
-    assert Pipeline(
+    pipeline = Pipeline(
         client, upstream=up, repairer=Repairer(d, up.findings), gate=judging, lazy=True
-    ).lazy
+    )
+    assert pipeline.lazy and not pipeline._tell
+    relays = Gate(d, client.findings)
+    pipeline = Pipeline(
+        client, upstream=up, repairer=Repairer(d, up.findings), gate=relays, lazy=True
+    )
+    assert pipeline.lazy and pipeline._tell
 
 
 @pytest.mark.parametrize("fmt", STEADY)
@@ -1361,19 +1371,24 @@ def test_in_the_relay_a_healthy_stream_is_mostly_taken_by_its_bytes(
     events = stream(fmt, [f"token {i} of a long answer" for i in range(200)], False)
     chunks = group(events, per_chunk)
     rewrites = restamping(fmt) if restamps else []
-    pipeline, gate = repairing(fmt, rewrites, shortcut=True)
+    pipeline, gate = repairing(fmt, rewrites, shortcut=True, lazy=True)  # as the relay keeps it
     upstream, client = pipeline.upstream, pipeline.checker
     parsed = parses(upstream)
     out = b""
+    alias = b'"%s"' % ALIAS.encode()
     for c in chunks:
+        committed = gate.committed
         pipeline.feed(c)
-        out += gate.take()
+        taken = gate.take()
+        out += taken
+        if committed:  # after commit, each chunk goes out as it is judged (the gate is told)
+            assert taken == (MODELS.sub(alias, c) if restamps else c)
     pipeline.close()
     gate.close()
     out += gate.take()
     assert gate.verdict is Verdict.PASS and not client.findings and not upstream.findings
     if restamps:  # every model the upstream named is the client's
-        assert MODELS.sub(b'"%s"' % ALIAS.encode(), b"".join(events)) == out
+        assert MODELS.sub(alias, b"".join(events)) == out
         assert pipeline.rewritten == len(MODELS.findall(b"".join(events))) > 0
     else:
         assert out == b"".join(events)

@@ -104,8 +104,8 @@ class Pipeline:
             )
         if gate is not None and on_event is not None:
             raise ValueError("a pipeline hands its events to a gate or to on_event, not both")
-        if lazy and (repairer is None or gate is None or gate.collect):
-            raise ValueError("only a repairing pipeline whose gate only judges keeps lazy books")
+        if lazy and (repairer is None or gate is None):
+            raise ValueError("only a repairing pipeline with a gate keeps lazy books")
         self.checker = checker  # what the client gets
         self.upstream = upstream if upstream is not None else checker  # what the upstream sent
         self.repairer = repairer
@@ -116,10 +116,12 @@ class Pipeline:
         self.closed = False
         # Lazy: the books of the steady deltas the repairing pipeline takes after commit (the
         # client's checker, the repairs, the gate, `events`) are kept when something reads
-        # them (`settle`), not per chunk; for an inspected flow with repairs on, whose gate
-        # only judges and whose tap settles before the flow is reported. The relay's gate lets
-        # each chunk out as it is judged: its books are kept at once.
+        # them (`settle`, and before the full way reads an event, and at the end), not per
+        # chunk; for an inspected flow with repairs on, whose tap settles before the flow is
+        # reported, and the relay. A gate that lets each chunk out as it is judged (the
+        # relay's: `Gate.collect`) is told at once (`_tell`): its progress runs the timers.
         self.lazy = lazy
+        self._tell = lazy and gate is not None and gate.collect
         self._owed = 0  # steady deltas taken, not yet in the books
         self._owed_size = 0
         self._owed_at = (0, 0)  # the last one's index and offset upstream
@@ -239,7 +241,10 @@ class Pipeline:
                         self._due_texts += texts
                     self._due_chunk = chunk
                     self._due_last = whole
-                    return gated.whole_out if gated.rewrites else chunk
+                    taken = gated.whole_out if gated.rewrites else chunk
+                    if self._tell:
+                        self.gate.passed(taken, whole)  # type: ignore[union-attr]
+                    return taken
                 self._pay()  # the full way reads the upstream's books
             except Exception as e:  # a bug must not eat the stream: all of it, as it came
                 return self._fail(e, []) + chunk
@@ -543,14 +548,18 @@ class Pipeline:
             return head
         return head + self._process_repairing(events, repairer)
 
-    def _passed(self, index: int, offset: int, events: int, size: int, out: bytes) -> None:
+    def _passed(
+        self, index: int, offset: int, events: int, size: int, out: bytes, told: bool = False
+    ) -> None:
         """Steady deltas after commit (`size` bytes of the upstream's, `out` the client's, as
         rewritten; the last at `index` and `offset` upstream), which the upstream's checker
         counted: what the repairs, the client's checker and the gate would have done with
-        them, at once or when `settle`d (`lazy`)."""
+        them, at once or when `settle`d (`lazy`; a gate `_tell`ed at once unless `told`)."""
         assert self.gated is not None
         text = self.gated.taken_text
         if self.lazy:
+            if self._tell and not told:
+                self.gate.passed(out, events)  # type: ignore[union-attr]
             self._owed += events
             self._owed_size += size
             self._owed_at = (index, offset)
@@ -588,7 +597,7 @@ class Pipeline:
         texts = self._due_texts
         self._due, self._due_size, self._due_texts, self._due_chunk = 0, 0, [], b""
         gated._count(self.upstream, events, size, texts or None)
-        self._passed(index, offset, events, size, b"")  # (lazy: what went out is not kept)
+        self._passed(index, offset, events, size, b"", told=True)  # (`feed` told the gate)
 
     def settle(self) -> None:
         """Keep the books of the steady deltas taken since the last time (`lazy`)."""
@@ -620,7 +629,8 @@ class Pipeline:
             assert mender is not None and mender.COUNTED is not None
             setattr(mender, mender.COUNTED, getattr(mender, mender.COUNTED) + events)
         self.repairer.passed(last, events, size)
-        self.gate.passed(out, events)
+        if not self._tell:
+            self.gate.passed(out, events)
         self.events += events
         if gated.rewrites:
             self.rewritten += events

@@ -1174,6 +1174,8 @@ class _Stages:
             repairer=repairer,
             on_event=self._translate if translation is not None else None,
             gate=self.gate if translation is None else None,
+            # the books of steady deltas kept when read (the gate is told each chunk at once)
+            lazy=repairer is not None and translation is None,
         )
         self.repaired = repaired  # the upstream's stream as repaired, in its format
         self.broken: str | None = None  # the first XLT-4: the stream could not be translated
