@@ -323,8 +323,8 @@ class Pipeline:
 
     def skim(self, data: bytes) -> bool:
         """Has `data` been taken as `feed` takes it, for being nothing but whole steady deltas
-        (`Steady.whole`), passed on as they are (rewritten: `Steady.whole_out`)? False: nothing
-        was done."""
+        (`Steady.whole`), passed on as they are (rewritten: `Steady.whole_out`)? False: none
+        of it was taken (and the books of what was taken before are kept, `_pay`)."""
         steady = self.steady
         due = self._due
         if steady is None or steady.held or self.failed or self.checker.decoder._buf:
