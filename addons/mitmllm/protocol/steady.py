@@ -56,6 +56,10 @@ repairs and the gate as they were, but for the counts they keep of the client's 
 grew by one, and the text the client's checker keeps (see `mitmllm.engine.pipeline`); its
 text-blind rewrites too.
 
+A chunk of whole steady events (`Steady.whole`) may leave that counting to its caller (`due`):
+the pipeline keeps the books of a run of such chunks in one go when something reads them
+(`Pipeline._pay`: before the full way reads an event, at the end, in `settle`).
+
 Anything else goes the full way, and a later certified event learns again. A stream whose
 events never certify or never repeat stops trying after `MAX_MISSES`, so it pays for the
 fingerprints a few times at most. What this proves is tested against the full path for every
