@@ -56,6 +56,34 @@ def test_kept_is_bounded_and_made_of_the_start_and_the_end(pieces: list[bytes], 
     assert body.spill_name == "spill.sse"
 
 
+@settings(max_examples=300, deadline=None)
+@given(PIECES, st.sampled_from([None, 0, 2, 100, 300, 1000]), st.data())
+def test_pieces_recorded_in_batches_are_kept_as_one_by_one(
+    pieces: list[bytes], limit: int | None, data: st.DataObject
+) -> None:
+    """`extend` (a deferring tap records a batch at once) keeps what `append` keeps piece by
+    piece, within the limit or past it, spilled or not: the cut points are the pieces'."""
+    spilled = data.draw(st.booleans())
+    bodies = [KeptBody(limit, spill=Spill if spilled else None, option="opt") for _ in range(2)]
+    batched, one_by_one = bodies
+    i = 0
+    while i < len(pieces):
+        n = data.draw(st.integers(1, len(pieces) - i))
+        batch = pieces[i : i + n]
+        batched.extend(batch, sum(map(len, batch)))
+        for piece in batch:
+            one_by_one.append(piece)
+        i += n
+        assert (batched.total, batched.cut, batched.over) == (
+            one_by_one.total,
+            one_by_one.cut,
+            one_by_one.over,
+        )
+    assert batched.value == one_by_one.value
+    if spilled and batched.spill is not None:
+        assert batched.spill.getvalue() == one_by_one.spill.getvalue()  # type: ignore[attr-defined]
+
+
 def test_whole_pieces_are_kept_while_they_fit() -> None:
     events = [b"data: %d\n\n" % i for i in range(1000)]  # 10-12 bytes each
     body = KeptBody(1000, option="mitmllm_keep_body")

@@ -211,6 +211,27 @@ def test_a_tap_that_defers_sends_and_finds_what_one_that_reads_every_chunk_does(
     assert not deferring.pipeline.failed
 
 
+def test_a_deferring_tap_keeps_the_excerpt_a_reading_tap_keeps_of_a_cut_body() -> None:
+    """A body past a small limit keeps its start and its end, cut where the pieces recorded
+    allow: a deferring tap records a batch's chunks as the pieces they were, so it keeps the
+    excerpt a tap that reads every chunk keeps (a batch recorded as one piece once kept a
+    different end, the connection dead amid the deltas; a random run found it)."""
+    events = long_stream("anthropic", 12).events
+    chunks = [*events[:3], b"".join(events[3:5]), *events[5:]]
+    taps = []
+    for defers in (True, False):
+        checker = StreamChecker(detect.by_name("anthropic"), request=dict(CALLS["anthropic"].body))
+        tap = Tap(Pipeline(checker), time.time(), body=KeptBody(300))
+        tap.defers, tap.defer_bytes = defers, 300
+        taps.append(tap)
+    deferring, reading = taps
+    for chunk in chunks[:7]:
+        assert deferring(chunk) == reading(chunk)
+    deferring.settle()
+    assert deferring.close() == reading.close()
+    assert deferring.body.cut and deferring.sent == reading.sent
+
+
 def test_an_inspect_only_or_restamping_tap_defers_one_that_renames_tools_does_not() -> None:
     d = detect.by_name("anthropic")
     assert Tap(Pipeline(StreamChecker(d)), 0.0).defers

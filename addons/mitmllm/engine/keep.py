@@ -118,6 +118,22 @@ class KeptBody:
         self._tail_size += len(piece)
         self._trim()
 
+    def extend(self, pieces: list[bytes], size: int) -> None:
+        """`append` each of `pieces` (`size` bytes together, none empty): in one step while
+        they fit, so that a tap that records a batch at once keeps what one that records
+        piece by piece keeps (the cut points depend on the pieces)."""
+        if self.limit == 0:  # nothing kept
+            self.total += size
+            return
+        if self._head is None and (self.limit is None or self._size + size <= self.limit):
+            self._value = None
+            self._parts += pieces
+            self._size += size
+            self.total += size
+            return
+        for piece in pieces:
+            self.append(piece)
+
     def _split(self) -> None:
         """The limit is reached: the pieces so far become the head and the start of the tail."""
         assert self.limit is not None

@@ -164,16 +164,14 @@ class Tap(StreamRecord):
             self._ahead += size
             pipeline = self.pipeline
             steady = pipeline.steady
+            self.body.extend(deferred, size)  # one record for the batch, its pieces as sent
             if len(deferred) > 1 and steady is not None and steady.may_end(deferred[-1]):
                 batch = b"".join(deferred)
-                self.body.append(batch)  # one record for the batch, not one a chunk
                 if pipeline.skim(batch):  # steady deltas only: one match for them all
                     self._ahead -= len(batch)
                 else:  # as they came: a chunk with another event is read as before
                     self._read_apart(deferred)
             else:  # not all steady deltas (it ends otherwise): no copy of it all
-                for piece in deferred:
-                    self.body.append(piece)
                 self._read_apart(deferred)
             self._clean = not pipeline.holds
             self._passing = self._passable()
