@@ -134,7 +134,7 @@ class Pipeline:
         self._due_size = 0
         self._due_texts: list[bytes] = []
         self._due_chunk = b""
-        self._due_last = 0
+        self._due_taken = 0
         self._quick = False  # the next chunk may be such deltas (`feed`)
         self.events = 0
         self.rewritten = 0
@@ -240,7 +240,7 @@ class Pipeline:
                     if texts:
                         self._due_texts += texts
                     self._due_chunk = chunk
-                    self._due_last = whole
+                    self._due_taken = whole
                     taken = gated.whole_out if gated.rewrites else chunk
                     if self._tell:
                         self.gate.passed(taken, whole)  # type: ignore[union-attr]
@@ -520,12 +520,7 @@ class Pipeline:
                     else 0
                 )
                 if whole:
-                    if whole == 1:
-                        last = 0
-                    elif gated.counter is None:  # the texts hold no quote: the prefix is last
-                        last = chunk.rfind(gated.prefix)
-                    else:
-                        last = gated.last_start
+                    last = gated.last_of(chunk, whole)
                     out = gated.whole_out if gated.rewrites else chunk
                     self._passed(index + whole - 1, offset + last, whole, len(chunk), out)
                     return out
@@ -583,17 +578,12 @@ class Pipeline:
             steady._count(self.checker, events, size, texts or None)
             return
         gated = self.gated
-        assert gated is not None and gated.prefix is not None
+        assert gated is not None
         decoder = self.upstream.decoder
-        size, chunk, whole = self._due_size, self._due_chunk, self._due_last
-        # where the last delta is: the last chunk's last one (`whole` took it last)
-        if whole == 1:
-            last = len(chunk)
-        elif gated.counter is None:  # the texts hold no quote: the prefix is last
-            last = len(chunk) - chunk.rfind(gated.prefix)
-        else:
-            last = len(chunk) - gated.last_start
-        index, offset = decoder.index + events - 1, decoder.offset + size - last
+        size, chunk = self._due_size, self._due_chunk
+        # the last delta: the last chunk's last one (`whole` took that chunk last)
+        last = size - len(chunk) + gated.last_of(chunk, self._due_taken)
+        index, offset = decoder.index + events - 1, decoder.offset + last
         texts = self._due_texts
         self._due, self._due_size, self._due_texts, self._due_chunk = 0, 0, [], b""
         gated._count(self.upstream, events, size, texts or None)

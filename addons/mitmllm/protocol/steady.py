@@ -1379,6 +1379,15 @@ class Steady:
         self.misses = 0
         return taken
 
+    def last_of(self, chunk: bytes, taken: int) -> int:
+        """Where in `chunk` the last of the `taken` events `whole` took from it last starts."""
+        if taken == 1:
+            return 0
+        if self.counter is None:  # the texts hold no quote: the prefix is last
+            assert self.prefix is not None
+            return chunk.rfind(self.prefix)
+        return self.last_start  # (`whole` found it)
+
     def _other_texts(self, chunk: bytes, ascii: bool, escaped: bool) -> list[bytes] | None:
         """The texts of `chunk` (padded: texts and pads taking turns) when it is nothing but
         the template's events (no counter) whose texts have escapes or bytes from 0x80 up (a
