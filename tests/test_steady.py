@@ -476,6 +476,31 @@ def test_deltas_with_utf8_texts_are_taken_by_their_bytes(
     assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full and out == full[0]
 
 
+#: Characters Python calls unprintable that a text may hold as any other: the decoder and
+#: orjson take them, the SSE grammar reports none (a no-break space, a soft hyphen, an emoji's
+#: zero-width joiner, a byte order mark, a C1 control that is no line break, a private-use one).
+UNPRINTABLE = ["\u00a0", "\u00ad", "\U0001f469\u200d\U0001f4bb", "\ufeff", "\u0080", "\ue000"]
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_texts_python_calls_unprintable_are_taken_by_their_bytes_too(
+    fmt: str, per_chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such characters are no concern of the full path's, so the shortcut takes their texts
+    (not read one by one through `str.isprintable`), to the same end as the full path."""
+    texts = [f"Grüße{UNPRINTABLE[i % len(UNPRINTABLE)]} {i}" for i in range(200)]
+    events = stream(fmt, texts, False)
+    chunks = group(events, per_chunk)
+    wholes = taken_whole(monkeypatch)
+    checker, _, parsed, out = fed(fmt, chunks, [])
+    assert checker.events == len(events) and parsed[0] < 20
+    assert sum(wholes) > 0.9 * len(events)
+    assert checker.findings.to_list() == []
+    full = outcome(fmt, chunks, shortcut=False)
+    assert outcome(fmt, chunks, shortcut=True) == full and out == full[0]
+
+
 #: Two deltas' texts, as bytes in the stream, that one chunk of UTF-8 texts may hold and that
 #: the full path reads otherwise than a text of code or of any language: the shortcut must
 #: leave such a chunk to it (or take it to the same end).
@@ -1076,10 +1101,21 @@ def test_a_healthy_stream_with_any_texts_gives_the_same_with_and_without_the_sho
 def test_plain_text_reads_ascii_without_decoding_and_agrees_with_the_definition(
     text: bytes,
 ) -> None:
+    """A plain text: valid UTF-8 without a quote or a backslash; printable, if ASCII; beyond
+    ASCII, no C0 control or DEL and no line separator the SSE grammar reports on (characters
+    Python calls unprintable otherwise, the decoder and orjson take as any other)."""
     try:
-        expected = b'"' not in text and b"\\" not in text and text.decode("utf-8").isprintable()
+        decoded = text.decode("utf-8")
     except UnicodeDecodeError:
-        expected = False
+        decoded = None
+    expected = decoded is not None and b'"' not in text and b"\\" not in text
+    if expected and decoded is not None:
+        if decoded.isascii():
+            expected = decoded.isprintable()
+        else:
+            expected = not any(
+                c < " " or c in "\x7f\x85\u2028\u2029" for c in decoded
+            )  # (C1 controls, no-break spaces, format characters: taken)
     assert plain_text(text) == expected
 
 

@@ -68,7 +68,7 @@ _ASCII_HAZARDS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
 _HAZARDS = (*_ASCII_HAZARDS, "\x85", "\u2028", "\u2029")
 
 
-def _hazardous(data: str) -> bool:
+def hazardous(data: str) -> bool:
     """Does `data` hold one of `_LINE_SEPARATOR_HAZARDS`? One `find` a character: each reads
     a str at memchr's speed, where the class's search takes 5-10 ns a character (a Responses
     stream's done events carry the whole text, tens of KiB, four times)."""
@@ -414,7 +414,7 @@ def parse_text(
                     event=index,
                     offset=offset,
                 )
-            m = _LINE_SEPARATOR_HAZARDS.search(data) if _hazardous(data) else None
+            m = _LINE_SEPARATOR_HAZARDS.search(data) if hazardous(data) else None
             if m:
                 findings.add(
                     "SSE-3a",
@@ -489,7 +489,7 @@ def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
                 data = str(view[start:end], "utf-8")
     except UnicodeDecodeError:
         return None
-    if data[:1] == ":" or _hazardous(data):
+    if data[:1] == ":" or hazardous(data):
         return None  # the general parser words the finding
     return Event(index, offset, raw, event, data, None, None, (), 1, True)
 

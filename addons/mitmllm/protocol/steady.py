@@ -17,8 +17,10 @@ so `Steady` proves that once and then accepts the following events by their byte
    string in their place gives the same payload with the probe at that path: the bytes before
    (`prefix`) and after (`suffix`) are fixed, and any text without ``"``, ``\\``, control
    characters or separators between them is that JSON string and nothing else; so is one with
-   valid escapes (a line break, a quote: the patterns take no other), and one of UTF-8 that
-   decodes to printable characters (read so, as the full path reads it).
+   valid escapes (a line break, a quote: the patterns take no other), and one of valid UTF-8
+   without the line separators the SSE grammar reports on (`sse.hazardous`, the very check
+   the full path's decoding makes; the others are control characters, which no JSON string
+   holds unescaped).
 3. Accept. A block that is `prefix` + such a text + `suffix` is the certified event with another
    text: `take` counts it (codec, checker, validator counters) without building it. A block
    the chunking cuts is held while its pieces keep matching (`resume`: the pieces of its text
@@ -87,6 +89,7 @@ from mitmllm.protocol.splice import locate
 from mitmllm.protocol.splice import replaced
 from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import hazardous
 from mitmllm.protocol.sse import parse_common
 
 if TYPE_CHECKING:
@@ -462,8 +465,8 @@ def opaque_int(payload: Any, path: Path) -> int | None:
 
 def plain_text(text: bytes) -> bool:
     """Is `text` the bytes of a JSON string that needs no escape and that the SSE grammar
-    reports nothing on: valid UTF-8, no ``"`` or ``\\``, only printable characters (no control
-    characters, no line or paragraph separators)?"""
+    reports nothing on: valid UTF-8, no ``"`` or ``\\``, no control character (printable ASCII,
+    or `_sound_utf8`: no line separator the grammar reports either)?"""
     if text.isascii():  # printable ASCII is 0x20-0x7e: no decoding
         if len(text) < _BIG_TEXT:
             return not text.translate(None, _PLAIN_ASCII)
@@ -476,21 +479,18 @@ def plain_text(text: bytes) -> bool:
         return True
     if text.find(b'"') != -1 or text.find(b"\\") != -1:  # not `in`: see sse.parse_common
         return False
-    try:
-        return text.decode("utf-8").isprintable()
-    except UnicodeDecodeError:
-        return False
+    return _sound_utf8(text)
 
 
 def escaped_text(text: bytes) -> bool:
     """Is `text` the bytes of a JSON string with escapes in it that the SSE grammar reports
-    nothing on: printable ASCII with valid escapes (`_ESCAPED_TEXT`), or valid UTF-8 whose
-    characters are printable (the escapes' backslashes among them) and whose escapes are valid
-    (orjson reads it, a lone surrogate not)? The caller found its end: no quote but escaped."""
+    nothing on: printable ASCII with valid escapes (`_ESCAPED_TEXT`), or `_sound_utf8` with
+    valid escapes (orjson reads it, a lone surrogate not)? The caller found its end: no quote
+    but escaped."""
     if text.isascii():
         return _ESCAPED_TEXT.fullmatch(text) is not None
     try:
-        if not text.decode("utf-8").isprintable():
+        if not _sound_utf8(text):
             return False
         orjson.loads(b'"' + text + b'"')
     except (UnicodeDecodeError, orjson.JSONDecodeError):
@@ -512,7 +512,8 @@ def plain_span(raw: bytes, start: int, end: int, *, escapes: bool = True) -> boo
         return False
     if text.isascii():  # a flag of the string: what is left is DEL, which orjson takes
         return raw.find(b"\x7f", start, end) == -1
-    return bool(text.isprintable())
+    # (`_sound_utf8`: orjson took no C0 control, and the text is decoded already)
+    return raw.find(b"\x7f", start, end) == -1 and not hazardous(text)
 
 
 class Steady:
@@ -1566,16 +1567,41 @@ def _other_text(text: bytes) -> bool:
 def _utf8_texts(texts: Sequence[bytes]) -> bool:
     """Are `texts`, runs a UTF-8 pattern took, each what `plain_text` or `escaped_text` takes?
     The pattern took printable ASCII but ``"`` and ``\\``, bytes from 0x80 up and valid escapes
-    (surrogates in pairs), so each must still be valid UTF-8 and printable once decoded (the
-    escapes' backslashes and letters are). All are read in one go: joined by a space, a text
-    cut inside a character is no valid UTF-8 either, and a space is printable."""
+    (surrogates in pairs), no control character and no DEL, so each must still be
+    `_sound_utf8`: valid UTF-8 without the line separators the grammar reports. All are read in
+    one go: joined by a space, a text cut inside a character is no valid UTF-8 either, and a
+    space is no separator."""
     joined = b" ".join(texts)
-    if joined.isascii():
-        return True
+    return joined.isascii() or _sound_utf8(joined, controls=False)
+
+
+#: The C0 controls and DEL: no steady text holds one raw (no JSON string may hold the former;
+#: DEL it may, but the patterns take none, and what they take and `_sound_utf8` must agree).
+_CONTROLS = re.compile(rb"[\x00-\x1f\x7f]")
+#: Below this many characters, `_sound_utf8` asks `isprintable` first: the few `find`s of
+#: `hazardous` cost more than it up to 300-600 (a str's `find` is a call each), and most texts
+#: are printable.
+_SHORT_TEXT = 1024
+
+
+def _sound_utf8(text: bytes, controls: bool = True) -> bool:
+    """Is `text` (beyond ASCII) what a steady text may be: valid UTF-8 without a C0 control
+    character or DEL, and without the line separators the SSE grammar reports on (`sse.hazardous`:
+    NEL, U+2028, U+2029; the very check the full path's decoding makes)? That is all the full
+    path asks of it: characters Python calls unprintable (a no-break space, a zero-width joiner
+    in an emoji, a private-use one) orjson and the decoder take as any other. A few `find`s of
+    a str, where `str.isprintable` reads each character through the Unicode database (2,000
+    characters: 3.9 against 1.0 µs); a short text is asked `isprintable` first, which says yes
+    to most at once. `controls` False: the caller's pattern took none."""
     try:
-        return joined.decode("utf-8").isprintable()
+        decoded = text.decode("utf-8")
     except UnicodeDecodeError:
         return False
+    if len(decoded) < _SHORT_TEXT and decoded.isprintable():
+        return True  # (printable: no control character, no line separator)
+    if controls and _CONTROLS.search(text) is not None:
+        return False
+    return not hazardous(decoded)
 
 
 def _value_span(raw: bytes, ev: Event, path: Path) -> tuple[int, int] | None:
