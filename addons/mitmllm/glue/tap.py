@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 MAX_TIMINGS = 1 << 18
 #: Whole events an inspect-only tap passes on before its pipeline reads them (see `Tap`). A
 #: batch's call has a cost of its own, run with cold caches inside mitmdump: 64 KiB cost
-#: 0.94-0.99x the CPU per event of 16 KiB there; 256 KiB no less than 64 (the findings come
+#: 0.94-1.00x the CPU per event of 16 KiB there; 256 KiB no less than 64 (the findings come
 #: in at the end of the flow either way, and a batch holds references, not copies).
 DEFER_BYTES = 64 * 1024
 #: How a chunk of whole events ends: a line end, then a blank line (LF, or CRLF as Gemini
