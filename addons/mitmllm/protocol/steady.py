@@ -1263,13 +1263,12 @@ class Steady:
             # the events, all of the chunk, each rewritten to out_prefix + text + out_suffix
             prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
-            # plain texts by the plain pattern; others (escapes, UTF-8) by `_other_texts`
-            ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
-            plain = ascii and not escaped
             if self.mid:
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
-                if plain:
+                # (plain texts by the plain pattern; others, escapes, UTF-8, `_other_texts`)
+                ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
+                if ascii and not escaped:
                     pairs = self.fields.findall(chunk)
                     args = tuple(chain.from_iterable(pairs))
                     if not pairs or self.one * len(pairs) % args != chunk:
@@ -1287,19 +1286,23 @@ class Steady:
                     if text is None:
                         return 0
                     found = [text]
-                elif plain:
-                    # the texts as the template's lengths place them; the events they make, the
-                    # template's bytes around them, are the chunk itself or not such events
-                    found = self.fields.findall(chunk)
-                    if not found or prefix + self.seam.join(found) + suffix != chunk:
-                        return 0
+                    # (`_rewritten` of one text; most upstreams write an event a chunk)
+                    self.whole_out = self.out_prefix + text + self.out_suffix
                 else:
-                    other = self._other_texts(chunk, ascii, escaped)
-                    if other is None:
-                        return 0
-                    found = other
+                    ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
+                    if ascii and not escaped:
+                        # the texts as the template's lengths place them; the events they make,
+                        # the template's bytes around them, are the chunk or not such events
+                        found = self.fields.findall(chunk)
+                        if not found or prefix + self.seam.join(found) + suffix != chunk:
+                            return 0
+                    else:  # escapes, UTF-8
+                        other = self._other_texts(chunk, ascii, escaped)
+                        if other is None:
+                            return 0
+                        found = other
+                    self.whole_out = self._rewritten(found)
                 taken = len(found)
-                self.whole_out = self._rewritten(found)
                 texts = found
         elif self.counter is None:
             # One match for the whole chunk: from its start the pattern matches one event after
