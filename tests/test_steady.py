@@ -452,18 +452,27 @@ def test_tool_inputs_in_any_fragments_give_what_the_full_path_gives(data: st.Dat
 #: Texts in another language than English, as an upstream writes them (raw UTF-8), some with
 #: escapes.
 UTF8 = ["Grüße", '東京 "引用"', "emoji 🙂", "Zeile\nneu", "naïve \\ path", "ascii"]
+#: Texts with characters Python calls unprintable, which the decoder and orjson take as any
+#: other and the SSE grammar reports none of (a no-break space, a soft hyphen, an emoji's
+#: zero-width joiner, a byte order mark, a C1 control that is no line break, a private-use one):
+#: the shortcut takes them too, not read one by one through `str.isprintable`.
+UNPRINTABLE = [
+    f"Grüße{c}"
+    for c in ["\u00a0", "\u00ad", "\U0001f469\u200d\U0001f4bb", "\ufeff", "\u0080", "\ue000"]
+]
 
 
 @pytest.mark.parametrize("fmt", STEADY)
 @pytest.mark.parametrize("per_chunk", [1, 4])
 @pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+@pytest.mark.parametrize("kinds", [UTF8, UNPRINTABLE], ids=["utf8", "unprintable"])
 def test_deltas_with_utf8_texts_are_taken_by_their_bytes(
-    fmt: str, per_chunk: int, restamp: bool, monkeypatch: pytest.MonkeyPatch
+    fmt: str, per_chunk: int, restamp: bool, kinds: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """UTF-8 texts (most of a stream in any language but English), with escapes or without:
-    taken by their bytes, whole chunks of them at once (restamped too), each text read as the
-    full path would take it, to the same end."""
-    texts = [UTF8[i % len(UTF8)] + f" {i}" for i in range(200)]
+    """UTF-8 texts (most of a stream in any language but English), with escapes or without,
+    and with characters Python calls unprintable: taken by their bytes, whole chunks of them at
+    once (restamped too), each text read as the full path would take it, to the same end."""
+    texts = [kinds[i % len(kinds)] + f" {i}" for i in range(200)]
     events = stream(fmt, texts, False)
     chunks = group(events, per_chunk)
     rewrites = restamping(fmt) if restamp else []
@@ -474,31 +483,6 @@ def test_deltas_with_utf8_texts_are_taken_by_their_bytes(
     assert checker.findings.to_list() == []
     full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
     assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full and out == full[0]
-
-
-#: Characters Python calls unprintable that a text may hold as any other: the decoder and
-#: orjson take them, the SSE grammar reports none (a no-break space, a soft hyphen, an emoji's
-#: zero-width joiner, a byte order mark, a C1 control that is no line break, a private-use one).
-UNPRINTABLE = ["\u00a0", "\u00ad", "\U0001f469\u200d\U0001f4bb", "\ufeff", "\u0080", "\ue000"]
-
-
-@pytest.mark.parametrize("fmt", STEADY)
-@pytest.mark.parametrize("per_chunk", [1, 4])
-def test_texts_python_calls_unprintable_are_taken_by_their_bytes_too(
-    fmt: str, per_chunk: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Such characters are no concern of the full path's, so the shortcut takes their texts
-    (not read one by one through `str.isprintable`), to the same end as the full path."""
-    texts = [f"Grüße{UNPRINTABLE[i % len(UNPRINTABLE)]} {i}" for i in range(200)]
-    events = stream(fmt, texts, False)
-    chunks = group(events, per_chunk)
-    wholes = taken_whole(monkeypatch)
-    checker, _, parsed, out = fed(fmt, chunks, [])
-    assert checker.events == len(events) and parsed[0] < 20
-    assert sum(wholes) > 0.9 * len(events)
-    assert checker.findings.to_list() == []
-    full = outcome(fmt, chunks, shortcut=False)
-    assert outcome(fmt, chunks, shortcut=True) == full and out == full[0]
 
 
 #: Two deltas' texts, as bytes in the stream, that one chunk of UTF-8 texts may hold and that
