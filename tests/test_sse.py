@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tracemalloc
 
 import pytest
@@ -15,11 +16,14 @@ from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.sse import _BIG_DATA
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import data_span
 from mitmllm.protocol.sse import decode_all
 from mitmllm.protocol.sse import encode
 from mitmllm.protocol.sse import parse_block
 from mitmllm.protocol.sse import parse_common
 from mitmllm.protocol.sse import parse_text
+from mitmllm.protocol.stream import BYTES_FROM
+from mitmllm.protocol.stream import StreamChecker
 from tests import streamcheck
 
 
@@ -166,6 +170,12 @@ def test_byte_level_parser_equals_the_text_parser_wherever_it_answers(
         assert fast == general and fast.notes == general.notes == ()
         assert found.to_list() == []
     assert parse_block(raw, index, offset) == general
+    # where the fast path answers, its data is the bytes `data_span` points at, decoded
+    span = data_span(raw)
+    if fast is not None:
+        assert span is not None and raw[span[0] : span[1]].decode() == fast.data
+    if span is None:
+        assert fast is None
 
 
 def test_byte_level_parser_takes_the_shapes_llm_streams_send() -> None:
@@ -204,6 +214,38 @@ def test_big_data_lines_decoded_in_place_equal_the_text_parser(
         else:
             assert fast == general and fast.data == data.decode()
         assert parse_block(raw, 3, 40) == general
+
+
+@pytest.mark.parametrize("size", [BYTES_FROM - 1, BYTES_FROM, 70_000])
+@pytest.mark.parametrize(
+    "text",
+    ["Grüße 東京 ", "emoji 🙂 ", "plain ", 'a \\"quote\\" ', "\\ud83d alone ", "\\u00e9 escaped "],
+    ids=["utf-8", "beyond-bmp", "ascii", "escaped-quote", "lone-surrogate", "escape"],
+)
+@pytest.mark.parametrize("whole", [True, False], ids=["json", "cut-json"])
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+def test_the_checker_reads_a_big_data_line_beyond_ascii_from_its_bytes(
+    size: int, text: str, whole: bool, eol: bytes
+) -> None:
+    """From `BYTES_FROM` characters on, a data line beyond ASCII is parsed from the block's
+    bytes, not its decoded text (which orjson would encode again and keep that copy with): the
+    same payload and the same findings as the text gives (a block of another shape, with a
+    comment line, is read from its text), invalid or lone surrogates alike."""
+    body = '{"type":"response.output_text.done","text":"' + text * (size // len(text) + 1)
+    data = body[: size - 2] + '"}' if whole else body[:size]
+    assert len(data) == size
+    for head in (b"", b"event: response.output_text.done" + eol):
+        raw = head + b"data: " + data.encode() + eol + eol
+        other = head + b": keep" + eol + b"data: " + data.encode() + eol + eol
+        ev, ev_other = parse_block(raw, 5, 80), parse_block(other, 5, 80)
+        assert ev.data == ev_other.data == data and data_span(other) is None
+        found, found_other = Findings(), Findings()
+        size_before = sys.getsizeof(ev.data)
+        payload = StreamChecker(None, found).parse(ev)
+        assert payload == StreamChecker(None, found_other).parse(ev_other)
+        assert found.to_list() == found_other.to_list()
+        if not data.isascii() and size >= BYTES_FROM and found.to_list() == []:
+            assert sys.getsizeof(ev.data) == size_before  # no UTF-8 copy kept with the text
 
 
 def test_a_big_data_line_is_decoded_without_a_copy_of_its_bytes() -> None:

@@ -443,13 +443,12 @@ _MAX_NAMES = 256
 _BIG_DATA = 16 * 1024
 
 
-def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
-    """The block shapes almost every LLM event has, read from the bytes: ``data: X`` or
-    ``event: N`` + ``data: X``, one kind of line end (LF, or CRLF only), and nothing the grammar
-    reports on (no comment re-wrapped as data, no line-separator hazard, valid UTF-8). Returns
-    None for anything else (`parse_block` then decodes the block as text); the result is the
-    event the general parser makes of `raw`, with no grammar findings."""
-    n = len(raw)
+def data_span(raw: bytes) -> tuple[int, int] | None:
+    """Where the value of the data line lies in `raw` (start, end) when `raw` is a block of
+    the shapes almost every LLM event has: ``data: X`` or ``event: N`` + ``data: X``, one kind
+    of line end (LF, or CRLF only), terminated. The value is then those bytes exactly (when
+    they are valid UTF-8): a parser may read them rather than the decoded text. None for any
+    other block."""
     # bytes.find, not `in`: `in` first tries the argument as an integer and pays for the
     # TypeError it catches, on every call
     if raw.endswith(b"\n\n") and raw.find(b"\r") == -1:
@@ -459,18 +458,35 @@ def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
     else:
         return None
     w = len(eol)
-    end = n - 2 * w  # the data line's end: before its line end and the blank line
+    end = len(raw) - 2 * w  # the data line's end: before its line end and the blank line
     if raw.startswith(b"data: "):
-        if raw.find(eol, 6) != end:
-            return None
-        event = None
         start = 6
     elif raw.startswith(b"event: "):
         nl = raw.find(eol, 7)
         start = nl + w + 6
-        if nl == -1 or not raw.startswith(b"data: ", nl + w) or raw.find(eol, start) != end:
+        if nl == -1 or not raw.startswith(b"data: ", nl + w):
             return None
-        name = raw[7:nl]
+    else:
+        return None
+    if raw.find(eol, start) != end:
+        return None
+    return start, end
+
+
+def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
+    """The block shapes almost every LLM event has (`data_span`), and nothing the grammar
+    reports on (no comment re-wrapped as data, no line-separator hazard, valid UTF-8). Returns
+    None for anything else (`parse_block` then decodes the block as text); the result is the
+    event the general parser makes of `raw`, with no grammar findings."""
+    span = data_span(raw)
+    if span is None:
+        return None
+    start, end = span
+    if start == 6:
+        event = None
+    else:
+        # the event line's value ends where its line end (CRLF where the block ends so) does
+        name = raw[7 : start - 6 - (2 if raw[-2] == 13 else 1)]
         event = _NAMES.get(name)
         if event is None:
             try:
@@ -479,8 +495,6 @@ def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
                 return None
             if len(_NAMES) < _MAX_NAMES:
                 _NAMES[name] = event
-    else:
-        return None
     try:
         if end - start < _BIG_DATA:
             data = raw[start:end].decode("utf-8")

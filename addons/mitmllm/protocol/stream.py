@@ -32,7 +32,12 @@ from mitmllm.protocol.payload import parse_json as parse_json
 from mitmllm.protocol.sse import KNOWN_FIELDS
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import data_span
 from mitmllm.protocol.sse import report_notes
+
+#: From this size on, the JSON of a data line beyond ASCII is read from the block's bytes (see
+#: `StreamChecker.parse`): below it, finding the line costs about what it saves.
+BYTES_FROM = 2048
 
 
 class StreamChecker:
@@ -79,6 +84,13 @@ class StreamChecker:
             return SENTINEL
         if len(data) <= BIG_JSON:
             try:
+                if len(data) >= BYTES_FROM and not data.isascii():
+                    # orjson reads text as UTF-8: a str beyond ASCII it would encode again
+                    # (and keep that copy with it); the block's own bytes are that UTF-8
+                    span = data_span(ev.raw)
+                    if span is not None:
+                        with memoryview(ev.raw) as view:
+                            return orjson.loads(view[span[0] : span[1]])
                 return orjson.loads(data)  # the hot path; parse_json words the failures
             except orjson.JSONDecodeError:
                 pass
