@@ -168,6 +168,7 @@ def _outcome(tap: Tap) -> tuple[Any, ...]:
         tap.pipeline.events,
         sent,
         (tap.chunk_count, tap.received, offsets),
+        tap.body.total,  # the bytes sent, counted where none are kept too
     )
 
 

@@ -150,6 +150,7 @@ class Tap(StreamRecord):
         # never defers (repairs on: a repair may change any chunk): each chunk is read at once,
         # and while no timings are kept, by the path in `__call__` that does only that
         self._direct = not self.defers
+        self._tally = self.body.limit == 0  # the body keeps nothing: it only counts
 
     def settle(self) -> None:
         """Have the pipeline read the whole events passed on before it read them, and record
@@ -279,7 +280,10 @@ class Tap(StreamRecord):
                     return []
                 if self._first_out is None:
                     self._first_out = self.clock()
-                self.body.append(out)
+                if self._tally:  # a body that keeps nothing counts bytes (`KeptBody.append`)
+                    self.body.total += len(out)
+                else:
+                    self.body.append(out)
                 return [out]
             if self._passing and chunk.endswith(WHOLE_EVENTS):
                 if self._blind or self.pipeline.unmarked(chunk):
