@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from mitmllm.bench.corpus import CALLS
 from mitmllm.bench.corpus import FORMATS
 from mitmllm.bench.corpus import long_stream
+from mitmllm.bench.corpus import proxy_events
 from mitmllm.engine.fixtures import load_fixture
 from mitmllm.engine.keep import DEFAULT_LIMIT
 from mitmllm.engine.keep import KeptBody
@@ -348,16 +349,20 @@ def test_where_no_timings_are_kept_whole_events_take_the_shortest_path(limit: in
     assert len(tap.chunks) == (0 if limit == 0 else 5)
 
 
+@pytest.mark.parametrize("per", [1, 4])
+@pytest.mark.parametrize("mixed", [False, True], ids=["prose", "code-and-languages"])
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_batch_that_is_not_all_steady_reads_its_runs_of_steady_deltas_in_one_match(
-    fmt: str,
+    fmt: str, mixed: bool, per: int
 ) -> None:
     """A batch with the stream's start (the template is learned in it) or its end (the last
-    piece has the closing events) is read piece by piece only where it must be: the deltas
-    after the learned template, and those before the last piece, go in one match each; what
-    is sent and found is what a tap that reads every chunk gets."""
-    events = long_stream(fmt, 120).events
-    chunks = [b"".join(events[i : i + 4]) for i in range(0, len(events), 4)]
+    pieces have the closing events) is read piece by piece only where it must be: the deltas
+    after the learned template, and those before the closing events, go in one match each,
+    texts of code and other languages too, and before a Responses stream's `output_text.done`,
+    which ends as its deltas do; what is sent and found is what a tap that reads every chunk
+    gets."""
+    events = proxy_events(130, fmt=fmt, mixed=True) if mixed else long_stream(fmt, 120).events
+    chunks = [b"".join(events[i : i + per]) for i in range(0, len(events), per)]
     taps = []
     for defers in (True, False):
         tap = Tap(Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))), 0.0)
@@ -369,7 +374,8 @@ def test_a_batch_that_is_not_all_steady_reads_its_runs_of_steady_deltas_in_one_m
     for chunk in [*chunks, b""]:
         assert deferring(chunk) == reading(chunk)
     assert _outcome(deferring) == _outcome(reading)
-    assert len(fed) < 8  # the pieces up to the template's second delta, and the last one
+    # the pieces up to the template's second delta, and the closing ones
+    assert len(fed) < (12 if per == 1 else 8)
 
 
 class Clock:

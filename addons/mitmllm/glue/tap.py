@@ -221,6 +221,11 @@ class Tap(StreamRecord):
         j = 0
         while j < len(pieces) and may_end(pieces[j]):
             j += 1
+        if j and steady.long_end(pieces[j - 1]):
+            # the stream's end (a Responses stream's done event ends as its deltas do): the run
+            # stops before it, where the match of them all would fail on it alone and leave
+            # every piece to be read one by one
+            j -= 1
         if j < 2:
             return pieces
         joined = b"".join(pieces[:j])

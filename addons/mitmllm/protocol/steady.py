@@ -1365,9 +1365,8 @@ class Steady:
                 # The last event is no longer than a steady one can be: a Responses stream's
                 # done event (the whole text) after its last deltas is turned down here, not
                 # searched through for texts
-                at = chunk.rfind(self.bound)
-                last = 0 if at < 0 else at + len(self.bound) - len(self.head)
-                if n - last >= self.fixed + _MAX_DIGITS + _BIG_TEXT * (1 + bool(self.mid)):
+                last = self._last_event(chunk)
+                if n - last >= self._longest():
                     return 0
                 run = self._counted_run(count, chunk, n)
                 if run is None:
@@ -1382,6 +1381,26 @@ class Steady:
         self.used = True
         self.misses = 0
         return taken
+
+    def _last_event(self, data: bytes) -> int:
+        """Where the last event of `data` starts if `data` is events of a template with a
+        counter (after the last `bound`; 0 where there is none)."""
+        at = data.rfind(self.bound)
+        return 0 if at < 0 else at + len(self.bound) - len(self.head)
+
+    def _longest(self) -> int:
+        """The length from which an event is no steady one of a template with a counter."""
+        return self.fixed + _MAX_DIGITS + _BIG_TEXT * (1 + bool(self.mid))
+
+    def long_end(self, data: bytes) -> bool:
+        """Does `data`, which ends as the template ends (`may_end`), end with an event longer
+        than a steady one can be? A Responses stream's `output_text.done` ends as its deltas
+        do and carries the whole text: `whole` turns down any data that ends so at once, and
+        a reader of pieces leaves such a piece out of the run it reads in one match. False for
+        a template without a counter (its tiling stops at such an event)."""
+        if self.counter is None or self.prefix is None:
+            return False
+        return len(data) - self._last_event(data) >= self._longest()
 
     def last_of(self, chunk: bytes, taken: int) -> int:
         """Where in `chunk` the last of the `taken` events `whole` took from it last starts."""
