@@ -39,6 +39,7 @@ from mitmllm.protocol.steady import plain_span
 from mitmllm.protocol.steady import plain_text
 from mitmllm.protocol.stream import StreamChecker
 from tests import anthropic_streams as ant
+from tests import openai_chat_streams as chat
 from tests import streamcheck
 
 WORD = re.compile(rb" word(\d+)")
@@ -447,6 +448,101 @@ def test_tool_inputs_in_any_fragments_give_what_the_full_path_gives(data: st.Dat
         "anthropic", chunks, shortcut=False
     )
     assert gated("anthropic", chunks, shortcut=True) == gated("anthropic", chunks, shortcut=False)
+
+
+def _chat_tool_call(
+    fragments: list[str], *, texts: Sequence[str] = (), second: bool = False
+) -> list[bytes]:
+    """A Chat Completions stream whose answer calls a tool with its arguments in `fragments`
+    (after `texts` of content, if any; `second`: a second call after it), as OpenAI streams it:
+    the first fragment with the call's id, type and name, then the arguments alone."""
+    payloads: list[Any] = [chat.role(), *(chat.text(t) for t in texts)]
+    payloads += [chat.tool_start(0, "call_JMW1whyEaYG438VE1OIflxA2", "Write", "")]
+    payloads += [chat.tool_args(0, f) for f in fragments]
+    if second:
+        payloads += [chat.tool_start(1, "call_DNYTawLBoN8fj3KN6qU9N1Ou", "Read", '{"path"')]
+        payloads += [chat.tool_args(1, f) for f in (': "/tmp/x.py"', "}")]
+    payloads += [chat.finish("tool_calls"), chat.usage_chunk()]
+    body = chat.sse(*payloads)
+    return [block + b"\n\n" for block in body.split(b"\n\n") if block]
+
+
+@pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("cut", [False, True], ids=["whole JSON", "cut JSON"])
+def test_a_chat_tool_calls_arguments_in_fragments_are_taken_by_their_bytes(
+    per_chunk: int, cut: bool
+) -> None:
+    """Through Chat Completions a coding agent writes a file in a tool call whose arguments
+    stream as hundreds of fragments (JSON, so escapes), which the validator keeps to judge them
+    whole at the finish (OAI-12). They are taken by their bytes, kept as the full path keeps
+    them, and the arguments judged the same; the tap, a restamp and the relay alike."""
+    content = "".join(f'line {i}: print("x")\n' for i in range(150))
+    document = json.dumps({"file_path": "/tmp/x.py", "content": content})
+    if cut:
+        document = document[:-5]
+    fragments = [document[i : i + 12] for i in range(0, len(document), 12)]
+    chunks = group(_chat_tool_call(fragments), per_chunk)
+    fmt = "openai-chat"
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    parsed = parses(checker)
+    for c in chunks:
+        pipeline.feed(c)
+    pipeline.close()
+    assert len(fragments) > 100 and parsed[0] < 20
+    shortcut = outcome(fmt, chunks, shortcut=True)
+    assert shortcut == outcome(fmt, chunks, shortcut=False)
+    assert ("OAI-12" in {f["rule"] for f in shortcut[1].findings}) is cut
+    restamp = response_rewrites(detect.by_name(fmt), client_model=ALIAS, names=None)
+    restamped = outcome(fmt, chunks, shortcut=True, rewrites=restamp)
+    assert restamped == outcome(fmt, chunks, shortcut=False, rewrites=restamp)
+    assert restamped[-1] == len(fragments) + 4  # every chunk (its role, start, finish, usage too)
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+
+
+def test_the_chat_validator_names_the_fragments_the_last_chunk_added_to() -> None:
+    """`steady_sink` is a tool call's arguments fragments right after a chunk added one to
+    them, and nothing after any other chunk (a content delta's text is read only for being
+    empty): the shortcut keeps the texts it takes where the full path keeps them, and only
+    those."""
+    fmt = "openai-chat"
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    validator = checker.validator
+    assert validator is not None
+    seen = []
+    for ev in _chat_tool_call(['{"a"', ": 1}"], texts=["Hi"]):
+        checker.feed(ev)
+        seen.append(validator.steady_sink())
+    # role, content, the call's start (its first fragment, ""), two fragments, finish, usage
+    assert seen[:2] == [None, None] and seen[-3:] == [None, None, None]
+    assert seen[2] is seen[3] is seen[4] and seen[4] == ["", '{"a"', ": 1}"]
+
+
+@examples(200)
+@given(st.data())
+def test_chat_tool_arguments_in_any_fragments_give_what_the_full_path_gives(
+    data: st.DataObject,
+) -> None:
+    """Any arguments (whole, or cut short), in fragments of any size, after content or not,
+    with a second call after them or not, sometimes broken, in any chunking: the shortcut
+    changes no finding, count or byte in the tap or a restamp, and no verdict in the relay."""
+    document = json.dumps({"input": data.draw(_json)}, ensure_ascii=data.draw(st.booleans()))
+    if data.draw(st.booleans()):
+        document = document[: data.draw(st.integers(0, len(document)))]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(document)), max_size=40)))
+    fragments = [document[a:b] for a, b in zip([0, *cuts], [*cuts, len(document)], strict=True)]
+    texts = [f"word {i}" for i in range(data.draw(st.integers(0, 4)))]
+    events = _chat_tool_call(fragments, texts=texts, second=data.draw(st.booleans()))
+    if data.draw(st.booleans()):
+        events = data.draw(mutated(events))
+    chunks = data.draw(chunked(events))
+    fmt = "openai-chat"
+    assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
+    restamp = response_rewrites(detect.by_name(fmt), client_model=ALIAS, names=None)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=restamp) == outcome(
+        fmt, chunks, shortcut=False, rewrites=restamp
+    )
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
 
 
 #: Texts in another language than English, as an upstream writes them (raw UTF-8), some with

@@ -245,6 +245,16 @@ class ChatStreamValidator(StreamValidator):
         self._model: Any = _UNSET
         self._usage_event: int | None = None  # a usage chunk must be the last chunk (OAI-15)
         self._once: set[str] = set()  # conditions reported once per stream
+        self._delta_sink: list[str] | None = None  # where the chunk's arguments fragment went
+
+    # Steady deltas (`mitmllm.protocol.steady`): a tool call's arguments fragment is appended
+    # to the fragments kept for it, read right after the chunk (`steady_sink`).
+    CONTEXT = (*StreamValidator.CONTEXT, "_delta_sink")
+
+    def steady_sink(self) -> list[str] | None:
+        """A tool call's arguments fragments, when the last chunk added one (a content
+        delta's text is read only for being empty: None)."""
+        return self._delta_sink
 
     @property
     def done(self) -> bool:
@@ -309,6 +319,7 @@ class ChatStreamValidator(StreamValidator):
         self._failed(payload)
 
     def _chunk_event(self, ev: Event, payload: dict[str, Any]) -> None:
+        self._delta_sink = None
         self._event_name(ev)
         self._chunk(payload)
 
@@ -535,6 +546,7 @@ class ChatStreamValidator(StreamValidator):
     def _append_args(self, tc: _ToolCall, args: Any) -> None:
         if isinstance(args, str):
             tc.args.append(args)
+            self._delta_sink = tc.args
         elif args is not None:
             self.report("OAI-9", f"tool call #{tc.index} arguments are {_type_name(args)}")
 
@@ -695,8 +707,13 @@ class OpenAIChat(Dialect):
     """OpenAI Chat Completions and every OpenAI-compatible host."""
 
     name = "openai-chat"
-    # ChatStreamValidator reads it only for being empty or not (OAI-13, OAI-14)
-    steady_paths = (("choices", 0, "delta", "content"),)
+    # ChatStreamValidator reads the content only for being empty or not (OAI-13, OAI-14), and
+    # keeps a tool call's argument fragments to judge them whole (OAI-12; `steady_sink`)
+    steady_paths = (
+        ("choices", 0, "delta", "content"),
+        ("choices", 0, "delta", "tool_calls", 0, "function", "arguments"),
+        ("choices", 0, "delta", "tool_calls", 0, "custom", "input"),
+    )
     # ... and never reads its "obfuscation" (stream_options.include_obfuscation)
     steady_pads = (("obfuscation",),)
     title = "OpenAI Chat Completions"
