@@ -451,12 +451,20 @@ def test_tool_inputs_in_any_fragments_give_what_the_full_path_gives(data: st.Dat
 
 
 def _chat_tool_call(
-    fragments: list[str], *, texts: Sequence[str] = (), second: bool = False
+    fragments: list[str],
+    *,
+    texts: Sequence[str] = (),
+    second: bool = False,
+    thoughts: Sequence[str] = (),
+    field: str = "reasoning_content",
 ) -> list[bytes]:
     """A Chat Completions stream whose answer calls a tool with its arguments in `fragments`
-    (after `texts` of content, if any; `second`: a second call after it), as OpenAI streams it:
-    the first fragment with the call's id, type and name, then the arguments alone."""
-    payloads: list[Any] = [chat.role(), *(chat.text(t) for t in texts)]
+    (after `thoughts` of a reasoning model in `field`, then `texts` of content, if any;
+    `second`: a second call after it), as OpenAI streams it: the first fragment with the
+    call's id, type and name, then the arguments alone."""
+    payloads: list[Any] = [chat.role()]
+    payloads += [chat.one({"content": None, field: t}) for t in thoughts]
+    payloads += [chat.text(t) for t in texts]
     payloads += [chat.tool_start(0, "call_JMW1whyEaYG438VE1OIflxA2", "Write", "")]
     payloads += [chat.tool_args(0, f) for f in fragments]
     if second:
@@ -500,6 +508,35 @@ def test_a_chat_tool_calls_arguments_in_fragments_are_taken_by_their_bytes(
     assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
 
 
+@pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_chat_reasoning_models_thoughts_are_taken_by_their_bytes(
+    per_chunk: int, field: str
+) -> None:
+    """A reasoning model behind Chat Completions (DeepSeek's and vLLM's `reasoning_content`,
+    OpenRouter's `reasoning`) streams hundreds of thoughts before its answer; the validator
+    reads them only for being empty. They are taken by their bytes, as the answer's deltas
+    are, and give the full path's bytes, findings, restamp and relay verdicts."""
+    thoughts = [f'step {i}: so "x" holds' for i in range(200)]
+    events = _chat_tool_call(['{"a": 1}'], thoughts=thoughts, texts=["ok"] * 50, field=field)
+    chunks = group(events, per_chunk)
+    fmt = "openai-chat"
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker)
+    parsed = parses(checker)
+    for c in chunks:
+        pipeline.feed(c)
+    pipeline.close()
+    assert parsed[0] < 24
+    shortcut = outcome(fmt, chunks, shortcut=True)
+    assert shortcut == outcome(fmt, chunks, shortcut=False)
+    restamp = response_rewrites(detect.by_name(fmt), client_model=ALIAS, names=None)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=restamp) == outcome(
+        fmt, chunks, shortcut=False, rewrites=restamp
+    )
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+
+
 def test_the_chat_validator_names_the_fragments_the_last_chunk_added_to() -> None:
     """`steady_sink` is a tool call's arguments fragments right after a chunk added one to
     them, and nothing after any other chunk (a content delta's text is read only for being
@@ -523,16 +560,21 @@ def test_the_chat_validator_names_the_fragments_the_last_chunk_added_to() -> Non
 def test_chat_tool_arguments_in_any_fragments_give_what_the_full_path_gives(
     data: st.DataObject,
 ) -> None:
-    """Any arguments (whole, or cut short), in fragments of any size, after content or not,
-    with a second call after them or not, sometimes broken, in any chunking: the shortcut
-    changes no finding, count or byte in the tap or a restamp, and no verdict in the relay."""
+    """Any arguments (whole, or cut short), in fragments of any size, after a reasoning
+    model's thoughts and content or not, with a second call after them or not, sometimes
+    broken, in any chunking: the shortcut changes no finding, count or byte in the tap or a
+    restamp, and no verdict in the relay."""
     document = json.dumps({"input": data.draw(_json)}, ensure_ascii=data.draw(st.booleans()))
     if data.draw(st.booleans()):
         document = document[: data.draw(st.integers(0, len(document)))]
     cuts = sorted(data.draw(st.lists(st.integers(0, len(document)), max_size=40)))
     fragments = [document[a:b] for a, b in zip([0, *cuts], [*cuts, len(document)], strict=True)]
     texts = [f"word {i}" for i in range(data.draw(st.integers(0, 4)))]
-    events = _chat_tool_call(fragments, texts=texts, second=data.draw(st.booleans()))
+    thoughts = data.draw(st.lists(st.sampled_from(UTF8 + ["so", " then"]), max_size=6))
+    field = data.draw(st.sampled_from(["reasoning_content", "reasoning"]))
+    events = _chat_tool_call(
+        fragments, texts=texts, second=data.draw(st.booleans()), thoughts=thoughts, field=field
+    )
     if data.draw(st.booleans()):
         events = data.draw(mutated(events))
     chunks = data.draw(chunked(events))

@@ -707,10 +707,14 @@ class OpenAIChat(Dialect):
     """OpenAI Chat Completions and every OpenAI-compatible host."""
 
     name = "openai-chat"
-    # ChatStreamValidator reads the content only for being empty or not (OAI-13, OAI-14), and
-    # keeps a tool call's argument fragments to judge them whole (OAI-12; `steady_sink`)
+    # ChatStreamValidator reads the content and a reasoning model's reasoning (DeepSeek's and
+    # vLLM's `reasoning_content`, OpenRouter's `reasoning`) only for being empty or not (OAI-13,
+    # OAI-14), and keeps a tool call's argument fragments to judge them whole (OAI-12;
+    # `steady_sink`)
     steady_paths = (
         ("choices", 0, "delta", "content"),
+        ("choices", 0, "delta", "reasoning_content"),
+        ("choices", 0, "delta", "reasoning"),
         ("choices", 0, "delta", "tool_calls", 0, "function", "arguments"),
         ("choices", 0, "delta", "tool_calls", 0, "custom", "input"),
     )
