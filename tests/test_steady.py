@@ -550,7 +550,8 @@ def test_the_chat_validator_names_the_fragments_the_last_chunk_added_to() -> Non
     for ev in _chat_tool_call(['{"a"', ": 1}"], texts=["Hi"]):
         checker.feed(ev)
         seen.append(validator.steady_sink())
-    # role, content, the call's start (its first fragment, ""), two fragments, finish, usage
+    # role, content, the call's start (its first fragment, ""), two fragments, finish, usage,
+    # [DONE]
     assert seen[:2] == [None, None] and seen[-3:] == [None, None, None]
     assert seen[2] is seen[3] is seen[4] and seen[4] == ["", '{"a"', ": 1}"]
 
