@@ -475,6 +475,19 @@ def _chat_tool_call(
     return [block + b"\n\n" for block in body.split(b"\n\n") if block]
 
 
+def chat_both_ways(chunks: list[bytes]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A Chat stream's `chunks` with the shortcut and without, inspected and restamped, and
+    through the relay: the same each way; the shortcut's outcomes, inspected and restamped."""
+    fmt = "openai-chat"
+    shortcut = outcome(fmt, chunks, shortcut=True)
+    assert shortcut == outcome(fmt, chunks, shortcut=False)
+    rewrites = restamping(fmt)
+    restamped = outcome(fmt, chunks, shortcut=True, rewrites=rewrites)
+    assert restamped == outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+    return shortcut, restamped
+
+
 @pytest.mark.parametrize("per_chunk", [1, 4])
 @pytest.mark.parametrize("cut", [False, True], ids=["whole JSON", "cut JSON"])
 def test_a_chat_tool_calls_arguments_in_fragments_are_taken_by_their_bytes(
@@ -490,22 +503,11 @@ def test_a_chat_tool_calls_arguments_in_fragments_are_taken_by_their_bytes(
         document = document[:-5]
     fragments = [document[i : i + 12] for i in range(0, len(document), 12)]
     chunks = group(_chat_tool_call(fragments), per_chunk)
-    fmt = "openai-chat"
-    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
-    pipeline = Pipeline(checker)
-    parsed = parses(checker)
-    for c in chunks:
-        pipeline.feed(c)
-    pipeline.close()
+    _, _, parsed, _ = fed("openai-chat", chunks, [])
     assert len(fragments) > 100 and parsed[0] < 20
-    shortcut = outcome(fmt, chunks, shortcut=True)
-    assert shortcut == outcome(fmt, chunks, shortcut=False)
+    shortcut, restamped = chat_both_ways(chunks)
     assert ("OAI-12" in {f["rule"] for f in shortcut[1].findings}) is cut
-    restamp = response_rewrites(detect.by_name(fmt), client_model=ALIAS, names=None)
-    restamped = outcome(fmt, chunks, shortcut=True, rewrites=restamp)
-    assert restamped == outcome(fmt, chunks, shortcut=False, rewrites=restamp)
     assert restamped[-1] == len(fragments) + 4  # every chunk (its role, start, finish, usage too)
-    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
 
 
 @pytest.mark.parametrize("per_chunk", [1, 4])
@@ -520,21 +522,9 @@ def test_a_chat_reasoning_models_thoughts_are_taken_by_their_bytes(
     thoughts = [f'step {i}: so "x" holds' for i in range(200)]
     events = _chat_tool_call(['{"a": 1}'], thoughts=thoughts, texts=["ok"] * 50, field=field)
     chunks = group(events, per_chunk)
-    fmt = "openai-chat"
-    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
-    pipeline = Pipeline(checker)
-    parsed = parses(checker)
-    for c in chunks:
-        pipeline.feed(c)
-    pipeline.close()
+    _, _, parsed, _ = fed("openai-chat", chunks, [])
     assert parsed[0] < 24
-    shortcut = outcome(fmt, chunks, shortcut=True)
-    assert shortcut == outcome(fmt, chunks, shortcut=False)
-    restamp = response_rewrites(detect.by_name(fmt), client_model=ALIAS, names=None)
-    assert outcome(fmt, chunks, shortcut=True, rewrites=restamp) == outcome(
-        fmt, chunks, shortcut=False, rewrites=restamp
-    )
-    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+    chat_both_ways(chunks)
 
 
 def test_the_chat_validator_names_the_fragments_the_last_chunk_added_to() -> None:
@@ -578,14 +568,7 @@ def test_chat_tool_arguments_in_any_fragments_give_what_the_full_path_gives(
     )
     if data.draw(st.booleans()):
         events = data.draw(mutated(events))
-    chunks = data.draw(chunked(events))
-    fmt = "openai-chat"
-    assert outcome(fmt, chunks, shortcut=True) == outcome(fmt, chunks, shortcut=False)
-    restamp = response_rewrites(detect.by_name(fmt), client_model=ALIAS, names=None)
-    assert outcome(fmt, chunks, shortcut=True, rewrites=restamp) == outcome(
-        fmt, chunks, shortcut=False, rewrites=restamp
-    )
-    assert gated(fmt, chunks, shortcut=True) == gated(fmt, chunks, shortcut=False)
+    chat_both_ways(data.draw(chunked(events)))
 
 
 #: Texts in another language than English, as an upstream writes them (raw UTF-8), some with
