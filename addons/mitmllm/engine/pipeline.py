@@ -641,8 +641,9 @@ class Pipeline:
                         out.append(taken)
                         continue
                 self.settle()  # the full way reads the books
-                notes = ev.notes
+                upstream.reported = ()
                 payload = upstream.parse(ev)
+                notes = upstream.reported  # (an unread block has its notes once read)
                 token = gated.before(upstream, ev, payload, same=False) if live else None  # type: ignore[union-attr]
                 state = self._gated_state() if token is not None else None
                 upstream.check(ev, payload)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from enum import Enum
@@ -135,6 +136,14 @@ class StreamValidator(ABC):
         texts (a steady delta's text goes there too); None when it reads them only for being
         empty (see `mitmllm.protocol.steady`)."""
         return None
+
+    def whole_texts(self, least: int, event: str | None) -> Sequence[str]:
+        """The texts of `least` characters or more that the validator holds as streamed and
+        that an event named `event` may carry again whole (a Responses done event repeats its
+        part's text), in the order it would carry them; () when it keeps none, or when such
+        an event carries none (a delta: its text is new, and the texts grow) (see
+        `mitmllm.protocol.stream.StreamChecker.parse`)."""
+        return ()
 
     def on_event(self, ev: Event, payload: Any, findings: Findings) -> None:
         self.findings, self.event, self.offset = findings, ev.index, ev.offset

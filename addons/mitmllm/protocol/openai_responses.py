@@ -266,6 +266,10 @@ KNOWN_TYPES = (
 )
 
 
+#: The characters of done items' texts a validator keeps for the terminal event, at most.
+DONE_TEXTS = 1 << 20
+
+
 class _Part:
     """A content or summary part: its type and the text the client has for it so far."""
 
@@ -455,6 +459,8 @@ class ResponsesValidator(StreamValidator):
         self._ids: dict[str, _Item] = {}
         self._call_ids: set[tuple[str, str]] = set()
         self._delta_sink: _Part | None = None  # where the last delta's text went
+        #: the texts of the items done, the last ones, until the terminal event (`whole_texts`)
+        self._done_texts: list[str] = []
 
     # Steady deltas (`mitmllm.protocol.steady`): every event carries the next sequence number,
     # and a delta's text is appended to its part.
@@ -464,6 +470,20 @@ class ResponsesValidator(StreamValidator):
 
     def steady_sink(self) -> list[str] | None:
         return self._delta_sink.chunks if self._delta_sink is not None else None
+
+    def whole_texts(self, least: int, event: str | None) -> list[str]:
+        # each item's texts as the done events and the terminal one carry them: its summary's,
+        # its content's, what it streamed itself (a call's arguments)
+        if event is None or not (event.endswith(".done") or event in TERMINALS):
+            return []
+        texts = [text for text in self._done_texts if len(text) >= least]
+        for item in self._items.values():
+            for part in (*item.summary, *item.content, item.streamed):
+                if part.chunks:
+                    text = part.text
+                    if len(text) >= least:
+                        texts.append(text)
+        return texts
 
     # --- classification -------------------------------------------------------------------------
 
@@ -555,6 +575,7 @@ class ResponsesValidator(StreamValidator):
     def _on_terminal(self, ev: Event, p: dict[str, Any]) -> None:
         etype = p["type"]
         self.terminal = etype
+        self._done_texts = []  # (read: the event is parsed)
         resp = p.get("response")
         if etype == "response.failed":
             self.finish = "failed"
@@ -741,7 +762,14 @@ class ResponsesValidator(StreamValidator):
                     f"function_call {item.name!r} #{item.index}: {problem}",
                     Severity.WARNING if cut else None,
                 )
-        # The texts are no longer needed: later events for this item are RSP-9.
+        # The texts are no longer needed: later events for this item are RSP-9. The terminal
+        # event repeats them, so the last ones are kept for it (`whole_texts`): this item's,
+        # and those before it while they come to `DONE_TEXTS` characters at most.
+        kept = self._done_texts
+        added = [part.text for part in (*item.summary, *item.content, item.streamed) if part.chunks]
+        kept += added
+        while len(kept) > len(added) and sum(map(len, kept)) > DONE_TEXTS:
+            del kept[0]
         item.streamed = _Part(item.type)
         for part in item.content:
             part.chunks = []

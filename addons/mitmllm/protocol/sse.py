@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.findings import Severity
@@ -113,6 +114,10 @@ def report_notes(ev: Event, findings: Findings) -> None:
     ev.notes = ()
 
 
+#: The data of an `Event.unread` block (`parse_common`).
+_UNREAD: Any = object()
+
+
 class Event:
     """One block of the stream: its exact bytes and what they parse to.
 
@@ -121,6 +126,12 @@ class Event:
     partial block returned by `Decoder.close()`. Treat events as immutable: an edit of the JSON
     data makes a new one that keeps every other byte (`mitmllm.protocol.splice.splice_event`),
     `with_data` one with whole new data.
+
+    A big block of the common shape (`parse_common`) may come `unread`: its data line not yet
+    decoded, nor checked for what the grammar reports. Reading `data` decodes it then (`read`),
+    its grammar findings, if any, becoming its `notes`, so it is the event the general parser
+    makes of the block; a checker that proves the block sound by other means
+    (`mitmllm.protocol.stream.StreamChecker.parse`) need not decode it at all.
     """
 
     __slots__ = (
@@ -128,7 +139,7 @@ class Event:
         "offset",
         "raw",
         "event",
-        "data",
+        "_data",
         "id",
         "retry",
         "comments",
@@ -154,7 +165,7 @@ class Event:
         self.offset = offset
         self.raw = raw
         self.event = event
-        self.data = data
+        self._data: str | None = data
         self.id = id
         self.retry = retry
         self.comments = comments
@@ -162,6 +173,45 @@ class Event:
         self.terminated = terminated
         # Grammar findings of this block, (rule, detail, offset, severity), not yet reported.
         self.notes: tuple[Note, ...] = ()
+
+    @classmethod
+    def unread_block(cls, index: int, offset: int, raw: bytes, event: str | None) -> Event:
+        """An `unread` event of `raw`, a block of the common shape (`data_span`) named
+        `event`."""
+        ev = cls(index, offset, raw, event, None, None, None, (), 1, True)
+        ev._data = _UNREAD
+        return ev
+
+    @property
+    def data(self) -> str | None:
+        data = self._data
+        return self.read() if data is _UNREAD else data
+
+    @property
+    def unread(self) -> bool:
+        """Is this a big block whose data line is not decoded yet (`read`)?"""
+        return self._data is _UNREAD
+
+    def read(self) -> str | None:
+        """Decode the data line of an `unread` block: the data, and the grammar findings the
+        general parser has for it as `notes` (invalid UTF-8, a line-separator hazard; no
+        other finding is possible for the common shape). An event already read is kept."""
+        if self._data is not _UNREAD:
+            return self._data
+        raw = self.raw
+        span = data_span(raw)
+        assert span is not None  # `parse_common` made it of such a block
+        try:
+            with memoryview(raw) as view:
+                data: str | None = str(view[span[0] : span[1]], "utf-8")
+        except UnicodeDecodeError:
+            data = None
+        if data is None or hazardous(data):
+            notes = Notes()
+            data = parse_text(raw, self.index, self.offset, notes).data
+            self.notes = (*self.notes, *notes.items)
+        self._data = data
+        return data
 
     @property
     def is_blank(self) -> bool:
@@ -172,7 +222,7 @@ class Event:
     def has_fields(self) -> bool:
         return (
             self.event is not None
-            or self.data is not None
+            or self._data is not None
             or self.id is not None
             or self.retry is not None
         )
@@ -189,12 +239,13 @@ class Event:
     def at(self, index: int, offset: int) -> Event:
         """The same block at another place in a stream (after a repair dropped or added
         events before it); its unreported grammar findings move with it."""
+        self.read()  # (unread: its findings are worded where it was)
         moved = Event(
             index,
             offset,
             self.raw,
             self.event,
-            self.data,
+            self._data,
             self.id,
             self.retry,
             self.comments,
@@ -213,13 +264,28 @@ class Event:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__ if k != "notes")
+        return all(getattr(self, k) == getattr(other, k) for k in _COMPARED)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         head = self.raw[:60]
         return f"Event(#{self.index} @{self.offset} event={self.event!r} raw={head!r}...)"
+
+
+#: What makes two events equal: every field but the unreported grammar findings.
+_COMPARED = (
+    "index",
+    "offset",
+    "raw",
+    "event",
+    "data",
+    "id",
+    "retry",
+    "comments",
+    "data_lines",
+    "terminated",
+)
 
 
 def _replace_data(raw: bytes, data: str) -> bytes:
@@ -293,10 +359,13 @@ def parse_block(
     findings: Findings | Notes | None = None,
     *,
     terminated: bool = True,
+    lazy: bool = False,
 ) -> Event:
-    """Parse one complete block (or the trailing partial one) into an `Event`."""
+    """Parse one complete block (or the trailing partial one) into an `Event`; `lazy`: a big
+    one of the common shape may come `Event.unread` (its grammar findings, if any, become its
+    notes when it is read: for a consumer that reports notes, not for `findings`)."""
     if terminated:
-        common = parse_common(raw, index, offset)
+        common = parse_common(raw, index, offset, lazy)
         if common is not None:
             return common
     return parse_text(raw, index, offset, findings, terminated=terminated)
@@ -473,11 +542,12 @@ def data_span(raw: bytes) -> tuple[int, int] | None:
     return start, end
 
 
-def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
+def parse_common(raw: bytes, index: int, offset: int, lazy: bool = False) -> Event | None:
     """The block shapes almost every LLM event has (`data_span`), and nothing the grammar
     reports on (no comment re-wrapped as data, no line-separator hazard, valid UTF-8). Returns
     None for anything else (`parse_block` then decodes the block as text); the result is the
-    event the general parser makes of `raw`, with no grammar findings."""
+    event the general parser makes of `raw`, with no grammar findings. `lazy`: a data line of
+    `_BIG_DATA` bytes or more is not decoded (nor checked) yet: the event comes `unread`."""
     span = data_span(raw)
     if span is None:
         return None
@@ -495,6 +565,8 @@ def parse_common(raw: bytes, index: int, offset: int) -> Event | None:
                 return None
             if len(_NAMES) < _MAX_NAMES:
                 _NAMES[name] = event
+    if lazy and end - start >= _BIG_DATA and raw[start] != 0x3A:  # (":" a comment as data)
+        return Event.unread_block(index, offset, raw, event)
     try:
         if end - start < _BIG_DATA:
             data = raw[start:end].decode("utf-8")
@@ -794,7 +866,8 @@ class Decoder:
         return events
 
     def _parse(self, raw: bytes, offset: int) -> Event:
-        ev = parse_block(raw, self._index, offset, self._notes)
+        # unread big blocks where the notes ride on the events (the consumer reports them)
+        ev = parse_block(raw, self._index, offset, self._notes, lazy=self.findings is None)
         self._index += 1
         return self._note(ev) if self._notes.items else ev
 

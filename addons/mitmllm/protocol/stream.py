@@ -13,6 +13,7 @@ between parsing and checking; `feed` chains them for validate-only use.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,13 +33,59 @@ from mitmllm.protocol.payload import parse_json as parse_json
 from mitmllm.protocol.sse import KNOWN_FIELDS
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.sse import Event
+from mitmllm.protocol.sse import Note
 from mitmllm.protocol.sse import data_span
+from mitmllm.protocol.sse import hazardous
 from mitmllm.protocol.sse import report_notes
 
 #: From this size on, the JSON of a data line beyond ASCII is read from the block's bytes (see
 #: `StreamChecker.parse`): at this size, decoded and parsed, both ways cost the same (finding
 #: the line costs what the encoding saves); the bytes' way 0.89x at 4,096, 0.77x at 65,536.
 BYTES_FROM = 2048
+
+
+#: Texts from this many characters on are looked for in a big event (`_with_whole_texts`).
+WHOLE_TEXT = 1024
+#: The texts whose encoding a checker keeps (`StreamChecker._encoded`).
+_KEPT_TEXTS = 16
+#: What stands for the `n`-th text left out of a parse (`_with_whole_texts`): plain letters
+#: and digits, which no JSON escape but ``\\u`` spells.
+_MARK_LEAD = b"mitmllm0whole0text0"
+_MARK = _MARK_LEAD + b"%d"
+#: The bytes of a text's head looked for first (a find of a long needle costs its length).
+_HEAD = 64
+
+
+def _whole_string(raw: bytes, encoded: bytes, at: int, end: int) -> int:
+    """Where `encoded` first lies in `raw[at:end]`, -1 when nowhere: its head found (a find
+    of a long needle costs its length), then the rest compared."""
+    head = encoded[:_HEAD]
+    i = raw.find(head, at, end)
+    while i != -1 and not raw.startswith(encoded, i):
+        i = raw.find(head, i + 1, end)
+    return i
+
+
+def _put_back(payload: Any, marks: dict[str, str]) -> bool:
+    """Put each text of `marks` where its mark is a value in `payload`; True when every mark
+    was found so."""
+    left = dict(marks)
+    stack = [payload]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            items: Any = node.items()
+        elif type(node) is list:
+            items = enumerate(node)
+        else:
+            continue
+        for key, value in items:
+            if type(value) is str:
+                if value in left:
+                    node[key] = left.pop(value)
+            elif type(value) is dict or type(value) is list:
+                stack.append(value)
+    return not left
 
 
 class StreamChecker:
@@ -55,6 +102,9 @@ class StreamChecker:
         self.dialect = dialect
         self.findings = findings if findings is not None else Findings()
         self.decoder = Decoder()  # grammar findings ride on the events; reported in `parse`
+        self._texts: dict[int, tuple[str, bytes | None]] = {}  # `_encoded`'s
+        #: the grammar findings `parse` reported last (a caller that hands them on resets it)
+        self.reported: tuple[Note, ...] = ()
         self.validator: StreamValidator | None = dialect.validator(request) if dialect else None
         # Without a dialect, [DONE] is still the one non-JSON data value streams commonly use.
         self._sentinel = dialect.sentinel if dialect else "[DONE]"
@@ -76,7 +126,13 @@ class StreamChecker:
 
     def parse(self, ev: Event) -> Any:
         """The event's payload: parsed JSON, or NO_DATA / SENTINEL / INVALID."""
+        if ev.unread:  # a big block: maybe made of texts the validator holds already
+            payload = self._with_whole_texts(ev)
+            if payload is not None:
+                return payload
+            ev.read()  # decoded as the general parser would, its grammar findings as notes
         if ev.notes:
+            self.reported = ev.notes
             report_notes(ev, self.findings)
         data = ev.data
         if data is None:
@@ -116,6 +172,82 @@ class StreamChecker:
             else:
                 f.add("PAY-4", problem, event=ev.index, offset=ev.offset)
         return value
+
+    def _with_whole_texts(self, ev: Event) -> Any:
+        """The payload of `ev`, an unread big block, when its data line holds texts the
+        validator holds already (`StreamValidator.whole_texts`; a Responses done event repeats
+        the text streamed, tens of KiB): each found as the JSON string it would be written
+        as, it is left out of the parse and its str put in its place. Decoding, the grammar's
+        checks and the parse of such a text cost 150 µs an event for 65 KiB of UTF-8, and a
+        Responses stream has four such events; found, they cost a comparison. None: the full
+        way reads the event (a text not found, written otherwise, or any doubt).
+
+        Sound because each text left out is proven to be a whole JSON string value: its bytes
+        are the text's encoding exactly (`_encoded`: valid UTF-8, no line-separator hazard),
+        and its mark, put in its place, is found as a whole value in the parse of the rest
+        (`_put_back`). No escape but ``\\u`` spells a letter or a digit, and the rest has
+        none; its marks' letters occur there only where they were put: so a value that is a
+        mark is made of the very bytes put in one place, between the quotes of one string.
+        Each mark found, no two in one place, so each in its own (a mark followed by digits
+        of the text would be another mark with more digits than its place's, and the digits
+        add up). The rest is proven as the full way proves a data line: valid UTF-8, no
+        hazard, JSON. Above `BIG_JSON` the full way parses with the standard library
+        (orjson needs some twelve times a huge string's size to build it); the rest without
+        its texts parses the same with either."""
+        validator = self.validator
+        if validator is None:
+            return None
+        texts = validator.whole_texts(WHOLE_TEXT, ev.event)
+        if not texts:
+            return None
+        raw = ev.raw
+        span = data_span(raw)
+        if span is None:
+            return None
+        start, end = span
+        pieces: list[bytes] = []
+        marks: dict[str, str] = {}
+        at = start
+        for text in texts:
+            encoded = self._encoded(text)
+            if encoded is None:
+                continue
+            i = _whole_string(raw, encoded, at, end)
+            if i == -1:
+                continue
+            mark = _MARK % len(marks)
+            pieces += (raw[at:i], mark)
+            marks[mark.decode()] = text
+            at = i + len(encoded)
+        if not marks:
+            return None
+        pieces.append(raw[at:end])
+        rest = b"".join(pieces)
+        if rest.count(_MARK_LEAD) != len(marks) or rest.find(b"\\u") != -1:
+            return None
+        try:
+            if hazardous(rest.decode("utf-8")):
+                return None
+            payload = orjson.loads(rest)
+        except (UnicodeDecodeError, orjson.JSONDecodeError):
+            return None
+        return payload if _put_back(payload, marks) else None
+
+    def _encoded(self, text: str) -> bytes | None:
+        """`text` as a JSON string's bytes (orjson's way: UTF-8, the escapes JSON needs), or
+        None when it holds what the grammar reports (a line separator) or cannot be encoded;
+        kept for the texts asked last (the done events of a text ask for it four times)."""
+        kept = self._texts.get(id(text))
+        if kept is not None and kept[0] is text:
+            return kept[1]
+        encoded = None
+        if not hazardous(text):
+            with contextlib.suppress(TypeError):  # (a lone surrogate)
+                encoded = orjson.dumps(text)[1:-1]
+        if len(self._texts) >= _KEPT_TEXTS:
+            self._texts.clear()
+        self._texts[id(text)] = (text, encoded)
+        return encoded
 
     def check(self, ev: Event, payload: Any) -> None:
         """Generic dispatch rules, then the dialect's state machine."""
