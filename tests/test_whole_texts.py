@@ -11,6 +11,8 @@ every block at once (`eager`): the same events, payloads, findings, verdicts and
 from __future__ import annotations
 
 import contextlib
+import copy
+import pickle
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -450,3 +452,11 @@ def test_big_deltas_are_not_looked_at_for_texts_they_repeat(
     pairs, found = fed(body)
     assert found == [] and len(seen) == 30 + 4  # the deltas, unread; the four that repeat
     assert [ok for _, ok in seen].count(True) == 4 and len(asked) == 4
+
+
+def test_an_unread_event_copied_or_pickled_reads_as_the_original() -> None:
+    raw = b"data: " + orjson.dumps({"text": "Grüße " * 4000}) + b"\n\n"
+    (ev,) = Decoder().feed(raw)
+    assert ev.unread
+    for twin in (copy.deepcopy(ev), pickle.loads(pickle.dumps(ev))):
+        assert twin.unread and twin.data == ev.data and twin == ev

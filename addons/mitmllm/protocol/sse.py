@@ -114,8 +114,20 @@ def report_notes(ev: Event, findings: Findings) -> None:
     ev.notes = ()
 
 
-#: The data of an `Event.unread` block (`parse_common`).
-_UNREAD: Any = object()
+class _Unread:
+    """What an `Event.unread` block holds for its data: one object, copied or pickled as
+    itself."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "_UNREAD"
+
+    def __repr__(self) -> str:
+        return "<unread>"
+
+
+_UNREAD: Any = _Unread()
 
 
 class Event:
