@@ -56,7 +56,7 @@ _MARK = _MARK_LEAD + b"%d"
 _HEAD = 64
 
 
-def _whole_string(raw: bytes, encoded: bytes, at: int, end: int) -> int:
+def _find_text(raw: bytes, encoded: bytes, at: int, end: int) -> int:
     """Where `encoded` first lies in `raw[at:end]`, -1 when nowhere: its head found (a find
     of a long needle costs its length), then the rest compared."""
     head = encoded[:_HEAD]
@@ -212,7 +212,7 @@ class StreamChecker:
             encoded = self._encoded(text)
             if encoded is None:
                 continue
-            i = _whole_string(raw, encoded, at, end)
+            i = _find_text(raw, encoded, at, end)
             if i == -1:
                 continue
             mark = _MARK % len(marks)
