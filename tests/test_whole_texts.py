@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import pickle
 import json
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
