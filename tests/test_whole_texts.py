@@ -27,6 +27,8 @@ import mitmllm.protocol.stream as stream
 from mitmllm.protocol import detect
 from mitmllm.protocol.findings import Findings
 from mitmllm.protocol.openai_responses import DONE_TEXTS
+from mitmllm.protocol.splice import Edit
+from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Decoder
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import Notes
@@ -460,3 +462,17 @@ def test_an_unread_event_copied_or_pickled_reads_as_the_original() -> None:
     assert ev.unread
     for twin in (copy.deepcopy(ev), pickle.loads(pickle.dumps(ev))):
         assert twin.unread and twin.data == ev.data and twin == ev
+
+
+def test_a_restamp_splices_an_unread_event_into_one_that_reads_as_the_eager_splice() -> None:
+    """`response.completed` carries the model: its restamp splices the big event unread, and
+    the new one reads as the splice of the event read at once, its data line where it is."""
+    body = _stream(R.message(0, _LONG))
+    raw = body[body.rindex(b"event: response.completed") :]
+    edits = [Edit(("response", "model"), "bench-alias-with-a-longer-name")]
+    (ev,) = Decoder().feed(raw)
+    new = splice_event(ev, edits)
+    assert ev.unread and new.unread
+    assert new.unread_span == sse.data_span(new.raw)
+    eager_new = splice_event(parse_block(raw, 0, 0), edits)
+    assert new.raw == eager_new.raw and new.data == eager_new.data and new == eager_new

@@ -669,7 +669,9 @@ def splice_event(ev: Event, edits: Sequence[Edit]) -> Event:
             return ev
         new_raw = _replace(raw, reps)
         if ev.unread and len(reps) == 1:  # a big block not decoded: nor is the new one
-            return Event.unread_block(ev.index, ev.offset, new_raw, ev.event)
+            return Event.unread_block(
+                ev.index, ev.offset, new_raw, ev.event, (s, e + len(new_raw) - len(raw))
+            )
         if ev.data is not None and len(reps) == 1 and e <= len(raw):
             # One data line: the new event is the old one with new data; nothing to re-parse.
             r_start, r_end, new = reps[0]

@@ -115,19 +115,19 @@ def report_notes(ev: Event, findings: Findings) -> None:
 
 
 class _Unread:
-    """What an `Event.unread` block holds for its data: one object, copied or pickled as
-    itself."""
+    """What an `Event.unread` block holds for its data: where its data line lies in its raw
+    bytes (`data_span`, found once)."""
 
-    __slots__ = ()
+    __slots__ = ("start", "end")
 
-    def __reduce__(self) -> str:
-        return "_UNREAD"
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+
+    def __reduce__(self) -> tuple[type[_Unread], tuple[int, int]]:
+        return _Unread, (self.start, self.end)
 
     def __repr__(self) -> str:
-        return "<unread>"
-
-
-_UNREAD: Any = _Unread()
+        return f"<unread {self.start}:{self.end}>"
 
 
 class Event:
@@ -177,7 +177,7 @@ class Event:
         self.offset = offset
         self.raw = raw
         self.event = event
-        self._data: str | None = data
+        self._data: str | _Unread | None = data
         self.id = id
         self.retry = retry
         self.comments = comments
@@ -187,35 +187,42 @@ class Event:
         self.notes: tuple[Note, ...] = ()
 
     @classmethod
-    def unread_block(cls, index: int, offset: int, raw: bytes, event: str | None) -> Event:
-        """An `unread` event of `raw`, a block of the common shape (`data_span`) named
-        `event`."""
+    def unread_block(
+        cls, index: int, offset: int, raw: bytes, event: str | None, span: tuple[int, int]
+    ) -> Event:
+        """An `unread` event of `raw`, a block of the common shape named `event` whose data
+        line is `raw[span[0]:span[1]]` (`data_span`)."""
         ev = cls(index, offset, raw, event, None, None, None, (), 1, True)
-        ev._data = _UNREAD
+        ev._data = _Unread(*span)
         return ev
 
     @property
     def data(self) -> str | None:
-        data = self._data
-        return self.read() if data is _UNREAD else data
+        data: Any = self._data  # (a str or None once read)
+        return self.read() if type(data) is _Unread else data
 
     @property
     def unread(self) -> bool:
         """Is this a big block whose data line is not decoded yet (`read`)?"""
-        return self._data is _UNREAD
+        return type(self._data) is _Unread
+
+    @property
+    def unread_span(self) -> tuple[int, int] | None:
+        """Where an `unread` block's data line lies in `raw` (None: the event is read)."""
+        data: Any = self._data
+        return (data.start, data.end) if type(data) is _Unread else None
 
     def read(self) -> str | None:
         """Decode the data line of an `unread` block: the data, and the grammar findings the
         general parser has for it as `notes` (invalid UTF-8, a line-separator hazard; no
         other finding is possible for the common shape). An event already read is kept."""
-        if self._data is not _UNREAD:
-            return self._data
+        unread: Any = self._data
+        if type(unread) is not _Unread:
+            return unread  # type: ignore[no-any-return]
         raw = self.raw
-        span = data_span(raw)
-        assert span is not None  # `parse_common` made it of such a block
         try:
             with memoryview(raw) as view:
-                data: str | None = str(view[span[0] : span[1]], "utf-8")
+                data: str | None = str(view[unread.start : unread.end], "utf-8")
         except UnicodeDecodeError:
             data = None
         if data is None or hazardous(data):
@@ -251,13 +258,12 @@ class Event:
     def at(self, index: int, offset: int) -> Event:
         """The same block at another place in a stream (after a repair dropped or added
         events before it); its unreported grammar findings move with it."""
-        self.read()  # (unread: its findings are worded where it was)
         moved = Event(
             index,
             offset,
             self.raw,
             self.event,
-            self._data,
+            self.data,  # (read if unread: its findings are worded where it was)
             self.id,
             self.retry,
             self.comments,
@@ -578,7 +584,7 @@ def parse_common(raw: bytes, index: int, offset: int, lazy: bool = False) -> Eve
             if len(_NAMES) < _MAX_NAMES:
                 _NAMES[name] = event
     if lazy and end - start >= _BIG_DATA and raw[start] != 0x3A:  # (":" a comment as data)
-        return Event.unread_block(index, offset, raw, event)
+        return Event.unread_block(index, offset, raw, event, span)
     try:
         if end - start < _BIG_DATA:
             data = raw[start:end].decode("utf-8")

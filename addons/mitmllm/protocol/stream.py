@@ -201,7 +201,7 @@ class StreamChecker:
         if not texts:
             return None
         raw = ev.raw
-        span = data_span(raw)
+        span = ev.unread_span
         if span is None:
             return None
         start, end = span
