@@ -13,7 +13,8 @@ characters, SSE-3). A CR at the very end of the buffered input may be the first 
 so a block whose blank line ends in such a CR waits for the next byte or for `close()` (SSE-4).
 Blocks are found on bytes (a CR or LF byte never occurs inside a multi-byte UTF-8 sequence), so
 a character split across chunks is simply waited for; a block is decoded as UTF-8 once it is
-complete (SSE-1).
+complete (SSE-1), or, a big one of the common shape where its consumer reports the grammar's
+findings, when something reads its data (`Event.unread`).
 
 The scan resumes where the previous one stopped and the buffer is a bytearray whose prefix is
 deleted in O(1), so a 32 MiB event arriving in 64 KiB pieces costs linear time.
