@@ -422,17 +422,23 @@ _json = st.recursive(
 )
 
 
+def _fragments(data: st.DataObject) -> list[str]:
+    """A tool's input as a JSON document (whole, or cut short; escaped to ASCII or not), in
+    fragments of any size."""
+    document = json.dumps({"input": data.draw(_json)}, ensure_ascii=data.draw(st.booleans()))
+    if data.draw(st.booleans()):
+        document = document[: data.draw(st.integers(0, len(document)))]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(document)), max_size=40)))
+    return [document[a:b] for a, b in zip([0, *cuts], [*cuts, len(document)], strict=True)]
+
+
 @examples(200)
 @given(st.data())
 def test_tool_inputs_in_any_fragments_give_what_the_full_path_gives(data: st.DataObject) -> None:
     """Any tool input (whole, or cut short), in fragments of any size, between text blocks,
     sometimes broken, in any chunking: the shortcut changes no finding, count or byte in the
     tap, and no verdict in the relay."""
-    document = json.dumps({"input": data.draw(_json)}, ensure_ascii=data.draw(st.booleans()))
-    if data.draw(st.booleans()):
-        document = document[: data.draw(st.integers(0, len(document)))]
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(document)), max_size=40)))
-    fragments = [document[a:b] for a, b in zip([0, *cuts], [*cuts, len(document)], strict=True)]
+    fragments = _fragments(data)
     words = [f"word {i}" for i in range(data.draw(st.integers(1, 6)))]
     body = ant.message(
         ant.text_block(0, *words),
@@ -555,11 +561,7 @@ def test_chat_tool_arguments_in_any_fragments_give_what_the_full_path_gives(
     model's thoughts and content or not, with a second call after them or not, sometimes
     broken, in any chunking: the shortcut changes no finding, count or byte in the tap or a
     restamp, and no verdict in the relay."""
-    document = json.dumps({"input": data.draw(_json)}, ensure_ascii=data.draw(st.booleans()))
-    if data.draw(st.booleans()):
-        document = document[: data.draw(st.integers(0, len(document)))]
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(document)), max_size=40)))
-    fragments = [document[a:b] for a, b in zip([0, *cuts], [*cuts, len(document)], strict=True)]
+    fragments = _fragments(data)
     texts = [f"word {i}" for i in range(data.draw(st.integers(0, 4)))]
     thoughts = data.draw(st.lists(st.sampled_from(UTF8 + ["so", " then"]), max_size=6))
     field = data.draw(st.sampled_from(["reasoning_content", "reasoning"]))

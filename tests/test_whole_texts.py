@@ -42,6 +42,7 @@ from tests.test_steady import outcome
 from tests.test_steady import restamping
 
 FMT = "openai-responses"
+R_DIALECT = detect.by_name(FMT)
 
 
 @contextlib.contextmanager
@@ -83,7 +84,18 @@ def fed(body: bytes) -> tuple[list[tuple[Event, Any]], list[Any]]:
     return pairs, checker.findings.to_list()
 
 
-R_DIALECT = detect.by_name(FMT)
+def fed_both_ways(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[Event, Any]], list[Any], list[tuple[int, bool]], list[tuple[Event, Any]]]:
+    """`body` through a checker, with the same payloads and findings as the eager one's: its
+    pairs, findings, how each unread event was read (`spied`), and the eager one's pairs."""
+    with eager():
+        reference, expected = fed(body)
+    seen = spied(monkeypatch)
+    pairs, found = fed(body)
+    assert found == expected
+    assert [p for _, p in pairs] == [p for _, p in reference]
+    return pairs, found, seen, reference
 
 
 def spied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
@@ -92,8 +104,8 @@ def spied(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     seen: list[tuple[int, bool]] = []
     original = StreamChecker._with_whole_texts
 
-    def spy(self: StreamChecker, ev: Event) -> Any:
-        payload = original(self, ev)
+    def spy(self: StreamChecker, ev: Event, span: tuple[int, int]) -> Any:
+        payload = original(self, ev, span)
         seen.append((ev.index, payload is not None))
         return payload
 
@@ -201,8 +213,6 @@ _MUTATIONS = [
     "invalid UTF-8",
     "a line separator in another field",
 ]
-
-_TEXT_KEYS = ("text", "arguments", "part", "item", "response")
 
 
 def _encode(payload: dict[str, Any], eol: str = "\n") -> bytes:
@@ -332,13 +342,9 @@ def test_the_done_events_of_a_long_answer_are_read_by_their_texts(
     item's, the terminal one) is read without parsing that text again, and its payload is
     the one the full parse gives, the text in place."""
     body = _stream(R.reasoning(0, _LONG), R.message(1, _LONG), eol=eol)
-    with eager():
-        reference = fed(body)
-    seen = spied(monkeypatch)
-    pairs, found = fed(body)
-    assert [ok for _, ok in seen] == [True] * 7 and found == reference[1] == []
-    assert [p for _, p in pairs] == [p for _, p in reference[0]]
-    assert [ev.raw for ev, _ in pairs] == [ev.raw for ev, _ in reference[0]]
+    pairs, found, seen, reference = fed_both_ways(body, monkeypatch)
+    assert [ok for _, ok in seen] == [True] * 7 and found == []
+    assert [ev.raw for ev, _ in pairs] == [ev.raw for ev, _ in reference]
     completed = pairs[-1][1]["response"]["output"]
     assert completed[1]["content"][0]["text"] == "".join(_LONG)
 
@@ -356,12 +362,7 @@ def test_a_done_event_that_differs_is_read_the_full_way(
     events = [R.encode(p) for p in payloads]
     events[at] = _mutate_bytes(events[at], how, cut=0.9)
     body = b"".join(events)
-    with eager():
-        reference = fed(body)
-    seen = spied(monkeypatch)
-    pairs, found = fed(body)
-    assert found == reference[1]
-    assert [p for _, p in pairs] == [p for _, p in reference[0]]
+    pairs, found, seen, _ = fed_both_ways(body, monkeypatch)
     assert (at, False) in seen  # the done event changed: read the full way
     assert both_ways([body]) is not None
 
@@ -393,12 +394,8 @@ def test_a_mark_of_the_upstreams_own_keeps_the_text_out_of_the_wrong_place(
     mark = stream._MARK_LEAD.decode() + "0"
     payloads[at] = {**payloads[at], "text": "", "note": '"' + text, "x": mark}
     body = b"".join(R.encode(p) for p in payloads)
-    with eager():
-        reference = fed(body)
-    seen = spied(monkeypatch)
-    pairs, found = fed(body)
+    pairs, found, seen, _ = fed_both_ways(body, monkeypatch)
     assert pairs[at][1]["x"] == mark and pairs[at][1]["note"] == '"' + text
-    assert [p for _, p in pairs] == [p for _, p in reference[0]] and found == reference[1]
     assert (at, False) in seen
 
 
@@ -427,12 +424,8 @@ def test_a_text_beyond_a_mebibyte_is_left_out_of_the_parse_too(
     payloads the full way gives."""
     body = _stream(R.message(0, ['Grüße, a "quote" and more words. '] * 40_000))
     assert max(len(line) for line in body.split(b"\n")) > (1 << 20)
-    with eager():
-        reference = fed(body)
-    seen = spied(monkeypatch)
-    pairs, found = fed(body)
-    assert [ok for _, ok in seen] == [True] * 4 and found == reference[1] == []
-    assert [p for _, p in pairs] == [p for _, p in reference[0]]
+    pairs, found, seen, _ = fed_both_ways(body, monkeypatch)
+    assert [ok for _, ok in seen] == [True] * 4 and found == []
 
 
 def test_big_deltas_are_not_looked_at_for_texts_they_repeat(

@@ -641,7 +641,6 @@ class Pipeline:
                         out.append(taken)
                         continue
                 self.settle()  # the full way reads the books
-                upstream.reported = ()
                 payload = upstream.parse(ev)
                 notes = upstream.reported  # (an unread block has its notes once read)
                 token = gated.before(upstream, ev, payload, same=False) if live else None  # type: ignore[union-attr]

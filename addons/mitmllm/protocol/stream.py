@@ -103,7 +103,7 @@ class StreamChecker:
         self.findings = findings if findings is not None else Findings()
         self.decoder = Decoder()  # grammar findings ride on the events; reported in `parse`
         self._texts: dict[int, tuple[str, bytes | None]] = {}  # `_encoded`'s
-        #: the grammar findings `parse` reported last (a caller that hands them on resets it)
+        #: the grammar findings of the event `parse` read last (reported: a caller hands them on)
         self.reported: tuple[Note, ...] = ()
         self.validator: StreamValidator | None = dialect.validator(request) if dialect else None
         # Without a dialect, [DONE] is still the one non-JSON data value streams commonly use.
@@ -126,13 +126,15 @@ class StreamChecker:
 
     def parse(self, ev: Event) -> Any:
         """The event's payload: parsed JSON, or NO_DATA / SENTINEL / INVALID."""
-        if ev.unread:  # a big block: maybe made of texts the validator holds already
-            payload = self._with_whole_texts(ev)
+        span = ev.unread_span  # (where an unread block's data line is: found once)
+        if span is not None:  # a big block: maybe made of texts the validator holds already
+            payload = self._with_whole_texts(ev, span)
             if payload is not None:
+                self.reported = ()
                 return payload
             ev.read()  # decoded as the general parser would, its grammar findings as notes
-        if ev.notes:
-            self.reported = ev.notes
+        self.reported = notes = ev.notes
+        if notes:
             report_notes(ev, self.findings)
         data = ev.data
         if data is None:
@@ -144,7 +146,7 @@ class StreamChecker:
                 if len(data) >= BYTES_FROM and not data.isascii():
                     # orjson reads text as UTF-8: a str beyond ASCII it would encode again
                     # (and keep that copy with it); the block's own bytes are that UTF-8
-                    span = data_span(ev.raw)
+                    span = span or data_span(ev.raw)
                     if span is not None:
                         with memoryview(ev.raw) as view:
                             return orjson.loads(view[span[0] : span[1]])
@@ -173,7 +175,7 @@ class StreamChecker:
                 f.add("PAY-4", problem, event=ev.index, offset=ev.offset)
         return value
 
-    def _with_whole_texts(self, ev: Event) -> Any:
+    def _with_whole_texts(self, ev: Event, span: tuple[int, int]) -> Any:
         """The payload of `ev`, an unread big block, when its data line holds texts the
         validator holds already (`StreamValidator.whole_texts`; a Responses done event repeats
         the text streamed, tens of KiB): each found as the JSON string it would be written
@@ -201,9 +203,6 @@ class StreamChecker:
         if not texts:
             return None
         raw = ev.raw
-        span = ev.unread_span
-        if span is None:
-            return None
         start, end = span
         pieces: list[bytes] = []
         marks: dict[str, str] = {}
