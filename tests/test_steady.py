@@ -958,8 +958,9 @@ class TakeOnly(Steady):
 def picture(pipeline: Pipeline) -> Any:
     """The state of a pipeline (checker, validator, decoder, shortcut) and its findings.
     `last_start` is `take`'s answer to its caller, the relay, which does not use `whole`;
-    `taken_text` and `due_texts`, what a repairing pipeline reads of the last count."""
-    scratch = frozenset({"last_start", "whole_out", "taken_text", "due_texts"})
+    `taken_text` and `due_texts`, what a repairing pipeline reads of the last count;
+    `others`, patterns made when first needed."""
+    scratch = frozenset({"last_start", "whole_out", "taken_text", "due_texts", "others"})
     return (
         attributes(pipeline, skip=frozenset({"steady"})),
         attributes(pipeline.steady, skip=scratch),
@@ -1225,6 +1226,27 @@ def test_plain_text_reads_ascii_without_decoding_and_agrees_with_the_definition(
                 c < " " or c in "\x7f\x85\u2028\u2029" for c in decoded
             )  # (C1 controls, no-break spaces, format characters: taken)
     assert plain_text(text) == expected
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("separator", ["\x85", "\u2028", "\u2029"])
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_line_separator_among_deltas_beyond_ascii_is_read_the_full_way(
+    fmt: str, separator: str, quoted: bool
+) -> None:
+    """A chunk of steady deltas beyond ASCII is read in one match, its texts then looked at
+    for the line separators the grammar reports (`_utf8_texts`): each of the three, in one
+    delta among others, with escapes in the texts or without, is reported as the full path
+    reports it, and the chunk passes as it came."""
+    text = 'Grüße aus 東京 🙂 "hi"' if quoted else "Grüße aus 東京 🙂"
+    texts = [f"{text} {i}" for i in range(12)]
+    texts[6] = f"vor {separator} nach"
+    events = stream(fmt, texts, False)
+    chunks = [b"".join(events[i : i + 4]) for i in range(0, len(events), 4)]
+    shortcut = outcome(fmt, chunks, shortcut=True)
+    assert shortcut == outcome(fmt, chunks, shortcut=False)
+    assert shortcut[0] == b"".join(events)
+    assert "SSE-3a" in {f["rule"] for f in shortcut[1].findings}
 
 
 @pytest.mark.parametrize("fmt", STEADY)

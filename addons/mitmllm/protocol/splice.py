@@ -40,6 +40,7 @@ from typing import Any
 from mitmllm.protocol.sse import BOM
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import parse_block
+from mitmllm.protocol.sse import u_escape
 
 Key = str | int
 Path = tuple[Key, ...]
@@ -371,7 +372,7 @@ def _may_repeat(buf: bytes, want: bytes, pos: int, end: int) -> bool:
     """May a member with the key spelled `want` follow `pos`? Only where the spelling is
     followed by a colon (a string value spelled the same is not a key: ``"object":"response"``)
     or where a ``\\u`` escape could spell it otherwise. A cheap test, never wrong the other way."""
-    if buf.find(b"\\u", pos, end) != -1:
+    if u_escape(buf, pos, end):
         return True
     at = buf.find(want, pos, end)
     while at != -1:

@@ -91,6 +91,7 @@ from mitmllm.protocol.splice import splice_event
 from mitmllm.protocol.sse import Event
 from mitmllm.protocol.sse import hazardous
 from mitmllm.protocol.sse import parse_common
+from mitmllm.protocol.sse import unicode_hazardous
 
 if TYPE_CHECKING:
     from mitmllm.protocol.dialect import Dialect
@@ -558,6 +559,7 @@ class Steady:
         "probes",
         "event_name",
         "glue",
+        "others",
         "seam",
         "bound",
         "whole_out",
@@ -631,6 +633,10 @@ class Steady:
         # With rewrites: what stands between two texts the client gets (out_suffix +
         # out_prefix), and what `whole` made of the last chunk it took
         self.glue = b""
+        # The patterns for texts with escapes or UTF-8 (`_other_texts`, `_texts_of`), by kind
+        # (`_kind`), made when first needed: a lookup in the functions' caches costs 0.3 µs a
+        # chunk, a tenth of the match of a few events
+        self.others: list[re.Pattern[bytes] | None] = [None] * 4
         self.seam = b""  # suffix + prefix: what stands between two texts upstream
         # With a counter: the bytes where one event ends and the next starts (no digits)
         self.bound = b""
@@ -852,6 +858,7 @@ class Steady:
         self.matches = True
         self.glue = out_suffix + out_prefix
         self.seam = suffix + prefix
+        self.others = [None] * 4
         # the parts after the text: the pad's, then the suffix
         after = ((mid, "m"), (suffix, "s")) if mid else ((suffix, "s"),)
         m = len(mid)
@@ -1014,22 +1021,26 @@ class Steady:
             return self._counted_texts_run(self.texts, count, data, end)
         # texts with escapes or UTF-8 texts, maybe (or such bytes after `end`: the pattern
         # takes plain texts too), each UTF-8 text then read as the full path would read it
-        texts = self._texts_of(utf8=utf8, escaped=escaped)
+        texts = self.others[_kind(escaped, utf8)] or self._texts_of(utf8=utf8, escaped=escaped)
         run = self._counted_texts_run(texts, count, data, end)
         if run is not None and utf8 and not _utf8_texts(run[0]):
             return None
         return run
 
     def _texts_of(self, *, utf8: bool = False, escaped: bool = True) -> re.Pattern[bytes]:
-        """`texts` for texts with escapes (`escaped`), bytes from 0x80 up (`utf8`), or both."""
+        """`texts` for texts with escapes (`escaped`), bytes from 0x80 up (`utf8`), or both;
+        kept in `others`."""
         assert self.counter is not None and self.prefix is not None
         kinds = {"utf8": utf8, "escaped": escaped}
         in_prefix, a, b = self.counter
         if in_prefix:
             lengths = (len(a), len(b), len(self.suffix))
-            return _counted_texts(_lead(a), True, *lengths, mid=len(self.mid), **kinds)
-        lengths = (len(self.prefix), len(a), len(b))
-        return _counted_texts(_lead(self.prefix), False, *lengths, **kinds)
+            pattern = _counted_texts(_lead(a), True, *lengths, mid=len(self.mid), **kinds)
+        else:
+            lengths = (len(self.prefix), len(a), len(b))
+            pattern = _counted_texts(_lead(self.prefix), False, *lengths, **kinds)
+        self.others[_kind(escaped, utf8)] = pattern
+        return pattern
 
     def _counted_texts_run(
         self, pattern: re.Pattern[bytes], count: int, data: bytes, end: int
@@ -1332,13 +1343,18 @@ class Steady:
                     if other is None:
                         return 0
                     taken, fields, texts = len(other) // 2, None, other[0::2]
-            elif tiles.fullmatch(chunk) is not None:
-                taken = chunk.count(b'"') // self.quotes
-            else:  # texts with escapes (a quote among them) or UTF-8 texts
-                other = self._other_texts(chunk, chunk.isascii(), chunk.find(b"\\") != -1)
-                if other is None:
-                    return 0
-                taken, fields, texts = len(other), None, other
+            else:
+                ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
+                if ascii and not escaped:  # plain texts: the tiling
+                    if tiles.fullmatch(chunk) is None:
+                        return 0
+                    taken = chunk.count(b'"') // self.quotes
+                else:  # texts with escapes (a quote among them) or UTF-8 texts
+                    # (a match of the tiling would fail at the first such text: not tried)
+                    other = self._other_texts(chunk, ascii, escaped)
+                    if other is None:
+                        return 0
+                    taken, fields, texts = len(other), None, other
             if not self.sink:
                 texts = None
             elif fields is not None:  # (padded: texts and pads)
@@ -1424,12 +1440,16 @@ class Steady:
         assert prefix is not None
         if ascii and not escaped:
             return None  # plain texts, which the tiling has turned down
-        mid = len(self.mid)
-        lengths = (len(prefix), len(suffix))
-        found = _fields(None, *lengths, mid=mid, escaped=escaped, utf8=not ascii).findall(chunk)
+        kind = 2 * escaped + (not ascii)  # (`_kind`)
+        pattern = self.others[kind]
+        if pattern is None:
+            lengths = (len(prefix), len(suffix))
+            pattern = _fields(None, *lengths, mid=len(self.mid), escaped=escaped, utf8=not ascii)
+            self.others[kind] = pattern
+        found = pattern.findall(chunk)
         if not found:
             return None
-        if mid:
+        if self.mid:
             flat = list(chain.from_iterable(found))
             if self.one * len(found) % tuple(flat) != chunk:
                 return None
@@ -1586,6 +1606,11 @@ def _other_text(text: bytes) -> bool:
     return escaped_text(text) if text.find(b"\\") != -1 else plain_text(text)
 
 
+def _kind(escaped: bool, utf8: bool) -> int:
+    """Where `Steady.others` keeps the pattern for texts with escapes, UTF-8 texts, or both."""
+    return 2 * escaped + utf8
+
+
 def _utf8_texts(texts: Sequence[bytes]) -> bool:
     """Are `texts`, runs a UTF-8 pattern took, each what `plain_text` or `escaped_text` takes?
     The pattern took printable ASCII but ``"`` and ``\\``, bytes from 0x80 up and valid escapes
@@ -1614,14 +1639,18 @@ def _sound_utf8(text: bytes, controls: bool = True) -> bool:
     in an emoji, a private-use one) orjson and the decoder take as any other. A few `find`s of
     a str, where `str.isprintable` reads each character through the Unicode database (2,000
     characters: 3.9 against 1.0 µs); a short text is asked `isprintable` first, which says yes
-    to most at once. `controls` False: the caller's pattern took none."""
+    to most at once. `controls` False: the caller's pattern took none, so the hazards left to
+    look for are the three beyond ASCII (`sse.unicode_hazardous`: three `in`s, 0.1 µs for a
+    few hundred characters, where `isprintable` takes 0.5)."""
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError:
         return False
+    if not controls:
+        return not unicode_hazardous(decoded)
     if len(decoded) < _SHORT_TEXT and decoded.isprintable():
         return True  # (printable: no control character, no line separator)
-    if controls and _CONTROLS.search(text) is not None:
+    if _CONTROLS.search(text) is not None:
         return False
     return not hazardous(decoded)
 

@@ -37,6 +37,7 @@ from mitmllm.protocol.sse import Note
 from mitmllm.protocol.sse import data_span
 from mitmllm.protocol.sse import hazardous
 from mitmllm.protocol.sse import report_notes
+from mitmllm.protocol.sse import u_escape
 
 #: From this size on, the JSON of a data line beyond ASCII is read from the block's bytes (see
 #: `StreamChecker.parse`): at this size, decoded and parsed, both ways cost the same (finding
@@ -222,7 +223,7 @@ class StreamChecker:
             return None
         pieces.append(raw[at:end])
         rest = b"".join(pieces)
-        if rest.count(_MARK_LEAD) != len(marks) or rest.find(b"\\u") != -1:
+        if rest.count(_MARK_LEAD) != len(marks) or u_escape(rest):
             return None
         try:
             if hazardous(rest.decode("utf-8")):
