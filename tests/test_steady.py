@@ -517,6 +517,30 @@ def test_a_chat_tool_calls_arguments_in_fragments_are_taken_by_their_bytes(
 
 
 @pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("cut", [False, True], ids=["whole JSON", "cut JSON"])
+def test_a_chat_tool_calls_padded_arguments_are_kept_as_the_full_path_keeps_them(
+    per_chunk: int, cut: bool
+) -> None:
+    """The same call's fragments padded as OpenAI pads them, one a chunk (each then read by
+    its parts) or a few: the arguments are kept, not the pads, and judged the same."""
+    document = json.dumps({"file_path": "/tmp/x.py", "content": 'print("x")\n' * 40})
+    if cut:
+        document = document[:-5]
+    fragments = [document[i : i + 12] for i in range(0, len(document), 12)]
+    events = []
+    for i, ev in enumerate(_chat_tool_call(fragments)):
+        if b'"arguments":' in ev:
+            end = ev.rindex(b"}")
+            ev = ev[:end] + b',"obfuscation":"p%dQ"' % i + ev[end:]
+        events.append(ev)
+    chunks = group(events, per_chunk)
+    _, _, parsed, _ = fed("openai-chat", chunks, [])
+    assert parsed[0] < 20
+    shortcut, _ = chat_both_ways(chunks)
+    assert ("OAI-12" in {f["rule"] for f in shortcut[1].findings}) is cut
+
+
+@pytest.mark.parametrize("per_chunk", [1, 4])
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_a_chat_reasoning_models_thoughts_are_taken_by_their_bytes(
     per_chunk: int, field: str
@@ -712,6 +736,24 @@ def test_a_delta_with_an_escape_and_another_field_is_no_event_of_the_template(fm
     events[at] = events[at].replace(b'"index":0', b'"index":1', 1)
     shortcut = outcome(fmt, events, shortcut=True)
     assert shortcut == outcome(fmt, events, shortcut=False)
+    assert shortcut[1].findings  # the stray index is reported, as the full path reports it
+
+
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+@pytest.mark.parametrize("word", ["word", "Grüße"])
+def test_a_padded_delta_alone_in_its_chunk_for_another_choice_is_no_event_of_the_template(
+    restamp: bool, word: str
+) -> None:
+    """A chunk of one padded delta is read by its parts (`Steady._one_padded`), the bytes
+    before its text the template's: a delta for another choice (an index as long) is read by
+    the full path and flagged there, restamped or not."""
+    pads = [f"pad{i}" for i in range(30)]
+    events = stream("openai-chat", [f"{word} {i}" for i in range(30)], False, pads)
+    at = next(i for i, ev in enumerate(events) if f"{word} 15".encode() in ev)
+    events[at] = events[at].replace(b'"index":0', b'"index":1', 1)
+    rewrites = restamping("openai-chat") if restamp else []
+    shortcut = outcome("openai-chat", events, shortcut=True, rewrites=rewrites)
+    assert shortcut == outcome("openai-chat", events, shortcut=False, rewrites=rewrites)
     assert shortcut[1].findings  # the stray index is reported, as the full path reports it
 
 

@@ -1275,20 +1275,28 @@ class Steady:
             prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
             if self.mid:
+                args: tuple[bytes, ...]
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
                 # (plain texts by the plain pattern; others, escapes, UTF-8, `_other_texts`)
-                ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
-                if ascii and not escaped:
-                    pairs = self.fields.findall(chunk)
-                    args = tuple(chain.from_iterable(pairs))
-                    if not pairs or self.one * len(pairs) % args != chunk:
+                if n < 2 * self.least:  # one event (most upstreams write one a chunk): its
+                    # text and pad where they lie, a few comparisons
+                    one = self._one_padded(chunk, len(prefix)) if chunk.startswith(prefix) else None
+                    if one is None:
                         return 0
+                    args = one
                 else:
-                    other = self._other_texts(chunk, ascii, escaped)
-                    if other is None:
-                        return 0
-                    args = tuple(other)
+                    ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
+                    if ascii and not escaped:
+                        pairs = self.fields.findall(chunk)
+                        args = tuple(chain.from_iterable(pairs))
+                        if not pairs or self.one * len(pairs) % args != chunk:
+                            return 0
+                    else:
+                        other = self._other_texts(chunk, ascii, escaped)
+                        if other is None:
+                            return 0
+                        args = tuple(other)
                 self.whole_out = self.one_out * (len(args) // 2) % args
                 taken, texts = len(args) // 2, list(args[0::2])
             else:
@@ -1334,6 +1342,11 @@ class Steady:
                 taken, fields, texts = 1, None, [text]
             elif not chunk.startswith(prefix):
                 return 0
+            elif self.mid and n < 2 * self.least:  # one padded event: its text and pad
+                one = self._one_padded(chunk, len(prefix))
+                if one is None:
+                    return 0
+                taken, fields, texts = 1, None, [one[0]]
             elif self.mid:  # padded: the parts around the pads checked where the first has them
                 m = self._tiled(chunk)
                 if m is not None and m.end() == n:
@@ -1358,9 +1371,8 @@ class Steady:
             if not self.sink:
                 texts = None
             elif fields is not None:  # (padded: texts and pads)
-                texts = fields.findall(chunk)
-                if self.mid:
-                    texts = list(chain.from_iterable(texts))[0::2]
+                kept: list[Any] = fields.findall(chunk)
+                texts = list(chain.from_iterable(kept))[0::2] if self.mid else kept
         else:
             # the events, all of the chunk, each count the one the validator wants next: one
             # pattern for the texts and one format to prove them (`_counted_run`), where `take`
