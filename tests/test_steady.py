@@ -525,7 +525,9 @@ def test_a_chat_tool_calls_padded_arguments_are_kept_as_the_full_path_keeps_them
 ) -> None:
     """The same call's fragments padded as OpenAI pads them, one a chunk (each then read by
     its parts) or a few: the arguments are kept, not the pads, and judged the same."""
-    document = json.dumps({"file_path": "/tmp/x.py", "content": 'print("x")\n' * 40})
+    content = 'print("x")\n' * 40
+    # (the numbers: fragments of plain texts too)
+    document = json.dumps({"file_path": "/tmp/x.py", "content": content, "n": list(range(150))})
     if cut:
         document = document[:-5]
     fragments = [document[i : i + 12] for i in range(0, len(document), 12)]
@@ -743,19 +745,22 @@ def test_a_delta_with_an_escape_and_another_field_is_no_event_of_the_template(fm
 
 @pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
 @pytest.mark.parametrize("word", ["word", "Grüße"])
-def test_a_padded_delta_alone_in_its_chunk_for_another_choice_is_no_event_of_the_template(
-    restamp: bool, word: str
+@pytest.mark.parametrize("per_chunk", [1, 4])
+def test_a_padded_delta_for_another_choice_is_no_event_of_the_template(
+    restamp: bool, word: str, per_chunk: int
 ) -> None:
-    """A chunk of one padded delta is read by its parts (`Steady._one_padded`), the bytes
-    before its text the template's: a delta for another choice (an index as long) is read by
-    the full path and flagged there, restamped or not."""
+    """A chunk of one padded delta is read by its parts (`Steady._one_padded`), one of a few
+    restamped by runs (`_padded_runs`), the bytes before each text the template's: a delta
+    for another choice (an index as long) is read by the full path and flagged there,
+    restamped or not."""
     pads = [f"pad{i}" for i in range(30)]
     events = stream("openai-chat", [f"{word} {i}" for i in range(30)], False, pads)
     at = next(i for i, ev in enumerate(events) if f"{word} 15".encode() in ev)
     events[at] = events[at].replace(b'"index":0', b'"index":1', 1)
     rewrites = restamping("openai-chat") if restamp else []
-    shortcut = outcome("openai-chat", events, shortcut=True, rewrites=rewrites)
-    assert shortcut == outcome("openai-chat", events, shortcut=False, rewrites=rewrites)
+    chunks = group(events, per_chunk)
+    shortcut = outcome("openai-chat", chunks, shortcut=True, rewrites=rewrites)
+    assert shortcut == outcome("openai-chat", chunks, shortcut=False, rewrites=rewrites)
     assert shortcut[1].findings  # the stray index is reported, as the full path reports it
 
 
