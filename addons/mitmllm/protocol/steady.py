@@ -1296,27 +1296,28 @@ class Steady:
             prefix, suffix = self.prefix, self.suffix
             assert prefix is not None and tiles is not None and self.fields is not None
             if self.mid:
-                args: tuple[bytes, ...]
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
                 # (plain texts by the plain pattern; others, escapes, UTF-8, `_other_texts`)
+                args: tuple[bytes, ...] | None = None
                 if n < 2 * self.least:  # one event (most upstreams write one a chunk): its
                     # text and pad where they lie, a few comparisons
-                    one = self._one_padded(chunk, len(prefix)) if chunk.startswith(prefix) else None
-                    if one is None:
+                    if not chunk.startswith(prefix):
                         return 0
-                    args = one
+                    args = self._one_padded(chunk, len(prefix))
+                    if args is None:
+                        return 0
                 else:
                     ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
-                    runs = self.runs
-                    if ascii and not escaped and runs is not None:
-                        found = runs.findall(chunk)  # (`_padded_runs`)
+                    if ascii and not escaped and self.runs is not None:
+                        # the client gets the bytes between a text and its pad as they came:
+                        # each event's text, those bytes and its pad one run (`_padded_runs`)
+                        found = self.runs.findall(chunk)
                         if not found or prefix + self.seam.join(found) + suffix != chunk:
                             return 0
                         self.whole_out = self.out_prefix + self.glue.join(found) + self.out_suffix
                         taken, mid = len(found), self.mid
                         texts = [run[: run.find(mid)] for run in found] if self.sink else None
-                        args = ()  # (what the client gets, taken and texts: made)
                     elif ascii and not escaped:
                         pairs = self.fields.findall(chunk)
                         args = tuple(chain.from_iterable(pairs))
@@ -1327,7 +1328,7 @@ class Steady:
                         if other is None:
                             return 0
                         args = tuple(other)
-                if args:
+                if args is not None:  # (not runs)
                     self.whole_out = self.one_out * (len(args) // 2) % args
                     taken, texts = len(args) // 2, list(args[0::2])
             else:
