@@ -1325,7 +1325,7 @@ def test_a_line_separator_among_deltas_beyond_ascii_is_read_the_full_way(
     texts = [f"{text} {i}" for i in range(12)]
     texts[6] = f"vor {separator} nach"
     events = stream(fmt, texts, False)
-    chunks = [b"".join(events[i : i + 4]) for i in range(0, len(events), 4)]
+    chunks = group(events, 4)
     shortcut = outcome(fmt, chunks, shortcut=True)
     assert shortcut == outcome(fmt, chunks, shortcut=False)
     assert shortcut[0] == b"".join(events)
