@@ -67,7 +67,8 @@ def _far_blank_line(buf: bytes | bytearray, needle: bytes, near: int) -> int:
 # Characters that the SSE grammar treats as ordinary but str.splitlines()/httpx iter_lines() do not.
 _LINE_SEPARATOR_HAZARDS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _ASCII_HAZARDS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
-_HAZARDS = (*_ASCII_HAZARDS, "\x85", "\u2028", "\u2029")
+_NEL, _LS, _PS = _UNICODE_HAZARDS = ("\x85", "\u2028", "\u2029")
+_HAZARDS = (*_ASCII_HAZARDS, *_UNICODE_HAZARDS)
 
 
 def hazardous(data: str) -> bool:
@@ -85,7 +86,7 @@ def unicode_hazardous(data: str) -> bool:
     """`hazardous` for a text with no C0 control character (each of the others is one): the
     three beyond ASCII, each looked for at memchr's speed. For a few hundred characters of
     text beyond ASCII, 0.1 µs where `str.isprintable` takes 0.5."""
-    return "\x85" in data or "\u2028" in data or "\u2029" in data
+    return _NEL in data or _LS in data or _PS in data
 
 
 _U_ESCAPE = re.compile(rb"\\u")

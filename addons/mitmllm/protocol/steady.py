@@ -1484,7 +1484,7 @@ class Steady:
         assert prefix is not None
         if ascii and not escaped:
             return None  # plain texts, which the tiling has turned down
-        kind = 2 * escaped + (not ascii)  # (`_kind`)
+        kind = _kind(escaped, not ascii)
         pattern = self.others[kind]
         if pattern is None:
             lengths = (len(prefix), len(suffix))
