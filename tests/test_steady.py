@@ -323,6 +323,28 @@ def test_a_healthy_stream_is_mostly_taken_by_its_bytes(
 
 
 @pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("line", [b"id: 7\n", b": keep-alive\n"], ids=["id", "comment"])
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_a_field_line_held_before_a_delta_makes_it_no_event_of_the_template(
+    fmt: str, line: bytes, restamp: bool
+) -> None:
+    """An event whose first line came in the chunk before (an id, a comment a gateway
+    writes) and whose rest is a steady delta's bytes: the decoder holds the line, the rest is
+    no steady delta on its own (the line is part of its event), and what follows is read as
+    before. The client gets every byte in order, the findings are the full path's."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(40)], False)
+    k = 20  # long after the template is learned
+    chunks = [*events[:k], line, *group(events[k:], 2)]
+    rewrites = restamping(fmt) if restamp else []
+    full = outcome(fmt, chunks, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, chunks, shortcut=True, rewrites=rewrites) == full
+    sent = b"".join(chunks)
+    if restamp:
+        sent = MODELS.sub(b'"' + ALIAS.encode() + b'"', sent)
+    assert full[0] == sent
+
+
+@pytest.mark.parametrize("fmt", STEADY)
 @pytest.mark.parametrize("per_chunk", [1, 4])
 def test_a_delta_with_an_escape_keeps_the_template_without_certifying_it_again(
     fmt: str, per_chunk: int, monkeypatch: pytest.MonkeyPatch
@@ -1008,10 +1030,13 @@ def picture(pipeline: Pipeline) -> Any:
     """The state of a pipeline (checker, validator, decoder, shortcut) and its findings.
     `last_start` is `take`'s answer to its caller, the relay, which does not use `whole`;
     `taken_text` and `due_texts`, what a repairing pipeline reads of the last count;
-    `others`, patterns made when first needed."""
+    `others`, patterns made when first needed. The pipeline's `_lane` is its shortcut or
+    None: whether it is set."""
     scratch = frozenset({"last_start", "whole_out", "taken_text", "due_texts", "others"})
+    assert pipeline._lane in (None, pipeline.steady)
     return (
-        attributes(pipeline, skip=frozenset({"steady"})),
+        attributes(pipeline, skip=frozenset({"steady", "_lane"})),
+        pipeline._lane is None,
         attributes(pipeline.steady, skip=scratch),
         checker_picture(pipeline.checker),
     )
@@ -1782,6 +1807,50 @@ def test_after_an_internal_error_amid_steady_deltas_nothing_more_is_counted(
     assert out == b"".join(events)
     assert "TAP-1" in [f.rule for f in pipeline.upstream.findings.items]
     assert pipeline.upstream.events == counted
+    assert "mitmllm pipeline failed" in caplog.text
+
+
+@pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("where", ["shortcut", "full path"])
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_after_an_internal_error_without_repairs_the_rest_goes_on_as_it_came(
+    fmt: str,
+    where: str,
+    restamp: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without repairs, a bug while steady deltas are taken whole, or while the full path
+    reads an event among them (a keep-alive): the flow reports the internal error, and every
+    chunk from there on goes on as it came, none taken by the shortcut (nothing restamped,
+    nothing more counted)."""
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(60)], False)
+    at = next(i for i, ev in enumerate(events) if b"token 30" in ev)
+    checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
+    pipeline = Pipeline(checker, restamping(fmt) if restamp else [])
+    for ev in events[:at]:
+        pipeline.feed(ev)
+    assert pipeline._lane is not None
+    rest = events[at:]
+    if where == "shortcut":
+        original: Any = Steady.whole
+        owner: Any = Steady
+        name = "whole"
+    else:
+        rest = [b": keep-alive\n\n", *rest]
+        original, owner, name = StreamChecker.parse, StreamChecker, "parse"
+
+    def broken(*args: Any) -> Any:
+        monkeypatch.setattr(owner, name, original)  # once
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(owner, name, broken)
+    out = pipeline.feed(rest[0])
+    counted = pipeline.events
+    out += b"".join(pipeline.feed(chunk) for chunk in rest[1:]) + pipeline.close()
+    assert out == b"".join(rest)
+    assert pipeline.failed and pipeline.events == counted
+    assert "TAP-1" in checker.findings.rules()
     assert "mitmllm pipeline failed" in caplog.text
 
 

@@ -25,8 +25,11 @@ from mitmllm.engine.rewrite import response_rewrites
 from mitmllm.engine.validation import StreamResult
 from mitmllm.glue.tap import Tap
 from mitmllm.protocol import detect
+from mitmllm.protocol.findings import Findings
+from mitmllm.protocol.gate import Gate
 from mitmllm.protocol.payload import is_json
 from mitmllm.protocol.payload import parse_json
+from mitmllm.protocol.repair import Repairer
 from mitmllm.protocol.sse import decode_all
 from mitmllm.protocol.stream import StreamChecker
 from tests import streamcheck
@@ -263,6 +266,56 @@ def test_a_restamping_tap_defers_the_chunks_without_the_models_key(fmt: str) -> 
         assert tap.defers and len(fed) < 8  # the model's events, where the template is learned
     else:
         assert not tap.defers and tap._direct and len(fed) >= len(chunks) - 3
+
+
+class _BreaksOnce(KeptBody):
+    """A kept body whose next `append` raises once `armed`: a bug of the tap's own."""
+
+    armed = False
+
+    def append(self, piece: bytes) -> None:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("the tap's books broke")
+        super().append(piece)
+
+
+@pytest.mark.parametrize("repairs", [False, True])
+@pytest.mark.parametrize("fmt", ["openai-chat", "gemini"])
+def test_after_the_last_line_of_defence_every_chunk_passes_as_it_came(
+    fmt: str, repairs: bool
+) -> None:
+    """A tap that reads each chunk at once by its shortest path (a restamp of deltas that carry
+    the model, or repairs on) and breaks on its own after the pipeline read a chunk passes that
+    chunk and every later one on as it came: no shortcut restamps a chunk after it."""
+    dialect = detect.by_name(fmt)
+    request = dict(CALLS[fmt].body)
+    events = long_stream(fmt, 60).events
+    chunks = [b"".join(events[i : i + 2]) for i in range(0, len(events), 2)]
+    restamp = response_rewrites(dialect, client_model="alias", names=None)
+    if repairs:
+        findings = Findings()
+        client = StreamChecker(dialect, request=request)
+        pipeline = Pipeline(
+            client,
+            restamp,
+            upstream=StreamChecker(dialect, findings, request=request),
+            repairer=Repairer(dialect, findings, request=request),
+            gate=Gate(dialect, client.findings, collect=False),
+            lazy=True,
+        )
+    else:
+        pipeline = Pipeline(StreamChecker(dialect, request=request), restamp)
+    body = _BreaksOnce(DEFAULT_LIMIT)
+    tap = Tap(pipeline, 0.0, body=body)
+    tap.timing_cut = True  # as in mitmdump without a flow view: the shortest path
+    half = len(chunks) // 2
+    before = b"".join(b"".join(tap(chunk)) for chunk in chunks[:half])
+    assert before.count(b'"alias"') >= half and tap._direct
+    body.armed = True
+    after = [tap(chunk) for chunk in chunks[half:]]
+    assert pipeline.failed and not body.armed
+    assert after == [[chunk] for chunk in chunks[half:]]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

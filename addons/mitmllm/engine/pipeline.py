@@ -137,6 +137,10 @@ class Pipeline:
         self._due_chunk = b""
         self._due_taken = 0
         self._quick = False  # the next chunk may be such deltas (`feed`)
+        # Without repairs: the shortcut, when the next chunk may be all steady deltas (a
+        # template learned, nothing buffered or held), so that `feed` asks it first (`skim`'s
+        # checks made once, after the full way read a chunk, not on every chunk)
+        self._lane: Steady | None = None
         self.events = 0
         self.rewritten = 0
         #: the unterminated tail passed on at the end, rewritten like any event when its data
@@ -225,7 +229,31 @@ class Pipeline:
 
     def feed(self, chunk: bytes) -> bytes:
         """Process one chunk; returns the bytes of the events it completed (maybe b"")."""
-        if self._quick:
+        lane = self._lane
+        if lane is not None:
+            # Without repairs, a template learned, nothing buffered or held: the common chunk
+            # is whole steady deltas (`skim`, its checks made once when the full way has read
+            # a chunk, not on every chunk)
+            due = self._due
+            try:
+                n = lane.whole(self.checker, chunk, due)
+                if n:
+                    self._due = due + n
+                    self._due_size += len(chunk)
+                    texts = lane.due_texts
+                    if texts:
+                        self._due_texts += texts
+                    self.events += n
+                    if lane.rewrites:
+                        self.rewritten += n
+                        return lane.whole_out
+                    return chunk  # the common chunk, passed on as the very object
+                if due:
+                    self._pay()  # the full way reads the checker's books
+            except Exception as e:  # a bug must not eat the stream: all of it, as it came
+                return self._fail(e, []) + chunk
+            self._lane = None  # until the full way has read this chunk
+        elif self._quick:
             # Lazy, after commit, nothing buffered, a template learned: the common chunk is
             # whole steady deltas, all their books kept later (`_pay`, `settle`)
             gated = self.gated
@@ -265,12 +293,26 @@ class Pipeline:
                     and not self.upstream.decoder.pending
                 )
             return mended
-        if self.skim(chunk):
+        if lane is None and self.skim(chunk):  # (a lane tried it already)
             steady = self.steady
             assert steady is not None
             if steady.rewrites:
                 return steady.whole_out
             return chunk  # the common chunk, passed on as the very object
+        out = self._read(chunk)
+        steady = self.steady
+        if (
+            steady is not None
+            and steady.prefix is not None
+            and not steady.held
+            and not self.checker.decoder._buf
+            and not self.failed
+        ):
+            self._lane = steady
+        return out
+
+    def _read(self, chunk: bytes) -> bytes:
+        """`feed` for a chunk that is not all steady deltas taken whole (without repairs)."""
         checker = self.checker
         decoder = checker.decoder
         steady = self.steady
@@ -765,11 +807,17 @@ class Pipeline:
             return self._fail(e, [])
         return b"".join(out)
 
+    def stop(self) -> None:
+        """Pass the rest of the stream on as it comes, read no more of it (a tap's last line of
+        defence, when something of its own broke): no shortcut takes a chunk either."""
+        self.failed = True
+        self._quick = False
+        self._lane = None
+
     def _fail(self, error: Exception, unprocessed: list[Event]) -> bytes:
         """Switch to pass-through; return every byte held so far, unchanged."""
         logger.exception("mitmllm pipeline failed; passing the rest of the stream through")
-        self.failed = True
-        self._quick = False
+        self.stop()
         with contextlib.suppress(Exception):  # what was taken before counts, if it can
             self.settle()
         self.findings.add("TAP-1", f"internal error {type(error).__name__}: {error}"[:200])

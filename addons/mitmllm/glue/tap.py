@@ -358,7 +358,7 @@ class Tap(StreamRecord):
             return self._emitted(out, self.clock()) if out else []
         except Exception:  # the pipeline never raises; this is the last line of defence
             logger.exception("mitmllm tap failed; passing the chunk through")
-            self.pipeline.failed = True
+            self.pipeline.stop()
             for piece in self._deferred:  # sent already: recorded, never read
                 self.body.append(piece)
             self.chunk_count += len(self._deferred)

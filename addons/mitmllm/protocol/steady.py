@@ -577,6 +577,7 @@ class Steady:
         "others",
         "seam",
         "bound",
+        "ending",
         "whole_out",
         "taken_text",
         "due_texts",
@@ -605,6 +606,9 @@ class Steady:
         # The template's counter, when its events carry one (a sequence number): the bytes
         # before and after its digits, in the prefix (True) or in the suffix.
         self.counter: tuple[bool, bytes, bytes] | None = None
+        # How the template's events end: the suffix, or after a counter in it, what follows
+        # its digits (`may_end`; while there is a template)
+        self.ending = b""
         # What the client gets of such an event: the same bytes unless the pipeline's rewrites
         # edit the certified event.
         self.out_prefix = b""
@@ -872,6 +876,7 @@ class Steady:
             if spliced != out_prefix + PROBE.encode() + out_tail:
                 return False
         self.prefix, self.suffix, self.counter = prefix, suffix, counter
+        self.ending = suffix if counter is None or counter[0] else counter[2]
         self.mid, self.out_mid = mid, out_mid
         self.out_prefix, self.out_suffix, self.rewrites = out_prefix, out_suffix, rewritten
         self.matches = True
@@ -1282,10 +1287,10 @@ class Steady:
         events taken before are not counted yet (the count wanted next is that much further),
         and these are not either; their texts for the validator's sink are left in
         `due_texts` (None: none), to be counted with them (`_count`)."""
-        if not self.matches or not self.may_end(chunk):
-            # A chunk that ends otherwise is not all steady events; found at once, where the
-            # matches below would read all of it first (a stream's last chunk can be big: a
-            # Responses stream's done events carry the whole text, four times)
+        if not self.matches or self.prefix is None or not chunk.endswith(self.ending):
+            # A chunk that ends otherwise is not all steady events (`may_end`); found at once,
+            # where the matches below would read all of it first (a stream's last chunk can
+            # be big: a Responses stream's done events carry the whole text, four times)
             return 0
         n = len(chunk)
         tiles = self.tiles
@@ -1507,10 +1512,7 @@ class Steady:
     def may_end(self, data: bytes) -> bool:
         """Does `data` end as the learned template ends? Bytes that do not are not all steady
         events (`whole` takes none of them), whatever they start with."""
-        if self.prefix is None:
-            return False
-        counter = self.counter
-        return data.endswith(self.suffix if counter is None or counter[0] else counter[2])
+        return self.prefix is not None and data.endswith(self.ending)
 
     def leading(self, checker: StreamChecker, data: bytes) -> int:
         """How many bytes at the start of `data` are steady events one after the other, as
