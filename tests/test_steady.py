@@ -1085,7 +1085,7 @@ def test_whole_chunks_of_steady_deltas_leave_what_take_leaves(
 
 
 @pytest.mark.parametrize("fmt", STEADY)
-@pytest.mark.parametrize("per_chunk", [1, 4])
+@pytest.mark.parametrize("per_chunk", [1, 2, 4])
 @pytest.mark.parametrize("restamp", [False, True])
 def test_chunks_of_whole_steady_deltas_take_the_fast_path(
     fmt: str, per_chunk: int, restamp: bool

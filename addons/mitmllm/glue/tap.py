@@ -151,6 +151,9 @@ class Tap(StreamRecord):
         # and while no timings are kept, by the path in `__call__` that does only that
         self._direct = not self.defers
         self._tally = self.body.limit == 0  # the body keeps nothing: it only counts
+        # `_direct`, a body that only counts (so no timings kept either) and the first byte out
+        # recorded: the path in `__call__` that reads a chunk and counts its bytes, no more
+        self._short = False
 
     def settle(self) -> None:
         """Have the pipeline read the whole events passed on before it read them, and record
@@ -275,21 +278,16 @@ class Tap(StreamRecord):
         counted = False  # the chunk is in `chunk_count` and `received`
         marked = False  # whole events a rewrite may change: read now
         try:
-            if self._direct and self.timing_cut and chunk:
+            if self._short and chunk:
                 # read at once, nothing recorded but the bytes (nothing is deferred or ahead)
                 self.chunk_count += 1
                 self.received += len(chunk)
                 counted = True
                 out = self.pipeline.feed(chunk)
-                if not out:
-                    return []
-                if self._first_out is None:
-                    self._first_out = self.clock()
-                if self._tally:  # a body that keeps nothing counts bytes (`KeptBody.append`)
-                    self.body.total += len(out)
-                else:
-                    self.body.append(out)
-                return [out]
+                if out:
+                    self.body.total += len(out)  # (`KeptBody.append` of a body that only counts)
+                    return [out]
+                return []
             if self._passing and chunk.endswith(WHOLE_EVENTS):
                 if self._blind or self.pipeline.unmarked(chunk):
                     # The shortest path (most chunks): whole events, on they go, counted and
@@ -351,6 +349,7 @@ class Tap(StreamRecord):
                         self.defers = self._passing = False
                         # each chunk read at once from here on, by the short path where it can
                         self._direct = not self._ahead
+                self._short = self._direct and self._tally and self._first_out is not None
                 return [out] if out else []
             self.finished = True
             self.settle()

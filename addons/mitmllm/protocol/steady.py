@@ -569,6 +569,7 @@ class Steady:
         "fixed",
         "quotes",
         "least",
+        "single",
         "run",
         "probed",
         "probes",
@@ -653,6 +654,9 @@ class Steady:
         self.fixed = 0  # the bytes of such an event but its text and digits
         self.quotes = 0
         self.least = 0  # the bytes of the shortest such event
+        # Below this length a chunk is one event at most, of a template without a pad or a
+        # counter: its text is what lies between its prefix and suffix (0: no such template)
+        self.single = 0
         # With rewrites: what stands between two texts the client gets (out_suffix +
         # out_prefix), and what `whole` made of the last chunk it took
         self.glue = b""
@@ -921,6 +925,7 @@ class Steady:
         self.fixed = len(self.head) + sum(len(part) for part, _ in self.parts)
         # the shortest such event: a text of one byte (and a count of one digit, a pad of one)
         self.least = self.fixed + 1 + (counter is not None) + bool(mid)
+        self.single = 2 * self.least if counter is None and not mid else 0
         return True
 
     def _pad(self, payload: Any, raw: bytes, start: int) -> tuple[Path, int, int] | None:
@@ -1287,19 +1292,32 @@ class Steady:
         events taken before are not counted yet (the count wanted next is that much further),
         and these are not either; their texts for the validator's sink are left in
         `due_texts` (None: none), to be counted with them (`_count`)."""
-        if not self.matches or self.prefix is None or not chunk.endswith(self.ending):
+        prefix = self.prefix
+        if prefix is None or not self.matches or not chunk.endswith(self.ending):
             # A chunk that ends otherwise is not all steady events (`may_end`); found at once,
             # where the matches below would read all of it first (a stream's last chunk can
             # be big: a Responses stream's done events carry the whole text, four times)
             return 0
         n = len(chunk)
         tiles = self.tiles
-        if self.rewrites:
+        if n < self.single:
+            # One event at most, no pad, no counter (most upstreams write an event a chunk):
+            # its text is what lies between (its suffix checked above), a few comparisons
+            # where a match costs more than the event; rewritten, out_prefix + text +
+            # out_suffix (`_rewritten` of one text)
+            text = _between(chunk, prefix, len(self.suffix))
+            if text is None:
+                return 0
+            if self.rewrites:
+                self.whole_out = self.out_prefix + text + self.out_suffix
+            taken = 1
+            texts: list[bytes] | None = [text]
+        elif self.rewrites:
             if self.counter is not None:
                 return 0  # a template with a counter is never rewritten (`_learn`)
             # the events, all of the chunk, each rewritten to out_prefix + text + out_suffix
-            prefix, suffix = self.prefix, self.suffix
-            assert prefix is not None and tiles is not None and self.fields is not None
+            suffix = self.suffix
+            assert tiles is not None and self.fields is not None
             if self.mid:
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
@@ -1336,28 +1354,20 @@ class Steady:
                 if args is not None:  # (not runs)
                     self.whole_out = self.one_out * (len(args) // 2) % args
                     taken, texts = len(args) // 2, list(args[0::2])
-            else:
-                if n < 2 * self.least:  # one event (its suffix checked by `may_end`): its text
-                    text = _between(chunk, prefix, len(suffix))  # is what lies between
-                    if text is None:
+            else:  # (one event: above)
+                ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
+                if ascii and not escaped:
+                    # the texts as the template's lengths place them; the events they make, the
+                    # template's bytes around them, are the chunk or not such events
+                    found = self.fields.findall(chunk)
+                    if not found or prefix + self.seam.join(found) + suffix != chunk:
                         return 0
-                    found = [text]
-                    # (`_rewritten` of one text; most upstreams write an event a chunk)
-                    self.whole_out = self.out_prefix + text + self.out_suffix
-                else:
-                    ascii, escaped = chunk.isascii(), chunk.find(b"\\") != -1
-                    if ascii and not escaped:
-                        # the texts as the template's lengths place them; the events they make,
-                        # the template's bytes around them, are the chunk or not such events
-                        found = self.fields.findall(chunk)
-                        if not found or prefix + self.seam.join(found) + suffix != chunk:
-                            return 0
-                    else:  # escapes, UTF-8
-                        other = self._other_texts(chunk, ascii, escaped)
-                        if other is None:
-                            return 0
-                        found = other
-                    self.whole_out = self._rewritten(found)
+                else:  # escapes, UTF-8
+                    other = self._other_texts(chunk, ascii, escaped)
+                    if other is None:
+                        return 0
+                    found = other
+                self.whole_out = self._rewritten(found)
                 taken = len(found)
                 texts = found
         elif self.counter is None:
@@ -1365,19 +1375,13 @@ class Steady:
             # the other up to its end, where `take` would match one at a time (its text
             # possessive: one way only); and the texts have no quote, so the quotes count them.
             # The first event's prefix is checked here, the last one's suffix by `may_end`: the
-            # pattern has them match every other event's.
-            prefix = self.prefix
-            assert prefix is not None and tiles is not None
+            # pattern has them match every other event's. (One event without a pad: above.)
+            assert tiles is not None
             # The texts themselves only where the validator keeps them (a tool block's input):
             # the pattern that finds them in the chunk, or the texts already found
             fields: re.Pattern[bytes] | None = self.fields
             texts = None
-            if n < 2 * self.least and not self.mid:  # shorter than two events: one at most
-                text = _between(chunk, prefix, len(self.suffix))
-                if text is None:
-                    return 0
-                taken, fields, texts = 1, None, [text]
-            elif not chunk.startswith(prefix):
+            if not chunk.startswith(prefix):
                 return 0
             elif self.mid and n < 2 * self.least:  # one padded event: its text and pad
                 one = self._one_padded(chunk, len(prefix))
