@@ -1299,7 +1299,6 @@ class Steady:
             # be big: a Responses stream's done events carry the whole text, four times)
             return 0
         n = len(chunk)
-        tiles = self.tiles
         if n < self.single:
             # One event at most, no pad, no counter (most upstreams write an event a chunk):
             # its text is what lies between (its suffix checked above), a few comparisons
@@ -1317,7 +1316,7 @@ class Steady:
                 return 0  # a template with a counter is never rewritten (`_learn`)
             # the events, all of the chunk, each rewritten to out_prefix + text + out_suffix
             suffix = self.suffix
-            assert tiles is not None and self.fields is not None
+            assert self.fields is not None
             if self.mid:
                 # the texts and pads as the lengths place them; the events they make are the
                 # chunk itself or it is not such events; the client's, the same format's
@@ -1376,6 +1375,7 @@ class Steady:
             # possessive: one way only); and the texts have no quote, so the quotes count them.
             # The first event's prefix is checked here, the last one's suffix by `may_end`: the
             # pattern has them match every other event's. (One event without a pad: above.)
+            tiles = self.tiles
             assert tiles is not None
             # The texts themselves only where the validator keeps them (a tool block's input):
             # the pattern that finds them in the chunk, or the texts already found
