@@ -234,15 +234,22 @@ def fed(
 
 
 def taken_whole(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many events each `Steady.whole` call takes from now on."""
-    whole = Steady.whole
+    """How many events each `Steady.whole` call takes from now on (or `Steady.take_one`: one
+    or none)."""
+    whole, take_one = Steady.whole, Steady.take_one
     wholes: list[int] = []
 
     def spy(self: Steady, checker: StreamChecker, chunk: bytes, due: int | None = None) -> int:
         wholes.append(whole(self, checker, chunk, due))
         return wholes[-1]
 
+    def spy_one(self: Steady, chunk: bytes) -> bytes | None:
+        out = take_one(self, chunk)
+        wholes.append(out is not None)
+        return out
+
     monkeypatch.setattr(Steady, "whole", spy)
+    monkeypatch.setattr(Steady, "take_one", spy_one)
     return wholes
 
 
@@ -1018,12 +1025,15 @@ def test_a_run_of_deltas_is_certified_once_from_its_second_delta(
 
 
 class TakeOnly(Steady):
-    """The shortcut without its whole-chunk fast path: every chunk goes to `take`."""
+    """The shortcut without its whole-chunk fast paths: every chunk goes to `take`."""
 
     __slots__ = ()
 
     def whole(self, checker: StreamChecker, chunk: bytes, due: int | None = None) -> int:
         return 0
+
+    def take_one(self, chunk: bytes) -> bytes | None:
+        return None
 
 
 def picture(pipeline: Pipeline) -> Any:
@@ -1080,6 +1090,8 @@ def test_whole_chunks_of_steady_deltas_leave_what_take_leaves(
         assert pipeline.feed(chunk) == twin.feed(chunk)
         pipeline.settle()  # the books `whole` leaves to be kept when read
         assert picture(pipeline) == picture(twin)
+        steady = pipeline.steady
+        assert steady is not None and (steady.prefix is not None or steady.lone == 0)
     assert pipeline.close() == twin.close()
     assert picture(pipeline) == picture(twin)
 
@@ -1103,6 +1115,8 @@ def test_chunks_of_whole_steady_deltas_take_the_fast_path(
     taken = []
     original = steady.whole
 
+    original_one = steady.take_one
+
     class Counting(Steady):
         __slots__ = ()
 
@@ -1111,9 +1125,18 @@ def test_chunks_of_whole_steady_deltas_take_the_fast_path(
             taken.append(n)
             return n
 
+        def take_one(self, chunk: bytes) -> bytes | None:
+            out = original_one(chunk)
+            taken.append(out is not None)
+            ones.append(out is not None)
+            return out
+
+    ones: list[bool] = []
     steady.__class__ = Counting
     out = [pipeline.feed(c) for c in chunks]
     assert sum(taken) > len(events) - 20 * per_chunk
+    # one event a chunk, of a template without a counter: by its text, not a pattern
+    assert (sum(ones) > len(events) - 20) == (per_chunk == 1 and fmt != "openai-responses")
     if restamp:
         alias = b'"' + ALIAS.encode() + b'"'
         assert out == [MODELS.sub(alias, c) for c in chunks]
@@ -1121,6 +1144,33 @@ def test_chunks_of_whole_steady_deltas_take_the_fast_path(
     else:
         assert all(o is c for o, c in zip(out, chunks, strict=True))
     assert pipeline.checker.findings.to_list() == []
+
+
+@pytest.mark.parametrize("fmt", PADDED)
+@pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+def test_padded_deltas_one_a_chunk_are_taken_by_their_parts(fmt: str, restamp: bool) -> None:
+    """Padded deltas one a chunk (as most upstreams write them): each taken by where its text
+    and pad lie, passed on as the very chunk, or restamped as the full path's splice makes it
+    (Chat's deltas name the model), its pad kept."""
+    pads = ["p" * (1 + i % 9) + str(i) for i in range(100)]
+    events = stream(fmt, [f"token {i} of a long answer" for i in range(100)], False, pads)
+    rewrites = restamping(fmt) if restamp else []
+    pipeline = Pipeline(StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body)), rewrites)
+    taken = []
+    for chunk in events:
+        steady = pipeline.steady
+        assert steady is not None
+        uses, out = steady.misses == 0 and steady.used, pipeline.feed(chunk)
+        taken.append((chunk, out, uses and steady.mid != b"" and pipeline._due > 0))
+    out = b"".join(o for _, o, _ in taken) + pipeline.close()
+    assert sum(t for _, _, t in taken) > len(events) - 20  # one at a time by their parts
+    sent = b"".join(events)
+    assert out == (MODELS.sub(b'"' + ALIAS.encode() + b'"', sent) if restamp else sent)
+    if not (restamp and fmt == "openai-chat"):  # (Responses' deltas do not name the model)
+        assert sum(o is c for c, o, _ in taken) > len(events) - 20  # the very chunks
+    assert pipeline.checker.findings.to_list() == []
+    full = outcome(fmt, events, shortcut=False, rewrites=rewrites)
+    assert outcome(fmt, events, shortcut=True, rewrites=rewrites) == full and out == full[0]
 
 
 @pytest.mark.parametrize("fmt", STEADY)
@@ -1783,26 +1833,36 @@ def test_steady_deltas_after_a_restart_or_a_cut_line_go_the_full_way_with_lazy_b
     assert gate.verdict is (Verdict.FAIL if fmt in RESTARTING else Verdict.PASS)
 
 
+def break_shortcut_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next chunk the shortcut takes whole (`Steady.whole`, or `Steady.take_one` for one
+    event) meets a bug."""
+    originals = {name: getattr(Steady, name) for name in ("whole", "take_one")}
+
+    def broken(*args: Any) -> Any:
+        for name, original in originals.items():  # once
+            monkeypatch.setattr(Steady, name, original)
+        raise RuntimeError("a bug")
+
+    for name in originals:
+        monkeypatch.setattr(Steady, name, broken)
+
+
 @pytest.mark.parametrize("fmt", STEADY)
+@pytest.mark.parametrize("per_chunk", [1, 2])
 def test_after_an_internal_error_amid_steady_deltas_nothing_more_is_counted(
-    fmt: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    fmt: str, per_chunk: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A bug while steady deltas are taken whole (their books kept later): the stream goes on
-    as it came, the flow reports the internal error, and what came after it is not counted."""
+    """A bug while steady deltas are taken whole (their books kept later), one a chunk or more:
+    the stream goes on as it came, the flow reports the internal error, and what came after it
+    is not counted."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(60)], False)
     at = next(i for i, ev in enumerate(events) if b"token 30" in ev)
     pipeline, gate = repairing(fmt, [], shortcut=True, collect=False, lazy=True)
     out = b"".join(pipeline.feed(ev) for ev in events[:at])
     assert pipeline._quick
     counted = pipeline.upstream.events + pipeline._due
-    whole = Steady.whole
-
-    def broken(self: Steady, *args: Any) -> int:
-        monkeypatch.setattr(Steady, "whole", whole)  # once
-        raise RuntimeError("a bug")
-
-    monkeypatch.setattr(Steady, "whole", broken)
-    out += b"".join(pipeline.feed(ev) for ev in events[at:]) + pipeline.close()
+    break_shortcut_once(monkeypatch)
+    out += b"".join(pipeline.feed(c) for c in group(events[at:], per_chunk)) + pipeline.close()
     pipeline.settle()
     assert out == b"".join(events)
     assert "TAP-1" in [f.rule for f in pipeline.upstream.findings.items]
@@ -1813,17 +1873,19 @@ def test_after_an_internal_error_amid_steady_deltas_nothing_more_is_counted(
 @pytest.mark.parametrize("fmt", STEADY)
 @pytest.mark.parametrize("where", ["shortcut", "full path"])
 @pytest.mark.parametrize("restamp", [False, True], ids=["tap", "restamp"])
+@pytest.mark.parametrize("per_chunk", [1, 2])
 def test_after_an_internal_error_without_repairs_the_rest_goes_on_as_it_came(
     fmt: str,
     where: str,
     restamp: bool,
+    per_chunk: int,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Without repairs, a bug while steady deltas are taken whole, or while the full path
-    reads an event among them (a keep-alive): the flow reports the internal error, and every
-    chunk from there on goes on as it came, none taken by the shortcut (nothing restamped,
-    nothing more counted)."""
+    """Without repairs, a bug while steady deltas are taken whole (one a chunk or more), or
+    while the full path reads an event among them (a keep-alive): the flow reports the
+    internal error, and every chunk from there on goes on as it came, none taken by the
+    shortcut (nothing restamped, nothing more counted)."""
     events = stream(fmt, [f"token {i} of a long answer" for i in range(60)], False)
     at = next(i for i, ev in enumerate(events) if b"token 30" in ev)
     checker = StreamChecker(detect.by_name(fmt), request=dict(CALLS[fmt].body))
@@ -1831,20 +1893,18 @@ def test_after_an_internal_error_without_repairs_the_rest_goes_on_as_it_came(
     for ev in events[:at]:
         pipeline.feed(ev)
     assert pipeline._lane is not None
-    rest = events[at:]
+    rest = group(events[at:], per_chunk)
     if where == "shortcut":
-        original: Any = Steady.whole
-        owner: Any = Steady
-        name = "whole"
+        break_shortcut_once(monkeypatch)
     else:
         rest = [b": keep-alive\n\n", *rest]
         original, owner, name = StreamChecker.parse, StreamChecker, "parse"
 
-    def broken(*args: Any) -> Any:
-        monkeypatch.setattr(owner, name, original)  # once
-        raise RuntimeError("a bug")
+        def broken(*args: Any) -> Any:
+            monkeypatch.setattr(owner, name, original)  # once
+            raise RuntimeError("a bug")
 
-    monkeypatch.setattr(owner, name, broken)
+        monkeypatch.setattr(owner, name, broken)
     out = pipeline.feed(rest[0])
     counted = pipeline.events
     out += b"".join(pipeline.feed(chunk) for chunk in rest[1:]) + pipeline.close()

@@ -236,6 +236,15 @@ class Pipeline:
             # a chunk, not on every chunk)
             due = self._due
             try:
+                if len(chunk) < lane.lone:  # one event at most (most upstreams write so)
+                    out = lane.take_one(chunk)
+                    if out is not None:
+                        self._due = due + 1
+                        self._due_size += len(chunk)
+                        self.events += 1
+                        if lane.rewrites:
+                            self.rewritten += 1
+                        return out  # (rewritten, or the chunk itself)
                 n = lane.whole(self.checker, chunk, due)
                 if n:
                     self._due = due + n
@@ -260,6 +269,16 @@ class Pipeline:
             assert gated is not None
             due = self._due
             try:
+                if len(chunk) < gated.lone:  # one event at most, as in the lane
+                    out = gated.take_one(chunk)
+                    if out is not None:
+                        self._due = due + 1
+                        self._due_size += len(chunk)
+                        self._due_chunk = chunk
+                        self._due_taken = 1
+                        if self._tell:
+                            self.gate.passed(out, 1)  # type: ignore[union-attr]
+                        return out
                 whole = gated.whole(self.upstream, chunk, due)
                 if whole:
                     self._due = due + whole

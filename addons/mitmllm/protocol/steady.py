@@ -570,6 +570,7 @@ class Steady:
         "quotes",
         "least",
         "single",
+        "lone",
         "run",
         "probed",
         "probes",
@@ -657,6 +658,10 @@ class Steady:
         # Below this length a chunk is one event at most, of a template without a pad or a
         # counter: its text is what lies between its prefix and suffix (0: no such template)
         self.single = 0
+        # Below this length a chunk is one event at most of the live template, when it has no
+        # counter, its patterns match and the validator keeps no texts: what `take_one` takes
+        # (0: no such template)
+        self.lone = 0
         # With rewrites: what stands between two texts the client gets (out_suffix +
         # out_prefix), and what `whole` made of the last chunk it took
         self.glue = b""
@@ -751,7 +756,7 @@ class Steady:
         path, text, state, found, suppressed = token
         if self.prefix is not None and not self.used:
             self.misses += 1  # the last template accepted nothing
-        self.prefix, self.used = None, False
+        self.prefix, self.used, self.lone = None, False, 0
         validator = checker.validator
         if (
             not also
@@ -783,6 +788,7 @@ class Steady:
             self.misses += 1
             return
         self.sink = sink is not None
+        self.lone = 0 if self.sink or self.counter is not None else 2 * self.least
 
     def _learn(
         self,
@@ -1151,7 +1157,7 @@ class Steady:
         if self.prefix is not None:
             if not self.used:
                 self.misses += 1
-            self.prefix, self.used = None, False
+            self.prefix, self.used, self.lone = None, False, 0
 
     # --- the shortcut ----------------------------------------------------------------------------
 
@@ -1240,7 +1246,8 @@ class Steady:
                 text = chunk[start:end]
                 # short printable ASCII (most deltas): nothing is left once it is deleted;
                 # or plain UTF-8, or either with escapes
-                if text.translate(None, _PLAIN_ASCII) and not _other_text(text):
+                rest = text.translate(None, _PLAIN_ASCII)
+                if rest and not _other_text(text, rest):
                     break
             elif plain_span(chunk, start, end):
                 text = b""  # a big text is copied only for what needs it as bytes (below)
@@ -1273,7 +1280,8 @@ class Steady:
             if texts is not None:
                 texts.append(text)
             if end - start >= _BIG_TEXT:
-                self.matches = False  # this stream's texts are long: no pattern would match
+                # this stream's texts are long: no pattern would match
+                self.matches, self.lone = False, 0
             self.last_start = pos
             pos = after
         if taken:
@@ -1451,6 +1459,37 @@ class Steady:
         self.misses = 0
         return taken
 
+    def take_one(self, chunk: bytes) -> bytes | None:
+        """What the client gets of `chunk` when it is one event of the live template (the
+        caller asked its length against `lone`): `whole`'s one event (its text what lies
+        between the prefix and the suffix, or its text and pad where they lie), for a caller
+        that keeps the books of one event; else None, nothing changed. No counter or sink to
+        ask about, no list of texts and no output left behind: most chunks of a restamped or
+        repaired stream, which are read one at a time."""
+        prefix, suffix = self.prefix, self.suffix
+        assert prefix is not None  # (`lone` is 0 without a template)
+        if not chunk.startswith(prefix) or not chunk.endswith(suffix):
+            return None
+        if self.mid:
+            parts = self._one_padded(chunk, len(prefix))
+            if parts is None:
+                return None
+            self.used = True
+            self.misses = 0
+            if not self.rewrites:
+                return chunk
+            text, pad = parts
+            return self.out_prefix + text + self.out_mid + pad + self.out_suffix
+        text = chunk[len(prefix) : len(chunk) - len(suffix)]
+        if not 0 < len(text) < _BIG_TEXT:
+            return None
+        rest = text.translate(None, _PLAIN_ASCII)
+        if rest and not _other_text(text, rest):
+            return None  # (as `_between`)
+        self.used = True
+        self.misses = 0
+        return self.out_prefix + text + self.out_suffix if self.rewrites else chunk
+
     def _last_event(self, data: bytes) -> int:
         """Where the last event of `data` starts if `data` is events of a template with a
         counter (after the last `bound`; 0 where there is none)."""
@@ -1582,7 +1621,7 @@ class Steady:
             return None
         self.held = []
         if end - start >= _BIG_TEXT:
-            self.matches = False  # as in `take`
+            self.matches, self.lone = False, 0  # as in `take`
         text = raw[start:end] if self.sink or self.rewrites else b""
         self._count(checker, 1, len(raw), [text] if self.sink else None)
         if self.rewrites:
@@ -1644,16 +1683,23 @@ def _between(chunk: bytes, prefix: bytes | None, after: int, start: int = 0) -> 
     text = chunk[start : len(chunk) - after]
     if not 0 < len(text) < _BIG_TEXT:
         return None
-    if text.translate(None, _PLAIN_ASCII) and not _other_text(text):
+    rest = text.translate(None, _PLAIN_ASCII)
+    if rest and not _other_text(text, rest):
         return None  # not printable (ASCII or UTF-8), with escapes or without
     return text
 
 
-def _other_text(text: bytes) -> bool:
-    """`plain_text` or `escaped_text` of `text`, which is not short plain ASCII: a text with
+def _other_text(text: bytes, rest: bytes) -> bool:
+    """`plain_text` or `escaped_text` of `text`, which is short and not plain printable ASCII:
+    `rest` is what is left of it once those bytes are deleted. Where that is ASCII (a
+    backslash, a quote, a control character), the text is a steady one only with escapes as
+    `_ESCAPED_TEXT` takes them (`escaped_text` of ASCII; a quote or a control character fails
+    that pattern as it fails `plain_text`): asked at once, most texts of code. Else a text with
     a backslash is no plain one, and one without is an escaped one only if it is a plain one
     (a quote ends both), so one of them is asked."""
-    return escaped_text(text) if text.find(b"\\") != -1 else plain_text(text)
+    if rest.isascii():
+        return _ESCAPED_TEXT.fullmatch(text) is not None
+    return escaped_text(text) if rest.find(b"\\") != -1 else plain_text(text)
 
 
 def _kind(escaped: bool, utf8: bool) -> int:
