@@ -93,7 +93,7 @@ async def test_tap_passes_healthy_stream_byte_identical_in_whole_events() -> Non
         assert f.request.headers["accept-encoding"] == "identity"
         f.response = _sse_response()
         addon.responseheaders(f)
-        assert isinstance(f.response.stream, Tap)
+        assert isinstance(f.response.stream.__self__, Tap)  # its bound method
         chunks = [HEALTHY[i : i + 7] for i in range(0, len(HEALTHY), 7)]
         out = _stream(f, chunks)
         assert b"".join(out) == HEALTHY
@@ -132,7 +132,7 @@ async def test_internal_error_passes_the_rest_through_and_reports_TAP_1(
         recognizer.request(f)
         f.response = _sse_response()
         addon.responseheaders(f)
-        checker = f.response.stream.pipeline.checker
+        checker = f.response.stream.__self__.pipeline.checker
         calls = {"n": 0}
         original = checker.check
 
