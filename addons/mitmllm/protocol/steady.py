@@ -1480,12 +1480,13 @@ class Steady:
                 return chunk
             text, pad = parts
             return self.out_prefix + text + self.out_mid + pad + self.out_suffix
+        # `_between`'s checks, written out: its call costs 0.1 µs of this chunk's 1.7
         text = chunk[len(prefix) : len(chunk) - len(suffix)]
         if not 0 < len(text) < _BIG_TEXT:
             return None
         rest = text.translate(None, _PLAIN_ASCII)
         if rest and not _other_text(text, rest):
-            return None  # (as `_between`)
+            return None
         self.used = True
         self.misses = 0
         return self.out_prefix + text + self.out_suffix if self.rewrites else chunk
