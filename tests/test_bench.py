@@ -11,6 +11,8 @@ import io
 import math
 import os
 import re
+import subprocess
+import sys
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -59,6 +61,8 @@ from mitmllm.bench.proxy import REPAIR
 from mitmllm.bench.proxy import RESTAMP
 from mitmllm.bench.proxy import TAP
 from mitmllm.bench.proxy import WORKER
+from mitmllm.bench.proxy import Baseline
+from mitmllm.bench.proxy import BenchError
 from mitmllm.bench.proxy import EventCounter
 from mitmllm.bench.proxy import Marker
 from mitmllm.bench.proxy import Measured
@@ -67,13 +71,19 @@ from mitmllm.bench.proxy import ProxySizes
 from mitmllm.bench.proxy import Run
 from mitmllm.bench.proxy import Running
 from mitmllm.bench.proxy import Setup
+from mitmllm.bench.proxy import addon_script
+from mitmllm.bench.proxy import checkout
+from mitmllm.bench.proxy import extract_baseline
 from mitmllm.bench.proxy import http_client
+from mitmllm.bench.proxy import interpreter_code
 from mitmllm.bench.proxy import place
 from mitmllm.bench.proxy import plan_rows
 from mitmllm.bench.proxy import proxy_figures
 from mitmllm.bench.proxy import relay_figures
 from mitmllm.bench.proxy import relay_ready
 from mitmllm.bench.proxy import relay_unavailable
+from mitmllm.bench.proxy import resolve_baseline
+from mitmllm.bench.proxy import setups
 from mitmllm.bench.proxy import sizes_figures
 from mitmllm.bench.proxy import turns
 from mitmllm.bench.proxy import unplace
@@ -762,6 +772,138 @@ def test_proxy_figures_judge_cpu_per_event_against_plain_and_restamp_against_the
         assert repair.value == pytest.approx(1.05) and repair.met is True
     # The worst misses are profiled: the restamp row always, the tap's only when it missed.
     assert set(misses) == ({RESTAMP} if met else {TAP, RESTAMP})
+
+
+# --- this code against another revision's (--against) ---------------------------------------
+
+IN_GIT = (checkout() / ".git").exists()
+needs_git = pytest.mark.skipif(not IN_GIT, reason="runs from a git checkout only")
+
+
+def test_against_runs_the_addon_setups_again_in_the_proxy_rows_only() -> None:
+    sizes = ProxySizes(20_000, 1, 1, 1, 16, 100)
+    base = Baseline("abc1234")
+    rows = plan_rows(sizes, ["proxy", "sizes"], ["gemini"], relay=False, baseline=base)
+    for r in rows:
+        twins = tuple(n for n in r.setups if "@" in n)
+        if r.text_bytes is None:  # the proxy section's: each addon setup's twin, after them
+            assert twins == ("tap@abc1234", "restamp@abc1234", "repair@abc1234"), r
+            assert r.setups[: -len(twins)] == tuple(n for n in r.setups if "@" not in n)
+        else:  # the sizes section compares with plain only
+            assert not twins, r
+    without = plan_rows(sizes, ["proxy"], ["gemini"], relay=False)
+    assert not any("@" in n for r in without for n in r.setups)
+
+
+def test_a_twin_is_its_setup_run_from_the_other_revisions_tree(tmp_path: Path) -> None:
+    tree = tmp_path / "old" / "addons"
+    tree.mkdir(parents=True)
+    base = Baseline("abc1234", tree)
+    names = [PLAIN, TAP, RESTAMP, REPAIR, *(base.name(n) for n in (TAP, RESTAMP, REPAIR))]
+    assert names[-3:] == ["tap@abc1234", "restamp@abc1234", "repair@abc1234"]
+    assert base.twins(names) == dict(zip((TAP, RESTAMP, REPAIR), names[-3:], strict=True))
+    got = {s.name: s for s in setups(tmp_path, 1, names, base)}
+    ours = str(addon_script())
+    theirs = str(tree / "mitmllm_addon.py")
+    for name in (TAP, RESTAMP, REPAIR):
+        mine, twin = got[name], got[base.name(name)]
+        assert mine.tree is None and twin.tree == tree
+        assert mine.args is not None and twin.args is not None
+        # the same arguments, the other revision's script in place of this one's
+        assert ours in mine.args and theirs in twin.args and ours not in twin.args
+        assert [a for a in twin.args if a != theirs] == [a for a in mine.args if a != ours]
+        assert (twin.tapped, twin.restamped) == (mine.tapped, mine.restamped)
+    assert got[PLAIN].tree is None
+
+
+def test_the_other_trees_mitmllm_is_the_one_a_twin_proxy_imports(tmp_path: Path) -> None:
+    # an installed mitmllm (this one, editable) must not win over the tree put first
+    tree = tmp_path / "addons"
+    (tree / "mitmllm").mkdir(parents=True)
+    (tree / "mitmllm" / "__init__.py").write_text("", encoding="utf-8")
+    code = interpreter_code(tree)
+    assert code.endswith(interpreter_code()) and interpreter_code() in code
+    prefix = code.removesuffix(interpreter_code())
+    done = subprocess.run(
+        [sys.executable, "-c", prefix + "import mitmllm; print(mitmllm.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(done.stdout.strip()) == tree / "mitmllm" / "__init__.py"
+
+
+@needs_git
+def test_against_resolves_a_revision_and_extracts_its_addons(tmp_path: Path) -> None:
+    head = subprocess.run(
+        ["git", "-C", str(checkout()), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    base = resolve_baseline("HEAD")
+    assert base.rev == head and base.tree is None
+    got = extract_baseline(base, tmp_path)
+    assert got.tree is not None and (got.tree / "mitmllm_addon.py").is_file()
+    assert (got.tree / "mitmllm" / "glue" / "tap.py").is_file()
+    with pytest.raises(BenchError, match="no such commit"):
+        resolve_baseline("no-such-revision")
+
+
+def test_against_needs_the_proxy_section_and_a_revision_that_exists(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert parse_args(["--only", "proxy", "--against", "HEAD"]).against == "HEAD"
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "codec", "--against", "HEAD"])
+    assert main(["--quick", "--only", "proxy", "--against", "no-such-revision"]) == 2
+    assert "no such commit" in capsys.readouterr().err
+
+
+def test_against_figures_are_each_setup_over_its_twin_in_each_repetition() -> None:
+    sizes = ProxySizes(20_000, 1, 1, 1, 16, 100)
+    base = Baseline("abc1234")
+    rows = plan_rows(sizes, ["proxy"], ["openai-chat"], relay=False, baseline=base)
+    names = [n for n in rows[0].setups]
+    m = Measured([Setup(n, None if n == DIRECT else ()) for n in names])
+    m.rows = rows
+    for r in rows:
+        cpu = {PLAIN: 40.0, TAP: 44.0, RESTAMP: 48.0, REPAIR: 50.0}
+        cpu |= {base.name(TAP): 48.4, base.name(RESTAMP): 48.0, base.name(REPAIR): 40.0}
+        runs_of(cpu, {n: 20_000.0 for n in r.setups}, r.label, m)
+    out = io.StringIO()
+    report = Report(out=out)
+    proxy_figures(report, m)
+    figures = {f.name: f for f in report.figures}
+    for r in rows:
+        assert figures[f"{r.label}: tap / tap@abc1234, CPU per event"].value == pytest.approx(
+            44.0 / 48.4
+        )
+        restamp = figures[f"{r.label}: restamp / restamp@abc1234, CPU per event"]
+        assert restamp.value == pytest.approx(1.0) and restamp.target is None
+        repair = figures[f"{r.label}: repair / repair@abc1234, CPU per event"]
+        assert repair.value == pytest.approx(1.25)
+    assert "repair / repair@abc1234" in out.getvalue()
+
+
+# Two rows, eight proxies, about 20 s: the twins start from the extracted revision and carry
+# each stream as this code's setups do (`check` proves the tap and the restamp saw them).
+@needs_git
+@pytest.mark.timeout(600)
+def test_quick_run_against_a_revision_compares_every_addon_setup(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out_json = tmp_path / "figures.json"
+    code = main(
+        ["--quick", "--only", "proxy", "--formats", "gemini", "--against", "HEAD"]
+        + ["--json", str(out_json)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    data = orjson.loads(out_json.read_bytes())
+    rev = data["settings"]["against"]
+    assert rev and f"against revision {rev}: tap@{rev}, restamp@{rev}, repair@{rev}" in out
+    figures = {f["name"]: f for f in data["figures"]}
+    for shape in ("1 event/chunk", "4 events/chunk"):
+        for name in (TAP, RESTAMP, REPAIR):
+            figure = figures[f"gemini, {shape}: {name} / {name}@{rev}, CPU per event"]
+            assert figure["value"] > 0 and figure["target"] is None, figure
 
 
 def test_sizes_figures_give_the_cpu_each_kib_adds() -> None:

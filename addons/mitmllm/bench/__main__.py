@@ -1,5 +1,5 @@
 """``python -m mitmllm.bench [--quick] [--only SECTION[,SECTION]] [--formats FORMAT[,FORMAT]]
-[--json FILE]``
+[--against REV] [--json FILE]``
 
 Prints the machine, then each section's figures, then one table with every figure, its target
 and whether it was met. Exits 0 whatever the figures; 1 only if a measurement could not be made.
@@ -132,14 +132,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "core caps the big-event rows)",
     )
     parser.add_argument(
+        "--against",
+        default=None,
+        metavar="REV",
+        help="run the proxy section's addon setups (tap, restamp, repair) a second time from "
+        "git revision REV's code, taking turns with this code's, and print this code's CPU per "
+        "event against REV's in every row: a change of a few per cent shows side by side, "
+        "where the machine's drift hides it between runs (needs a git checkout)",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="also write the figures as JSON"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.against is not None and proxy.SECTION not in args.only:
+        parser.error("--against compares the proxy section's setups: run it (--only proxy)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = QUICK if args.quick else DEFAULT
+    baseline = None
+    if args.against is not None:
+        try:
+            baseline = proxy.resolve_baseline(args.against)
+        except proxy.BenchError as e:
+            print(f"mitmllm bench: {e}", file=sys.stderr)
+            return 2
     report = Report()
     report.machine = machine()
     report.settings = {
@@ -147,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "sections": args.only,
         "formats": args.formats,
         "pinned": args.pin,
+        "against": baseline.rev if baseline is not None else None,
         **asdict(sizes),
     }
     report.print(
@@ -173,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                     proxy_sections,
                     args.formats,
                     pin=args.pin,
+                    baseline=baseline,
                 ),
             )
         )

@@ -32,6 +32,10 @@ measures the time to the first body byte (TTFB) of short streams; with the relay
 each event gets through each setup (a paced, stamped stream: `mitmllm.bench.latency`). The
 concurrency section (`mitmllm.bench.concurrency`) then starts the setups afresh and loads them
 one after the other.
+With ``--against REV`` (`Baseline`), the addon setups of the proxy section (tap, restamp,
+repair) run a second time from git revision REV's code, named ``tap@REV`` and so on, taking turns
+with the others: each row then has this code's CPU per event against REV's, from the same
+repetitions, where a change of a few per cent shows through the machine's drift.
 Every proxy is started with ``-q`` on a free 127.0.0.1 port and killed on the way out, Ctrl-C
 included.
 """
@@ -41,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import math
 import os
 import pstats
@@ -48,12 +53,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +141,17 @@ RELAY = "relay"
 
 # Runs mitmdump from this interpreter, whatever the PATH says.
 _MITMDUMP = "import sys; from mitmproxy.tools.main import mitmdump; sys.exit(mitmdump())"
+
+
+def interpreter_code(tree: Path | None = None) -> str:
+    """What `python -c` runs to start mitmdump; with `tree`, another revision's ``addons``
+    folder (`Baseline`) first on the import path, so that its ``mitmllm`` is the one imported,
+    whatever is installed."""
+    if tree is None:
+        return _MITMDUMP
+    return f"import sys; sys.path.insert(0, {str(tree)!r}); " + _MITMDUMP
+
+
 # Loaded into a proxy to profile the flows whose request carries PROFILE_HEADER, one profile per
 # header value, while any of them runs: not the start-up, not the idle time. Concurrent flows
 # share the profile, which runs from the first one's request headers to the last one's end.
@@ -235,6 +253,8 @@ class Setup:
     #: the answer must carry the model the client asked for (a model rule restamped it)
     restamped: bool = False
     description: str = ""
+    #: another revision's ``addons`` folder, imported instead of this one (`Baseline`)
+    tree: Path | None = None
 
 
 def addon_script() -> Path:
@@ -247,9 +267,74 @@ def addon_script() -> Path:
     return script
 
 
-def setups(workdir: Path, upstream_port: int, names: Sequence[str]) -> list[Setup]:
+#: The setups ``--against`` runs again from another revision's code: the addon's own.
+BASELINE_SETUPS = (TAP, RESTAMP, REPAIR)
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """Another revision of mitmllm whose addon setups (`BASELINE_SETUPS`) run beside this
+    code's, taking turns with them (``--against``)."""
+
+    rev: str  # the commit, abbreviated as git abbreviates it
+    tree: Path | None = None  # its ``addons`` folder, once extracted (`extract_baseline`)
+
+    def name(self, setup: str) -> str:
+        """The name of `setup` run from this revision's code."""
+        return f"{setup}@{self.rev}"
+
+    def twins(self, names: Sequence[str]) -> dict[str, str]:
+        """Of the setups `names`, those this revision runs too: by name, the twin's name."""
+        return {n: self.name(n) for n in BASELINE_SETUPS if n in names and self.name(n) in names}
+
+
+def checkout() -> Path:
+    """The checkout this code runs from: the folder that holds its ``addons`` folder."""
+    return addon_script().parent.parent
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(checkout()), *args], capture_output=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BenchError(f"--against needs git, which failed: {e}") from e
+
+
+def resolve_baseline(rev: str) -> Baseline:
+    """The commit `rev` names in the checkout this code runs from. BenchError when it names
+    none, or this code is no git checkout (an installed package has no history)."""
+    done = _git("rev-parse", "--verify", "--quiet", "--short", f"{rev}^{{commit}}")
+    commit = done.stdout.decode("ascii", "replace").strip()
+    if done.returncode != 0 or not commit:
+        raise BenchError(
+            f"--against {rev!r}: no such commit in {checkout()} (it must be a git checkout of "
+            "mitmllm, and the revision a commit of it)"
+        )
+    return Baseline(commit)
+
+
+def extract_baseline(baseline: Baseline, workdir: Path) -> Baseline:
+    """`baseline` with its ``addons`` folder written under `workdir` (``git archive``)."""
+    done = _git("archive", "--format=tar", baseline.rev, "addons")
+    if done.returncode != 0:
+        error = done.stderr.decode("utf-8", "replace").strip()
+        raise BenchError(f"git archive of {baseline.rev} failed: {error}")
+    dest = workdir / f"against-{baseline.rev}"
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    tree = dest / "addons"
+    if not (tree / "mitmllm_addon.py").is_file():
+        raise BenchError(f"revision {baseline.rev} has no addons/mitmllm_addon.py to run")
+    return replace(baseline, tree=tree)
+
+
+def setups(
+    workdir: Path, upstream_port: int, names: Sequence[str], baseline: Baseline | None = None
+) -> list[Setup]:
     """The setups named (in the order of `SETUP_ORDER`), their scripts and configs written to
-    `workdir`."""
+    `workdir`; then the `baseline`'s twins named (it extracted: `extract_baseline`)."""
     plain = workdir / "plain_stream.py"
     plain.write_text(_PLAIN_SCRIPT, encoding="utf-8")
     script = str(addon_script())
@@ -284,7 +369,23 @@ def setups(workdir: Path, upstream_port: int, names: Sequence[str]) -> list[Setu
     }
     if RELAY in names:
         every[RELAY] = relay_setup(workdir, upstream_port)
-    return [every[n] for n in SETUP_ORDER if n in names and n in every]
+    out = [every[n] for n in SETUP_ORDER if n in names and n in every]
+    if baseline is not None:
+        assert baseline.tree is not None, "extract the baseline first"
+        theirs = str(baseline.tree / "mitmllm_addon.py")
+        for name, twin in baseline.twins([*names, *BASELINE_SETUPS]).items():
+            ours = every[name]
+            assert ours.args is not None
+            out.append(
+                replace(
+                    ours,
+                    name=twin,
+                    args=tuple(theirs if a == script else a for a in ours.args),
+                    tree=baseline.tree,
+                    description=f"{ours.description}; revision {baseline.rev}'s code",
+                )
+            )
+    return out
 
 
 #: Every setup, in the order a run starts and lists them.
@@ -439,7 +540,7 @@ class Processes:
         argv = [
             sys.executable,
             "-c",
-            _MITMDUMP,
+            interpreter_code(setup.tree),
             "-q",
             "--mode",
             f"reverse:http://127.0.0.1:{upstream_port}",
@@ -682,9 +783,15 @@ def size_label(text_bytes: int) -> str:
 
 
 def plan_rows(
-    sizes: ProxySizes, sections: Sequence[str], formats: Sequence[str], *, relay: bool
+    sizes: ProxySizes,
+    sections: Sequence[str],
+    formats: Sequence[str],
+    *,
+    relay: bool,
+    baseline: Baseline | None = None,
 ) -> list[Row]:
-    """The rows the selected sections need, each with the union of their setups."""
+    """The rows the selected sections need, each with the union of their setups; the proxy
+    section's with the `baseline`'s twins of its addon setups too."""
     wanted: dict[tuple[str, int, int | None, bool, bool], list[str]] = {}
 
     def want(
@@ -726,6 +833,8 @@ def plan_rows(
             label = size_label(size)
         per_stream = max(per_stream, lifecycle_events(fmt) + 1)
         ordered = tuple(n for n in SETUP_ORDER if n in names)
+        if baseline is not None and size is None and SECTION in sections:
+            ordered += tuple(baseline.name(n) for n in BASELINE_SETUPS if n in ordered)
         streams = max(1, total // per_stream)
         rows.append(Row(label, fmt, per_chunk, size, ordered, per_stream, streams, padded, mixed))
     return rows
@@ -775,10 +884,15 @@ class Running:
 
 
 async def start(
-    procs: Processes, report: Report, names: Sequence[str], *, pin: bool = False
+    procs: Processes,
+    report: Report,
+    names: Sequence[str],
+    *,
+    pin: bool = False,
+    baseline: Baseline | None = None,
 ) -> Running:
     upstream = await procs.upstream()
-    all_setups = setups(procs.workdir, upstream.port, names)
+    all_setups = setups(procs.workdir, upstream.port, names, baseline)
     proxies = {s.name: procs.proxy(s, upstream.port) for s in all_setups if s.args is not None}
     t0 = time.perf_counter()
     await asyncio.gather(*(procs.listening(p) for p in proxies.values()))
@@ -1094,9 +1208,11 @@ def run(
     formats: Sequence[str] = FORMATS,
     *,
     pin: bool = False,
+    baseline: Baseline | None = None,
 ) -> None:
     """The proxy, sizes, relay and concurrency sections (those selected), the proxy section's
-    rows in `formats`; `pin`: each proxy on a core of its own (`mitmllm.bench.cores`)."""
+    rows in `formats`; `pin`: each proxy on a core of its own (`mitmllm.bench.cores`);
+    `baseline`: another revision's addon setups beside this code's (`Baseline`)."""
     relay_reason = relay_ready()
     wanted = [s for s in SECTIONS if s in sections]
     if wanted == [RELAY_SECTION] and relay_reason is not None:
@@ -1104,7 +1220,7 @@ def run(
         return
     allow_open_files(8 * load.streams + 256)
     try:
-        asyncio.run(_run(report, sizes, load, wanted, formats, relay_reason, pin))
+        asyncio.run(_run(report, sizes, load, wanted, formats, relay_reason, pin, baseline))
     except MEASUREMENT_ERRORS as e:
         failed(report, wanted, e)
 
@@ -1138,11 +1254,12 @@ async def _run(
     formats: Sequence[str],
     relay_reason: str | None,
     pin: bool = False,
+    baseline: Baseline | None = None,
 ) -> None:
     """The selected sections; without the relay (`relay_reason` says why) its rows say so."""
     relay = relay_reason is None
     want_relay = RELAY_SECTION in sections and relay
-    rows = plan_rows(sizes, sections, formats, relay=want_relay)
+    rows = plan_rows(sizes, sections, formats, relay=want_relay, baseline=baseline)
     throughput = [s for s in (SECTION, SIZES_SECTION, RELAY_SECTION) if s in sections]
     with processes() as procs, contextlib.ExitStack() as stack:
         if pin:  # this process gets its cores back, whatever happens
@@ -1154,7 +1271,15 @@ async def _run(
                 ttfb += [n for n in (PLAIN, TAP, RELAY) if n not in ttfb]
             used = {n for r in rows for n in r.setups} | set(ttfb)
             try:
-                running = await start(procs, report, sorted(used), pin=pin)
+                against = None
+                if baseline is not None and SECTION in sections:
+                    against = extract_baseline(baseline, procs.workdir)
+                    twins = ", ".join(against.name(n) for n in BASELINE_SETUPS if n in used)
+                    report.print(
+                        f"  against revision {against.rev}: {twins} run its code, taking "
+                        "turns with this code's setups"
+                    )
+                running = await start(procs, report, sorted(used), pin=pin, baseline=against)
                 await _throughput(report, procs, running, rows, sizes, sections, ttfb, want_relay)
             except MEASUREMENT_ERRORS as e:
                 failed(report, [s for s in throughput if s != RELAY_SECTION or relay], e)
@@ -1407,12 +1532,40 @@ def proxy_figures(report: Report, m: Measured) -> dict[str, tuple[Row | None, bo
         f"{TARGET_EVENTS_RATIO:g}x plain in every row; restamp, and restamp with repairs on, "
         f"<= {TARGET_RESTAMP_RATIO:g}x the tap's CPU per event"
     )
+    against_figures(report, m, rows)
     report.print()
     missed_ttfb = ttfb_figures(report, m)
     out: dict[str, tuple[Row | None, bool]] = {n: (r, False) for n, (_s, r) in worst.items()}
     if missed_ttfb:
         out[TAP] = (out.get(TAP, (None, False))[0], True)
     return out
+
+
+def against_figures(report: Report, m: Measured, rows: Sequence[Row]) -> None:
+    """Each addon setup against its twin from another revision (``--against``), row by row:
+    this code's CPU per event / the revision's, the median of the repetitions' ratios. No
+    target: below 1, this code costs less."""
+    table = []
+    heads: list[str] = []
+    for r in rows:
+        line = [r.label]
+        for name in BASELINE_SETUPS:
+            twin = next((t for t in r.setups if t.startswith(f"{name}@")), None)
+            if twin is None:
+                continue
+            if twin not in heads:
+                heads.append(twin)
+            line.append(mark(ratio_figure(report, m, SECTION, r.label, name, twin, CPU)))
+        if len(line) > 1:
+            table.append(line)
+    if not table:
+        return
+    report.print()
+    report.print(
+        "  this code against another revision's, CPU per event (each setup / its twin run "
+        "from that revision's code, taking turns in the same repetitions; below 1: less now)"
+    )
+    report.table(["row", *(f"{t.partition('@')[0]} / {t}" for t in heads)], table)
 
 
 def ttfb_figures(report: Report, m: Measured) -> bool:
