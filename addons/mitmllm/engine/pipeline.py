@@ -379,7 +379,7 @@ class Pipeline:
         if out is None:  # nothing changed: the events' bytes as they came
             if whole:
                 return chunk  # the chunk was whole events: pass the very object on
-            out = events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
+            out = events[0].raw if len(events) == 1 else b"".join([ev.raw for ev in events])
         return b"".join(sent) + out if sent else out
 
     def skim(self, data: bytes) -> bool:
@@ -472,7 +472,7 @@ class Pipeline:
             return b""
         out = self._process(events)
         if out is None:
-            out = b"".join(ev.raw for ev in events)
+            out = b"".join([ev.raw for ev in events])
         return out
 
     def _edits(self, payload: Any) -> list[Edit]:
@@ -554,7 +554,7 @@ class Pipeline:
         self.events += len(events)
         if not changed:
             return None
-        return events[0].raw if len(events) == 1 else b"".join(ev.raw for ev in events)
+        return events[0].raw if len(events) == 1 else b"".join([ev.raw for ev in events])
 
     # --- with repairs ----------------------------------------------------------------------------
 
