@@ -56,6 +56,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Collection
 from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -283,7 +284,7 @@ class Baseline:
         """The name of `setup` run from this revision's code."""
         return f"{setup}@{self.rev}"
 
-    def twins(self, names: Sequence[str]) -> dict[str, str]:
+    def twins(self, names: Collection[str]) -> dict[str, str]:
         """Of the setups `names`, those this revision runs too: by name, the twin's name."""
         return {n: self.name(n) for n in BASELINE_SETUPS if n in names and self.name(n) in names}
 
@@ -373,7 +374,7 @@ def setups(
     if baseline is not None:
         assert baseline.tree is not None, "extract the baseline first"
         theirs = str(baseline.tree / "mitmllm_addon.py")
-        for name, twin in baseline.twins([*names, *BASELINE_SETUPS]).items():
+        for name, twin in baseline.twins(names).items():
             ours = every[name]
             assert ours.args is not None
             out.append(
@@ -1274,7 +1275,7 @@ async def _run(
                 against = None
                 if baseline is not None and SECTION in sections:
                     against = extract_baseline(baseline, procs.workdir)
-                    twins = ", ".join(against.name(n) for n in BASELINE_SETUPS if n in used)
+                    twins = ", ".join(against.twins(used).values())
                     report.print(
                         f"  against revision {against.rev}: {twins} run its code, taking "
                         "turns with this code's setups"
